@@ -1,0 +1,57 @@
+"""Pieces shared by every ``python -m minicnnrnn.<command>``.
+
+Each command builds an ``argparse`` parser, calls :func:`add_backend_argument`,
+and runs its ``main`` through :func:`run`, so that
+
+* ``--backend numpy|cupy`` (default: $MINICNNRNN_BACKEND or numpy) selects the
+  array library before any array is made, and
+* a :class:`~minicnnrnn.errors.UserError` becomes ``error: <one line>`` on
+  stderr with exit status 2, never a traceback.
+"""
+import argparse
+import os
+import sys
+
+from . import backend
+from .errors import UserError
+
+
+def add_backend_argument(parser):
+    """Add ``--backend`` to an argparse parser."""
+    default = os.environ.get(backend.ENV_VAR, "numpy").strip().lower() or "numpy"
+    parser.add_argument(
+        "--backend", default=default, choices=backend.BACKENDS,
+        help=f"array library: numpy (CPU) or cupy (NVIDIA GPU); default from ${backend.ENV_VAR} or numpy "
+             f"(now: {default})")
+    return parser
+
+
+def make_parser(prog, description):
+    """An ArgumentParser with the shared ``--backend`` option already added."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return add_backend_argument(parser)
+
+
+def run(main, argv=None):
+    """Call ``main(argv)``; turn UserError into a one-line error and exit code 2.
+
+    ``main`` parses its own arguments and must call :func:`select_backend`
+    (directly or through :func:`parse`) before it creates arrays.
+    """
+    try:
+        code = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def parse(parser, argv=None):
+    """Parse arguments and select the backend they name. Returns the namespace."""
+    args = parser.parse_args(argv)
+    backend.use(args.backend)
+    return args

@@ -1,0 +1,64 @@
+"""Writing files so that an interrupted program never leaves a half-written one.
+
+Every checkpoint, cache, weights file and metrics file goes through these
+helpers: the data is written to a temporary file in the same folder, flushed to
+disk, then renamed over the destination (``os.replace`` is atomic on POSIX and
+Windows). A reader therefore sees either the old file or the new one.
+"""
+import json
+import os
+import tempfile
+
+import numpy
+
+from .errors import UserError
+
+
+def _atomic_write(path, write):
+    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it to ``path``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_npz(path, **arrays):
+    """Atomically write host arrays to ``path`` (a .npz, uncompressed)."""
+    _atomic_write(path, lambda f: numpy.savez(f, **arrays))
+
+
+def save_json(path, obj):
+    """Atomically write ``obj`` as indented JSON."""
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_text(path, text):
+    """Atomically write a text file."""
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def load_npz(path, required=()):
+    """Load a .npz into a dict of numpy arrays; one-line UserError if missing, corrupt or incomplete."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UserError(f"{path}: file not found")
+    try:
+        with numpy.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
+    return arrays

