@@ -1,0 +1,205 @@
+"""Label images with a trained model: ``python -m minicnnrnn.predict``.
+
+    python -m minicnnrnn.predict --checkpoint runs/cnn-rnn/checkpoint.npz photo1.jpg photo2.png
+    python -m minicnnrnn.predict --checkpoint CKPT --features feats/features.npy --image-list feats/images.txt
+    python -m minicnnrnn.predict --checkpoint CKPT --features feats/          # an `extract` folder
+
+For image files it runs the CNN the checkpoint was trained with (``config["cnn"]``: the
+built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc7) on
+the images (``preprocess.load_image`` then ``vgg.forward``), then decodes each image's
+most probable prediction path by beam search (§3.3, :mod:`minicnnrnn.beam_search`).
+Each image gets one line: its labels in path order with their step probabilities, the
+probability of END, and the probability of the whole path (Eq. 6). ``--json`` prints
+the same (and every label's confidence score) as JSON instead.
+
+Checkpoints of the ``bce`` and ``softmax`` baselines have no path: they print their
+``--top-k`` most probable labels.
+"""
+import json
+import os
+
+import numpy as np
+
+from . import backend, baselines, beam_search, checkpoint, cli, preprocess, vgg
+from .errors import UserError
+
+PATH_MODELS = ("cnn-rnn", "no-rnn")
+CHUNK = 4096   # feature rows moved to the device and decoded at once
+
+
+def make_parser():
+    p = cli.make_parser("python -m minicnnrnn.predict",
+                        "Predict the labels of images (or of CNN features) with a trained checkpoint.")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to label")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by `python -m minicnnrnn.train`")
+    p.add_argument("--features", help="predict from a (N, D) features .npy (or an `extract` folder) instead of images")
+    p.add_argument("--image-list", help="with --features: a text file naming each row's image, one per line")
+    p.add_argument("--beam", type=int, default=None, help="beam size N (1 = greedy); default: the checkpoint's, or 3")
+    p.add_argument("--min-labels", type=int, default=None,
+                   help="predict at least this many labels (footnote 1); default: the checkpoint's, or 0")
+    p.add_argument("--max-labels", type=int, default=None, help="predict at most this many labels; default K")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="bce/softmax checkpoints: labels to print; default: the checkpoint's k, or 3")
+    p.add_argument("--batch-size", type=int, default=16, help="images per CNN batch")
+    p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
+    return p
+
+
+# ---------------------------------------------------------------------------
+# Inputs: CNN features of image files, or a precomputed features matrix
+# ---------------------------------------------------------------------------
+
+def load_cnn(cnn, ckpt_path):
+    """(params on the backend, meta, layer) of the CNN named in a checkpoint's ``config["cnn"]``."""
+    weights = cnn.get("weights")
+    if weights is None:
+        raise UserError(f"{ckpt_path}: this model was trained on precomputed features "
+                        f"({cnn.get('features', 'unknown file')}), so it cannot read image files; "
+                        "pass --features with features made the same way")
+    if weights == "builtin":
+        from .data import features
+        params, meta = features.load_builtin_cnn()
+    else:
+        params, meta = vgg.load(weights)
+    return backend.params_to_device(params, np.float32), meta, cnn.get("layer") or "fc7"
+
+
+def image_features(paths, cnn, ckpt_path, batch_size):
+    """Image files -> (n, D) float32 host features, the CNN run batch by batch on the backend."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size: must be positive, got {batch_size}")
+    params, meta, layer = load_cnn(cnn, ckpt_path)
+    rows = []
+    for start in range(0, len(paths), batch_size):
+        batch = np.stack([preprocess.load_image(p, meta) for p in paths[start:start + batch_size]])
+        outs, _ = vgg.forward(params, meta, backend.to_device(batch), outputs=(layer,))
+        rows.append(backend.to_host(outs[layer]).reshape(len(batch), -1))
+    return np.concatenate(rows)
+
+
+def matrix_features(path, list_path):
+    """(features (n, D) host, names) from a .npy (or an `extract` folder) and an optional list.
+    The matrix stays memory-mapped: rows are read when a chunk is decoded."""
+    if os.path.isdir(path):
+        folder = path
+        path = os.path.join(folder, "features.npy")
+        if list_path is None and os.path.exists(os.path.join(folder, "images.txt")):
+            list_path = os.path.join(folder, "images.txt")
+    if not os.path.exists(path):
+        raise UserError(f"{path}: features file not found")
+    try:
+        feats = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc})") from None
+    if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
+        raise UserError(f"{path}: expected a numeric (N, D) matrix, got shape {feats.shape} and dtype {feats.dtype}")
+    if list_path is None:
+        names = [f"{os.path.basename(path)}[{i}]" for i in range(len(feats))]
+    else:
+        try:
+            with open(list_path, encoding="utf-8") as f:
+                names = [line.rstrip("\n") for line in f if line.strip()]
+        except OSError as exc:
+            raise UserError(f"{list_path}: cannot read the image list ({exc.strerror})") from None
+        if len(names) != len(feats):
+            raise UserError(f"{list_path}: {len(names)} names for the {len(feats)} rows of {path}")
+    return feats, names
+
+
+# ---------------------------------------------------------------------------
+# Decoding and printing
+# ---------------------------------------------------------------------------
+
+def chunks(features, where):
+    """Yield (n, D) float32 blocks of a host (possibly memory-mapped) matrix, on the backend."""
+    for start in range(0, len(features), CHUNK):
+        block = np.asarray(features[start:start + CHUNK], dtype=np.float32)
+        if not np.isfinite(block).all():
+            raise UserError(f"{where}: features hold NaN or inf values")
+        yield backend.to_device(block)
+
+
+def decode_paths(state, params, I, beam, min_labels, max_labels):
+    """Beam search of one block of features I (n, D); returns one dict per image (host values)."""
+    cfg, names = state["config"], state["label_names"]
+    step_fn = baselines.no_rnn_step if cfg["model"] == "no-rnn" else None
+    result = beam_search.beam_search(params, I, beam, max_labels, min_labels, cfg["variant"], step_fn)
+    paths, lengths, logp, steps, scores = (backend.to_host(a) for a in result[:5])
+    out = []
+    for i in range(len(paths)):
+        n = int(lengths[i])
+        out.append({"labels": [names[j] for j in paths[i, :n]],
+                    "probabilities": np.exp(steps[i, :n]).tolist(),
+                    "end_probability": float(np.exp(steps[i, n])),
+                    "log_probability": float(logp[i]),
+                    "scores": dict(zip(names, scores[i].tolist()))})
+    return out
+
+
+def decode_topk(state, params, I, k):
+    """bce/softmax: the k most confident labels of each image of a block I (n, D)."""
+    names = state["label_names"]
+    raw, _ = baselines.classifier_forward(params, I)
+    conf = backend.to_host(baselines.classifier_confidence(state["config"]["model"], raw))
+    top = np.argsort(-conf, axis=1, kind="stable")[:, :k]
+    return [{"labels": [names[j] for j in row], "probabilities": conf[i, row].tolist(),
+             "scores": dict(zip(names, conf[i].tolist()))} for i, row in enumerate(top)]
+
+
+def format_line(name, pred):
+    """One human-readable line: labels in path order with their step probabilities."""
+    labels = ", ".join(f"{label} {p:.3f}" for label, p in zip(pred["labels"], pred["probabilities"])) or "(no labels)"
+    if "end_probability" not in pred:
+        return f"{name}: {labels}"
+    return f"{name}: {labels} | END {pred['end_probability']:.3f} | log P {pred['log_probability']:.3f}"
+
+
+def main(argv=None):
+    parser = make_parser()
+    args = cli.parse(parser, argv)
+    state = checkpoint.load(args.checkpoint)
+    cfg = state["config"]
+    if cfg["model"] not in baselines.MODELS:
+        raise UserError(f"{args.checkpoint}: unknown model {cfg['model']!r}")
+    K = int(cfg["K"])
+    # Check the options before the (slow) CNN runs.
+    beam = args.beam if args.beam is not None else int(cfg.get("beam", 3))
+    min_labels = args.min_labels if args.min_labels is not None else int(cfg.get("min_labels", 0))
+    k = args.top_k if args.top_k is not None else int(cfg.get("k", 3))
+    if cfg["model"] in PATH_MODELS:
+        beam_search.check_options(K, beam, args.max_labels, min_labels)
+    elif not 1 <= k <= K:
+        raise UserError(f"--top-k: must be between 1 and K = {K}, got {k}")
+    if args.features:
+        if args.images:
+            raise UserError("IMAGE: give either image files or --features, not both")
+        I, names = matrix_features(args.features, args.image_list)
+    elif args.image_list:
+        raise UserError("--image-list: only used with --features")
+    elif not args.images:
+        raise UserError("IMAGE: no image files given (or use --features FILE.npy)")
+    else:
+        I = image_features(args.images, cfg.get("cnn") or {}, args.checkpoint, args.batch_size)
+        names = list(args.images)
+    if I.shape[1] != int(cfg["D"]):
+        raise UserError(f"{args.features or args.checkpoint}: features have D = {I.shape[1]} but the model "
+                        f"expects D = {cfg['D']} ({cfg.get('cnn', {}).get('layer') or 'layer'} of its CNN)")
+    params = backend.params_to_device(state["params"], np.float32)
+
+    preds = []
+    for block in chunks(I, args.features or "CNN"):
+        if cfg["model"] in PATH_MODELS:
+            preds += decode_paths(state, params, block, beam, min_labels, args.max_labels)
+        else:
+            preds += decode_topk(state, params, block, k)
+
+    if args.json:
+        print(json.dumps([{"image": name, **pred} for name, pred in zip(names, preds)], indent=1))
+    else:
+        for name, pred in zip(names, preds):
+            print(format_line(name, pred))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,257 @@
+"""Pretrain the small built-in CNN on the Tiny Scenes *pretrain* split.
+
+This plays the part of the ImageNet training of VGG16 in the paper (§4): a CNN
+learns to see the objects on pictures the CNN-RNN never meets, and is then kept
+fixed; its fc7 activations become the image representation ``I`` of Eq. 4.
+
+The network is a VGG in miniature, built by :mod:`minicnnrnn.vgg` from a config
+list (3x3 convolutions + ReLU, 2x2 max-pools, then fc6, fc7 and a K-way
+classifier), trained with one independent sigmoid per label (binary
+cross-entropy, the "Binary cross-entropy" model of Table 3) by our hand-written
+backward pass and Adam. Each epoch ends with an atomic checkpoint; running an
+interrupted command again resumes from it (the checkpoint is removed when the
+run completes). The result is a weights file (see
+docs/DESIGN.md) plus a ``.json`` record: its SHA-256, the command, the time
+taken and the test mAP.
+
+    python -m minicnnrnn.pretrain --out minicnnrnn/weights/tinyscenes_cnn.npz
+
+rebuilds the shipped weights (defaults = the shipped settings).
+"""
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+
+import numpy as np
+
+from . import backend, cli, fileio, loss, metrics, preprocess, vgg
+from .backend import xp
+from .data import features, tinyscenes
+from .errors import UserError
+
+CONFIG = [8, "M", 16, "M", 32, "M", 64, "M"]
+FC = [256, 256]
+DEFAULT_OUT = os.path.join("runs", "pretrain", "tinyscenes_cnn.npz")
+# The settings that define a run: a checkpoint is only resumed when they all agree.
+RUN_KEYS = ("epochs", "n_pretrain", "n_test", "size", "batch_size", "lr", "weight_decay", "dropout", "seed")
+
+
+class Adam:
+    """Adam (Kingma & Ba) with L2 weight decay on weight matrices, updating in place.
+
+    For each parameter θ with gradient g:  g += λθ (weights only);
+    m ← β1 m + (1-β1) g;  v ← β2 v + (1-β2) g²;
+    θ ← θ - lr · (m / (1-β1^t)) / (√(v / (1-β2^t)) + ε).
+    """
+
+    def __init__(self, params, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.m = {k: xp.zeros_like(v) for k, v in params.items()}
+        self.v = {k: xp.zeros_like(v) for k, v in params.items()}
+        self.t, self.weight_decay, self.beta1, self.beta2, self.eps = 0, weight_decay, beta1, beta2, eps
+
+    def step(self, params, grads, lr):
+        self.t += 1
+        c1, c2 = 1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t
+        for k, p in params.items():
+            g = grads[k] + self.weight_decay * p if k.endswith("/W") else grads[k]
+            self.m[k] *= self.beta1
+            self.m[k] += (1 - self.beta1) * g
+            self.v[k] *= self.beta2
+            self.v[k] += (1 - self.beta2) * g * g
+            p -= (lr / c1) * self.m[k] / (xp.sqrt(self.v[k] / c2) + self.eps)
+
+    def state(self):
+        """Host copies of the moments, for a checkpoint."""
+        out = {f"opt/m/{k}": backend.to_host(v) for k, v in self.m.items()}
+        out.update({f"opt/v/{k}": backend.to_host(v) for k, v in self.v.items()})
+        return out
+
+    def restore(self, arrays, t):
+        for k in self.m:
+            self.m[k] = backend.to_device(arrays[f"opt/m/{k}"])
+            self.v[k] = backend.to_device(arrays[f"opt/v/{k}"])
+        self.t = t
+
+
+def cosine_lr(base_lr, step, total_steps):
+    """Learning rate decayed from base_lr to 0 along half a cosine over the whole run."""
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+
+
+def make_meta(images, size):
+    """The weights file's meta, with per-channel mean and std measured on (the first 2000) pictures."""
+    sample = images[:2000].reshape(-1, 3).astype(np.float64) / 255.0
+    preprocess = {"channel_order": "RGB", "scale": 1 / 255, "mean": [round(float(m), 4) for m in sample.mean(0)],
+                  "std": [round(float(s), 4) for s in sample.std(0)], "resize": "warp"}
+    meta = vgg.make_meta(CONFIG, FC, tinyscenes.K, size, preprocess,
+                         source="python -m minicnnrnn.pretrain on the Tiny Scenes pretrain split")
+    meta["label_names"] = list(tinyscenes.LABEL_NAMES)
+    return meta
+
+
+def train_epoch(params, meta, opt, images, labels, rng, args, step, total_steps):
+    """One pass over the pictures in a random order. Returns (mean loss, step count after it).
+
+    images: (N, S, S, 3) uint8, labels: (N, K) uint8, both host. Pictures are
+    mirrored left-right at random (every scene makes sense mirrored).
+    """
+    order = rng.permutation(len(images))
+    total, batches = 0.0, 0
+    for start in range(0, len(order) - args.batch_size + 1, args.batch_size):   # drop the ragged end
+        rows = np.sort(order[start:start + args.batch_size])
+        x = preprocess.normalise(images[rows], meta["preprocess"])
+        flip = rng.random(len(rows)) < 0.5
+        x[flip] = x[flip, :, ::-1]
+        outs, cache = vgg.forward(params, meta, backend.to_device(x), outputs=("logits",), train=True,
+                                  rng=rng, dropout_p=args.dropout)
+        value, dlogits = loss.sigmoid_cross_entropy(outs["logits"], backend.to_device(labels[rows]))
+        if not math.isfinite(value):
+            raise UserError(f"--lr: training diverged (loss {value}) at step {step}; try a smaller --lr")
+        opt.step(params, vgg.backward(dlogits, cache), cosine_lr(args.lr, step, total_steps))
+        total, batches, step = total + value, batches + 1, step + 1
+    return total / max(1, batches), step
+
+
+def evaluate(params, meta, images, labels):
+    """Test mAP (non-interpolated, per-label AP averaged) and per-label APs of the logits."""
+    scores = features.run_cnn(params, meta, images, layer="logits")
+    aps = metrics.average_precision(scores, labels, mode="sklearn")
+    return float(np.nanmean(aps)), aps
+
+
+def save_checkpoint(path, params, opt, meta, state):
+    """Everything needed to continue: parameters, Adam moments, meta and the run state (atomic)."""
+    arrays = {f"params/{k}": backend.to_host(v) for k, v in params.items()}
+    arrays.update(opt.state())
+    fileio.save_npz(path, meta=np.array(json.dumps(meta)), state=np.array(json.dumps(state)), **arrays)
+
+
+def load_checkpoint(path, settings):
+    """(params, opt arrays, meta, state) from a checkpoint made with the same settings, or a UserError."""
+    arrays = fileio.load_npz(path, required=("meta", "state"))
+    try:
+        meta, state = json.loads(str(arrays["meta"])), json.loads(str(arrays["state"]))
+    except ValueError:
+        raise UserError(f"{path}: corrupt checkpoint (unreadable meta/state); delete it or pass --restart") from None
+    if state.get("settings") != settings:
+        raise UserError(f"{path}: checkpoint was made with other settings ({state.get('settings')}); "
+                        f"pass --restart to start over or choose another --checkpoint")
+    params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+    return params, arrays, meta, state
+
+
+def build_parser():
+    p = cli.make_parser("python -m minicnnrnn.pretrain",
+                        "Train the small built-in VGG-style CNN on the Tiny Scenes pretrain split "
+                        "(per-label sigmoid cross-entropy, Adam) and write a weights file + .json record.")
+    p.add_argument("--epochs", type=int, default=4, help="passes over the pretrain split")
+    p.add_argument("--n-pretrain", type=int, default=12000, help="pretrain pictures")
+    p.add_argument("--n-test", type=int, default=2000, help="test pictures for the reported mAP")
+    p.add_argument("--size", type=int, default=64, help="picture side in pixels (input_size of the CNN)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (cosine-decayed to 0)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 penalty on weight matrices")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout after fc6 and fc7 while training")
+    p.add_argument("--seed", type=int, default=0, help="initialisation, shuffling, flips and dropout")
+    p.add_argument("--out", default=DEFAULT_OUT, help="weights .npz to write (its .json record goes beside it)")
+    p.add_argument("--checkpoint", default=None,
+                   help="per-epoch checkpoint (default: runs/pretrain/<out name>.checkpoint.npz); "
+                        "an existing one made with the same settings is resumed, and removed once the run ends")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--cache-dir", default=None, help="dataset cache (default $MINICNNRNN_CACHE or ~/.cache/minicnnrnn)")
+    return p
+
+
+def _check_args(args):
+    for name in ("epochs", "n_pretrain", "n_test", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(args, name)}")
+    if args.batch_size > args.n_pretrain:
+        raise UserError(f"--batch-size: {args.batch_size} is larger than --n-pretrain {args.n_pretrain}")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UserError(f"--dropout: must be in [0, 1), got {args.dropout}")
+    if args.lr <= 0:
+        raise UserError(f"--lr: must be positive, got {args.lr}")
+    if not args.out.endswith(".npz"):
+        raise UserError(f"--out: weights file name must end in .npz, got {args.out!r}")
+
+
+def main(argv=None):
+    args = cli.parse(build_parser(), argv)
+    _check_args(args)
+    settings = {k: getattr(args, k) for k in RUN_KEYS}
+    checkpoint = args.checkpoint or os.path.join(
+        "runs", "pretrain", os.path.splitext(os.path.basename(args.out))[0] + ".checkpoint.npz")
+    t0, load_at_start = time.perf_counter(), (os.getloadavg() if hasattr(os, "getloadavg") else ())
+    images, labels = tinyscenes.load("pretrain", args.n_pretrain, args.size, args.cache_dir)
+    test_images, test_labels = tinyscenes.load("test", args.n_test, args.size, args.cache_dir)
+    data_seconds = time.perf_counter() - t0
+    print(f"data: {len(images)} pretrain + {len(test_images)} test pictures of {args.size}x{args.size} "
+          f"({data_seconds:.1f} s, generated or from cache)")
+
+    rng = np.random.default_rng(args.seed)
+    if os.path.exists(checkpoint) and not args.restart:
+        host_params, arrays, meta, state = load_checkpoint(checkpoint, settings)
+        params = backend.params_to_device(host_params)
+        opt = Adam(params, args.weight_decay)
+        opt.restore(arrays, state["step"])
+        rng.bit_generator.state = state["rng"]
+        print(f"resuming {checkpoint} after epoch {state['epoch']}")
+    else:
+        meta = make_meta(images, args.size)
+        params = backend.params_to_device(vgg.init_params(meta, rng))
+        opt = Adam(params, args.weight_decay)
+        state = {"settings": settings, "epoch": 0, "step": 0, "train_seconds": 0.0, "history": []}
+    n_params = sum(int(v.size) for v in params.values())
+    print(f"network: config {meta['config']}, fc {meta['fc']}, {n_params} parameters, backend {backend.name()}")
+
+    steps_per_epoch = args.n_pretrain // args.batch_size
+    while state["epoch"] < args.epochs:
+        t = time.perf_counter()
+        mean_loss, state["step"] = train_epoch(params, meta, opt, images, labels, rng, args, state["step"],
+                                               steps_per_epoch * args.epochs)
+        backend.synchronize()
+        seconds = time.perf_counter() - t
+        test_map, _ = evaluate(params, meta, test_images, test_labels)
+        state["epoch"] += 1
+        state["train_seconds"] += seconds
+        state["rng"] = rng.bit_generator.state
+        state["history"].append({"epoch": state["epoch"], "loss": round(mean_loss, 5),
+                                 "test_mAP": round(test_map, 5), "seconds": round(seconds, 1)})
+        save_checkpoint(checkpoint, params, opt, meta, state)
+        print(f"epoch {state['epoch']}/{args.epochs}: loss {mean_loss:.4f}  test mAP {100 * test_map:.2f}%  "
+              f"{seconds:.0f} s ({len(images) / seconds:.0f} pictures/s)", flush=True)
+
+    test_map, aps = evaluate(params, meta, test_images, test_labels)
+    vgg.save(args.out, params, meta)
+    record = {
+        "file": os.path.basename(args.out),
+        "sha256": features.file_sha256(args.out),
+        "command": "python -m minicnnrnn.pretrain " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "settings": settings,
+        "backend": backend.name(),
+        "dataset": {"name": "tinyscenes", "generator_version": tinyscenes.GENERATOR_VERSION,
+                    "pretrain_pictures": args.n_pretrain, "test_pictures": args.n_test, "size": args.size},
+        "parameters": n_params,
+        "test_mAP": round(test_map, 5),
+        "test_AP": {name: round(float(a), 4) for name, a in zip(tinyscenes.LABEL_NAMES, aps)},
+        "train_seconds": round(state["train_seconds"], 1),
+        "data_seconds": round(data_seconds, 1),
+        "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
+        "load_average_at_start": [round(v, 2) for v in load_at_start],
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible, numpy {np.__version__}",
+        "history": state["history"],
+    }
+    fileio.save_json(features.sidecar_path(args.out), record)
+    os.remove(checkpoint)   # the run is complete: running the command again trains afresh
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB) and {features.sidecar_path(args.out)}: "
+          f"test mAP {100 * test_map:.2f}%, training {state['train_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

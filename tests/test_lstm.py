@@ -1,0 +1,162 @@
+"""Eq. 1 LSTM: the step and the masked sequence, forward values and hand-written backward."""
+import numpy as np
+import pytest
+
+from conftest import cupy_available
+from minicnnrnn import backend, gradcheck, lstm
+
+VARIANTS = lstm.VARIANTS
+
+
+def make_params(rng, E, H, bias=True, dtype=np.float64):
+    params = {"U_r": rng.standard_normal((H, 4 * H)) / np.sqrt(H),
+              "U_w": rng.standard_normal((E, 4 * H)) / np.sqrt(E)}
+    if bias:
+        params["b_lstm"] = 0.3 + 0.3 * rng.standard_normal(4 * H)
+    return {k: v.astype(dtype) for k, v in params.items()}
+
+
+def paper_step(w, r_prev, p, variant):
+    """Eq. 1 transcribed literally, with the paper's eight separate matrices."""
+    H = r_prev.shape[1]
+    b = p.get("b_lstm", np.zeros(4 * H))
+    relu = lambda a: np.maximum(a, 0)
+    sig = lambda a: 1 / (1 + np.exp(-a))
+    acts = [relu] * 4 if variant == "relu" else [np.tanh, sig, sig, sig]
+    gates = [acts[k](r_prev @ p["U_r"][:, k * H:(k + 1) * H] + w @ p["U_w"][:, k * H:(k + 1) * H]
+                     + b[k * H:(k + 1) * H]) for k in range(4)]
+    x, i, f, o = gates
+    r = f * r_prev + i * x
+    return (r if variant == "relu" else np.tanh(r)) * o, r
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_step_matches_literal_eq1(rng, variant, bias):
+    p = make_params(rng, 3, 4, bias)
+    w, r_prev = rng.standard_normal((2, 3)), rng.standard_normal((2, 4))
+    (o, r), _ = lstm.step_forward(w, r_prev, p, variant)
+    o_ref, r_ref = paper_step(w, r_prev, p, variant)
+    np.testing.assert_allclose(o, o_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(r, r_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_step_gradients(rng, variant, bias):
+    p = make_params(rng, 3, 4, bias)
+    w, r_prev = rng.standard_normal((2, 3)), rng.standard_normal((2, 4))
+    Go, Gr = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
+
+    def f():
+        (o, r), _ = lstm.step_forward(w, r_prev, p, variant)
+        return float((o * Go).sum() + (r * Gr).sum())
+
+    dw, dr_prev, grads = lstm.step_backward(Go, Gr, lstm.step_forward(w, r_prev, p, variant)[1])
+    assert set(grads) == set(p)
+    assert gradcheck.check(f, dict(p, w=w, r=r_prev), dict(grads, w=dw, r=dr_prev)) < 1e-6
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sequence_gradients_with_mask(rng, variant):
+    T, N, E, H = 4, 3, 3, 4
+    p = make_params(rng, E, H)
+    w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
+    mask = np.array([[1, 1, 1], [1, 0, 1], [1, 0, 0], [1, 0, 1]])   # column 2 has a gap
+
+    def f():
+        return float((lstm.forward(w_seq, mask, p, variant)[0] * G).sum())
+
+    dw_seq, grads = lstm.backward(G, lstm.forward(w_seq, mask, p, variant)[1])
+    assert gradcheck.check(f, dict(p, w_seq=w_seq), dict(grads, w_seq=dw_seq)) < 1e-6
+    # Padded steps neither produce output nor receive gradient.
+    assert np.all(dw_seq[mask == 0] == 0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sequence_equals_chained_steps(rng, variant):
+    T, N, E, H = 3, 2, 3, 4
+    p = make_params(rng, E, H)
+    w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
+    o_seq, cache = lstm.forward(w_seq, np.ones((T, N)), p, variant)
+    dw_seq, grads = lstm.backward(G, cache)
+
+    r, caches = np.zeros((N, H)), []          # r(0) = 0
+    for t in range(T):
+        (o, r), c = lstm.step_forward(w_seq[t], r, p, variant)
+        np.testing.assert_allclose(o_seq[t], o, rtol=1e-13, atol=1e-13)
+        caches.append(c)
+    dr = np.zeros((N, H))
+    total = {k: 0 for k in p}
+    for t in reversed(range(T)):
+        dw, dr, g = lstm.step_backward(G[t], dr, caches[t])
+        np.testing.assert_allclose(dw_seq[t], dw, rtol=1e-12, atol=1e-12)
+        total = {k: total[k] + g[k] for k in p}
+    for k in p:
+        np.testing.assert_allclose(grads[k], total[k], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_padding_is_invisible(rng, variant):
+    """A path of length 2 padded to 4 gives the results of running it alone with T = 2."""
+    E, H = 3, 4
+    p = make_params(rng, E, H)
+    w_seq, G = rng.standard_normal((4, 2, E)), rng.standard_normal((4, 2, H))
+    mask = np.array([[1, 1], [1, 1], [0, 1], [0, 1]])
+    o_seq, cache = lstm.forward(w_seq, mask, p, variant)
+    dw_seq, _ = lstm.backward(G, cache)
+    o_short, cache_short = lstm.forward(w_seq[:2, :1], np.ones((2, 1)), p, variant)
+    dw_short, _ = lstm.backward(G[:2, :1], cache_short)
+    np.testing.assert_allclose(o_seq[:2, :1], o_short, rtol=1e-13)
+    np.testing.assert_allclose(dw_seq[:2, :1], dw_short, rtol=1e-12)
+    assert np.all(o_seq[2:, 0] == 0)
+    # The carried state: r at padded steps equals r at the last real step.
+    r = cache[3]
+    np.testing.assert_array_equal(r[4, 0], r[2, 0])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_initial_state(rng, variant):
+    p = make_params(rng, 3, 4)
+    w_seq, mask = rng.standard_normal((2, 2, 3)), np.ones((2, 2))
+    o_default, _ = lstm.forward(w_seq, mask, p, variant)
+    o_zero, _ = lstm.forward(w_seq, mask, p, variant, r0=np.zeros((2, 4)))
+    o_other, _ = lstm.forward(w_seq, mask, p, variant, r0=np.ones((2, 4)))
+    np.testing.assert_array_equal(o_default, o_zero)
+    assert not np.allclose(o_default, o_other)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_float32_stays_float32(rng, variant):
+    p = make_params(rng, 3, 4, dtype=np.float32)
+    w_seq = rng.standard_normal((2, 2, 3)).astype(np.float32)
+    o_seq, cache = lstm.forward(w_seq, np.ones((2, 2), bool), p, variant)
+    dw_seq, grads = lstm.backward(np.ones_like(o_seq), cache)
+    assert o_seq.dtype == dw_seq.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in grads.values())
+
+
+def test_unknown_variant_is_rejected(rng):
+    p = make_params(rng, 3, 4)
+    with pytest.raises(ValueError, match="variant"):
+        lstm.step_forward(np.zeros((1, 3)), np.zeros((1, 4)), p, "gru")
+
+
+@pytest.mark.skipif(not cupy_available(), reason="CuPy with a CUDA device is not available")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_numpy_and_cupy_agree(rng, variant):
+    T, N, E, H = 4, 3, 5, 6
+    p = make_params(rng, E, H, dtype=np.float32)
+    w_seq = rng.standard_normal((T, N, E)).astype(np.float32)
+    G = rng.standard_normal((T, N, H)).astype(np.float32)
+    mask = np.array([[1, 1, 1], [1, 0, 1], [1, 0, 1], [1, 0, 0]], np.float32)
+    results = {}
+    for name in ("numpy", "cupy"):
+        backend.use(name)
+        dev = backend.params_to_device(p)
+        o, cache = lstm.forward(backend.to_device(w_seq), backend.to_device(mask), dev, variant)
+        dw, grads = lstm.backward(backend.to_device(G), cache)
+        results[name] = [backend.to_host(a) for a in (o, dw, *(grads[k] for k in sorted(grads)))]
+    backend.use("numpy")
+    for a, b in zip(results["numpy"], results["cupy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

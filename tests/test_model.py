@@ -1,0 +1,120 @@
+"""The whole label-path model (§3.2): tokens, initialisation, path loss and its gradients."""
+import numpy as np
+import pytest
+
+from conftest import cupy_available
+from minicnnrnn import backend, gradcheck, lstm, model, projection
+
+K, D, E, H = 4, 5, 3, 4
+VARIANTS = lstm.VARIANTS
+
+
+def batch(K=K):
+    """Paths (2, 0, 1), (3,) and (0, 1): inputs, targets, mask of shape (4, 3)."""
+    S, END = model.start_token(K), model.end_token(K)
+    inputs = np.array([[S, S, S], [2, 3, 0], [0, 0, 1], [1, 0, 0]])
+    targets = np.array([[2, 3, 0], [0, END, 1], [1, 0, END], [END, 0, 0]])
+    mask = np.array([[1, 1, 1], [1, 1, 1], [1, 0, 1], [1, 0, 0]], np.float64)
+    return inputs, targets, mask
+
+
+def problem(seed, variant, E=E, H=H, dtype=np.float64):
+    """Fresh parameters, image features (3, D) and the batch above."""
+    rng = np.random.default_rng(seed)
+    p = model.init_params(K, D, E, H, rng, variant, dtype=dtype)
+    I = rng.standard_normal((3, D)).astype(dtype)
+    return (rng, p, I, *batch())
+
+
+def test_tokens():
+    assert model.end_token(20) == 20 and model.start_token(20) == 21
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_init_params(variant):
+    p = model.init_params(K, D, E, H, np.random.default_rng(3), variant)
+    shapes = {"U_l": (K + 2, E), "U_r": (H, 4 * H), "U_w": (E, 4 * H), "b_lstm": (4 * H,),
+              "U_o_x": (H, E), "U_I_x": (D, E), "b_x": (E,)}
+    assert {k: v.shape for k, v in p.items()} == shapes
+    assert all(v.dtype == np.float32 and isinstance(v, np.ndarray) for v in p.values())
+    again = model.init_params(K, D, E, H, np.random.default_rng(3), variant)
+    assert all(np.array_equal(p[k], again[k]) for k in p)
+    other = model.init_params(K, D, E, H, np.random.default_rng(4), variant)
+    assert not np.array_equal(p["U_l"], other["U_l"])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_init_is_stable_at_paper_size(variant):
+    """With the paper's E = 64, H = 512 the initial state stays bounded along a long path
+    and the initial loss is close to uniform guessing, log(K + 1) per step."""
+    rng = np.random.default_rng(0)
+    K_big, T, N = 20, 12, 8
+    p = model.init_params(K_big, 256, 64, 512, rng, variant)
+    I = np.maximum(rng.standard_normal((N, 256)), 0).astype(np.float32)
+    inputs = rng.integers(0, K_big, (T, N))
+    targets = rng.integers(0, K_big + 1, (T, N))
+    mask = np.ones((T, N), np.float32)
+    o, _ = lstm.forward(p["U_l"][inputs], mask, p, variant)
+    assert np.abs(o).max() < 5.0
+    value, grads = model.path_loss(p, I, inputs, targets, mask, variant)
+    assert abs(value / T - np.log(K_big + 1)) < 0.5
+    assert all(np.all(np.isfinite(g)) for g in grads.values())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_path_loss_gradients(variant):
+    rng, p, I, inputs, targets, mask = problem(1, variant)
+    drop = projection.make_dropout_mask(rng, (4, 3, E), 0.25, np.float64)
+    scores, _ = model.path_forward(p, I, inputs, mask, variant, drop)
+    assert scores.shape == (4, 3, K + 1)
+
+    _, grads = model.path_loss(p, I, inputs, targets, mask, variant, drop)
+    assert set(grads) == set(p)
+    f = lambda: model.path_loss(p, I, inputs, targets, mask, variant, drop)[0]
+    assert gradcheck.check(f, p, grads) < 1e-6
+    # U_l's two uses: START is only an input, END only an output; both rows learn.
+    assert np.abs(grads["U_l"][model.start_token(K)]).max() > 0
+    assert np.abs(grads["U_l"][model.end_token(K)]).max() > 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_padding_does_not_change_loss(variant):
+    _, p, I, inputs, targets, mask = problem(2, variant)
+    value, grads = model.path_loss(p, I, inputs, targets, mask, variant)
+    junk_in, junk_tg = inputs.copy(), targets.copy()
+    junk_in[mask == 0], junk_tg[mask == 0] = 3, 2
+    value2, grads2 = model.path_loss(p, I, junk_in, junk_tg, mask, variant)
+    assert value == value2
+    for k in p:
+        np.testing.assert_allclose(grads[k], grads2[k], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_few_sgd_steps_fit_a_tiny_batch(variant):
+    """The gradients point downhill: clipped SGD memorises three paths."""
+    _, p, I, inputs, targets, mask = problem(5, variant, E=8, H=16, dtype=np.float32)
+    first, _ = model.path_loss(p, I, inputs, targets, mask, variant)
+    for _ in range(60):
+        value, grads = model.path_loss(p, I, inputs, targets, mask, variant)
+        norm = np.sqrt(sum(float((g ** 2).sum()) for g in grads.values()))
+        p = {k: p[k] - 0.3 / max(1.0, norm) * grads[k] for k in p}
+    assert value < 0.15 * first
+
+
+@pytest.mark.skipif(not cupy_available(), reason="CuPy with a CUDA device is not available")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_numpy_and_cupy_agree(variant):
+    rng = np.random.default_rng(6)
+    p = model.init_params(K, D, E, H, rng, variant)
+    I = rng.standard_normal((3, D)).astype(np.float32)
+    drop = projection.make_dropout_mask(rng, (4, 3, E), 0.5)
+    results = {}
+    for name in ("numpy", "cupy"):
+        backend.use(name)
+        arrays = [backend.to_device(a) for a in (I, *batch(), drop)]
+        value, grads = model.path_loss(backend.params_to_device(p), *arrays[:4], variant, arrays[4])
+        results[name] = (value, backend.params_to_host(grads))
+    backend.use("numpy")
+    np.testing.assert_allclose(results["numpy"][0], results["cupy"][0], rtol=1e-5)
+    for k in p:
+        np.testing.assert_allclose(results["numpy"][1][k], results["cupy"][1][k], rtol=1e-4, atol=1e-5)

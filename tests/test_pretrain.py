@@ -1,0 +1,104 @@
+"""Pretraining the small CNN: loss goes down, checkpoints resume exactly, outputs are complete."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minicnnrnn import backend, preprocess, pretrain, vgg
+from minicnnrnn.data import features, tinyscenes
+from minicnnrnn.errors import UserError
+
+TINY = ["--n-pretrain", "48", "--n-test", "24", "--size", "32", "--batch-size", "16", "--epochs", "2"]
+
+
+def _args(tmp_path, *extra):
+    return TINY + ["--out", str(tmp_path / "cnn.npz"), "--checkpoint", str(tmp_path / "ckpt.npz"),
+                   "--cache-dir", str(tmp_path / "cache"), *extra]
+
+
+def test_training_steps_decrease_the_loss():
+    """Several Adam steps on 32 pictures lower the BCE loss on those pictures."""
+    images, labels = tinyscenes.generate(32, seed=5, size=32)
+    meta = pretrain.make_meta(images, 32)
+    rng = np.random.default_rng(0)
+    params = backend.params_to_device(vgg.init_params(meta, rng))
+    opt = pretrain.Adam(params)
+
+    def batch_loss():
+        x = backend.to_device(preprocess.normalise(images, meta["preprocess"]))
+        outs, _ = vgg.forward(params, meta, x, outputs=("logits",))
+        return pretrain.loss.sigmoid_cross_entropy(outs["logits"], backend.to_device(labels))[0]
+
+    before = batch_loss()
+    args = pretrain.build_parser().parse_args(["--batch-size", "16", "--dropout", "0", "--lr", "2e-3"])
+    step = 0
+    for _ in range(8):
+        _, step = pretrain.train_epoch(params, meta, opt, images, labels, rng, args, step, 10**6)
+    assert step == 16
+    assert batch_loss() < 0.8 * before
+
+
+def test_run_writes_weights_record_and_checkpoint(tmp_path, capsys):
+    assert pretrain.main(_args(tmp_path)) == 0
+    params, meta = vgg.load(tmp_path / "cnn.npz")
+    assert meta["config"] == pretrain.CONFIG and meta["fc"] == pretrain.FC
+    assert meta["num_classes"] == tinyscenes.K and meta["label_names"] == tinyscenes.LABEL_NAMES
+    record = json.loads((tmp_path / "cnn.json").read_text())
+    assert record["sha256"] == features.file_sha256(tmp_path / "cnn.npz")
+    assert 0.0 < record["test_mAP"] <= 1.0 and len(record["history"]) == 2
+    assert record["command"].startswith("python -m minicnnrnn.pretrain --n-pretrain 48")
+    assert not os.path.exists(tmp_path / "ckpt.npz")        # removed once the run is complete
+    # the record's checksum is what load_builtin_cnn verifies
+    loaded, _ = features.load_builtin_cnn(str(tmp_path / "cnn.npz"))
+    assert all(np.array_equal(loaded[k], params[k]) for k in params)
+
+
+def _interrupt_in_second_epoch(monkeypatch, folder):
+    """Run the tiny pretraining but stop it (Ctrl-C) during epoch 2, leaving the epoch-1 checkpoint."""
+    real_epoch, calls = pretrain.train_epoch, []
+
+    def stop_in_second_epoch(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*a, **k)
+
+    monkeypatch.setattr(pretrain, "train_epoch", stop_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.main(_args(folder))
+    monkeypatch.setattr(pretrain, "train_epoch", real_epoch)
+    assert os.path.exists(folder / "ckpt.npz") and not os.path.exists(folder / "cnn.npz")
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch, capsys):
+    straight = tmp_path / "straight"
+    pretrain.main(_args(straight))
+    expected, _ = vgg.load(straight / "cnn.npz")
+    resumed = tmp_path / "resumed"
+    _interrupt_in_second_epoch(monkeypatch, resumed)
+    pretrain.main(_args(resumed))
+    assert "resuming" in capsys.readouterr().out
+    got, _ = vgg.load(resumed / "cnn.npz")
+    for k in expected:
+        np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
+
+
+def test_checkpoint_with_other_settings_is_refused(tmp_path, monkeypatch):
+    _interrupt_in_second_epoch(monkeypatch, tmp_path)
+    with pytest.raises(UserError, match="other settings"):
+        pretrain.main(_args(tmp_path, "--seed", "1"))
+    assert pretrain.main(_args(tmp_path, "--seed", "1", "--restart")) == 0
+
+
+@pytest.mark.parametrize("bad, match", [(["--epochs", "0"], "--epochs"), (["--dropout", "1"], "--dropout"),
+                                        (["--out", "x.bin"], "--out"), (["--batch-size", "100"], "--batch-size")])
+def test_bad_arguments_are_one_line_errors(tmp_path, bad, match):
+    with pytest.raises(UserError, match=match):
+        pretrain.main(_args(tmp_path) + bad)
+
+
+def test_cosine_schedule_ends_at_zero():
+    assert pretrain.cosine_lr(1.0, 0, 10) == 1.0
+    assert pretrain.cosine_lr(1.0, 5, 10) == pytest.approx(0.5)
+    assert pretrain.cosine_lr(1.0, 10, 10) == pytest.approx(0.0)
