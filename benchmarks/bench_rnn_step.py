@@ -81,7 +81,26 @@ def child_numpy(K, steps, warmup):
         return value
 
     ms, faults, first = timed(step, steps, warmup)
-    return {"ms": ms, "faults": faults, "loss": first, "matmul_ms": matmul_bound(K, steps)}
+    return {"ms": ms, "faults": faults, "loss": first, "matmul_ms": matmul_bound(K, steps),
+            "phases": phases(params, I, inputs, targets, mask, dropout, opt, steps)}
+
+
+def phases(params, I, inputs, targets, mask, dropout, opt, steps):
+    """Median ms of each part of the step: where the time goes."""
+    from minicnnrnn import loss, model, rmsprop
+    parts = {"forward": lambda s: model.path_forward(params, I, inputs, mask, "relu", dropout),
+             "loss": lambda s: loss.softmax_cross_entropy(s["forward"][0], targets, mask),
+             "backward": lambda s: model.path_backward(s["loss"][1], s["forward"][1]),
+             "clip": lambda s: rmsprop.clip_by_global_norm(s["backward"], CLIP),
+             "rmsprop": lambda s: opt.step(params, s["backward"])}
+    times = {name: [] for name in parts}
+    for _ in range(steps):
+        state = {}
+        for name, fn in parts.items():
+            t = time.perf_counter()
+            state[name] = fn(state)
+            times[name].append(time.perf_counter() - t)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def matmul_bound(K, steps):
@@ -177,6 +196,7 @@ def main():
             continue
         print(f"{K:>5} {ours['ms']:9.1f} {ref['ms']:9.1f} {ours['ms'] / ref['ms']:5.2f}x {ours['matmul_ms']:10.1f} "
               f"{ours['faults']:10.0f} {ref['faults']:12.0f} {ours['loss']:8.3f} / {ref['loss']:.3f}")
+        print("      numpy step by part (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in ours["phases"].items()))
         if abs(ours["loss"] - ref["loss"]) > 1e-3 * abs(ref["loss"]):
             print("      warning: the first losses differ: the two steps do not compute the same model")
     print("ratio = numpy / torch step time (target <= 0.6); matmul ms = the step's matrix products alone")

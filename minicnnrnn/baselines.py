@@ -22,7 +22,7 @@ of score vectors (one hidden layer in the E-dimensional joint space, dropout 0.5
 
 ``bce`` trains one independent sigmoid per label (binary cross-entropy); ``softmax``
 trains one softmax over the K labels against the image's normalised label distribution
-``y / Σy`` (as in the softmax baselines of the paper's refs. [9, 38]). Both predict the
+``y / Σy`` (the softmax loss of the paper's ref. [9], Gong et al.). Both predict the
 top-k labels. ``U_l: (K, E)`` here (no END/START), ``b_l: (K,)`` a per-label bias.
 """
 import numpy

@@ -46,11 +46,11 @@ probability ``P(l | I)``). Probabilities are at most 1 and the offset is 2, so e
 emitted label outranks every non-emitted one, even when a step probability underflows.
 
 Layout: all images are searched together (in batches of ``batch_size`` images, to bound
-memory). The paths of the A images still searching
-are an (A, W) grid (W = N after the first step), and the model runs on all A * W rows
-in one call per step; images that meet the stopping rule leave the grid. The image
-term ``U_I^x I + b_x`` of Eq. 4 is computed once per image. Nothing here loops over
-images in Python; the loops are over time steps and over the picks of the top-N.
+memory). The paths of the A images still searching are an (A, W) grid (W = N after the
+first step), and the model runs on all A * W rows in one call per step; images that meet
+the stopping rule leave the grid. The image term ``I @ U_I_x + b_x`` of Eq. 4 is computed
+once per image (``projection.image_and_bias``). Nothing here loops over images in Python;
+the loops are over time steps and over the picks of the top-N.
 """
 import collections
 
@@ -84,27 +84,17 @@ def cnn_rnn_step(params, tokens, state, image, variant="relu"):
 
     tokens: (R,) int, the previous label of each row (START at the first step);
     state: None at the first step (r(0) = 0), else the tuple ``(r,)`` with r: (R, H);
-    image: (R, E) the precomputed image term ``I @ U_I_x + b_x`` of each row's image.
+    image: (R, E) the precomputed image term ``I @ U_I_x + b_x`` of each row's image
+    (``projection.image_and_bias``).
     Returns (log_probs (R, K + 1), state) with the new state ``(r,)``.
     """
     U_l = params["U_l"]
     w, _ = embedding.embed_forward(tokens, U_l)                          # Eq. 2
     r_prev = xp.zeros((w.shape[0], params["U_r"].shape[0]), dtype=w.dtype) if state is None else state[0]
     (o, r), _ = lstm.step_forward(w, r_prev, params, variant)            # Eq. 1
-    # Eq. 4 with the image half precomputed (projection.forward would redo I @ U_I_x).
-    a = o @ params["U_o_x"]
-    a += image
-    x = xp.maximum(a, 0, out=a)
+    x, _ = projection.forward(o, None, params, image=image)              # Eq. 4
     s, _ = embedding.tied_scores_forward(x, U_l, U_l.shape[0] - 1)       # Eq. 5
     return loss.log_softmax(s), (r,)
-
-
-def image_terms(params, I):
-    """The image half of Eq. 4 with its bias, once per image. I: (n, D) -> (n, E)."""
-    term = projection.image_term(I, params)
-    if "b_x" in params:
-        term = term + params["b_x"]
-    return term
 
 
 def check_options(K, beam_size, max_labels=None, min_labels=0):
@@ -174,6 +164,7 @@ def _top_outputs(lp, m):
     lp: (A, W, V) masked log-probabilities (-inf = not allowed); it is overwritten.
     Returns (tokens (A, W, m), log-probs (A, W, m)). m repeated argmaxes beat a
     partial sort by far when m is small (the beam) and V large (the vocabulary).
+    With m == V every output is kept, so they come back in token order, unsorted.
     """
     A, W, V = lp.shape
     if m == V:
@@ -201,7 +192,7 @@ def _search(params, I, N, L, k, variant, step_fn):
     END, START = K, K + 1
     n = I.shape[0]
     M = min(N, K + 1)                     # next outputs tried per path
-    image = image_terms(params, I)        # (n, E): once per image
+    image = projection.image_and_bias(I, params)    # (n, E): once per image
     dt = image.dtype
 
     # The best candidate of C for every image, and the confidences seen so far.

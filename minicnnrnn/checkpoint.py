@@ -106,6 +106,19 @@ def check_compatible(path, state, config, keys=("model", "K", "D", "E", "H", "va
                             f"{key} = {config[key]!r}; use another --out or the same settings")
 
 
+def resume(path, config, keys):
+    """Load ``path`` to continue a run configured as ``config``: (state, numpy Generator).
+
+    Checks that the ``keys`` entries of both configs agree (:func:`check_compatible`) and
+    rebuilds the random generator exactly where the checkpoint left it.
+    """
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no checkpoint to resume from (--resume needs the same --out)")
+    state = load(path)
+    check_compatible(path, state, config, keys)
+    return state, restore_rng(state["rng"], path)
+
+
 def rng_state(rng):
     """The JSON-able state of a ``numpy.random.Generator`` (for :func:`save`)."""
     return rng.bit_generator.state

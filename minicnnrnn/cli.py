@@ -16,21 +16,51 @@ from . import backend
 from .errors import UserError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose mistakes are reported in one line, like every other error.
+
+    argparse normally prints the whole usage text before the error; we print
+    ``error: <prog>: <what was wrong> (see --help)`` and exit with status 2.
+    """
+
+    def error(self, message):
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def add_backend_argument(parser):
     """Add ``--backend`` to an argparse parser."""
     default = os.environ.get(backend.ENV_VAR, "numpy").strip().lower() or "numpy"
     parser.add_argument(
         "--backend", default=default, choices=backend.BACKENDS,
-        help=f"array library: numpy (CPU) or cupy (NVIDIA GPU); default from ${backend.ENV_VAR} or numpy "
-             f"(now: {default})")
+        help=f"array library: numpy (CPU) or cupy (NVIDIA GPU); the default comes from ${backend.ENV_VAR}")
     return parser
 
 
 def make_parser(prog, description):
     """An ArgumentParser with the shared ``--backend`` option already added."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog=prog, description=description,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     return add_backend_argument(parser)
+
+
+def non_negative_int(text):
+    """argparse type for counts and seeds: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_int(text):
+    """argparse type for sizes: a whole number >= 1."""
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def run(main, argv=None):

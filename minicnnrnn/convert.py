@@ -273,10 +273,10 @@ def convert(src, resize=None):
     kind = detect_format(src)
     name = os.path.basename(src)
     if kind.startswith("torch"):
-        params, meta = from_state_dict(torch_pickle.load(src), f"{src}")
+        params, meta = from_state_dict(torch_pickle.load(src), src)
         meta["source"] = f"torchvision state_dict {name} ({kind[6:]} format)"
     else:
-        params, meta = from_keras_layers(keras_h5.read_layers(src), f"{src}")
+        params, meta = from_keras_layers(keras_h5.read_layers(src), src)
         meta["source"] = f"Keras weights {name} ({'Keras 2' if kind == 'keras2' else 'Keras 3'} layout)"
     if resize is not None:
         meta["preprocess"]["resize"] = resize
@@ -287,15 +287,20 @@ def main(argv=None):
     parser = cli.make_parser("python -m minicnnrnn.convert",
                              "Convert torchvision (.pth) or Keras (.h5) VGG weights to a minicnnrnn .npz.")
     parser.add_argument("src", help="a torchvision VGG state_dict (.pth) or Keras VGG weights (.h5)")
-    parser.add_argument("dst", help="the .npz to write")
+    parser.add_argument("dst", help="the .npz to write (its folder is created if needed)")
     parser.add_argument("--resize", choices=("crop", "warp"), default=None,
                         help="record this resize convention instead of the source's usual one "
                              "(torchvision: crop, Keras: warp)")
     args = cli.parse(parser, argv)
     if os.path.abspath(args.src) == os.path.abspath(args.dst):
         raise UserError(f"{args.dst}: the output would overwrite the input")
+    if os.path.isdir(args.dst):
+        raise UserError(f"{args.dst}: is a folder; give the .npz file to write, e.g. {args.dst}/vgg16.npz")
     params, meta = convert(args.src, args.resize)
-    vgg.save(args.dst, params, meta)
+    try:
+        vgg.save(args.dst, params, meta)   # atomic: a failed write leaves no partial file
+    except OSError as exc:
+        raise UserError(f"{args.dst}: cannot write the weights file ({exc.strerror}: {exc.filename})") from None
     count = sum(p.size for p in params.values())
     pre = meta["preprocess"]
     head = f"fc {meta['fc']} + {meta['num_classes']} classes" if meta["num_classes"] else "no fc layers (conv only)"

@@ -2,7 +2,7 @@
 
 Raise ``UserError("path/to/file: what is wrong")`` for anything a user can fix
 (a missing file, a bad argument, a corrupt input). Command-line entry points run
-through :func:`minicnnrnn.cli.main_wrapper`, which prints ``error: <message>``
+through :func:`minicnnrnn.cli.run`, which prints ``error: <message>``
 and exits with status 2 instead of showing a traceback.
 """
 

@@ -20,13 +20,10 @@ length and scikit-learn's non-interpolated AP, and no paper rows.
 import numpy as np
 
 from . import metrics
+from .datasets.voc2007 import SHORT_NAMES as VOC_SHORT_NAMES   # Table 4's column headers
 
-VOC_SHORT_NAMES = ["plane", "bike", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-                   "table", "dog", "horse", "motor", "person", "plant", "sheep", "sofa", "train", "tv"]
-_PR_COLUMNS = ("C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1", "MAP@10")
-
-
-_AP_COLUMNS = VOC_SHORT_NAMES + ["mAP"]
+_PR_COLUMNS = ("C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1", "MAP@10")   # Tables 1-3
+_AP_COLUMNS = VOC_SHORT_NAMES + ["mAP"]                                 # Table 4
 _ = None   # a number the paper does not give; prints as "-"
 
 # The published numbers of Tables 1-4 (public facts; percent), one list per row in column order.

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import sys
+import zipfile
 
 import numpy
 from tqdm import tqdm
@@ -91,6 +92,8 @@ def _load_weights(path):
     if os.path.isfile(path) and (torch_pickle.detect(path) or keras_h5.detect(path)):
         raise UserError(f"--weights {path}: a PyTorch/Keras weights file; convert it first with "
                         f"`python -m minicnnrnn.convert {path} weights.npz`")
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):   # an .npz is a zip archive
+        raise UserError(f"--weights {path}: not a .npz weights file (python -m minicnnrnn.convert writes one)")
     params, meta = vgg.load(path)
     return params, meta, os.path.abspath(path), features.file_sha256(path)
 
@@ -166,7 +169,10 @@ def _start_or_resume(out, identity, n, dim, overwrite):
             raise UserError(f"{partial}: shape {rows.shape} does not match this run's ({n}, {dim}); "
                             "pass --overwrite to start again")
         return rows, progress
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create the output folder ({exc.strerror}: {exc.filename})") from None
     rows = numpy.lib.format.open_memmap(partial, mode="w+", dtype=numpy.float32, shape=(n, dim))
     progress = dict(identity, done=0, rows=0, skipped=[])
     fileio.save_json(progress_path, progress)
@@ -251,6 +257,10 @@ def extract(paths, out, weights=None, layer="fc7", batch_size=16, resize=None, s
     finally:
         bar.close()
     if progress["rows"] == 0:
+        # Nothing to keep: drop the partial files, so that a rerun after fixing the images starts afresh.
+        del rows
+        for name in ("features.partial.npy", "progress.json"):
+            os.remove(os.path.join(out, name))
         raise UserError(f"none of the {len(paths)} images could be read (first: {progress['skipped'][0][2]})")
     _finish(out, rows, progress, paths, record)
     print(f"wrote {out}/features.npy ({progress['rows']} x {dim} float32, layer {layer}); "

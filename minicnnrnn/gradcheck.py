@@ -135,7 +135,7 @@ def lstm_sequence_case(variant):
 
 
 def embedding_tied_case(rng):
-    """Embedding lookup and tied scores sharing one U_l: L = <s(U_l[tokens] + y), G>."""
+    """Embedding lookup and tied scores sharing one U_l: L = <s(U_l[tokens] * y), G>."""
     V, E, T, N = 6, 4, 3, 2
     U_l = _randn(rng, V, E)
     tokens = backend.to_device(numpy.array([[5, 0], [1, 1], [3, 5]]))   # repeats, START row 5
@@ -248,8 +248,11 @@ def main(argv=None):
                              "Compare every hand-written backward with centred finite differences "
                              f"in float64; exit 1 if any max relative error exceeds {TOLERANCE:g}.")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random test problems")
-    parser.add_argument("--only", default="", help="run only cases whose name contains this text")
+    parser.add_argument("--only", default="", metavar="TEXT",
+                        help="run only the cases whose name contains TEXT, e.g. lstm; %(default)r runs every case")
     args = cli.parse(parser, argv)
+    if args.seed < 0:
+        raise UserError(f"--seed: must be a non-negative integer, got {args.seed}")
     cases = [(name, fn) for name, fn in all_cases() if args.only in name]
     if not cases:
         raise UserError(f"--only: no case name contains {args.only!r}")

@@ -18,6 +18,10 @@ Keras has written two layouts:
 Kernels are HWIO for convolutions, ``(in, out)`` for dense layers, so they
 already match our layout. The reader returns plain numpy arrays and leaves the
 meaning of the layers to :mod:`minicnnrnn.convert`.
+
+(Keras documents neither layout; they are defined by the code that writes them:
+``save_weights_to_hdf5_group`` in Keras 2's ``saving/hdf5_format.py`` and
+``H5IOStore`` in Keras 3's ``saving/saving_lib.py``.)
 """
 import re
 
@@ -53,7 +57,7 @@ def _open(path):
             return None
         return h5py.File(path, "r")
     except OSError as exc:
-        raise UserError(f"{path}: cannot read HDF5 file ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: cannot open HDF5 file, truncated or damaged? ({str(exc).splitlines()[0]})") from None
 
 
 def _keras2_root(f):
@@ -72,11 +76,12 @@ def _is_keras3(f):
 
 
 def detect(path):
-    """'keras2', 'keras3' or None (not an HDF5 file, or not a Keras weights layout)."""
-    try:
-        f = _open(path)
-    except UserError:
-        return None
+    """'keras2', 'keras3' or None (not an HDF5 file, or not a Keras weights layout).
+
+    An HDF5 file that h5py cannot open (a cut download) is a one-line UserError,
+    not None: "unknown format" would send the user looking in the wrong place.
+    """
+    f = _open(path)
     if f is None:
         return None
     with f:
@@ -86,6 +91,7 @@ def detect(path):
 
 
 def _keras2_layers(path, root):
+    import h5py
     layers = []
     for name in _attr_list(root, "layer_names"):
         if name not in root:
@@ -93,8 +99,8 @@ def _keras2_layers(path, root):
         group = root[name]
         arrays = []
         for weight in _attr_list(group, "weight_names") or []:
-            if weight not in group:
-                raise UserError(f"{path}: weight '{name}/{weight}' is listed but missing")
+            if not isinstance(group.get(weight), h5py.Dataset):
+                raise UserError(f"{path}: weight '{name}/{weight}' is listed but missing (or not an array)")
             arrays.append(numpy.asarray(group[weight][()]))
         layers.append((name, arrays))
     return layers

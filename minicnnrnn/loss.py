@@ -19,8 +19,9 @@ def log_softmax(s):
 
 
 def softmax_cross_entropy(scores, targets, mask):
-    """Masked softmax cross-entropy, summed over valid steps and divided by N.
+    """Masked softmax cross-entropy of the Eq. 5 scores (§3.4).
 
+    Summed over the valid steps and divided by the number of paths N.
     scores: (T, N, C) (or (N, C)); targets: (T, N) (or (N,)) integer tokens in
     ``0 .. C-1``; mask: (T, N) (or (N,)), 1 where the step counts and 0 for padding
     (a padded step's target is ignored and may be any integer).
@@ -40,13 +41,14 @@ def softmax_cross_entropy(scores, targets, mask):
 
 
 def sigmoid(s):
-    """Stable logistic function: (1 + tanh(s / 2)) / 2 never overflows."""
+    """Stable logistic function of an array of any shape: (1 + tanh(s / 2)) / 2 never overflows."""
     return 0.5 * (1.0 + xp.tanh(0.5 * s))
 
 
 def sigmoid_cross_entropy(scores, y, mask=None):
-    """Binary cross-entropy with logits, summed over labels and divided by N.
+    """Binary cross-entropy with logits (the BCE baseline of Table 3).
 
+    Summed over the labels and divided by the number of images N.
     scores: (N, K) logits; y: (N, K) targets in {0, 1} (or probabilities);
     mask: optional (N, K), 0 for entries to ignore (e.g. VOC "difficult").
     Returns (loss: float, dscores (N, K)).

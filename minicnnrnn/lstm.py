@@ -3,9 +3,8 @@
 For one time step, with ``w = w_k(t)`` the embedding of the previous label and
 ``r_prev = r(t-1)`` the previous state (row vectors, a batch of N at once)::
 
-    z   = r_prev @ U_r + w @ U_w (+ b_lstm)       # (N, 4H): all four gates at once
-    x_t, i_t, f_t, o_t = split(z)                 # each (N, H), order [x | i | f | o]
-    x_t, i_t, f_t, o_t = act(x_t), act(i_t), ...  # Eq. 1: delta(...)
+    z = r_prev @ U_r + w @ U_w (+ b_lstm)         # (N, 4H): all four gates at once
+    x_t, i_t, f_t, o_t = split(delta(z))          # Eq. 1: each (N, H), order [x | i | f | o]
     r(t) = f_t * r(t-1) + i_t * x_t               # Eq. 1: the new state
     o(t) = r(t) * o_t                             # Eq. 1: the output
 
@@ -31,7 +30,8 @@ from .backend import xp
 VARIANTS = ("relu", "conventional")
 
 
-def _check_variant(variant):
+def check_variant(variant):
+    """Raise ValueError unless ``variant`` is one of :data:`VARIANTS`."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown LSTM variant {variant!r}; choose one of {VARIANTS}")
 
@@ -136,7 +136,7 @@ def step_forward(w, r_prev, params, variant="relu"):
     params: U_r (H, 4H), U_w (E, 4H), optional b_lstm (4H,).
     Returns ((o, r), cache) with o: (N, H) the output o(t) and r: (N, H) the state r(t).
     """
-    _check_variant(variant)
+    check_variant(variant)
     z = w @ params["U_w"]
     z += r_prev @ params["U_r"]
     if "b_lstm" in params:
@@ -175,7 +175,7 @@ def forward(w_seq, mask, params, variant="relu", r0=None):
     r0: optional (N, H) initial state, default r(0) = 0.
     Returns (o_seq (T, N, H), cache); o_seq is 0 at padded steps.
     """
-    _check_variant(variant)
+    check_variant(variant)
     T, N, E = w_seq.shape
     H = params["U_r"].shape[0]
     dtype = w_seq.dtype

@@ -204,10 +204,17 @@ def average_precision(scores, truth, ignore=None, mode="sklearn"):
     return aps
 
 
-def mean_average_precision(scores, truth, ignore=None, mode="sklearn"):
-    """mAP: mean of the per-class APs over classes with at least one positive, fraction."""
-    aps = average_precision(scores, truth, ignore, mode)
+def _mean_of_defined(aps):
+    """Mean of the per-class APs (K,) that are defined (not NaN); 0 when none is."""
     return float(np.nanmean(aps)) if np.isfinite(aps).any() else 0.0
+
+
+def mean_average_precision(scores, truth, ignore=None, mode="sklearn"):
+    """mAP: mean of the per-class APs over classes with at least one positive, fraction.
+
+    scores, truth: (N, K); ignore, mode: as :func:`average_precision`.
+    """
+    return _mean_of_defined(average_precision(scores, truth, ignore, mode))
 
 
 def evaluate_with_ap(pred01, scores, truth, ignore=None, ap_mode="sklearn", map_n=10):
@@ -216,7 +223,7 @@ def evaluate_with_ap(pred01, scores, truth, ignore=None, ap_mode="sklearn", map_
     out = precision_recall_f1(pred01, truth, ignore)
     out["MAP@10"] = map_at_n(scores, truth, map_n, ignore)
     aps = average_precision(scores, truth, ignore, ap_mode)
-    out["mAP"] = float(np.nanmean(aps)) if np.isfinite(aps).any() else 0.0
+    out["mAP"] = _mean_of_defined(aps)
     return {key: 100.0 * float(out[key]) for key in METRIC_KEYS}, 100.0 * aps
 
 

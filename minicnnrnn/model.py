@@ -69,7 +69,7 @@ def init_params(K, D, E, H, rng, variant="relu", dtype=numpy.float32):
       pre-activations for unit-size inputs; ``b_x = 0.1`` nudges the Eq. 4 ReLU
       units to the active side.
     """
-    lstm._check_variant(variant)
+    lstm.check_variant(variant)
 
     def normal(fan_in, *shape, gain=1.0):
         return rng.standard_normal(shape) * (gain / numpy.sqrt(fan_in))

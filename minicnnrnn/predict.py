@@ -154,22 +154,22 @@ def format_line(name, pred):
     return f"{name}: {labels} | END {pred['end_probability']:.3f} | log P {pred['log_probability']:.3f}"
 
 
-def main(argv=None):
-    parser = make_parser()
-    args = cli.parse(parser, argv)
-    state = checkpoint.load(args.checkpoint)
-    cfg = state["config"]
-    if cfg["model"] not in baselines.MODELS:
-        raise UserError(f"{args.checkpoint}: unknown model {cfg['model']!r}")
+def search_options(args, cfg):
+    """(beam, min_labels, top_k) from the arguments, else the checkpoint's, checked early
+    (before the slow CNN runs)."""
     K = int(cfg["K"])
-    # Check the options before the (slow) CNN runs.
     beam = args.beam if args.beam is not None else int(cfg.get("beam", 3))
     min_labels = args.min_labels if args.min_labels is not None else int(cfg.get("min_labels", 0))
-    k = args.top_k if args.top_k is not None else int(cfg.get("k", 3))
+    top_k = args.top_k if args.top_k is not None else int(cfg.get("k", 3))
     if cfg["model"] in PATH_MODELS:
         beam_search.check_options(K, beam, args.max_labels, min_labels)
-    elif not 1 <= k <= K:
-        raise UserError(f"--top-k: must be between 1 and K = {K}, got {k}")
+    elif not 1 <= top_k <= K:
+        raise UserError(f"--top-k: must be between 1 and K = {K}, got {top_k}")
+    return beam, min_labels, top_k
+
+
+def inputs(args, cfg):
+    """(features (n, D) host, names) from --features or from the image files."""
     if args.features:
         if args.images:
             raise UserError("IMAGE: give either image files or --features, not both")
@@ -179,11 +179,21 @@ def main(argv=None):
     elif not args.images:
         raise UserError("IMAGE: no image files given (or use --features FILE.npy)")
     else:
-        I = image_features(args.images, cfg.get("cnn") or {}, args.checkpoint, args.batch_size)
-        names = list(args.images)
+        I, names = image_features(args.images, cfg.get("cnn") or {}, args.checkpoint, args.batch_size), args.images
     if I.shape[1] != int(cfg["D"]):
         raise UserError(f"{args.features or args.checkpoint}: features have D = {I.shape[1]} but the model "
                         f"expects D = {cfg['D']} ({cfg.get('cnn', {}).get('layer') or 'layer'} of its CNN)")
+    return I, list(names)
+
+
+def main(argv=None):
+    args = cli.parse(make_parser(), argv)
+    state = checkpoint.load(args.checkpoint)
+    cfg = state["config"]
+    if cfg["model"] not in baselines.MODELS:
+        raise UserError(f"{args.checkpoint}: unknown model {cfg['model']!r}")
+    beam, min_labels, top_k = search_options(args, cfg)
+    I, names = inputs(args, cfg)
     params = backend.params_to_device(state["params"], np.float32)
 
     preds = []
@@ -191,7 +201,7 @@ def main(argv=None):
         if cfg["model"] in PATH_MODELS:
             preds += decode_paths(state, params, block, beam, min_labels, args.max_labels)
         else:
-            preds += decode_topk(state, params, block, k)
+            preds += decode_topk(state, params, block, top_k)
 
     if args.json:
         print(json.dumps([{"image": name, **pred} for name, pred in zip(names, preds)], indent=1))

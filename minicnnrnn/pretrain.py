@@ -24,6 +24,7 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -167,17 +168,30 @@ def build_parser():
 
 
 def _check_args(args):
-    for name in ("epochs", "n_pretrain", "n_test", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(args, name)}")
+    for name, low in (("epochs", 1), ("n_pretrain", 1), ("n_test", 1), ("batch_size", 1), ("size", 16)):
+        if getattr(args, name) < low:
+            raise UserError(f"--{name.replace('_', '-')}: must be at least {low}, got {getattr(args, name)}")
     if args.batch_size > args.n_pretrain:
         raise UserError(f"--batch-size: {args.batch_size} is larger than --n-pretrain {args.n_pretrain}")
     if not 0.0 <= args.dropout < 1.0:
         raise UserError(f"--dropout: must be in [0, 1), got {args.dropout}")
-    if args.lr <= 0:
-        raise UserError(f"--lr: must be positive, got {args.lr}")
+    if not 0 < args.lr < math.inf:      # also refuses nan
+        raise UserError(f"--lr: must be a positive number, got {args.lr}")
+    if not 0 <= args.weight_decay < math.inf:
+        raise UserError(f"--weight-decay: must be zero or a positive number, got {args.weight_decay}")
     if not args.out.endswith(".npz"):
         raise UserError(f"--out: weights file name must end in .npz, got {args.out!r}")
+
+
+def _check_writable(path, option):
+    """Fail before training, not after it, when ``path`` cannot be written (creates its folder)."""
+    if os.path.isdir(path):
+        raise UserError(f"{option} {path}: is a folder, expected a file name")
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(path))).close()
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot write there ({exc.strerror}: {exc.filename})") from None
 
 
 def main(argv=None):
@@ -186,6 +200,8 @@ def main(argv=None):
     settings = {k: getattr(args, k) for k in RUN_KEYS}
     checkpoint = args.checkpoint or os.path.join(
         "runs", "pretrain", os.path.splitext(os.path.basename(args.out))[0] + ".checkpoint.npz")
+    _check_writable(args.out, "--out")
+    _check_writable(checkpoint, "--checkpoint")
     t0, load_at_start = time.perf_counter(), (os.getloadavg() if hasattr(os, "getloadavg") else ())
     images, labels = tinyscenes.load("pretrain", args.n_pretrain, args.size, args.cache_dir)
     test_images, test_labels = tinyscenes.load("test", args.n_test, args.size, args.cache_dir)

@@ -4,8 +4,10 @@
 
 ``U_o_x: (H, E)`` maps the LSTM output, ``U_I_x: (D, E)`` maps the CNN feature ``I``,
 ``b_x: (E,)`` is a bias (optional: leave it out of ``params`` for Eq. 4 verbatim). The
-image term ``I @ U_I_x`` is the same at every time step of a path, so it is
-computed once per image and broadcast over time.
+image term ``I @ U_I_x`` (and the bias) is the same at every time step of a path, so it
+is computed once per image and broadcast over time. A caller that runs the steps one
+call at a time (beam search) computes it once with :func:`image_and_bias` and passes
+it to :func:`forward` as ``image=``.
 
 Dropout (the paper uses rate 0.5 on the projection layers) is *inverted* dropout
 on ``x_t`` during training: the caller passes a mask drawn on the host (see
@@ -34,19 +36,32 @@ def image_term(I, params):
     return I @ params["U_I_x"]
 
 
-def forward(o, I, params, dropout_mask=None):
+def image_and_bias(I, params):
+    """Everything in Eq. 4 that is the same at every time step: ``I @ U_I_x + b_x``.
+
+    I: (N, D) -> (N, E).
+    """
+    term = image_term(I, params)
+    if "b_x" in params:
+        term += params["b_x"]
+    return term
+
+
+def forward(o, I, params, dropout_mask=None, image=None):
     """Eq. 4 with optional inverted dropout.
 
     o: (T, N, H) or (N, H) LSTM outputs; I: (N, D) image features;
     params: U_o_x (H, E), U_I_x (D, E), optional b_x (E,);
-    dropout_mask: None (no dropout) or an array shaped like x holding 0 or 1/(1-p).
+    dropout_mask: None (no dropout) or an array shaped like x holding 0 or 1/(1-p);
+    image: None, or the (N, E) ``image_and_bias(I, params)`` already computed by the
+    caller; then I is not read here (pass it anyway if you will call :func:`backward`).
     Returns (x, cache) with x: (T, N, E) or (N, E).
     """
+    if image is None:
+        image = image_and_bias(I, params)
     a = o @ params["U_o_x"]
-    a += image_term(I, params)              # (N, E), broadcast over time
-    if "b_x" in params:
-        a += params["b_x"]
-    x = xp.maximum(a, 0)                    # h = ReLU
+    a += image                              # (N, E), broadcast over time
+    x = xp.maximum(a, 0, out=a)             # h = ReLU
     if dropout_mask is not None:
         x *= dropout_mask
     return x, (o, I, x, params, dropout_mask)

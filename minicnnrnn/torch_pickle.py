@@ -17,6 +17,9 @@ layouts exist:
   storage keys; then for each key in that order an int64 element count and the
   raw little-endian bytes.
 
+(Both layouts are defined by the code that writes them: ``_save`` and
+``_legacy_save`` in PyTorch's ``torch/serialization.py``.)
+
 A tensor is a *view* into its storage: element ``(i, j, ...)`` lives at
 ``offset + i * stride[0] + j * stride[1] + ...`` (counted in elements), so a
 transposed or sliced tensor shares its storage with the original.
@@ -193,14 +196,24 @@ def _one_line(exc):
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _is_pickle_name(name):
+    return name == "data.pkl" or name.endswith("/data.pkl")
+
+
 def detect(path):
     """'zip' or 'legacy' if ``path`` looks like a torch.save file, else None (reads only the start)."""
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
-                return "zip" if any(n == "data.pkl" or n.endswith("/data.pkl") for n in zf.namelist()) else None
+                return "zip" if any(_is_pickle_name(n) for n in zf.namelist()) else None
         with open(path, "rb") as f:
-            if f.read(1) != b"\x80":          # every pickle of protocol >= 2 starts with PROTO
+            start = f.read(64)
+            if start[:4] == b"PK\x03\x04":
+                # A zip whose table of contents (at the end) is missing: a cut download.
+                # torch writes data.pkl first, so its name is in the first local header.
+                name_length = struct.unpack("<H", start[26:28])[0]
+                return "zip" if _is_pickle_name(start[30:30 + name_length].decode("utf-8", "replace")) else None
+            if start[:1] != b"\x80":          # every pickle of protocol >= 2 starts with PROTO
                 return None
             f.seek(0)
             magic = _RestrictedUnpickler(f, str(path), {}).load()
@@ -210,9 +223,14 @@ def detect(path):
 
 
 def _load_zip(path):
-    with zipfile.ZipFile(path) as zf:
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise UserError(f"{path}: file is truncated or damaged (a torch zip archive without its table "
+                        "of contents; download it again)") from None
+    with zf:
         names = set(zf.namelist())
-        pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
+        pickles = [n for n in names if _is_pickle_name(n)]
         if len(pickles) != 1:
             raise UserError(f"{path}: a zip archive but not a torch.save file (expected one data.pkl)")
         prefix = pickles[0][:-len("data.pkl")]

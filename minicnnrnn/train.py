@@ -32,9 +32,6 @@ from .errors import UserError
 
 PATH_MODELS = ("cnn-rnn", "no-rnn")
 REAL_DATASETS = ("voc2007", "coco2014", "nuswide81", "nuswide1k")
-# Defaults per kind of data: (E, H, epochs). Real features use the paper's sizes (§4).
-BUILTIN_DEFAULTS, PAPER_DEFAULTS = (64, 128, 12), (64, 512, 20)
-BUILTIN_SIZES = (4000, 1000)     # built-in train / test images
 
 
 def make_parser():
@@ -45,46 +42,46 @@ def make_parser():
                    help="builtin | npz:PATH | voc2007 | coco2014 | nuswide81 | nuswide1k")
     p.add_argument("--root", help="dataset folder (real datasets)")
     p.add_argument("--features", help="features folder written by `python -m minicnnrnn.extract` (real datasets)")
-    p.add_argument("--n-train", type=int, default=BUILTIN_SIZES[0], help="built-in training images")
-    p.add_argument("--n-test", type=int, default=BUILTIN_SIZES[1], help="built-in test images")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: per dataset)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--n-train", type=int, default=4000, help="built-in training images")
+    p.add_argument("--n-test", type=int, default=1000, help="built-in test images")
+    p.add_argument("--epochs", type=int, default=20, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, default=64, help="images per mini-batch")
     p.add_argument("--lr", type=float, default=1e-3, help="initial rmsprop learning rate")
     p.add_argument("--clip", type=float, default=5.0, help="clip gradients to this global norm (0: off)")
     p.add_argument("--dropout", type=float, default=0.5, help="dropout on the projection (paper: 0.5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--embed", type=int, default=None, help="label embedding size E (paper: 64)")
-    p.add_argument("--hidden", type=int, default=None, help="recurrent layer size H (paper: 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of everything random")
+    p.add_argument("--embed", type=int, default=64, help="label embedding size E (§4)")
+    p.add_argument("--hidden", type=int, default=512, help="recurrent layer size H (§4)")
     p.add_argument("--variant", default="relu", choices=("relu", "conventional"), help="LSTM of Eq. 1")
     p.add_argument("--label-order", default="freq", choices=label_paths.ORDERS, help="training path order (§3.4)")
     p.add_argument("--beam", type=int, default=3, help="beam size N of the search (§3.3)")
     p.add_argument("--k", type=int, default=3, help="labels per image for the top-k metrics")
     p.add_argument("--min-labels", type=int, default=0, help="shortest predicted path (footnote 1; e.g. = --k)")
-    p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<model>; --compare: one subfolder per model)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     return p
 
 
-def build_config(args, data):
-    """The run's settings (saved in the checkpoint)."""
-    E = data.defaults[0] if args.embed is None else args.embed
-    H = data.defaults[1] if args.hidden is None else args.hidden
-    epochs = args.epochs if args.epochs is not None else data.defaults[2]
-    for name, value in (("--embed", E), ("--hidden", H), ("--batch-size", args.batch_size),
-                        ("--beam", args.beam), ("--k", args.k)):
-        if value < 1:
-            raise UserError(f"{name}: must be positive, got {value}")
-    if epochs < 0:
-        raise UserError(f"--epochs: must be >= 0, got {epochs}")
+def check_args(args):
+    """One-line errors for impossible settings, before any data is loaded."""
+    for name in ("embed", "hidden", "batch_size", "beam", "k"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')}: must be positive, got {getattr(args, name)}")
+    if args.epochs < 0:
+        raise UserError(f"--epochs: must be >= 0, got {args.epochs}")
     if not 0 <= args.dropout < 1:
         raise UserError(f"--dropout: must be in [0, 1), got {args.dropout}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise UserError(f"--lr: must be a positive number, got {args.lr}")
+
+
+def build_config(args, data):
+    """The run's settings (saved in the checkpoint)."""
     K, D = data.train_labels.shape[1], data.train_features.shape[1]
     beam_search.check_options(K, args.beam, min(args.k, K), args.min_labels)
-    return {"model": args.model, "K": K, "D": D, "E": E, "H": H, "variant": args.variant,
+    return {"model": args.model, "K": K, "D": D, "E": args.embed, "H": args.hidden, "variant": args.variant,
             "cnn": data.cnn, "dataset": data.name, "label_order": args.label_order,
-            "epochs": epochs, "batch_size": args.batch_size, "lr": args.lr, "clip": args.clip,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "clip": args.clip,
             "dropout": args.dropout, "seed": args.seed, "beam": args.beam, "k": args.k,
             "min_labels": args.min_labels}
 
@@ -98,13 +95,12 @@ class TrainingData:
     """Features ``(N, D)`` float32 (possibly memory-mapped) and labels ``(N, K)`` 0/1 per split."""
     name: str
     label_names: list
-    train_features: np.ndarray
+    train_features: "Rows"
     train_labels: np.ndarray
-    test_features: np.ndarray
+    test_features: "Rows"
     test_labels: np.ndarray
     test_ignore: np.ndarray = None    # (N_test, K) bool: VOC "difficult", left out of the metrics
     cnn: dict = None                  # which CNN made the features (for predict)
-    defaults: tuple = PAPER_DEFAULTS  # (E, H, epochs)
 
     def summary(self):
         (n, D), K = self.train_features.shape, self.train_labels.shape[1]
@@ -116,10 +112,12 @@ def load_data(args):
     """The dataset named by ``--dataset`` (see the module docstring)."""
     if args.dataset == "builtin":
         from .data import features, tinyscenes
-        train = features.builtin_features("train", args.n_train, layer="fc7")
-        test = features.builtin_features("test", args.n_test, layer="fc7")
-        data = TrainingData("builtin", list(tinyscenes.LABEL_NAMES), *train, *test,
-                            cnn={"weights": "builtin", "layer": "fc7"}, defaults=BUILTIN_DEFAULTS)
+        if min(args.n_train, args.n_test) < 1:
+            raise UserError(f"--n-train/--n-test: need at least one image, got {args.n_train}/{args.n_test}")
+        (train_f, train_y), (test_f, test_y) = (features.builtin_features(split, n, layer="fc7")
+                                                for split, n in (("train", args.n_train), ("test", args.n_test)))
+        data = TrainingData("builtin", list(tinyscenes.LABEL_NAMES), Rows(train_f), train_y, Rows(test_f), test_y,
+                            cnn={"weights": "builtin", "layer": "fc7"})
     elif args.dataset.startswith("npz:"):
         data = load_npz(args.dataset[4:])
     elif args.dataset in REAL_DATASETS:
@@ -151,8 +149,8 @@ def load_npz(path):
         raise UserError(f"{path}: train_labels, test_labels and label_names disagree on the number of "
                         f"labels ({K}, {a['test_labels'].shape[1]}, {a['label_names'].shape})")
     return TrainingData(f"npz:{os.path.basename(path)}", [str(n) for n in a["label_names"]],
-                        a["train_features"].astype(np.float32), a["train_labels"].astype(np.uint8),
-                        a["test_features"].astype(np.float32), a["test_labels"].astype(np.uint8),
+                        Rows(a["train_features"]), a["train_labels"].astype(np.uint8),
+                        Rows(a["test_features"]), a["test_labels"].astype(np.uint8),
                         cnn={"weights": None, "layer": None, "features": os.path.abspath(path)})
 
 
@@ -194,11 +192,12 @@ def load_real(name, root, folder):
 
 
 class Rows:
-    """A lazy row selection ``array[rows]`` of a (memory-mapped) feature matrix: rows are read
-    only when a batch asks for them, so a 2 GB features file is never loaded whole."""
+    """Rows ``array[rows]`` (default all) of a feature matrix, read as float32 only when a batch
+    asks for them: a memory-mapped features file is never loaded whole."""
 
-    def __init__(self, array, rows):
-        self.array, self.rows = array, np.asarray(rows)
+    def __init__(self, array, rows=None):
+        self.array = array
+        self.rows = np.arange(len(array)) if rows is None else np.asarray(rows)
         self.shape = (len(self.rows),) + tuple(array.shape[1:])
 
     def __len__(self):
@@ -214,8 +213,7 @@ def drop_unlabelled(data):
     if keep.all():
         return data
     print(f"note: {int((~keep).sum())} training images without labels are left out")
-    features = data.train_features
-    features = Rows(features.array, features.rows[keep]) if isinstance(features, Rows) else features[keep]
+    features = Rows(data.train_features.array, data.train_features.rows[keep])
     return dataclasses.replace(data, train_features=features, train_labels=data.train_labels[keep])
 
 
@@ -261,7 +259,7 @@ def predict(cfg, params, features, batch_size=512):
     K, k = cfg["K"], min(cfg["k"], cfg["K"])
     pred, scores = np.zeros((len(features), K), np.uint8), np.zeros((len(features), K), np.float32)
     for s in range(0, len(features), batch_size):
-        I = backend.to_device(np.asarray(features[s:s + batch_size]), np.float32)
+        I = backend.to_device(features[s:s + batch_size])
         if cfg["model"] in PATH_MODELS:
             step_fn = baselines.no_rnn_step if cfg["model"] == "no-rnn" else None
             res = beam_search.beam_search(params, I, cfg["beam"], max_labels=k, min_labels=cfg["min_labels"],
@@ -295,11 +293,11 @@ def run_epoch(cfg, params, opt, data, order, rng, epoch):
     perm = rng.permutation(n)
     total, norms, start = 0.0, [], time.perf_counter()
     bar = tqdm(total=n, unit="img", desc=f"{cfg['model']} epoch {epoch + 1}/{cfg['epochs']}",
-               leave=False, dynamic_ncols=True)
+               leave=False, dynamic_ncols=True, mininterval=0.5)
     try:
         for step, s in enumerate(range(0, n, B)):
             idx = np.sort(perm[s:s + B])      # sorted rows read memory-mapped features in order
-            I = backend.to_device(np.asarray(data.train_features[idx]), np.float32)
+            I = backend.to_device(data.train_features[idx])
             value, grads = batch_loss(cfg, params, I, data.train_labels[idx], order, rng)
             norm = rmsprop.clip_by_global_norm(grads, cfg["clip"])
             if not (math.isfinite(value) and math.isfinite(norm)):
@@ -320,23 +318,18 @@ def run_epoch(cfg, params, opt, data, order, rng, epoch):
 def fit(cfg, data, out, resume=False):
     """Train (or continue) a model; returns (params on the device, history)."""
     ckpt_path = os.path.join(out, "checkpoint.npz")
-    rng = np.random.default_rng(cfg["seed"])
     if resume:
-        if not os.path.exists(ckpt_path):
-            raise UserError(f"{ckpt_path}: no checkpoint to resume from (--resume needs the same --out)")
-        state = checkpoint.load(ckpt_path)
-        checkpoint.check_compatible(ckpt_path, state, cfg, ("model", "K", "D", "E", "H", "variant",
-                                                            "dataset", "label_order", "seed", "batch_size"))
+        state, rng = checkpoint.resume(ckpt_path, cfg, ("model", "K", "D", "E", "H", "variant", "dataset",
+                                                        "label_order", "seed", "batch_size"))
         params = backend.params_to_device(state["params"])
-        order, first_epoch = state["label_order"], state["epoch"]
-        rng = checkpoint.restore_rng(state["rng"], ckpt_path)
-        history = state["extra"].get("history", [])
+        order, first_epoch, history = state["label_order"], state["epoch"], state["extra"].get("history", [])
     else:
+        rng = np.random.default_rng(cfg["seed"])
         order = label_paths.label_order(data.train_labels, cfg["label_order"], cfg["seed"])
         params = backend.params_to_device(init_params(cfg, rng))
         first_epoch, history = 0, []
     opt = rmsprop.RMSprop(params, lr=cfg["lr"])
-    if resume and state["opt"]:
+    if resume:
         opt.load_state_dict(state["opt"])
     for epoch in range(first_epoch, cfg["epochs"]):
         try:
@@ -390,6 +383,8 @@ TABLE_NAMES = {"cnn-rnn": "CNN-RNN", "no-rnn": "No RNN", "bce": "Binary cross-en
 
 def main(argv=None):
     args = cli.parse(make_parser(), argv)
+    check_args(args)
+    start = time.perf_counter()
     data = load_data(args)
     print(data.summary(), flush=True)
     models = ("softmax", "bce", "no-rnn", "cnn-rnn") if args.compare else (args.model,)
@@ -397,15 +392,14 @@ def main(argv=None):
     for name in models:
         args.model = name
         cfg = build_config(args, data)
-        if args.out is None:
-            out = os.path.join("runs", "compare", name) if args.compare else os.path.join("runs", name)
-        else:
-            out = os.path.join(args.out, name) if args.compare else args.out
+        base = args.out or os.path.join("runs", "compare" if args.compare else name)
+        out = os.path.join(base, name) if args.compare else base
         rows[TABLE_NAMES[name]] = train_and_evaluate(cfg, data, out, args.resume)
         print(f"{name}: outputs in {out}", flush=True)
     k = min(args.k, data.train_labels.shape[1])
     print()
     print(metrics.format_table(rows, title=f"{data.name}: test set, k = {k} (percent)"))
+    print(f"total time {time.perf_counter() - start:.0f} s (data, training and evaluation)")
     return 0
 
 

@@ -35,15 +35,29 @@ def test_winograd_matches_im2col(rng, N, H, W, C, F, pad):
 
 
 @pytest.mark.parametrize("workers", [1, 3])
-def test_winograd_blocks_agree_with_one_block(rng, monkeypatch, workers):
-    """Many small blocks (tile rows and images split), on one or several threads, match one block."""
-    x, K, b = _problem(rng, 3, 10, 12, 8, 8, np.float64)
+@pytest.mark.parametrize("N,H,W", [(3, 10, 12), (6, 4, 4)])      # blocks of tile rows / of whole images
+def test_winograd_blocks_agree_with_one_block(rng, monkeypatch, workers, N, H, W):
+    """Many small blocks, on one or several threads, match one block."""
+    x, K, b = _problem(rng, N, H, W, 8, 8, np.float64)
     monkeypatch.setattr(winograd, "WORKERS", 1)
     whole = winograd.conv3x3(x, K, b, 1)
     monkeypatch.setattr(winograd, "WORKERS", workers)
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)
     monkeypatch.setattr(winograd, "BLOCK_BYTES_CPU", 1)
     monkeypatch.setattr(winograd, "BLOCK_BYTES_GPU", 1)
     assert _rel(winograd.conv3x3(x, K, b, 1), whole) < 1e-14
+
+
+@pytest.mark.parametrize("N,Th,Tw,tiles,workers", [(1, 112, 112, 256, 2), (1, 28, 28, 1024, 2), (8, 7, 7, 2048, 2),
+                                                    (3, 5, 6, 8, 3), (6, 2, 2, 8, 3), (5, 9, 9, 16, 1)])
+def test_block_plan_covers_the_layer_in_equal_shares(N, Th, Tw, tiles, workers):
+    nb, rb = winograd._plan_blocks(N, Th, Tw, tiles, workers)
+    count = -(-N // nb) * -(-Th // rb)
+    assert 1 <= nb <= N and 1 <= rb <= Th
+    if N * Th * Tw <= tiles:
+        assert count == 1                                          # small layer: one block
+    else:
+        assert nb * rb * Tw >= tiles and count >= workers          # full blocks, work for every thread
 
 
 @pytest.mark.parametrize("method", ["winograd", "im2col"])

@@ -117,19 +117,29 @@ def test_command_errors_are_one_line_with_exit_status_2(tmp_path):
     text.write_text("not weights")
     cut = tmp_path / "cut.pth"
     cut.write_bytes((FIXTURES / "tiny_vgg_legacy.pth").read_bytes()[:20000])
+    cut_zip = tmp_path / "cut_zip.pth"
+    cut_zip.write_bytes((FIXTURES / "tiny_vgg_zip.pth").read_bytes()[:20000])
+    good = str(FIXTURES / "tiny_vgg_zip.pth")
     script = ("import sys; from minicnnrnn import cli, convert\n"
-              "for src in sys.argv[2:]:\n"
-              "    try:\n        cli.run(convert.main, [src, sys.argv[1]])\n"
+              "for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+              "    try:\n        cli.run(convert.main, [src, dst])\n"
               "    except SystemExit as e:\n        print('exit', e.code, file=sys.stderr)\n")
-    sources = [str(text), str(tmp_path / "missing.pth"), str(cut)]
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.npz"), *sources],
+    out = str(tmp_path / "out.npz")
+    cases = [(str(text), out), (str(tmp_path / "missing.pth"), out), (str(cut), out), (str(cut_zip), out),
+             (good, str(tmp_path)),                        # DST is a folder
+             (good, str(text / "out.npz"))]                # DST inside something that is not a folder
+    proc = subprocess.run([sys.executable, "-c", script, *[a for case in cases for a in case]],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     lines = proc.stderr.strip().splitlines()
-    assert lines[1::2] == ["exit 2"] * 3 and "Traceback" not in proc.stderr
+    assert lines[1::2] == ["exit 2"] * len(cases) and "Traceback" not in proc.stderr
     assert lines[0] == (f"error: {text}: unknown format; expected a PyTorch state_dict (.pth, zip or legacy "
                         "torch.save) or Keras HDF5 weights (.h5)")
     assert lines[2] == f"error: {tmp_path / 'missing.pth'}: file not found"
     assert lines[4].startswith(f"error: {cut}: file is truncated (storage ")
+    assert lines[6].startswith(f"error: {cut_zip}: file is truncated or damaged")
+    assert lines[8].startswith(f"error: {tmp_path}: is a folder")
+    assert lines[10].startswith(f"error: {text / 'out.npz'}: cannot write the weights file")
+    assert sorted(os.listdir(tmp_path)) == ["cut.pth", "cut_zip.pth", "notes.txt"]   # nothing half-written
 
 
 def test_converting_a_converted_file_is_refused(tmp_path):

@@ -86,6 +86,12 @@ def test_voc_xml_disagreement_and_bad_value(voc_root):
         voc2007.load(str(voc_root))
 
 
+def test_voc_xml_with_an_unknown_class_is_a_user_error(voc_root):
+    _write(voc_root / "VOCdevkit" / "VOC2007" / "Annotations" / "000007.xml", _voc_xml([("truck", 0)]))
+    with pytest.raises(UserError, match="000007.xml: object class 'truck' is not one of the 20 VOC classes"):
+        voc2007.load(str(voc_root), check_xml=True)
+
+
 def test_voc_missing_image_is_dropped_and_reported(voc_root, caplog):
     os.remove(voc_root / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000007.jpg")
     ds = datasets.load("voc2007", voc_root)
@@ -159,6 +165,14 @@ def test_coco_drop_unlabelled_and_other_year(coco_root):
 def test_coco_bad_file(coco_root):
     _write(coco_root / "annotations" / "instances_val2014.json", '{"images": [')
     with pytest.raises(UserError, match="instances_val2014.json: not a readable"):
+        datasets.load("coco2014", coco_root, check_images=False)
+    _write(coco_root / "annotations" / "instances_val2014.json", "[]")
+    with pytest.raises(UserError, match="instances_val2014.json: missing the 'images' list"):
+        datasets.load("coco2014", coco_root, check_images=False)
+    no_file_name = json.loads(_coco_json([20], []))
+    del no_file_name["images"][0]["file_name"]
+    _write(coco_root / "annotations" / "instances_val2014.json", json.dumps(no_file_name))
+    with pytest.raises(UserError, match="instances_val2014.json: malformed entry \\(KeyError: 'file_name'\\)"):
         datasets.load("coco2014", coco_root, check_images=False)
 
 

@@ -110,6 +110,30 @@ def test_strict_stops_at_the_first_unreadable_image(tmp_path, weights):
     assert not (tmp_path / "f" / "features.npy").exists()
 
 
+def test_a_run_where_no_image_was_readable_leaves_nothing_to_resume(tmp_path, weights):
+    """The user names a missing file, gets the error, puts the file there and runs the same command again."""
+    image = tmp_path / "late.png"
+    out = tmp_path / "f"
+    with pytest.raises(UserError, match=f"none of the 1 images could be read.*{image}: image file not found"):
+        run("--weights", weights, "--images", image, "--out", out)
+    assert os.listdir(out) == []                   # no partial rows or progress record left to resume from
+    make_images(tmp_path / "imgs", 1)
+    os.rename(tmp_path / "imgs" / "img00.jpg", image)
+    assert run("--weights", weights, "--images", image, "--out", out) == 0
+    assert read_output(out)[2]["count"] == 1
+
+
+def test_bad_out_folder_and_weights_file_are_one_line_errors(tmp_path, weights):
+    paths = make_images(tmp_path / "imgs", 1)
+    with pytest.raises(UserError, match=f"--out {paths[0]}: cannot create the output folder"):
+        run("--weights", weights, "--images", *paths, "--out", paths[0])        # --out is an existing file
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    with pytest.raises(UserError, match=f"--weights {text}: not a .npz weights file"):
+        run("--weights", text, "--images", *paths, "--out", tmp_path / "f")
+    assert not (tmp_path / "f").exists()
+
+
 def test_an_interrupted_run_resumes_without_redoing_rows(tmp_path, weights, monkeypatch):
     paths = make_images(tmp_path / "imgs", 7)
     out, calls = tmp_path / "f", []

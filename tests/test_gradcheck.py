@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from minicnnrnn import embedding, gradcheck
+from minicnnrnn.errors import UserError
 
 
 def test_numerical_gradient_of_known_function():
@@ -61,3 +62,9 @@ def test_command_line_errors():
                          capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == ["error: --only: no case name contains 'no such case'"]
+
+
+def test_negative_seed_is_a_user_error():
+    # numpy.random.default_rng(-1) raises ValueError, which used to escape as a traceback.
+    with pytest.raises(UserError, match="--seed"):
+        gradcheck.main(["--seed", "-1"])

@@ -98,6 +98,22 @@ def test_keras2_missing_weight_is_reported(tmp_path):
         keras_h5.read_layers(path)
 
 
+def test_truncated_or_odd_files_are_named_not_unknown(tmp_path):
+    params, meta = tiny_params()
+    path = tmp_path / "x.h5"
+    write_keras2(path, params, meta)
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(path.read_bytes()[:2000])         # a cut download: the HDF5 signature is there
+    with pytest.raises(UserError, match="cut.h5: cannot open HDF5 file, truncated or damaged") as info:
+        convert.detect_format(cut)
+    assert "\n" not in str(info.value)
+    with h5py.File(path, "a") as f:                   # a weight name that leads to a group, not an array
+        del f["block1_conv1"]["block1_conv1_b_1:0"]
+        f["block1_conv1"].create_group("block1_conv1_b_1:0")
+    with pytest.raises(UserError, match="block1_conv1_b_1:0' is listed but missing"):
+        keras_h5.read_layers(path)
+
+
 def write_keras3(path, layers, names=True):
     """Keras 3 layout: group path -> [arrays]; the layer name goes in vars.attrs['name'] when names."""
     with h5py.File(path, "w") as f:

@@ -144,6 +144,10 @@ def test_sklearn_ap_groups_ties_voc07_does_not():
     truth = np.array([[0], [1], [1]])
     # sklearn: threshold 1 -> P 1/2, R 1/2; threshold 0 -> P 2/3, R 1: AP = .5*.5 + .5*2/3
     assert metrics.average_precision(scores, truth)[0] == pytest.approx(0.25 + 1 / 3)
+    # voc07 ranks the tied pair one by one (stable, by index). Positive first: precision 1 at
+    # recall 1/2 counts for levels 0..0.5, 2/3 for 0.6..1. Grouped, it would be 2/3 throughout.
+    first = np.array([[1], [0], [1]])
+    assert metrics.average_precision(scores, first, mode="voc07")[0] == pytest.approx((6 + 5 * 2 / 3) / 11)
 
 
 # ---------------------------------------------------------------- evaluate / table

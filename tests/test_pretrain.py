@@ -92,10 +92,34 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("bad, match", [(["--epochs", "0"], "--epochs"), (["--dropout", "1"], "--dropout"),
-                                        (["--out", "x.bin"], "--out"), (["--batch-size", "100"], "--batch-size")])
+                                        (["--out", "x.bin"], "--out"), (["--batch-size", "100"], "--batch-size"),
+                                        (["--lr", "nan"], "--lr: must be a positive number"),
+                                        (["--weight-decay", "-1"], "--weight-decay"),
+                                        (["--size", "8"], "--size: must be at least 16")])
 def test_bad_arguments_are_one_line_errors(tmp_path, bad, match):
     with pytest.raises(UserError, match=match):
         pretrain.main(_args(tmp_path) + bad)
+
+
+@pytest.mark.parametrize("option", ["--out", "--checkpoint"])
+def test_unwritable_output_is_refused_before_training(tmp_path, option):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match=f"{option} {blocker}/w.npz: cannot write there"):
+        pretrain.main(_args(tmp_path, option, str(blocker / "w.npz")))
+    assert not (tmp_path / "cache").exists()       # stopped before drawing a single picture
+
+
+def test_adam_first_step_moves_each_weight_by_lr():
+    """With bias correction, step 1 is m/sqrt(v) = g/|g|: every entry moves by lr against its gradient's sign,
+    and weight decay adds lambda * W to the gradients of weight matrices ("/W") only."""
+    params = {"fc/W": np.array([[1.0, -2.0]]), "fc/b": np.array([0.5, 0.5])}
+    grads = {"fc/W": np.array([[0.3, 4.0]]), "fc/b": np.array([-1e-3, 2.0])}
+    opt = pretrain.Adam(params, weight_decay=0.5)
+    opt.step(params, grads, lr=0.1)
+    # fc/W gradients with decay: 0.3 + 0.5 = 0.8 > 0 and 4.0 - 1.0 = 3.0 > 0: both move by -0.1
+    np.testing.assert_allclose(params["fc/W"], [[0.9, -2.1]], rtol=1e-6)
+    np.testing.assert_allclose(params["fc/b"], [0.6, 0.4], rtol=1e-6)
 
 
 def test_cosine_schedule_ends_at_zero():

@@ -73,3 +73,18 @@ def test_image_gradient_can_be_skipped(rng):
     assert dI2 is None and dI.shape == I.shape
     np.testing.assert_array_equal(do, do2)
     assert all(np.array_equal(grads[k], grads2[k]) for k in grads)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_precomputed_image_term(rng, with_bias):
+    """Beam search computes I @ U_I_x + b_x once and passes it in as ``image=``."""
+    params, o, I = make(rng)
+    if not with_bias:
+        del params["b_x"]
+    image = projection.image_and_bias(I, params)
+    np.testing.assert_allclose(image, I @ params["U_I_x"] + params.get("b_x", 0.0))
+    x, _ = projection.forward(o, I, params)
+    x_pre, _ = projection.forward(o, None, params, image=image)
+    np.testing.assert_allclose(x_pre, x, rtol=1e-14, atol=1e-14)
+    x1, _ = projection.forward(o[1], None, params, image=image)
+    np.testing.assert_allclose(x1, x[1], rtol=1e-14, atol=1e-14)

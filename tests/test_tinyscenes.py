@@ -142,8 +142,44 @@ def test_stats_command_prints_and_plots(tmp_path, capsys):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("bad, match", [(["--n", "0"], "--n: must be at least 1"),
+                                        (["--size", "8"], "--size: must be at least 16"),
+                                        (["--samples", "0"], "--samples: must be at least 1")])
+def test_stats_command_names_a_bad_argument(tmp_path, bad, match):
+    from minicnnrnn.data.stats import main
+    with pytest.raises(UserError, match=match):
+        main(["--n", "5", "--cache-dir", str(tmp_path), "--out", str(tmp_path / "out")] + bad)
+
+
+def test_unwritable_output_or_cache_is_a_user_error(tmp_path):
+    from minicnnrnn.data.stats import main
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match=f"--out {blocker}: cannot write the pictures"):
+        main(["--n", "5", "--size", "16", "--cache-dir", str(tmp_path), "--out", str(blocker)])
+    with pytest.raises(UserError, match="cannot write the cache file.*--cache-dir") as info:
+        tinyscenes.load("test", 3, size=16, cache_dir=blocker)
+    assert str(info.value).startswith(str(blocker))
+
+
 def test_conditional_cooccurrence_matches_counting():
     y = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 1, 1]], dtype=np.uint8)
     P = stats.conditional_cooccurrence(y)
     assert P[0, 1] == pytest.approx(2 / 3) and P[1, 0] == pytest.approx(2 / 3)
     assert P[2, 1] == 1.0 and P[0, 2] == pytest.approx(1 / 3) and np.allclose(np.diag(P), 1)
+
+
+def test_identical_across_processes_with_different_hash_seeds():
+    """No draw may depend on set/dict iteration order, which PYTHONHASHSEED changes between runs."""
+    import subprocess
+    import sys
+    code = ("import hashlib; from minicnnrnn.data import tinyscenes as ts; "
+            "a, b = ts.generate(300, 5, size=24); print(hashlib.sha256(a.tobytes() + b.tobytes()).hexdigest())")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed,
+                   PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
+        digests.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                   check=True).stdout.strip())
+    assert len(digests) == 1

@@ -53,19 +53,20 @@ def test_outputs_of_a_run(tiny_npz, tmp_path):
     assert set(state["params"]) == set(model.init_params(K, D, 8, 16, np.random.default_rng(0)))
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])        # it learns
+    assert min(float(r["loss"]) for r in rows[1:]) < float(rows[0]["loss"])   # it learns
     assert (out / "loss.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("name", ["no-rnn", "bce", "softmax"])
 def test_baselines_train_and_learn(tiny_npz, tmp_path, name):
     out = tmp_path / name
-    _run(tiny_npz, out, "--model", name)
+    _run(tiny_npz, out, "--model", name, "--epochs", "6")
     rows = list(csv.DictReader((out / "log.csv").open()))
-    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert min(float(r["loss"]) for r in rows[1:]) < float(rows[0]["loss"])
     assert checkpoint.load(out / "checkpoint.npz")["config"]["model"] == name
     result = json.loads((out / "metrics.json").read_text())
-    assert result["mAP"] > 40.0   # 5 labels, linearly encoded: far above chance
+    chance = 100 * np.load(tiny_npz)["test_labels"].mean()   # mAP of a random ranking, about
+    assert result["mAP"] > chance + 10
 
 
 def test_same_seed_same_metrics_other_seed_other_weights(tiny_npz, tmp_path):
@@ -203,3 +204,32 @@ def test_real_dataset_rows_are_matched_by_image_path(tmp_path):
     with pytest.raises(UserError, match="meta.json: not found"):
         train.load_data(train.make_parser().parse_args(
             ["--dataset", "voc2007", "--root", str(tmp_path / "voc"), "--features", str(folder)]))
+
+
+def _greedy(params, I, K, k):
+    """Hand-written greedy decoding of at most k labels with model.path_forward (no beam search)."""
+    path = []
+    while True:
+        inputs = np.array([[K + 1] + path]).T                   # (t + 1, 1)
+        scores, _ = model.path_forward(params, I[None], inputs, np.ones(inputs.shape), "relu")
+        s = scores[-1, 0].copy()
+        s[path] = -np.inf                                        # no label twice
+        if len(path) == k:
+            s[:K] = -np.inf                                      # full path: only END is left
+        best = int(np.argmax(s))
+        if best == K:
+            return path
+        path.append(best)
+
+
+def test_predict_decodes_with_beam_search(tiny_npz, tmp_path):
+    _run(tiny_npz, tmp_path / "d", "--epochs", "2")
+    state = checkpoint.load(tmp_path / "d" / "checkpoint.npz")
+    features = np.load(tiny_npz)["test_features"]
+    cfg = dict(state["config"], beam=1)                          # beam 1 = greedy
+    pred, scores = train.predict(cfg, state["params"], train.Rows(features))
+    for n in range(len(features)):
+        assert set(np.flatnonzero(pred[n])) == set(_greedy(state["params"], features[n], K, 3))
+    assert 0 < pred.sum(1).mean() and pred.sum(1).max() <= 3 and scores.shape == pred.shape
+    at_least, _ = train.predict(dict(cfg, min_labels=3), state["params"], train.Rows(features))
+    assert (at_least.sum(1) == 3).all()                          # footnote 1: exactly k here

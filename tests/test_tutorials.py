@@ -19,8 +19,10 @@ def test_tutorial_runs(script, tmp_path):
     run = subprocess.run([sys.executable, str(script)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"{script.name} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    # Each ends with a picture to look at, saved where MINICNNRNN_TUTORIAL_OUT says.
+    assert list(tmp_path.rglob("*.png")), f"{script.name} saved no plot under MINICNNRNN_TUTORIAL_OUT"
 
 
 def test_tutorials_exist():
     names = [p.name for p in TUTORIALS]
-    assert "01_lstm_eq1.py" in names and "02_label_embedding_tied_softmax.py" in names
+    assert {"01_lstm_eq1.py", "02_label_embedding_tied_softmax.py", "07_beam_search.py"} <= set(names)

@@ -61,7 +61,7 @@ def my_step(w, r_prev):
 w = rng.standard_normal((N, E))
 r_prev = rng.standard_normal((N, H))
 out, r, cache = my_step(w, r_prev)
-print("o(t) of the first path:", np.round(out[0], 3))
+print("o(t) of the first path:", np.round(out[0], 3) + 0.0)    # + 0.0 turns -0.0 into 0.0
 
 # %% [markdown]
 # ## The backward pass, by hand
@@ -162,6 +162,11 @@ fig, ax = plt.subplots(figsize=(6, 3.2))
 ax.semilogy(np.arange(1, T + 1), norms[1:, 0], "o-", label="init_params")
 ax.semilogy(np.arange(1, T + 1), norms[1:, 1], "s--", label="init_params, padded after t = 3")
 ax.semilogy(np.arange(1, T + 1), wild[1:, 0], "^-", label="U_r, U_w ~ N(0, 1/fan_in)")
+ax.set_ylim(0.05, 1e6)                                       # the last curve leaves the chart
+overflow = np.flatnonzero(~np.isfinite(wild[:, 0]))
+if overflow.size:
+    ax.annotate(f"N(0, 1/fan_in): |r(t)| = inf from t = {overflow[0]}", (0.02, 0.03),
+                xycoords="axes fraction")
 ax.set_xlabel("time step t")
 ax.set_ylabel("|r(t)|")
 ax.set_title("Eq. 1 state along a label path (ReLU LSTM)")

@@ -130,11 +130,11 @@ print("package embedding / tied scores / loss agree with the from-scratch versio
 # %%
 rows = np.arange(K + 2)
 names = [str(i) for i in range(K)] + ["END", "START"]
-fig, ax = plt.subplots(figsize=(7, 3))
+fig, ax = plt.subplots(figsize=(max(7.0, 0.5 * (K + 2)), 3))     # room for every row's name
 ax.bar(rows - 0.2, np.linalg.norm(dU_scores, axis=1), width=0.4, label="score part (Eq. 5)")
 ax.bar(rows + 0.2, np.linalg.norm(dU_embed, axis=1), width=0.4, label="embedding part (Eq. 2)")
 ax.set_xticks(rows)
-ax.set_xticklabels(names)
+ax.set_xticklabels(names, fontsize=8)
 ax.set_xlabel("row of U_l")
 ax.set_ylabel("|dL/dU_l[row]|")
 ax.set_title("One matrix, two gradient contributions")

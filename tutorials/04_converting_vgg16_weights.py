@@ -15,8 +15,8 @@
 # 5. the two **preprocessing conventions** the weights were trained with.
 #
 # It uses the tiny VGG fixture that the tests use (written by torch, committed to
-# the repository), so it runs anywhere. Run it with
-# `python tutorials/04_converting_vgg16_weights.py`.
+# the repository), so it runs anywhere. Run it from the repository root (after
+# `pip install -e .`) with `python tutorials/04_converting_vgg16_weights.py`.
 
 # %%
 import importlib.util

@@ -17,7 +17,8 @@
 # 4. pretrain a small VGG-style CNN for a few steps with our hand-written backward
 #    pass, after checking that backward pass against finite differences.
 #
-# Run it with `python tutorials/05_builtin_dataset_and_pretraining.py`.
+# Run it from the repository root (after `pip install -e .`) with
+# `python tutorials/05_builtin_dataset_and_pretraining.py`.
 
 # %%
 import json
@@ -111,7 +112,8 @@ for name in sorted(ap, key=ap.get):
     print(f"  {name:14s} AP {100 * ap[name]:5.1f}%   P(label) {prior[NAMES.index(name)]:.2f}")
 
 # %% [markdown]
-# Every weak label is a small object implied by a large one the CNN sees well.
+# Three of the weakest labels are small objects implied by a larger one the CNN
+# sees better (the others, like cat and lamp, are small but have no such partner).
 # Predicting the easy label first (the paper orders paths from frequent to rare,
 # §3.4) raises the prior of the hard one many times over: that is the context a
 # CNN-RNN carries in its recurrent state, and an independent classifier lacks.
@@ -190,9 +192,9 @@ assert np.mean(history[-5:]) < np.mean(history[:5])
 
 # %% [markdown]
 # ## Something to look at
-# `cooccurrence.png` shows `P(b | a)`: bright off-diagonal cells are implications,
-# dark rows and columns are exclusions. `samples.png` shows pictures with their
-# labels, `pretrain_loss.png` the loss of the few steps above.
+# `05_cooccurrence.png` shows `P(b | a)`: bright off-diagonal cells are implications,
+# dark rows and columns are exclusions. `05_samples.png` shows pictures with their
+# labels, `05_pretrain_loss.png` the loss of the few steps above.
 
 # %%
 stats.plot_cooccurrence(labels, NAMES, os.path.join(OUT, "05_cooccurrence.png"))

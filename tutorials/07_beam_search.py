@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minicnnrnn import beam_search, model
+from minicnnrnn import beam_search, model, projection
 
 # Everything here is small, so MINICNNRNN_TUTORIAL_FAST=1 changes nothing.
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -37,17 +37,34 @@ D, E, H = 16, 8, 16
 
 # %% [markdown]
 # ## A model to decode
-# An untrained model spreads its probability almost evenly, so we sharpen a random
-# one (larger embeddings and projections) to get peaked softmaxes, like a trained
-# model's. The image term `I @ U_I_x + b_x` of Eq. 4 is computed once.
+# An untrained CNN-RNN spreads its probability over hundreds of paths, so every path is
+# improbable and there is little to see. We therefore first fit a tiny one: four "images"
+# (random feature vectors) with known label paths, 200 steps of plain gradient descent
+# on the path loss of §3.4 (`model.path_loss`; tutorial 06 trains on real data). A path
+# with labels (a, b) is fed as inputs [START, a, b] and trained to predict
+# [a, b, END]. Then we decode an image that is a blend of two training images, so the
+# model hesitates between their paths.
 
 # %%
-rng = np.random.default_rng(6)
+rng = np.random.default_rng(0)
 params = model.init_params(K, D, E, H, rng, dtype=np.float64)
-for name in ("U_l", "U_I_x", "U_o_x"):
-    params[name] *= 2.5
-I = np.abs(rng.standard_normal((1, D)))
-image = beam_search.image_terms(params, I)            # (1, E)
+train_paths = [(0, 2, 1), (0, 4), (2, 1, 3), (0, 2, 4)]   # e.g. (person, grass, dog)
+I_train = np.abs(rng.standard_normal((len(train_paths), D)))
+T = 1 + max(len(p) for p in train_paths)
+inputs, targets, mask = (np.zeros((T, len(train_paths)), int) for _ in range(3))
+for n, labels in enumerate(train_paths):
+    inputs[:len(labels) + 1, n] = (START, *labels)
+    targets[:len(labels) + 1, n] = (*labels, END)
+    mask[:len(labels) + 1, n] = 1
+for _ in range(200):
+    loss, grads = model.path_loss(params, I_train, inputs, targets, mask, "relu")
+    size = math.sqrt(sum(float((g ** 2).sum()) for g in grads.values()))
+    params = {k: v - 0.5 / max(1.0, size) * grads[k] for k, v in params.items()}   # clipped step
+print(f"path loss of the four training images: {loss:.4f}")
+
+I = 0.65 * I_train[[2]] + 0.35 * I_train[[3]]      # (1, D): the image to decode
+# The image term I @ U_I_x + b_x of Eq. 4 is the same at every step: computed once.
+image = projection.image_and_bias(I, params)       # (1, E)
 
 
 def step(labels, state):
@@ -99,8 +116,8 @@ def beam_search_one(step, N, min_labels=0):
 N = 2
 best, best_logp, trace = beam_search_one(step, N)
 for t, (S, candidates) in enumerate(trace):
-    kept = ", ".join(f"({' '.join(NAMES[l] for l in p)}) {math.exp(lp):.3f}" for p, lp, _ in S)
-    ended = ", ".join(f"({' '.join(NAMES[l] for l in p[:-1])} END) {math.exp(lp):.3f}" for p, lp, _ in candidates)
+    kept = ", ".join(f"({' '.join(NAMES[l] for l in p)}) {math.exp(lp):.3g}" for p, lp, _ in S)
+    ended = ", ".join(f"({' '.join(NAMES[l] for l in p[:-1])} END) {math.exp(lp):.3g}" for p, lp, _ in candidates)
     print(f"step {t + 1}: S = {kept or '{}'};  new candidates: {ended or 'none'}")
 print("answer:", [NAMES[l] for l in best], f"P = {math.exp(best_logp):.4f}")
 
@@ -108,7 +125,9 @@ print("answer:", [NAMES[l] for l in best], f"P = {math.exp(best_logp):.4f}")
 # ## Check: the package, and trying every path
 # `minicnnrnn.beam_search.beam_search` does the same for a whole batch of images at
 # once (the paths of all images sit in one (images x N) grid). For this small K we
-# can also score every path and take the argmax of Eq. 6.
+# can also score every path and take the argmax of Eq. 6. Watch N = 1, greedy
+# decoding: it commits to the slightly more probable first label, "person", and ends
+# on a path less probable than the one a beam of 2 finds by also keeping "grass".
 
 # %%
 
@@ -128,13 +147,16 @@ def every_path():
 
 paths = every_path()
 exact = max(paths, key=paths.get)
+found = {}
 for n_beam in (1, 2, 3, len(paths)):
     result = beam_search.beam_search(params, I, beam_size=n_beam)
     labels = tuple(int(l) for l in result.paths[0, :result.lengths[0]])
     mine = beam_search_one(step, n_beam)
     assert labels == mine[0] and np.isclose(result.log_prob[0], mine[1])
+    found[n_beam] = labels
     print(f"N = {n_beam:3d}: {[NAMES[l] for l in labels]}  P = {math.exp(result.log_prob[0]):.4f}")
 assert labels == exact and np.isclose(result.log_prob[0], paths[exact])
+assert found[1] != exact == found[2]          # greedy misses the best path, N = 2 finds it
 print(f"exhaustive over {len(paths)} paths: {[NAMES[l] for l in exact]}  P = {math.exp(paths[exact]):.4f}")
 
 # %% [markdown]
@@ -159,7 +181,7 @@ def draw(trace, best, title, filename):
             px, py = where[labels[:-1]]
             on_best = labels == (best + (END,))[:len(labels)]
             ax.plot([px, t], [py, y], color="green" if on_best else "0.6", lw=3 if on_best else 1, zorder=0)
-            ax.text(t, y, f"{name}\nP={math.exp(logp):.3f}", ha="center", va="center", fontsize=8,
+            ax.text(t, y, f"{name}\nP={math.exp(logp):.3g}", ha="center", va="center", fontsize=8,
                     bbox=dict(fc="mistyrose" if ended else "lightblue", ec="k"))
             if not ended:
                 where[labels] = (t, y)
@@ -178,10 +200,10 @@ print("saved", draw(trace, best, f"beam search, N = {N}", "07_beam_search.png"))
 
 # %% [markdown]
 # ## When greedy decoding goes wrong
-# Greedy decoding (N = 1) commits to the most probable first label. Here is a model,
-# written as a table of next-output probabilities given the previous label (any
-# function with the step signature can be searched), where that first choice is a
-# trap: "dog" is the most probable first label (0.40), but nothing follows it with
+# Greedy decoding (N = 1) commits to the most probable first label. Here is the
+# smallest model that shows the trap, written as a table of next-output probabilities
+# given the previous label (any function with the step signature can be searched):
+# "dog" is the most probable first label (0.40), but nothing follows it with
 # confidence, while after "person" (0.35) END is almost certain (0.90).
 
 # %%

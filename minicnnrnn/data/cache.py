@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from .. import fileio
+from ..errors import UserError
 
 ENV_VAR = "MINICNNRNN_CACHE"
 
@@ -52,7 +53,11 @@ def path_for(key, cache_dir=None):
 def save(key, cache_dir=None, **arrays):
     """Write host arrays under ``key`` with their checksum (atomically). Returns the path."""
     path = path_for(key, cache_dir)
-    fileio.save_npz(path, checksum=np.array(checksum(arrays)), **arrays)
+    try:
+        fileio.save_npz(path, checksum=np.array(checksum(arrays)), **arrays)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the cache file ({exc.strerror}: {exc.filename}); choose another "
+                        f"folder with --cache-dir or ${ENV_VAR}") from None
     return path
 
 

@@ -14,10 +14,12 @@ colour histograms and reports its test mAP: evidence that colours alone do not
 solve the dataset.
 """
 import os
+import textwrap
 
 import numpy as np
 
 from .. import cli, metrics
+from ..errors import UserError
 from . import tinyscenes
 
 
@@ -131,8 +133,9 @@ def report(labels, names):
     lines += ["", f"labels per image: mean {card.mean():.2f}, min {card.min()}, max {card.max()}",
               "  " + "  ".join(f"{c}: {hist[c] / len(card):.1%}" for c in range(1, len(hist)))]
     lines += ["", "strongest dependencies:"] + ["  " + s for s in strongest_dependencies(labels, names)]
-    lines += ["", "never together (both labels in >= 5% of images):",
-              "  " + ", ".join(f"{a}/{b}" for a, b in exclusions(labels, names))]
+    pairs = ", ".join(f"{a}/{b}" for a, b in exclusions(labels, names))
+    lines += ["", "never together (both labels in >= 5% of images):"]
+    lines += textwrap.wrap(pairs, width=100, initial_indent="  ", subsequent_indent="  ")
     return "\n".join(lines)
 
 
@@ -147,15 +150,21 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join("runs", "tinyscenes_stats"), help="folder for the PNGs")
     p.add_argument("--baseline", action="store_true",
                    help="also report the test mAP of ridge regression on colour histograms")
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--cache-dir", default=None, help="dataset cache (default $MINICNNRNN_CACHE or ~/.cache/minicnnrnn)")
     args = cli.parse(p, argv)
+    for name, low in (("n", 1), ("size", 16), ("samples", 1)):
+        if getattr(args, name) < low:
+            raise UserError(f"--{name}: must be at least {low}, got {getattr(args, name)}")
     images, labels = tinyscenes.load(args.split, args.n, args.size, args.cache_dir)
     names = tinyscenes.LABEL_NAMES
     print(report(labels, names))
     cooc, grid = os.path.join(args.out, "tinyscenes_cooccurrence.png"), os.path.join(args.out, "tinyscenes_samples.png")
-    plot_cooccurrence(labels, names, cooc)
-    count = max(1, min(args.samples, len(images)))
-    plot_samples(images[:count], labels[:count], names, grid)
+    try:
+        plot_cooccurrence(labels, names, cooc)
+        count = min(args.samples, len(images))
+        plot_samples(images[:count], labels[:count], names, grid)
+    except OSError as exc:
+        raise UserError(f"--out {args.out}: cannot write the pictures there ({exc.strerror}: {exc.filename})") from None
     print(f"\nwrote {cooc} and {grid}")
     if args.baseline:
         test_images, test_labels = tinyscenes.load("test", max(500, args.n // 4), args.size, args.cache_dir)

@@ -286,7 +286,9 @@ def render(rng, size=64):
     """Draw one picture. Returns ``(image (size, size, 3) uint8, labels (K,) uint8)``."""
     kind, night, labels = sample_scene(rng)
     pixels = size * dr.SUPERSAMPLE
-    horizon = {"night": rng.uniform(0.65, 0.85), "indoor": rng.uniform(0.55, 0.72)}.get(kind, rng.uniform(0.35, 0.55))
+    # three draws whatever the scene (so every picture consumes its stream alike), one of them used
+    night_row, indoor_row, outdoor_row = rng.uniform(0.65, 0.85), rng.uniform(0.55, 0.72), rng.uniform(0.35, 0.55)
+    horizon = {"night": night_row, "indoor": indoor_row}.get(kind, outdoor_row)
     background = _background(rng, pixels, kind, night, horizon)
     c = dr.Canvas(background)
     sky_colour = tuple(int(v) for v in background[max(0, int(0.15 * pixels)), pixels // 2])

@@ -71,7 +71,7 @@ def read_instances(path):
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable COCO annotation file ({exc})") from None
     for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise UserError(f"{path}: missing the {key!r} list of a COCO instances file")
     return data
 
@@ -113,11 +113,15 @@ def load(root, year=None, unlabelled="keep", check_images=True):
     for split_name, coco_split in SPLITS.items():
         path = os.path.join(root, "annotations", f"instances_{coco_split}{year}.json")
         data = read_instances(path)
-        cat_ids, split_names = category_names(data)
+        try:
+            cat_ids, split_names = category_names(data)
+            files, labels = image_labels(data, cat_ids, path)
+        except (KeyError, TypeError, AttributeError) as exc:   # an entry without "id", "file_name", ...
+            raise UserError(f"{path}: malformed entry ({type(exc).__name__}: {exc}); "
+                            "expected an original COCO instances file") from None
         if names is not None and split_names != names:
             raise UserError(f"{path}: categories differ from the train file's")
         names = split_names
-        files, labels = image_labels(data, cat_ids, path)
         folder = _image_folder(root, f"{coco_split}{year}")
         split = Split([os.path.join(folder, f) for f in files], labels)
         empty = labels.sum(axis=1) == 0

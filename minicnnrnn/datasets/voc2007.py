@@ -71,7 +71,10 @@ def values_from_xml(path):
         raise UserError(f"{path}: unreadable annotation ({exc})") from None
     values = np.full(len(CLASSES), -1, dtype=np.int8)
     for obj in tree.getroot().iter("object"):
-        c = CLASSES.index(obj.findtext("name").strip())
+        name = (obj.findtext("name") or "").strip()
+        if name not in CLASSES:
+            raise UserError(f"{path}: object class {name!r} is not one of the 20 VOC classes")
+        c = CLASSES.index(name)
         difficult = obj.findtext("difficult", "0").strip() == "1"
         values[c] = max(values[c], 0 if difficult else 1)
     return values
