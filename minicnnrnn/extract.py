@@ -23,7 +23,8 @@ by a few threads, and rows go straight into a memory-mapped ``.npy``
 ``features.partial.npy`` and ``progress.json`` (rows done, written atomically
 after every batch); rerunning the same command resumes after the last finished
 batch. A different image list, weights file, layer or resize mode in the same
-folder is refused unless ``--overwrite`` is given.
+folder is refused unless ``--overwrite`` is given. A run in which no image at all
+could be read stops with an error and leaves no partial files behind.
 """
 import concurrent.futures
 import hashlib
@@ -73,7 +74,7 @@ def images_from_list(list_file):
 
 
 def images_from_dataset(name, root):
-    """--dataset/--root: every image of every split (train first), each once."""
+    """--dataset/--root: (every image of every split, train first, each once; {split: image count})."""
     from . import datasets
     data = datasets.load(name, root)
     print(data.summary())
@@ -281,10 +282,10 @@ def main(argv=None):
     parser.add_argument("--root", help="dataset folder for --dataset")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--layer", default="fc7", help="layer to store: fc7, fc6, conv5_3, pool5, logits, ...")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=16, help="images per forward pass")
     parser.add_argument("--resize", choices=preprocess.RESIZE_MODES, default=None,
                         help="crop (shorter side, centre crop) or warp; default: what the weights file records")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=cli.positive_int, default=min(4, os.cpu_count() or 1),
                         help="threads decoding images")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
@@ -298,8 +299,6 @@ def main(argv=None):
         paths, source = images_from_list(args.image_list), {"image_list": os.path.abspath(args.image_list)}
     else:
         paths, source = images_from_args(args.images), {"images": "command line"}
-    if args.workers < 1:
-        raise UserError(f"--workers: must be at least 1, got {args.workers}")
     extract(paths, args.out, args.weights, args.layer, args.batch_size, args.resize, args.strict,
             args.overwrite, args.workers, source)
     return 0

@@ -18,8 +18,11 @@ def _atomic_write(path, write):
     """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it to ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -31,9 +34,11 @@ def _atomic_write(path, write):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError):
+            raise UserError(f"{path}: could not be written ({exc.strerror or exc})") from None
         raise
 
 
@@ -58,6 +63,11 @@ def load_npz(path, required=()):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise UserError(f"{path}: file not found")
+    if os.path.isdir(path):
+        raise UserError(f"{path}: is a folder, expected a .npz file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise UserError(f"{path}: not a .npz file (it is not a zip archive)")
     try:
         with numpy.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

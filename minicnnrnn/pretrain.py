@@ -42,7 +42,7 @@ RUN_KEYS = ("epochs", "n_pretrain", "n_test", "size", "batch_size", "lr", "weigh
 
 
 class Adam:
-    """Adam (Kingma & Ba) with L2 weight decay on weight matrices, updating in place.
+    """Adam (Kingma & Ba, ICLR 2015, Algorithm 1) with L2 weight decay on weight matrices, in place.
 
     For each parameter θ with gradient g:  g += λθ (weights only);
     m ← β1 m + (1-β1) g;  v ← β2 v + (1-β2) g²;
@@ -118,7 +118,10 @@ def train_epoch(params, meta, opt, images, labels, rng, args, step, total_steps)
 
 
 def evaluate(params, meta, images, labels):
-    """Test mAP (non-interpolated, per-label AP averaged) and per-label APs of the logits."""
+    """(test mAP, per-label APs (K,)) of the logits; non-interpolated AP per label, averaged.
+
+    images: (N, S, S, 3) uint8, labels: (N, K) uint8, both host.
+    """
     scores = features.run_cnn(params, meta, images, layer="logits")
     aps = metrics.average_precision(scores, labels, mode="sklearn")
     return float(np.nanmean(aps)), aps
@@ -149,15 +152,15 @@ def build_parser():
     p = cli.make_parser("python -m minicnnrnn.pretrain",
                         "Train the small built-in VGG-style CNN on the Tiny Scenes pretrain split "
                         "(per-label sigmoid cross-entropy, Adam) and write a weights file + .json record.")
-    p.add_argument("--epochs", type=int, default=4, help="passes over the pretrain split")
-    p.add_argument("--n-pretrain", type=int, default=12000, help="pretrain pictures")
-    p.add_argument("--n-test", type=int, default=2000, help="test pictures for the reported mAP")
-    p.add_argument("--size", type=int, default=64, help="picture side in pixels (input_size of the CNN)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=cli.positive_int, default=4, help="passes over the pretrain split")
+    p.add_argument("--n-pretrain", type=cli.positive_int, default=12000, help="pretrain pictures")
+    p.add_argument("--n-test", type=cli.positive_int, default=2000, help="test pictures for the reported mAP")
+    p.add_argument("--size", type=cli.positive_int, default=64, help="picture side in pixels (input_size of the CNN)")
+    p.add_argument("--batch-size", type=cli.positive_int, default=16)
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (cosine-decayed to 0)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 penalty on weight matrices")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout after fc6 and fc7 while training")
-    p.add_argument("--seed", type=int, default=0, help="initialisation, shuffling, flips and dropout")
+    p.add_argument("--seed", type=cli.non_negative_int, default=0, help="initialisation, shuffling, flips and dropout")
     p.add_argument("--out", default=DEFAULT_OUT, help="weights .npz to write (its .json record goes beside it)")
     p.add_argument("--checkpoint", default=None,
                    help="per-epoch checkpoint (default: runs/pretrain/<out name>.checkpoint.npz); "
@@ -168,9 +171,9 @@ def build_parser():
 
 
 def _check_args(args):
-    for name, low in (("epochs", 1), ("n_pretrain", 1), ("n_test", 1), ("batch_size", 1), ("size", 16)):
-        if getattr(args, name) < low:
-            raise UserError(f"--{name.replace('_', '-')}: must be at least {low}, got {getattr(args, name)}")
+    """The checks argparse's types do not make (counts and the seed use cli.positive_int / non_negative_int)."""
+    if args.size < 16:
+        raise UserError(f"--size: must be at least 16 (four 2x2 pools), got {args.size}")
     if args.batch_size > args.n_pretrain:
         raise UserError(f"--batch-size: {args.batch_size} is larger than --n-pretrain {args.n_pretrain}")
     if not 0.0 <= args.dropout < 1.0:

@@ -26,14 +26,16 @@ import json
 
 import numpy
 
-from . import activations, conv, dense, dropout, fileio, pool, winograd
+from . import activations, backend, conv, dense, dropout, fileio, pool, winograd
 from .backend import to_host, xp
 from .errors import UserError
 
 FORMAT = "minicnnrnn-cnn/1"
 VGG16_CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-# Inference runs the convolutions on chunks of images whose first feature map is at most this big.
+# Inference runs the convolutions on chunks of images whose first feature map is at
+# most this big (CPU: small enough for the allocator to reuse; GPU: the whole batch).
 CONV_CHUNK_BYTES = 28 * 2**20
+CONV_CHUNK_BYTES_GPU = 2**30
 TORCHVISION_PREPROCESS = {"channel_order": "RGB", "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
                           "std": [0.229, 0.224, 0.225], "resize": "crop"}
 
@@ -139,7 +141,8 @@ def forward(params, meta, images, outputs=("fc7",), train=False, rng=None, dropo
     # small enough for the allocator to reuse), the fc layers on the whole batch.
     convs, fcs = [l for l in todo if l[0] != "fc"], [l for l in todo if l[0] == "fc"]
     first_channels = next(shape[3] for kind, _, shape in net if kind == "conv")   # the largest map
-    step = max(1, CONV_CHUNK_BYTES // (images[0, :, :, :1].size * first_channels * images.itemsize))
+    budget = CONV_CHUNK_BYTES_GPU if backend.is_cupy() else CONV_CHUNK_BYTES
+    step = max(1, budget // (images[0, :, :, :1].size * first_channels * images.itemsize))
     parts = [_run_layers(convs, images[i:i + step], run) for i in range(0, images.shape[0], step)]
     outs = {name: _concat([p[1][name] for p in parts]) for name in parts[0][1]}
     if fcs:

@@ -30,10 +30,12 @@ so the four columns of every tile are plain slices; and the output transform
 works on contiguous arrays, writing each interleaved output pixel only once
 (with the ReLU fused into that write when asked).
 
-The picture is processed in blocks of tile rows sized for the CPU cache, and
-the blocks are shared among CPU threads; on the GPU one block covers the batch.
+The picture is processed in blocks of tile rows (a few hundred to a few
+thousand tiles, see _plan_blocks), and the blocks are shared among CPU threads;
+on the GPU one block usually covers the batch.
 """
 import os
+import queue
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy
@@ -209,9 +211,17 @@ def _run(blocks, job, make_buffers):
             job(block, buf)
         return
 
-    def worker(i):
+    todo = queue.SimpleQueue()           # shared: a thread slowed down by other programs takes fewer
+    for block in blocks:
+        todo.put(block)
+
+    def worker(_):
         buf = make_buffers()
-        for block in blocks[i::workers]:
+        while True:
+            try:
+                block = todo.get_nowait()
+            except queue.Empty:
+                return
             job(block, buf)
 
     with _blas_limiter().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:

@@ -91,7 +91,7 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path, monkeypatch):
     assert pretrain.main(_args(tmp_path, "--seed", "1", "--restart")) == 0
 
 
-@pytest.mark.parametrize("bad, match", [(["--epochs", "0"], "--epochs"), (["--dropout", "1"], "--dropout"),
+@pytest.mark.parametrize("bad, match", [(["--dropout", "1"], "--dropout"),
                                         (["--out", "x.bin"], "--out"), (["--batch-size", "100"], "--batch-size"),
                                         (["--lr", "nan"], "--lr: must be a positive number"),
                                         (["--weight-decay", "-1"], "--weight-decay"),
@@ -99,6 +99,15 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path, monkeypatch):
 def test_bad_arguments_are_one_line_errors(tmp_path, bad, match):
     with pytest.raises(UserError, match=match):
         pretrain.main(_args(tmp_path) + bad)
+
+
+@pytest.mark.parametrize("bad", [["--epochs", "0"], ["--n-test", "-3"], ["--seed", "-1"], ["--size", "x"]])
+def test_bad_counts_stop_in_argparse_with_one_line(tmp_path, capsys, bad):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.main(_args(tmp_path) + bad)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert err.startswith(f"error: python -m minicnnrnn.pretrain: argument {bad[0]}: ")
 
 
 @pytest.mark.parametrize("option", ["--out", "--checkpoint"])
@@ -114,7 +123,7 @@ def test_adam_first_step_moves_each_weight_by_lr():
     """With bias correction, step 1 is m/sqrt(v) = g/|g|: every entry moves by lr against its gradient's sign,
     and weight decay adds lambda * W to the gradients of weight matrices ("/W") only."""
     params = {"fc/W": np.array([[1.0, -2.0]]), "fc/b": np.array([0.5, 0.5])}
-    grads = {"fc/W": np.array([[0.3, 4.0]]), "fc/b": np.array([-1e-3, 2.0])}
+    grads = {"fc/W": np.array([[0.3, 4.0]]), "fc/b": np.array([-0.01, 2.0])}
     opt = pretrain.Adam(params, weight_decay=0.5)
     opt.step(params, grads, lr=0.1)
     # fc/W gradients with decay: 0.3 + 0.5 = 0.8 > 0 and 4.0 - 1.0 = 3.0 > 0: both move by -0.1

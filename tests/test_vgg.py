@@ -150,6 +150,7 @@ def test_inference_in_chunks_of_images_gives_the_same_outputs(rng, monkeypatch):
     names = ("conv2_1", "pool3", "fc6", "logits")
     whole, _ = vgg.forward(params, TINY, images, names)
     monkeypatch.setattr(vgg, "CONV_CHUNK_BYTES", 1)                     # one image at a time
+    monkeypatch.setattr(vgg, "CONV_CHUNK_BYTES_GPU", 1)
     chunked, _ = vgg.forward(params, TINY, images, names)
     for name in names:
         np.testing.assert_allclose(backend.to_host(chunked[name]), backend.to_host(whole[name]), rtol=1e-6)

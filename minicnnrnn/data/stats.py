@@ -61,7 +61,10 @@ def exclusions(labels, names, min_freq=0.05):
 
 
 def colour_histograms(images, bins=4, grid=2):
-    """Joint RGB histograms (bins^3 cells) of each cell of a grid x grid split: (N, grid^2 * bins^3)."""
+    """Joint RGB histograms (bins^3 cells) of each cell of a grid x grid split.
+
+    images: (N, S, S, 3) uint8 -> (N, grid^2 * bins^3) float, each histogram summing to 1.
+    """
     n, s = images.shape[:2]
     q = (images.astype(np.int64) * bins) // 256
     code = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]            # (N, S, S) colour cell index
@@ -76,7 +79,10 @@ def colour_histograms(images, bins=4, grid=2):
 
 
 def ridge_scores(x_train, y_train, x_test, penalty=1e-2):
-    """One-vs-rest ridge regression on standardised features; returns (N_test, K) scores."""
+    """One-vs-rest ridge regression on standardised features.
+
+    x_train: (N, D), y_train: (N, K) 0/1, x_test: (N_test, D) -> (N_test, K) scores.
+    """
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
     a = np.hstack([(x_train - mu) / sd, np.ones((len(x_train), 1))])
     b = np.hstack([(x_test - mu) / sd, np.ones((len(x_test), 1))])
@@ -144,17 +150,16 @@ def main(argv=None):
                         "Print Tiny Scenes label statistics and write tinyscenes_cooccurrence.png and "
                         "tinyscenes_samples.png.")
     p.add_argument("--split", default="train", choices=sorted(tinyscenes.SPLIT_SEEDS))
-    p.add_argument("--n", type=int, default=4000, help="images to measure")
-    p.add_argument("--size", type=int, default=64, help="picture side in pixels")
-    p.add_argument("--samples", type=int, default=24, help="pictures in the samples grid")
+    p.add_argument("--n", type=cli.positive_int, default=4000, help="images to measure")
+    p.add_argument("--size", type=cli.positive_int, default=64, help="picture side in pixels")
+    p.add_argument("--samples", type=cli.positive_int, default=24, help="pictures in the samples grid")
     p.add_argument("--out", default=os.path.join("runs", "tinyscenes_stats"), help="folder for the PNGs")
     p.add_argument("--baseline", action="store_true",
                    help="also report the test mAP of ridge regression on colour histograms")
     p.add_argument("--cache-dir", default=None, help="dataset cache (default $MINICNNRNN_CACHE or ~/.cache/minicnnrnn)")
     args = cli.parse(p, argv)
-    for name, low in (("n", 1), ("size", 16), ("samples", 1)):
-        if getattr(args, name) < low:
-            raise UserError(f"--{name}: must be at least {low}, got {getattr(args, name)}")
+    if args.size < 16:
+        raise UserError(f"--size: pictures must be at least 16 pixels wide, got {args.size}")
     images, labels = tinyscenes.load(args.split, args.n, args.size, args.cache_dir)
     names = tinyscenes.LABEL_NAMES
     print(report(labels, names))
