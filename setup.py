@@ -18,6 +18,7 @@ setup(
         "matplotlib>=3.5",
         "tqdm>=4.60",
         "h5py>=3.0",
+        "threadpoolctl>=3.0",
     ],
     extras_require={
         # Test-only helpers. torch is an optional oracle installed separately

@@ -1,7 +1,7 @@
 """One CNN-RNN training step at the paper's sizes: our NumPy code against torch autograd.
 
-    python benchmarks/bench_rnn_step.py            # vocabularies 81 and 1000
-    python benchmarks/bench_rnn_step.py --steps 50 --vocab 81
+    python benchmarks/bench_rnn_step.py            # vocabularies 81 and 1000, 3 rounds
+    python benchmarks/bench_rnn_step.py --steps 50 --vocab 81 --repeat 5 --threads 1
 
 A step is what ``train`` does per mini-batch: forward through Eq. 2, 1, 4, 5 and the
 softmax loss, backpropagation through time, gradient clipping and an rmsprop update
@@ -19,8 +19,15 @@ subprocesses, one per library, so that they do not fight over the cores:
 Each child reports ms per step (median over timed steps after warm-up), minor page
 faults per step (``resource.getrusage``: the cost of large fresh temporaries), and the
 first step's loss (the two must agree: same model). The numpy child also times the bare
-matrix products one step needs (preallocated outputs, ``out=``): the matmul-bound limit
-of any implementation on this machine with this BLAS.
+matrix products our step performs (same shapes and memory layouts, preallocated outputs):
+the matmul-bound floor of this implementation on this machine with this BLAS.
+
+The machine may be shared, so the pair of children runs ``--repeat`` times, alternating;
+the table shows the best median of each and the spread (min-max of the medians) over the
+rounds, and the header the load average. ``--threads N`` sets the BLAS / intra-op thread
+count of both children alike (threadpoolctl for NumPy, ``torch.set_num_threads``); by
+default each library keeps its own default. The threading layer each child really used
+(from threadpoolctl) is printed, so that a result can be matched to its BLAS kernel.
 """
 import argparse
 import json
@@ -69,8 +76,26 @@ def timed(step, steps, warmup):
     return 1e3 * statistics.median(times), faults / steps, first
 
 
-def child_numpy(K, steps, warmup):
+def threading(threads):
+    """Set the BLAS / OpenMP thread count (None: keep the default) and describe what is loaded."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        if threads:
+            raise SystemExit("--threads needs threadpoolctl (pip install threadpoolctl)")
+        return "threadpoolctl not installed: thread count unknown"
+    if threads:
+        threadpoolctl.threadpool_limits(threads)
+    libs = [" ".join(str(i[k]) for k in ("internal_api", "version", "architecture") if i.get(k))
+            + f" {i['num_threads']} threads" for i in threadpoolctl.threadpool_info()]
+    env = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
+           if k in os.environ]
+    return "; ".join(libs + env)
+
+
+def child_numpy(K, steps, warmup, threads):
     from minicnnrnn import model, rmsprop
+    blas = threading(threads)
     params, I, inputs, targets, mask, dropout = make_problem(K)
     opt = rmsprop.RMSprop(params, lr=LR, momentum=0.9, weight_decay=1e-4)
 
@@ -81,8 +106,9 @@ def child_numpy(K, steps, warmup):
         return value
 
     ms, faults, first = timed(step, steps, warmup)
-    return {"ms": ms, "faults": faults, "loss": first, "matmul_ms": matmul_bound(K, steps),
-            "phases": phases(params, I, inputs, targets, mask, dropout, opt, steps)}
+    distinct = len(np.unique(inputs))
+    return {"ms": ms, "faults": faults, "loss": first, "matmul_ms": matmul_bound(K, steps, distinct),
+            "phases": phases(params, I, inputs, targets, mask, dropout, opt, steps), "threading": blas}
 
 
 def phases(params, I, inputs, targets, mask, dropout, opt, steps):
@@ -103,23 +129,30 @@ def phases(params, I, inputs, targets, mask, dropout, opt, steps):
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-def matmul_bound(K, steps):
-    """ms of the matrix products of one step alone, into preallocated outputs."""
-    V, M = K + 2, T * N
+def matmul_bound(K, steps, distinct_tokens):
+    """ms of the matrix products our step performs, alone, into preallocated outputs.
+
+    Same shapes and memory layouts as the code (``.T`` marks a transposed view there
+    too): r(0) = 0 leaves T - 1 recurrent products each way and (T - 1) N rows of the
+    U_r gradient; the embedding gradient is a product over the distinct tokens only.
+    """
+    V, M, M1 = K + 2, T * N, (T - 1) * N
     r = np.random.default_rng(1)
 
     def a(*shape):
         return r.standard_normal(shape).astype(np.float32)
-    products = [  # (left, right) operands; T recurrent products each way
-        (a(M, E), a(E, 4 * H)),                          # input half of the gates, all steps
-        *[(a(N, H), a(H, 4 * H)) for _ in range(T)],     # r(t-1) @ U_r
-        (a(M, H), a(H, E)), (a(N, D), a(D, E)),          # Eq. 4
-        (a(M, E), a(E, K + 1)),                          # Eq. 5
-        (a(M, K + 1), a(K + 1, E)), (a(K + 1, M), a(M, E)),   # Eq. 5 backward
-        (a(H, M), a(M, E)), (a(D, N), a(N, E)), (a(M, E), a(E, H)),   # Eq. 4 backward
-        *[(a(N, 4 * H), a(4 * H, H)) for _ in range(T)],  # dz @ U_r.T
-        (a(M, 4 * H), a(4 * H, E)), (a(E, M), a(M, 4 * H)), (a(H, M), a(M, 4 * H)),  # Eq. 1 weights
-        (a(V, M), a(M, E)),                              # Eq. 2 backward (one-hot product)
+    U_r = a(H, 4 * H)
+    products = [  # (left, right) operands
+        (a(M, E), a(E, 4 * H)),                                   # Eq. 1 input half of the gates
+        *[(a(N, H), U_r) for _ in range(T - 1)],                  # r(t-1) @ U_r, t = 2 .. T
+        (a(M, H), a(H, E)), (a(N, D), a(D, E)),                   # Eq. 4
+        (a(M, E), a(V, E)[:K + 1].T),                             # Eq. 5
+        (a(M, K + 1), a(V, E)[:K + 1]), (a(M, K + 1).T, a(M, E)),  # Eq. 5 backward
+        (a(M, H).T, a(M, E)), (a(N, D).T, a(N, E)), (a(M, E), a(H, E).T),   # Eq. 4 backward
+        *[(U_r, a(N, 4 * H).T) for _ in range(T - 1)],            # (U_r @ dz(t).T).T, t = T .. 2
+        (a(M, 4 * H), a(E, 4 * H).T),                             # Eq. 1 backward to the inputs
+        (a(M, E).T, a(M, 4 * H)), (a(M1, H).T, a(M1, 4 * H)),     # U_w and U_r gradients
+        (a(M, distinct_tokens).T, a(M, E)),                       # Eq. 2 backward (one-hot product)
     ]
     outs = [np.empty((x.shape[0], y.shape[1]), np.float32) for x, y in products]
 
@@ -129,8 +162,11 @@ def matmul_bound(K, steps):
     return timed(step, steps, 3)[0]
 
 
-def child_torch(K, steps, warmup):
+def child_torch(K, steps, warmup, threads):
     import torch
+    if threads:
+        torch.set_num_threads(threads)
+    blas = threading(threads)
     host, I, inputs, targets, mask, dropout = make_problem(K)
     p = {k: torch.tensor(v, requires_grad=True) for k, v in host.items()}
     I, dropout = torch.tensor(I), torch.tensor(dropout)
@@ -140,12 +176,12 @@ def child_torch(K, steps, warmup):
     def forward():
         w = p["U_l"][inputs]                                   # Eq. 2
         gates_in = w @ p["U_w"] + p["b_lstm"]
-        r = torch.zeros(N, H)
         outs = []
         for t in range(T):                                     # Eq. 1, ReLU everywhere
-            g = torch.relu(gates_in[t] + r @ p["U_r"])
-            x, i, f, o = g.split(H, dim=1)
-            r = f * r + i * x
+            # r(0) = 0, so the first step has no recurrent terms (our code skips them too)
+            pre = gates_in[t] if t == 0 else gates_in[t] + r @ p["U_r"]
+            x, i, f, o = torch.relu(pre).split(H, dim=1)
+            r = i * x if t == 0 else f * r + i * x
             outs.append(r * o)
         o = torch.stack(outs)
         x = torch.relu(o @ p["U_o_x"] + I @ p["U_I_x"] + p["b_x"]) * dropout   # Eq. 4
@@ -162,15 +198,41 @@ def child_torch(K, steps, warmup):
         return value.item()
 
     ms, faults, first = timed(step, steps, warmup)
-    return {"ms": ms, "faults": faults, "loss": first, "threads": torch.get_num_threads()}
+    return {"ms": ms, "faults": faults, "loss": first,
+            "threading": f"torch {torch.__version__} intra-op {torch.get_num_threads()} threads; {blas}"}
 
 
-def run_child(kind, K, steps, warmup):
-    out = subprocess.run([sys.executable, __file__, "--child", kind, "--vocab", str(K), "--steps", str(steps),
-                          "--warmup", str(warmup)], capture_output=True, text=True, cwd=REPO)
+def run_child(kind, K, args):
+    cmd = [sys.executable, __file__, "--child", kind, "--vocab", str(K), "--steps", str(args.steps),
+           "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def spread(runs, key):
+    """(best, worst) of one number over the rounds."""
+    values = [r[key] for r in runs]
+    return min(values), max(values)
+
+
+def report(K, ours, ref):
+    """Print the rows of one vocabulary; ours/ref: the numpy / torch children's results, one per round."""
+    (np_ms, np_worst), (t_ms, t_worst) = spread(ours, "ms"), spread(ref, "ms")
+    floor = min(r["matmul_ms"] for r in ours)
+    best_np = min(ours, key=lambda r: r["ms"])
+    print(f"{K:>5} {np_ms:9.1f} {t_ms:9.1f} {np_ms / t_ms:5.2f}x {floor:10.1f} {best_np['faults']:10.0f} "
+          f"{min(r['faults'] for r in ref):12.0f} {ours[0]['loss']:8.3f} / {ref[0]['loss']:.3f}")
+    print(f"      spread over {len(ours)} rounds: numpy {np_ms:.1f}-{np_worst:.1f} ms, "
+          f"torch {t_ms:.1f}-{t_worst:.1f} ms")
+    print("      numpy step by part (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in best_np["phases"].items()))
+    print(f"      numpy threading: {ours[0]['threading']}")
+    print(f"      torch threading: {ref[0]['threading']}")
+    if abs(ours[0]["loss"] - ref[0]["loss"]) > 1e-3 * abs(ref[0]["loss"]):
+        print("      warning: the first losses differ: the two steps do not compute the same model")
+    return (f"summary K={K}: ours {np_ms:.1f} ms vs torch {t_ms:.1f} ms = {np_ms / t_ms:.2f}x torch "
+            f"(target <= 0.60x); matmul floor {floor:.1f} ms = {floor / t_ms:.2f}x torch")
 
 
 def main():
@@ -178,28 +240,34 @@ def main():
     ap.add_argument("--vocab", type=int, nargs="+", default=[81, 1000])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of (numpy, torch) per vocabulary")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS / intra-op threads in both children (default: each library's default)")
     ap.add_argument("--child", choices=("numpy", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         fn = child_numpy if args.child == "numpy" else child_torch
-        print(json.dumps(fn(args.vocab[0], args.steps, args.warmup)))
+        print(json.dumps(fn(args.vocab[0], args.steps, args.warmup, args.threads)))
         return
-    print(f"one training step: batch {N}, {T} steps, D {D}, E {E}, H {H}; median of {args.steps} steps; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"one training step: batch {N}, {T} steps, D {D}, E {E}, H {H}; median of {args.steps} steps, "
+          f"best of {args.repeat} rounds; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'K':>5} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6} {'matmul ms':>10} "
           f"{'np faults':>10} {'torch faults':>12} {'loss np / torch':>18}")
+    summaries = []
     for K in args.vocab:
-        ours = run_child("numpy", K, args.steps, args.warmup)
-        ref = run_child("torch", K, args.steps, args.warmup)
-        if "error" in ours or "error" in ref:
-            print(f"{K:>5} numpy: {ours.get('error', 'ok')}; torch: {ref.get('error', 'ok')}")
+        ours, ref = [], []
+        for _ in range(args.repeat):            # alternate, so that both see the same load
+            ours.append(run_child("numpy", K, args))
+            ref.append(run_child("torch", K, args))
+        failed = [r["error"] for r in ours + ref if "error" in r]
+        if failed:
+            print(f"{K:>5} failed: {failed[0]}")
             continue
-        print(f"{K:>5} {ours['ms']:9.1f} {ref['ms']:9.1f} {ours['ms'] / ref['ms']:5.2f}x {ours['matmul_ms']:10.1f} "
-              f"{ours['faults']:10.0f} {ref['faults']:12.0f} {ours['loss']:8.3f} / {ref['loss']:.3f}")
-        print("      numpy step by part (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in ours["phases"].items()))
-        if abs(ours["loss"] - ref["loss"]) > 1e-3 * abs(ref["loss"]):
-            print("      warning: the first losses differ: the two steps do not compute the same model")
-    print("ratio = numpy / torch step time (target <= 0.6); matmul ms = the step's matrix products alone")
+        summaries.append(report(K, ours, ref))
+    print("ratio = numpy / torch step time; matmul ms = our step's matrix products alone (the floor)")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    for line in summaries:
+        print(line)
 
 
 if __name__ == "__main__":

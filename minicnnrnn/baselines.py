@@ -31,6 +31,7 @@ from . import activations, dense, dropout, embedding, loss, model, projection
 from .backend import xp
 
 MODELS = ("cnn-rnn", "no-rnn", "bce", "softmax")
+PATH_MODELS = ("cnn-rnn", "no-rnn")      # decoded by beam search; the others by top-k
 
 
 # ---------------------------------------------------------------------------

@@ -80,6 +80,7 @@ def load(path):
 
 
 def _check_consistent(path, state):
+    """UserError naming ``path`` if the arrays disagree with the recorded config (K, D, label order)."""
     config, K = state["config"], int(state["config"]["K"])
     if not state["params"]:
         raise UserError(f"{path}: checkpoint holds no parameters")
@@ -106,14 +107,19 @@ def check_compatible(path, state, config, keys=("model", "K", "D", "E", "H", "va
                             f"{key} = {config[key]!r}; use another --out or the same settings")
 
 
+def require_resumable(path):
+    """UserError unless ``path`` exists (checked before a long data load, and by :func:`resume`)."""
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no checkpoint to resume from (--resume needs the same --out)")
+
+
 def resume(path, config, keys):
     """Load ``path`` to continue a run configured as ``config``: (state, numpy Generator).
 
     Checks that the ``keys`` entries of both configs agree (:func:`check_compatible`) and
     rebuilds the random generator exactly where the checkpoint left it.
     """
-    if not os.path.exists(path):
-        raise UserError(f"{path}: no checkpoint to resume from (--resume needs the same --out)")
+    require_resumable(path)
     state = load(path)
     check_compatible(path, state, config, keys)
     return state, restore_rng(state["rng"], path)

@@ -233,6 +233,7 @@ def extract(paths, out, weights=None, layer="fc7", batch_size=16, resize=None, s
         return record
     rows, progress = _start_or_resume(out, identity, len(paths), dim, overwrite)
     device_params = backend.params_to_device(params)
+    kernel_cache = {}   # Winograd-transformed kernels, computed on the first batch and reused
     progress_path = os.path.join(out, "progress.json")
     bar = tqdm(total=len(paths), initial=progress["done"], unit="img", desc="extract", dynamic_ncols=True)
     try:
@@ -248,7 +249,7 @@ def extract(paths, out, weights=None, layer="fc7", batch_size=16, resize=None, s
                     progress["skipped"].append([index, paths[index], why])
             if good:
                 x = backend.to_device(numpy.stack(good))
-                outs, _ = vgg.forward(device_params, meta, x, outputs=(layer,))
+                outs, _ = vgg.forward(device_params, meta, x, outputs=(layer,), kernel_cache=kernel_cache)
                 h = backend.to_host(outs[layer]).reshape(len(good), -1)
                 rows[progress["rows"]:progress["rows"] + len(good)] = h
                 rows.flush()

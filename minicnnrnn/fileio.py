@@ -21,6 +21,8 @@ def _atomic_write(path, write):
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{path}: cannot write here (a parent of it is a file, not a folder)") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     try:

@@ -15,29 +15,40 @@ from .backend import xp
 def log_softmax(s):
     """Stable log of the softmax over the last axis. s: (..., C) -> (..., C)."""
     shifted = s - s.max(axis=-1, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+    shifted -= xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+    return shifted
 
 
-def softmax_cross_entropy(scores, targets, mask):
+def softmax_cross_entropy(scores, targets, mask, out=None):
     """Masked softmax cross-entropy of the Eq. 5 scores (§3.4).
 
     Summed over the valid steps and divided by the number of paths N.
     scores: (T, N, C) (or (N, C)); targets: (T, N) (or (N,)) integer tokens in
     ``0 .. C-1``; mask: (T, N) (or (N,)), 1 where the step counts and 0 for padding
-    (a padded step's target is ignored and may be any integer).
+    (a padded step's target is ignored and may be any integer); out: optional array
+    shaped like scores to receive dscores (may be ``scores`` itself when the caller
+    no longer needs the scores: saves one large array).
     Returns (loss: float, dscores: same shape as scores).
     """
-    N = scores.shape[-2]
+    N, C = scores.shape[-2:]
     m = xp.asarray(mask).astype(scores.dtype)
-    safe_targets = xp.where(m > 0, targets, 0)[..., None]          # (..., 1)
-    logp = log_softmax(scores)
-    picked = xp.take_along_axis(logp, safe_targets, axis=-1)[..., 0]
-    loss = -float((picked * m).sum()) / N
-    # d(-log softmax_y)/ds = softmax - one_hot(y)
-    dscores = xp.exp(logp)
-    dscores -= xp.arange(scores.shape[-1]) == safe_targets
-    dscores *= (m / N)[..., None]
-    return loss, dscores
+    safe_targets = xp.where(m > 0, targets, 0)                     # (T, N)
+    # One (T, N, C) array does all the work in place: shifted scores, then their
+    # exponentials, then the softmax, then the gradient. (Each extra array this
+    # size is fresh memory, i.e. page faults: at C = 1001 they cost more than the
+    # arithmetic.)
+    p = xp.subtract(scores, scores.max(axis=-1, keepdims=True), out=out)   # s - max s: no overflow
+    picked = xp.take_along_axis(p, safe_targets[..., None], axis=-1)[..., 0]
+    xp.exp(p, out=p)
+    total = p.sum(axis=-1, keepdims=True)
+    # -log softmax_y = log sum_c exp(s_c - max) - (s_y - max)
+    loss = float(((xp.log(total[..., 0]) - picked) * m).sum()) / N
+    # d(-log softmax_y)/ds = softmax - one_hot(y): subtract 1 at each target entry.
+    p /= total
+    rows = p.reshape(-1, C)
+    rows[xp.arange(rows.shape[0]), safe_targets.reshape(-1)] -= 1.0
+    p *= (m / N)[..., None]
+    return loss, p
 
 
 def sigmoid(s):

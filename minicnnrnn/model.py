@@ -121,7 +121,8 @@ def path_backward(dscores, cache):
     dw, lstm_grads = lstm.backward(do, lstm_cache)                          # Eq. 1
     dU_l_embed = embedding.embed_backward(dw, embed_cache)                  # Eq. 2
     grads.update(lstm_grads)
-    grads["U_l"] = dU_l_scores + dU_l_embed                                 # both uses
+    dU_l_scores += dU_l_embed                                               # both uses
+    grads["U_l"] = dU_l_scores
     return grads
 
 
@@ -132,5 +133,6 @@ def path_loss(params, I, inputs, targets, mask, variant, dropout_mask=None):
     Returns (loss: float, grads: dict like params).
     """
     scores, cache = path_forward(params, I, inputs, mask, variant, dropout_mask)
-    value, dscores = loss.softmax_cross_entropy(scores, targets, mask)
+    # The scores are not needed afterwards: their gradient overwrites them.
+    value, dscores = loss.softmax_cross_entropy(scores, targets, mask, out=scores)
     return value, path_backward(dscores, cache)

@@ -6,8 +6,10 @@
 
 For image files it runs the CNN the checkpoint was trained with (``config["cnn"]``: the
 built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc7) on
-the images (``preprocess.load_image`` then ``vgg.forward``), then decodes each image's
-most probable prediction path by beam search (§3.3, :mod:`minicnnrnn.beam_search`).
+the images (``preprocess.load_image`` then ``vgg.forward``), normalises the features as
+training did (``config["feature_norm"]``, :func:`minicnnrnn.train_data.normalise`), then
+decodes each image's most probable prediction path by beam search (§3.3,
+:mod:`minicnnrnn.beam_search`).
 Each image gets one line: its labels in path order with their step probabilities, the
 probability of END, and the probability of the whole path (Eq. 6). ``--json`` prints
 the same (and every label's confidence score) as JSON instead.
@@ -20,10 +22,9 @@ import os
 
 import numpy as np
 
-from . import backend, baselines, beam_search, checkpoint, cli, preprocess, vgg
+from . import backend, baselines, beam_search, checkpoint, cli, preprocess, train_data, vgg
 from .errors import UserError
 
-PATH_MODELS = ("cnn-rnn", "no-rnn")
 CHUNK = 4096   # feature rows moved to the device and decoded at once
 
 
@@ -110,13 +111,15 @@ def matrix_features(path, list_path):
 # Decoding and printing
 # ---------------------------------------------------------------------------
 
-def chunks(features, where):
-    """Yield (n, D) float32 blocks of a host (possibly memory-mapped) matrix, on the backend."""
+def chunks(features, where, norm):
+    """Yield (n, D) float32 blocks of a host (possibly memory-mapped) matrix on the backend,
+    normalised exactly as training normalised its features (``norm``: the checkpoint's
+    ``config["feature_norm"]``, see :func:`train_data.normalise`)."""
     for start in range(0, len(features), CHUNK):
         block = np.asarray(features[start:start + CHUNK], dtype=np.float32)
         if not np.isfinite(block).all():
             raise UserError(f"{where}: features hold NaN or inf values")
-        yield backend.to_device(block)
+        yield backend.to_device(train_data.normalise(block, norm))
 
 
 def decode_paths(state, params, I, beam, min_labels, max_labels):
@@ -161,7 +164,7 @@ def search_options(args, cfg):
     beam = args.beam if args.beam is not None else int(cfg.get("beam", 3))
     min_labels = args.min_labels if args.min_labels is not None else int(cfg.get("min_labels", 0))
     top_k = args.top_k if args.top_k is not None else int(cfg.get("k", 3))
-    if cfg["model"] in PATH_MODELS:
+    if cfg["model"] in baselines.PATH_MODELS:
         beam_search.check_options(K, beam, args.max_labels, min_labels)
     elif not 1 <= top_k <= K:
         raise UserError(f"--top-k: must be between 1 and K = {K}, got {top_k}")
@@ -197,8 +200,8 @@ def main(argv=None):
     params = backend.params_to_device(state["params"], np.float32)
 
     preds = []
-    for block in chunks(I, args.features or "CNN"):
-        if cfg["model"] in PATH_MODELS:
+    for block in chunks(I, args.features or "CNN", cfg.get("feature_norm")):
+        if cfg["model"] in baselines.PATH_MODELS:
             preds += decode_paths(state, params, block, beam, min_labels, args.max_labels)
         else:
             preds += decode_topk(state, params, block, top_k)

@@ -15,7 +15,15 @@ results can be compared one to one.
 
 Clipping by global norm rescales all gradients together when their joint length exceeds
 ``max_norm``: ``∇ ← ∇ · max_norm / ‖(∇_1, ∇_2, ...)‖``. It keeps the direction of the step
-and tames the rare exploding BPTT gradient.
+and keeps one exploding BPTT gradient from flooding ``v``. (It does not bound the step
+itself: rmsprop's step is about η per entry whatever the gradient's size.)
+
+A parameter may get its own learning rate ``factor · η`` (``RMSprop(..., lr_scale={name:
+factor})``): ``train`` slows the recurrent matrix ``U_r`` of the ReLU LSTM this way. Because
+rmsprop divides by √v, every entry moves by about η per step however small its gradient;
+when the inputs of a matrix are all ≥ 0 (the ReLU LSTM's state r(t)) the moves add up and
+change each output by up to η·Σ|input|, which in a recurrence feeds on itself
+(docs/training.md, "Stability").
 
 Everything updates in place (``out=`` arguments and two preallocated scratch buffers per
 parameter), so a step makes no temporary arrays: on the CPU large temporaries cost page
@@ -25,8 +33,6 @@ import math
 
 from . import backend
 from .backend import xp
-
-DEFAULTS = dict(decay=0.9, momentum=0.9, weight_decay=1e-4, eps=1e-8)
 
 
 def global_norm(grads):
@@ -57,12 +63,15 @@ class RMSprop:
     """rmsprop state for one dict of parameters; :meth:`step` updates them in place.
 
     params: {name: array} on the selected backend. Hyper-parameters (see module docstring):
-    lr η, decay ρ, momentum μ, weight_decay λ, eps ε.
+    lr η, decay ρ, momentum μ, weight_decay λ, eps ε. ``lr_scale``: optional {name: factor}
+    giving a parameter the learning rate ``factor · η`` (``train`` slows the ReLU LSTM's
+    ``U_r`` this way, see docs/training.md).
     """
 
-    def __init__(self, params, lr=1e-3, decay=0.9, momentum=0.9, weight_decay=1e-4, eps=1e-8):
+    def __init__(self, params, lr=1e-3, decay=0.9, momentum=0.9, weight_decay=1e-4, eps=1e-8, lr_scale=None):
         self.lr, self.decay, self.momentum = lr, decay, momentum
         self.weight_decay, self.eps = weight_decay, eps
+        self.lr_scale = dict(lr_scale or {})
         self.v = {k: xp.zeros_like(p) for k, p in params.items()}
         self.m = {k: xp.zeros_like(p) for k, p in params.items()}
         self._g = {k: xp.empty_like(p) for k, p in params.items()}      # g of the equations
@@ -71,9 +80,10 @@ class RMSprop:
     def step(self, params, grads):
         """One update of every parameter that has a gradient; params change in place."""
         for name, grad in grads.items():
-            self._update(params[name], grad, self.v[name], self.m[name], self._g[name], self._tmp[name])
+            lr = self.lr * self.lr_scale.get(name, 1.0)
+            self._update(params[name], grad, lr, self.v[name], self.m[name], self._g[name], self._tmp[name])
 
-    def _update(self, theta, grad, v, m, g, tmp):
+    def _update(self, theta, grad, lr, v, m, g, tmp):
         # g = ∇ + λθ
         xp.multiply(theta, self.weight_decay, out=g)
         g += grad
@@ -89,7 +99,7 @@ class RMSprop:
         m *= self.momentum
         m += tmp
         # θ ← θ - ηm
-        xp.multiply(m, self.lr, out=tmp)
+        xp.multiply(m, lr, out=tmp)
         theta -= tmp
 
     def state_dict(self):

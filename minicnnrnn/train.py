@@ -3,35 +3,37 @@
     python -m minicnnrnn.train                  # CNN-RNN on the built-in data, prints the table
     python -m minicnnrnn.train --compare        # CNN-RNN, no-rnn, bce and softmax side by side
     python -m minicnnrnn.train --dataset npz:feats.npz --out runs/mine
-    python -m minicnnrnn.train --dataset coco2014 --root /data/coco --features feats/coco
+    python -m minicnnrnn.train --dataset voc2007 --root VOCdevkit --features feats/voc2007
 
 One epoch: shuffle the training images, and for every mini-batch turn the label sets into
 ordered paths (label_paths.py), run the model forward and backward (model.py, or
 baselines.py), clip the gradients and take an rmsprop step (rmsprop.py). The learning
 rate follows a cosine schedule from ``--lr`` down towards 0 over ``--epochs``. After every
-epoch ``--out`` gets a checkpoint; at the end the test split is decoded (beam search for the
-path models, top-k for the classifiers) and scored with the paper's metrics (metrics.py).
+epoch ``--out`` gets a checkpoint; at the end the test split is decoded (beam search, §3.3,
+for the path models; top-k for the classifiers) and scored with the paper's metrics (§4.1)
+by the benchmark's protocol (evaluation.py: k, minimum path length, AP flavour; Tables 1-4).
 
-Everything random (initialisation, shuffles, dropout masks) comes from one host
-``numpy.random.Generator`` seeded by ``--seed``; its state is saved with each checkpoint,
-so ``--resume`` finishes with exactly the result of an uninterrupted run.
+The data (``--dataset``) and the feature normalisation that train and predict share are
+in train_data.py. Everything random (initialisation, shuffles, dropout masks) comes from
+one host ``numpy.random.Generator`` seeded by ``--seed``; its state is saved with each
+checkpoint, so ``--resume`` finishes with exactly the result of an uninterrupted run.
 """
 import csv
-import dataclasses
 import io
-import json
 import math
 import os
 import time
 
 import numpy as np
 
-from . import backend, baselines, beam_search, checkpoint, cli, fileio, label_paths, loss, metrics
-from . import dropout, model, rmsprop
+from . import backend, baselines, beam_search, checkpoint, cli, dropout, evaluation, fileio
+from . import label_paths, loss, metrics, model, rmsprop, train_data
 from .errors import UserError
 
-PATH_MODELS = ("cnn-rnn", "no-rnn")
-REAL_DATASETS = ("voc2007", "coco2014", "nuswide81", "nuswide1k")
+TABLE_NAMES = {"cnn-rnn": "CNN-RNN", "no-rnn": "No RNN", "bce": "Binary cross-entropy", "softmax": "Softmax"}
+# Settings a --resume must share with the checkpoint (the others may change, e.g. --epochs).
+RESUME_KEYS = ("model", "K", "D", "E", "H", "variant", "dataset", "label_order", "seed", "batch_size",
+               "feature_norm")
 
 
 def make_parser():
@@ -42,179 +44,66 @@ def make_parser():
                    help="builtin | npz:PATH | voc2007 | coco2014 | nuswide81 | nuswide1k")
     p.add_argument("--root", help="dataset folder (real datasets)")
     p.add_argument("--features", help="features folder written by `python -m minicnnrnn.extract` (real datasets)")
-    p.add_argument("--n-train", type=int, default=4000, help="built-in training images")
-    p.add_argument("--n-test", type=int, default=1000, help="built-in test images")
-    p.add_argument("--epochs", type=int, default=20, help="passes over the training set")
-    p.add_argument("--batch-size", type=int, default=64, help="images per mini-batch")
+    p.add_argument("--n-train", type=cli.positive_int, default=4000, help="built-in training images")
+    p.add_argument("--n-test", type=cli.positive_int, default=1000, help="built-in test images")
+    p.add_argument("--feature-norm", default="l2", choices=train_data.FEATURE_NORMS,
+                   help="normalise the CNN features: l2 = each image to unit length, scale = divide by the "
+                        "training images' mean length, none (docs/training.md)")
+    p.add_argument("--epochs", type=cli.non_negative_int, default=20, help="passes over the training set")
+    p.add_argument("--batch-size", type=cli.positive_int, default=64, help="images per mini-batch")
     p.add_argument("--lr", type=float, default=1e-3, help="initial rmsprop learning rate")
+    p.add_argument("--recurrent-lr-scale", type=float, default=None,
+                   help="learning rate of the LSTM's U_r relative to --lr; default 0.01 for --variant relu "
+                        "(its state is unbounded, docs/training.md) and 1 for conventional")
     p.add_argument("--clip", type=float, default=5.0, help="clip gradients to this global norm (0: off)")
     p.add_argument("--dropout", type=float, default=0.5, help="dropout on the projection (paper: 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random")
-    p.add_argument("--embed", type=int, default=64, help="label embedding size E (§4)")
-    p.add_argument("--hidden", type=int, default=512, help="recurrent layer size H (§4)")
+    p.add_argument("--seed", type=cli.non_negative_int, default=0, help="seed of everything random")
+    p.add_argument("--embed", type=cli.positive_int, default=64, help="label embedding size E (§4)")
+    p.add_argument("--hidden", type=cli.positive_int, default=512, help="recurrent layer size H (§4)")
     p.add_argument("--variant", default="relu", choices=("relu", "conventional"), help="LSTM of Eq. 1")
     p.add_argument("--label-order", default="freq", choices=label_paths.ORDERS, help="training path order (§3.4)")
-    p.add_argument("--beam", type=int, default=3, help="beam size N of the search (§3.3)")
-    p.add_argument("--k", type=int, default=3, help="labels per image for the top-k metrics")
-    p.add_argument("--min-labels", type=int, default=0, help="shortest predicted path (footnote 1; e.g. = --k)")
-    p.add_argument("--out", default=None, help="output folder (default runs/<model>; --compare: one subfolder per model)")
+    p.add_argument("--beam", type=cli.positive_int, default=3, help="beam size N of the search (§3.3)")
+    p.add_argument("--k", type=cli.positive_int, default=None,
+                   help="labels per image for the top-k metrics; default: the dataset's protocol (3; 10 for nuswide1k)")
+    p.add_argument("--min-labels", type=cli.non_negative_int, default=None,
+                   help="shortest predicted path (footnote 1); default: the dataset's protocol "
+                        "(k for NUS-WIDE, else 0)")
+    p.add_argument("--ap-mode", default=None, choices=("voc07", "sklearn"),
+                   help="AP for mAP: VOC 2007 11-point or non-interpolated; default: voc07 for voc2007, else sklearn")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/<model>; --compare: one subfolder per model)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     return p
 
 
 def check_args(args):
     """One-line errors for impossible settings, before any data is loaded."""
-    for name in ("embed", "hidden", "batch_size", "beam", "k"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')}: must be positive, got {getattr(args, name)}")
-    if args.epochs < 0:
-        raise UserError(f"--epochs: must be >= 0, got {args.epochs}")
     if not 0 <= args.dropout < 1:
         raise UserError(f"--dropout: must be in [0, 1), got {args.dropout}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        raise UserError(f"--lr: must be a positive number, got {args.lr}")
+    for name in ("lr", "recurrent_lr_scale"):
+        value = getattr(args, name)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UserError(f"--{name.replace('_', '-')}: must be a positive number, got {value}")
+    if not (args.clip >= 0 and math.isfinite(args.clip)):
+        raise UserError(f"--clip: must be a number >= 0, got {args.clip}")
 
 
-def build_config(args, data):
-    """The run's settings (saved in the checkpoint)."""
+def build_config(args, data, norm):
+    """The run's settings (saved in the checkpoint). Evaluation settings not given on the
+    command line come from the dataset's protocol (:func:`evaluation.protocol_for`)."""
     K, D = data.train_labels.shape[1], data.train_features.shape[1]
-    beam_search.check_options(K, args.beam, min(args.k, K), args.min_labels)
+    proto = evaluation.protocol_for(data.name)
+    k = min(proto["k"] if args.k is None else args.k, K)
+    min_labels = min(proto["min_labels"], k) if args.min_labels is None else args.min_labels
+    beam_search.check_options(K, args.beam, k, min_labels)
+    scale = args.recurrent_lr_scale
+    if scale is None:
+        scale = 0.01 if args.variant == "relu" else 1.0
     return {"model": args.model, "K": K, "D": D, "E": args.embed, "H": args.hidden, "variant": args.variant,
-            "cnn": data.cnn, "dataset": data.name, "label_order": args.label_order,
-            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "clip": args.clip,
-            "dropout": args.dropout, "seed": args.seed, "beam": args.beam, "k": args.k,
-            "min_labels": args.min_labels}
-
-
-# ---------------------------------------------------------------------------
-# Data: host arrays of CNN features and 0/1 labels for the train and test splits
-# ---------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class TrainingData:
-    """Features ``(N, D)`` float32 (possibly memory-mapped) and labels ``(N, K)`` 0/1 per split."""
-    name: str
-    label_names: list
-    train_features: "Rows"
-    train_labels: np.ndarray
-    test_features: "Rows"
-    test_labels: np.ndarray
-    test_ignore: np.ndarray = None    # (N_test, K) bool: VOC "difficult", left out of the metrics
-    cnn: dict = None                  # which CNN made the features (for predict)
-
-    def summary(self):
-        (n, D), K = self.train_features.shape, self.train_labels.shape[1]
-        return (f"{self.name}: {n} train / {len(self.test_labels)} test images, D = {D}, K = {K}, "
-                f"{self.train_labels.sum(1).mean():.2f} labels per training image")
-
-
-def load_data(args):
-    """The dataset named by ``--dataset`` (see the module docstring)."""
-    if args.dataset == "builtin":
-        from .data import features, tinyscenes
-        if min(args.n_train, args.n_test) < 1:
-            raise UserError(f"--n-train/--n-test: need at least one image, got {args.n_train}/{args.n_test}")
-        (train_f, train_y), (test_f, test_y) = (features.builtin_features(split, n, layer="fc7")
-                                                for split, n in (("train", args.n_train), ("test", args.n_test)))
-        data = TrainingData("builtin", list(tinyscenes.LABEL_NAMES), Rows(train_f), train_y, Rows(test_f), test_y,
-                            cnn={"weights": "builtin", "layer": "fc7"})
-    elif args.dataset.startswith("npz:"):
-        data = load_npz(args.dataset[4:])
-    elif args.dataset in REAL_DATASETS:
-        data = load_real(args.dataset, args.root, args.features)
-    else:
-        raise UserError(f"--dataset: unknown dataset {args.dataset!r}; use builtin, npz:PATH or one of "
-                        f"{', '.join(REAL_DATASETS)}")
-    return drop_unlabelled(data)
-
-
-def load_npz(path):
-    """Precomputed features in one .npz: train_features, train_labels, test_features, test_labels, label_names."""
-    names = ("train_features", "train_labels", "test_features", "test_labels", "label_names")
-    a = fileio.load_npz(path, required=names)
-    for split in ("train", "test"):
-        f, y = a[f"{split}_features"], a[f"{split}_labels"]
-        if f.ndim != 2 or y.ndim != 2 or len(f) != len(y) or len(f) == 0:
-            raise UserError(f"{path}: {split}_features {f.shape} and {split}_labels {y.shape} must be "
-                            f"(N, D) and (N, K) with the same N > 0")
-        if not np.isin(y, (0, 1)).all():
-            raise UserError(f"{path}: {split}_labels must hold only 0 and 1")
-        if not np.isfinite(f).all():
-            raise UserError(f"{path}: {split}_features holds NaN or inf values")
-    if a["train_features"].shape[1] != a["test_features"].shape[1]:
-        raise UserError(f"{path}: train and test features differ in size D "
-                        f"({a['train_features'].shape[1]} vs {a['test_features'].shape[1]})")
-    K = a["train_labels"].shape[1]
-    if a["test_labels"].shape[1] != K or a["label_names"].shape != (K,):
-        raise UserError(f"{path}: train_labels, test_labels and label_names disagree on the number of "
-                        f"labels ({K}, {a['test_labels'].shape[1]}, {a['label_names'].shape})")
-    return TrainingData(f"npz:{os.path.basename(path)}", [str(n) for n in a["label_names"]],
-                        Rows(a["train_features"]), a["train_labels"].astype(np.uint8),
-                        Rows(a["test_features"]), a["test_labels"].astype(np.uint8),
-                        cnn={"weights": None, "layer": None, "features": os.path.abspath(path)})
-
-
-def load_real(name, root, folder):
-    """A benchmark's labels (``datasets.load``) joined by image path with an ``extract`` features folder."""
-    from . import datasets
-    if not root or not folder:
-        raise UserError(f"--dataset {name}: needs --root (the dataset folder) and --features (a folder "
-                        f"written by `python -m minicnnrnn.extract --dataset {name} --root ROOT`)")
-    for needed in ("features.npy", "images.txt", "meta.json"):
-        if not os.path.exists(os.path.join(folder, needed)):
-            raise UserError(f"{os.path.join(folder, needed)}: not found (--features must be an extract folder)")
-    try:
-        feats = np.load(os.path.join(folder, "features.npy"), mmap_mode="r")
-        with open(os.path.join(folder, "meta.json"), encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{folder}: unreadable features folder ({type(exc).__name__}: {exc})") from None
-    with open(os.path.join(folder, "images.txt"), encoding="utf-8") as f:
-        paths = [os.path.realpath(line.rstrip("\n")) for line in f if line.strip()]
-    if feats.ndim != 2 or len(feats) != len(paths):
-        raise UserError(f"{folder}: features.npy {feats.shape} does not have one row per line of "
-                        f"images.txt ({len(paths)})")
-    row_of = {p: i for i, p in enumerate(paths)}
-    ds = datasets.load(name, root, check_images=False)
-    parts = {}
-    for split_name, split in ds.splits.items():
-        rows = np.array([row_of.get(os.path.realpath(p), -1) for p in split.paths], dtype=np.int64)
-        if not (rows >= 0).any():
-            raise UserError(f"{folder}: no {split_name} image of {name} in {root} has features "
-                            f"(were they extracted from another folder?)")
-        if (rows < 0).any():
-            print(f"note: {int((rows < 0).sum())} {split_name} images have no features and are left out")
-            split, rows = split.subset(rows >= 0), rows[rows >= 0]
-        parts[split_name] = (Rows(feats, rows), split)
-    (train_f, train), (test_f, test) = parts["train"], parts["test"]
-    return TrainingData(name, list(ds.label_names), train_f, train.labels, test_f, test.labels,
-                        test.ignore, cnn={"weights": meta.get("weights"), "layer": meta.get("layer", "fc7")})
-
-
-class Rows:
-    """Rows ``array[rows]`` (default all) of a feature matrix, read as float32 only when a batch
-    asks for them: a memory-mapped features file is never loaded whole."""
-
-    def __init__(self, array, rows=None):
-        self.array = array
-        self.rows = np.arange(len(array)) if rows is None else np.asarray(rows)
-        self.shape = (len(self.rows),) + tuple(array.shape[1:])
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, index):
-        return np.asarray(self.array[self.rows[index]], dtype=np.float32)
-
-
-def drop_unlabelled(data):
-    """Training images without any label have no path to learn; leave them out (with a note)."""
-    keep = data.train_labels.sum(axis=1) > 0
-    if keep.all():
-        return data
-    print(f"note: {int((~keep).sum())} training images without labels are left out")
-    features = Rows(data.train_features.array, data.train_features.rows[keep])
-    return dataclasses.replace(data, train_features=features, train_labels=data.train_labels[keep])
+            "cnn": data.cnn, "dataset": data.name, "feature_norm": norm, "label_order": args.label_order,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "recurrent_lr_scale": scale,
+            "clip": args.clip, "dropout": args.dropout, "seed": args.seed, "beam": args.beam, "k": k,
+            "min_labels": min_labels, "ap_mode": args.ap_mode or proto["ap_mode"]}
 
 
 # ---------------------------------------------------------------------------
@@ -232,12 +121,14 @@ def init_params(cfg, rng):
 
 
 def batch_loss(cfg, params, I, labels, order, rng):
-    """Loss and gradients of one mini-batch. I: (N, D) device; labels: (N, K) host 0/1.
+    """Loss and gradients of one mini-batch (§3.4). I: (N, D) device; labels: (N, K) host 0/1.
 
-    Dropout masks (0 or 2 for p = 0.5) are drawn on the host from ``rng`` (dropout.make_mask).
+    Path models: softmax cross-entropy over the ordered label paths (T, N), summed over
+    the real steps and divided by N. Classifiers: their own loss (baselines.py).
+    Dropout masks (0 or 1/(1-p)) are drawn on the host from ``rng`` (dropout.make_mask).
     """
     E, p = cfg["E"], cfg["dropout"]
-    if cfg["model"] not in PATH_MODELS:
+    if cfg["model"] not in baselines.PATH_MODELS:
         mask = dropout.make_mask((I.shape[0], E), p, rng)
         return baselines.classifier_loss(cfg["model"], params, I, backend.to_device(labels), mask)
     inputs, targets, steps = (backend.to_device(a) for a in label_paths.make_paths(labels, order))
@@ -250,17 +141,18 @@ def batch_loss(cfg, params, I, labels, order, rng):
 
 
 def predict(cfg, params, features, batch_size=512):
-    """Decode a set of images. features: (n, D) host. Returns host (pred01 (n, K) uint8, scores (n, K)).
+    """Decode a set of images. features: (n, D) host rows, already normalised (``train_data.Rows``).
+    Returns host (pred01 (n, K) uint8, scores (n, K) float32).
 
-    Path models: beam search (§3.3) for the most probable path of at most k labels (and at
-    least --min-labels); scores are the search's per-label confidences. Classifiers: the k
-    most probable labels; scores are sigmoid or softmax probabilities.
+    Path models: beam search (§3.3) for the most probable path (Eq. 6) of at most k labels
+    (and at least ``min_labels``); scores are the search's per-label confidences.
+    Classifiers: the k most probable labels; scores are sigmoid or softmax probabilities.
     """
     K, k = cfg["K"], min(cfg["k"], cfg["K"])
     pred, scores = np.zeros((len(features), K), np.uint8), np.zeros((len(features), K), np.float32)
     for s in range(0, len(features), batch_size):
         I = backend.to_device(features[s:s + batch_size])
-        if cfg["model"] in PATH_MODELS:
+        if cfg["model"] in baselines.PATH_MODELS:
             step_fn = baselines.no_rnn_step if cfg["model"] == "no-rnn" else None
             res = beam_search.beam_search(params, I, cfg["beam"], max_labels=k, min_labels=cfg["min_labels"],
                                           variant=cfg["variant"], step_fn=step_fn, batch_size=batch_size)
@@ -283,6 +175,12 @@ def predict(cfg, params, features, batch_size=512):
 def learning_rate(cfg, epoch):
     """Cosine schedule: lr · ½(1 + cos(π · epoch / epochs)) for epoch = 0 .. epochs-1."""
     return cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * epoch / max(cfg["epochs"], 1)))
+
+
+def make_optimizer(cfg, params):
+    """rmsprop with the paper's momentum and weight decay; the ReLU LSTM's U_r learns slower."""
+    scale = {"U_r": cfg["recurrent_lr_scale"]} if "U_r" in params else {}
+    return rmsprop.RMSprop(params, lr=cfg["lr"], lr_scale=scale)
 
 
 def run_epoch(cfg, params, opt, data, order, rng, epoch):
@@ -319,8 +217,7 @@ def fit(cfg, data, out, resume=False):
     """Train (or continue) a model; returns (params on the device, history)."""
     ckpt_path = os.path.join(out, "checkpoint.npz")
     if resume:
-        state, rng = checkpoint.resume(ckpt_path, cfg, ("model", "K", "D", "E", "H", "variant", "dataset",
-                                                        "label_order", "seed", "batch_size"))
+        state, rng = checkpoint.resume(ckpt_path, cfg, RESUME_KEYS)
         params = backend.params_to_device(state["params"])
         order, first_epoch, history = state["label_order"], state["epoch"], state["extra"].get("history", [])
     else:
@@ -328,9 +225,12 @@ def fit(cfg, data, out, resume=False):
         order = label_paths.label_order(data.train_labels, cfg["label_order"], cfg["seed"])
         params = backend.params_to_device(init_params(cfg, rng))
         first_epoch, history = 0, []
-    opt = rmsprop.RMSprop(params, lr=cfg["lr"])
+    opt = make_optimizer(cfg, params)
     if resume:
-        opt.load_state_dict(state["opt"])
+        try:
+            opt.load_state_dict(state["opt"])
+        except (KeyError, ValueError) as exc:
+            raise UserError(f"{ckpt_path}: optimizer state does not fit this model ({exc})") from None
     for epoch in range(first_epoch, cfg["epochs"]):
         try:
             row = run_epoch(cfg, params, opt, data, order, rng, epoch)
@@ -369,36 +269,72 @@ def write_log(out, history):
     plt.close(fig)
 
 
-def train_and_evaluate(cfg, data, out, resume=False):
-    """fit + predict on the test split + OUT/metrics.json. Returns the metrics (percent)."""
-    params, _ = fit(cfg, data, out, resume)
+# ---------------------------------------------------------------------------
+# Evaluation and the command
+# ---------------------------------------------------------------------------
+
+def evaluate(cfg, params, data):
+    """Decode and score the test split (§4.1). Returns ``{"metrics": {the 8 keys of
+    metrics.METRIC_KEYS}, "per_class_ap": [K]}`` in percent (NaN AP: a class without
+    test positives). AP is ``cfg["ap_mode"]``; VOC "difficult" entries are ignored."""
     pred, scores = predict(cfg, params, data.test_features)
-    result = metrics.evaluate(pred, scores, data.test_labels, data.test_ignore)
-    fileio.save_json(os.path.join(out, "metrics.json"), result)
+    result, ap = metrics.evaluate_with_ap(pred, scores, data.test_labels, data.test_ignore, ap_mode=cfg["ap_mode"])
+    return {"metrics": result, "per_class_ap": [float(a) for a in ap]}
+
+
+def train_and_evaluate(cfg, data, out, resume=False):
+    """fit + evaluate; writes OUT/metrics.json and OUT/per_class_AP.json. Returns the evaluate() result."""
+    params, _ = fit(cfg, data, out, resume)
+    result = evaluate(cfg, params, data)
+    fileio.save_json(os.path.join(out, "metrics.json"), result["metrics"])
+    per_class = {name: (ap if math.isfinite(ap) else None)      # JSON has no NaN: null = no positives
+                 for name, ap in zip(data.label_names, result["per_class_ap"])}
+    fileio.save_json(os.path.join(out, "per_class_AP.json"), {"ap_mode": cfg["ap_mode"], "AP": per_class})
     return result
 
 
-TABLE_NAMES = {"cnn-rnn": "CNN-RNN", "no-rnn": "No RNN", "bce": "Binary cross-entropy", "softmax": "Softmax"}
+def results_table(data, cfg, results):
+    """The text printed at the end: our metrics table, and for a real benchmark its table
+    in the paper's layout (evaluation.report: Tables 1-3, or Table 4's per-class AP)."""
+    ours = {TABLE_NAMES[name]: result for name, result in results.items()}
+    top_k = metrics.format_table({n: r["metrics"] for n, r in ours.items()},
+                                 title=f"{data.name}: test set, k = {cfg['k']} (percent)")
+    if data.name not in train_data.REAL_DATASETS:
+        return top_k
+    proto = evaluation.protocol_for(data.name)
+    parts = []
+    if (cfg["k"], cfg["min_labels"], cfg["ap_mode"]) != (proto["k"], proto["min_labels"], proto["ap_mode"]):
+        parts.append(f"note: k = {cfg['k']}, min-labels = {cfg['min_labels']}, AP {cfg['ap_mode']} differ from the "
+                     f"protocol's k = {proto['k']}, min-labels = {proto['min_labels']}, AP {proto['ap_mode']}: "
+                     "the paper's rows are not directly comparable")
+    if proto["table"] == "ap":   # Table 4 shows AP only: the top-k metrics first
+        parts.append(top_k)
+    parts.append(evaluation.report(data.name, ours))
+    return "\n\n".join(parts)
 
 
 def main(argv=None):
     args = cli.parse(make_parser(), argv)
     check_args(args)
     start = time.perf_counter()
-    data = load_data(args)
-    print(data.summary(), flush=True)
     models = ("softmax", "bce", "no-rnn", "cnn-rnn") if args.compare else (args.model,)
-    rows = {}
+    base = args.out or os.path.join("runs", "compare" if args.compare else args.model)
+    outs = {name: os.path.join(base, name) if args.compare else base for name in models}
+    if args.resume:
+        for out in outs.values():
+            checkpoint.require_resumable(os.path.join(out, "checkpoint.npz"))
+    data = train_data.load(args)
+    norm = train_data.fit_feature_norm(args.feature_norm, data.train_features)
+    data = data.with_norm(norm)
+    print(data.summary(), flush=True)
+    results = {}
     for name in models:
         args.model = name
-        cfg = build_config(args, data)
-        base = args.out or os.path.join("runs", "compare" if args.compare else name)
-        out = os.path.join(base, name) if args.compare else base
-        rows[TABLE_NAMES[name]] = train_and_evaluate(cfg, data, out, args.resume)
-        print(f"{name}: outputs in {out}", flush=True)
-    k = min(args.k, data.train_labels.shape[1])
+        cfg = build_config(args, data, norm)
+        results[name] = train_and_evaluate(cfg, data, outs[name], args.resume)
+        print(f"{name}: outputs in {outs[name]}", flush=True)
     print()
-    print(metrics.format_table(rows, title=f"{data.name}: test set, k = {k} (percent)"))
+    print(results_table(data, cfg, results))
     print(f"total time {time.perf_counter() - start:.0f} s (data, training and evaluation)")
     return 0
 

@@ -46,14 +46,16 @@ from .backend import xp
 # The RGB input layer (3 channels) gains nothing: im2col is used below this.
 MIN_CHANNELS = 8
 # Tiles per block on the CPU: TILES_PER_CHANNEL * C (each kernel entry a block
-# reads is used that many times), at least MIN_TILES (few Python calls per
-# tile), and at most BLOCK_BYTES_CPU of transformed input. Measured on a 2-core
-# Zen 4 CPU: smaller blocks lose more in the matrix products than they gain in cache.
+# reads is then used that many times), at least MIN_TILES (to keep the Python
+# overhead per tile small), and at most BLOCK_BYTES_CPU of transformed input.
+# Measured on a 2-core Zen 4 CPU: smaller, cache-sized blocks lose more in the
+# matrix products than they gain in the transforms.
 TILES_PER_CHANNEL = 4
 MIN_TILES = 256
 BLOCK_BYTES_CPU = 32 * 2**20
 # On the GPU a block is as large as this (usually the whole batch).
 BLOCK_BYTES_GPU = 256 * 2**20
+
 
 def _default_workers():
     """$MINICNNRNN_THREADS if it is a positive number, else the CPU cores this process may use."""
@@ -170,9 +172,8 @@ def _block(d, U, b, out, buf, relu):
 def _plan_blocks(N, Th, Tw, tiles, workers):
     """(images, tile rows) per block, for blocks of about `tiles` tiles.
 
-    A layer that fits in one block is done in one block (its matrix products are
-    then big enough for a multi-threaded BLAS); a larger one is cut into a
-    multiple of `workers` blocks, so that the threads get about equal shares.
+    A layer that fits in one block is done in one block; a larger one is cut
+    into a multiple of `workers` blocks, so that the threads get about equal shares.
     """
     if N * Th * Tw <= tiles:
         return N, Th
@@ -252,10 +253,16 @@ def conv3x3(x, W, b, pad=1, relu=False, U=None):
         tiles = max(MIN_TILES, min(TILES_PER_CHANNEL * max(C, F), BLOCK_BYTES_CPU // tile_bytes))
         nb, rb = _plan_blocks(N, Th, Tw, tiles, WORKERS)
     blocks = [(n, t) for n in range(0, N, nb) for t in range(0, Th, rb)]
+    # A layer too small to give every thread a block of tiles gives each thread a
+    # share of the output channels instead (the input transform is then repeated).
+    shares = WORKERS if not backend.is_cupy() and len(blocks) < WORKERS else 1
+    cuts = [F * i // shares for i in range(shares + 1)]
+    jobs = [(n, t, f0, f1) for n, t in blocks for f0, f1 in zip(cuts, cuts[1:])]
 
     def job(block, buf):
-        n, t = block
-        _block(xs[n:n + nb, 2 * t:2 * t + 2 * rb + 2], U, b, out[n:n + nb, 2 * t:2 * t + 2 * rb], buf, relu)
+        n, t, f0, f1 = block
+        _block(xs[n:n + nb, 2 * t:2 * t + 2 * rb + 2], U[:, :, f0:f1], b[f0:f1],
+               out[n:n + nb, 2 * t:2 * t + 2 * rb, :, f0:f1], buf, relu)
 
-    _run(blocks, job, lambda: _Buffers(nb * rb, Tw, C, F, x.dtype))
+    _run(jobs, job, lambda: _Buffers(nb * rb, Tw, C, F, x.dtype))
     return out[:, :Ho, :Wo]

@@ -138,7 +138,7 @@ def test_command_errors_are_one_line_with_exit_status_2(tmp_path):
     assert lines[4].startswith(f"error: {cut}: file is truncated (storage ")
     assert lines[6].startswith(f"error: {cut_zip}: file is truncated or damaged")
     assert lines[8].startswith(f"error: {tmp_path}: is a folder")
-    assert lines[10].startswith(f"error: {text / 'out.npz'}: cannot write the weights file")
+    assert lines[10].startswith(f"error: {text / 'out.npz'}: cannot write")
     assert sorted(os.listdir(tmp_path)) == ["cut.pth", "cut_zip.pth", "notes.txt"]   # nothing half-written
 
 

@@ -53,3 +53,26 @@ def test_gradients_and_tying(rng):
     assert gradcheck.check(f, {"U_l": U_l}, {"U_l": dU_embed}) > 1e-2
     # Row 5 (START) only gets the embedding part.
     np.testing.assert_allclose((dU_scores + dU_embed)[5], dU_embed[5])
+
+
+def test_embedding_backward_matches_scatter_add_for_a_large_vocabulary(rng):
+    """Only the tokens present get a gradient; the result equals numpy's unbuffered add.at."""
+    V, E = 1002, 4
+    tokens = rng.integers(0, 40, (6, 8))                         # few distinct tokens, many repeats
+    dw = rng.standard_normal((6, 8, E)).astype(np.float32)
+    dU = embedding.embed_backward(dw, embedding.embed_forward(tokens, np.zeros((V, E), np.float32))[1])
+    expected = np.zeros((V, E))
+    np.add.at(expected, tokens.reshape(-1), dw.reshape(-1, E).astype(np.float64))
+    assert dU.shape == (V, E) and dU.dtype == np.float32
+    np.testing.assert_allclose(dU, expected, rtol=1e-5, atol=1e-6)
+    assert np.all(dU[40:] == 0)
+
+
+def test_tied_scores_of_a_single_step(rng):
+    """Beam search scores one step at a time: x of shape (N, E)."""
+    U_l, x, ds = rng.standard_normal((6, 4)), rng.standard_normal((3, 4)), rng.standard_normal((3, 5))
+    s, cache = embedding.tied_scores_forward(x, U_l, 5)
+    np.testing.assert_allclose(s, x @ U_l[:5].T)
+    dx, dU = embedding.tied_scores_backward(ds, cache)
+    np.testing.assert_allclose(dx, ds @ U_l[:5])
+    np.testing.assert_allclose(dU[:5], ds.T @ x)

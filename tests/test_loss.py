@@ -62,3 +62,23 @@ def test_sigmoid_cross_entropy_gradient_and_ignore_mask(rng):
     flipped = y.copy()
     flipped[0, 1] = 1 - flipped[0, 1]
     assert loss.sigmoid_cross_entropy(s, flipped, mask)[0] == loss.sigmoid_cross_entropy(s, y, mask)[0]
+
+
+def test_softmax_cross_entropy_out_may_overwrite_scores(rng):
+    """out=scores (what model.path_loss does) gives the same loss and gradient, in place."""
+    scores = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    targets = rng.integers(0, 6, (3, 4))
+    mask = np.array([[1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 1, 1]])
+    value, ds = loss.softmax_cross_entropy(scores, targets, mask)
+    value_in_place, ds_in_place = loss.softmax_cross_entropy(scores, targets, mask, out=scores)
+    assert ds_in_place is scores and ds.dtype == np.float32
+    assert value_in_place == value
+    np.testing.assert_array_equal(ds_in_place, ds)
+
+
+def test_softmax_cross_entropy_gradient_is_softmax_minus_one_hot(rng):
+    scores = rng.standard_normal((2, 5))                       # (N, C): no time axis
+    targets = np.array([3, 0])
+    _, ds = loss.softmax_cross_entropy(scores, targets, np.ones(2))
+    p = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
+    np.testing.assert_allclose(ds, (p - np.eye(5)[targets]) / 2, rtol=1e-12, atol=1e-15)

@@ -74,14 +74,16 @@ def test_sequence_gradients_with_mask(rng, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_sequence_equals_chained_steps(rng, variant):
+@pytest.mark.parametrize("start", ["zero", "given"])
+def test_sequence_equals_chained_steps(rng, variant, start):
     T, N, E, H = 3, 2, 3, 4
     p = make_params(rng, E, H)
     w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
-    o_seq, cache = lstm.forward(w_seq, np.ones((T, N)), p, variant)
+    r0 = None if start == "zero" else rng.standard_normal((N, H))
+    o_seq, cache = lstm.forward(w_seq, np.ones((T, N)), p, variant, r0=r0)
     dw_seq, grads = lstm.backward(G, cache)
 
-    r, caches = np.zeros((N, H)), []          # r(0) = 0
+    r, caches = (np.zeros((N, H)) if r0 is None else r0), []
     for t in range(T):
         (o, r), c = lstm.step_forward(w_seq[t], r, p, variant)
         np.testing.assert_allclose(o_seq[t], o, rtol=1e-13, atol=1e-13)
@@ -160,3 +162,38 @@ def test_numpy_and_cupy_agree(rng, variant):
     backend.use("numpy")
     for a, b in zip(results["numpy"], results["cupy"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_zero_start_shortcut_is_exact(rng, variant):
+    """With r(0) = 0 the code skips the products of r(0) (forward, backward and U_r's
+    gradient); the results must equal those of passing an explicit zero state."""
+    T, N, E, H = 3, 2, 3, 4
+    p = make_params(rng, E, H)
+    w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
+    mask = np.array([[1, 1], [1, 0], [1, 1]])
+    o_skip, cache_skip = lstm.forward(w_seq, mask, p, variant)
+    o_full, cache_full = lstm.forward(w_seq, mask, p, variant, r0=np.zeros((N, H)))
+    np.testing.assert_array_equal(o_skip, o_full)
+    (dw_skip, g_skip), (dw_full, g_full) = lstm.backward(G, cache_skip), lstm.backward(G, cache_full)
+    np.testing.assert_array_equal(dw_skip, dw_full)
+    for k in p:
+        np.testing.assert_allclose(g_skip[k], g_full[k], rtol=1e-14, atol=1e-15)
+
+
+def test_scratch_buffers_do_not_leak_into_results(rng):
+    """Backward reuses its scratch arrays from call to call: results handed out by one
+    call must not change when a later call (another shape, another dtype) runs."""
+    p = make_params(rng, 3, 4)
+    w1, G1 = rng.standard_normal((4, 2, 3)), rng.standard_normal((4, 2, 4))
+    dw1, g1 = lstm.backward(G1, lstm.forward(w1, np.ones((4, 2)), p)[1])
+    kept = [dw1.copy()] + [g1[k].copy() for k in sorted(g1)]
+    w2, G2 = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 4))
+    lstm.backward(G2, lstm.forward(w2, np.ones((2, 5)), p)[1])
+    p32 = {k: v.astype(np.float32) for k, v in p.items()}
+    lstm.backward(G1.astype(np.float32), lstm.forward(w1.astype(np.float32), np.ones((4, 2)), p32)[1])
+    for before, after in zip(kept, [dw1] + [g1[k] for k in sorted(g1)]):
+        np.testing.assert_array_equal(before, after)
+    # ... and a repeated call still gives the same answer.
+    dw1_again, _ = lstm.backward(G1, lstm.forward(w1, np.ones((4, 2)), p)[1])
+    np.testing.assert_array_equal(dw1_again, kept[0])

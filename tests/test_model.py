@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import cupy_available
-from minicnnrnn import backend, gradcheck, lstm, model, projection
+from minicnnrnn import backend, gradcheck, loss, lstm, model, projection
 
 K, D, E, H = 4, 5, 3, 4
 VARIANTS = lstm.VARIANTS
@@ -83,6 +83,21 @@ def test_path_loss_gradients(variant):
     # U_l's two uses: START is only an input, END only an output; both rows learn.
     assert np.abs(grads["U_l"][model.start_token(K)]).max() > 0
     assert np.abs(grads["U_l"][model.end_token(K)]).max() > 0
+
+
+def test_path_loss_equals_its_parts():
+    """path_loss reuses the score array for its gradient; the result must be that of
+    calling the parts one by one, and the parts' outputs stay usable."""
+    rng, p, I, inputs, targets, mask = problem(3, "relu")
+    value, grads = model.path_loss(p, I, inputs, targets, mask, "relu")
+    scores, cache = model.path_forward(p, I, inputs, mask, "relu")
+    kept = scores.copy()
+    value2, dscores = loss.softmax_cross_entropy(scores, targets, mask)
+    grads2 = model.path_backward(dscores, cache)
+    np.testing.assert_array_equal(scores, kept)
+    assert value == value2
+    for k in p:
+        np.testing.assert_array_equal(grads[k], grads2[k])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -91,3 +91,20 @@ def test_state_dict_round_trip(rng):
         np.testing.assert_array_equal(params[k], twin[k])
     with pytest.raises(ValueError):
         opt2.load_state_dict({**state, "v/W": np.zeros((2, 2))})
+
+
+def test_lr_scale_gives_one_parameter_its_own_rate(rng):
+    params, grads_seq = _problem(rng)
+    slow = {k: p.copy() for k, p in params.items()}
+    full = {k: p.copy() for k, p in params.items()}
+    opt_slow = rmsprop.RMSprop(slow, lr=0.01, lr_scale={"W": 0.1})
+    opt_full = rmsprop.RMSprop(full, lr=0.01)
+    opt_w = rmsprop.RMSprop({"W": params["W"].copy()}, lr=0.001)       # W alone at 0.1 x the rate
+    w = {"W": params["W"].copy()}
+    for grads in grads_seq:
+        opt_slow.step(slow, {k: g.copy() for k, g in grads.items()})
+        opt_full.step(full, {k: g.copy() for k, g in grads.items()})
+        opt_w.step(w, {"W": grads["W"].copy()})
+    np.testing.assert_allclose(slow["W"], w["W"], rtol=1e-12)
+    np.testing.assert_allclose(slow["b"], full["b"], rtol=1e-12)
+    assert not np.allclose(slow["W"], full["W"])

@@ -7,7 +7,8 @@
 #
 # 1. turn each image's label *set* into an ordered *path* (most frequent label first);
 # 2. take one training step by hand: forward, backward through time, rmsprop;
-# 3. train the CNN-RNN and the three Table 3 baselines on the built-in Tiny Scenes
+# 3. see why `train` normalises the CNN features before training;
+# 4. train the CNN-RNN and the three Table 3 baselines on the built-in Tiny Scenes
 #    features and read the table they print.
 #
 # Run it with `python tutorials/06_training_cnn_rnn.py`; `MINICNNRNN_TUTORIAL_FAST=1` uses
@@ -21,7 +22,7 @@ import os
 
 import numpy as np
 
-from minicnnrnn import label_paths, model, rmsprop, train
+from minicnnrnn import label_paths, model, rmsprop, train, train_data
 from minicnnrnn.data import features, tinyscenes
 
 FAST = os.environ.get("MINICNNRNN_TUTORIAL_FAST") == "1"
@@ -55,7 +56,7 @@ print("features", I_train.shape, "labels", Y_train.shape,
 # %%
 K = Y_train.shape[1]
 END, START = K, K + 1
-counts = Y_train.sum(0)
+counts = Y_train.sum(0).astype(int)             # (uint8 sums are unsigned: -counts would wrap)
 order = sorted(range(K), key=lambda k: (-counts[k], k))          # most frequent first
 rank = {label: r for r, label in enumerate(order)}
 
@@ -107,7 +108,34 @@ print("largest difference from rmsprop.RMSprop:",
       max(float(np.abs(by_hand[k] - params[k]).max()) for k in params))
 
 # %% [markdown]
-# ## 4. Train the four models of Table 3
+# ## 4. Why the features are normalised (`--feature-norm l2`)
+#
+# Look at the step rmsprop just took: `m = g / sqrt(0.1 g²)`, so *every* entry moved by
+# about √10 · lr, whatever the size of its gradient. The image term `I @ U_I_x` of Eq. 4
+# adds such moves over the D entries of `I`; CNN features are ReLU outputs (all ≥ 0), so
+# they add up to as much as lr · √10 · Σ_d |I_d|. That is the L1 norm of the feature: it
+# grows with the feature's size and with D (VGG16's fc7 has D = 4096). Too large, and a
+# few steps push every unit of Eq. 4 to zero, where it gets no gradient again.
+# `train` divides each feature by its L2 length, which bounds the L1 norm by √D.
+# (The same argument explains why `U_r`, whose input r(t) ≥ 0 in the ReLU LSTM, learns
+# 100 times slower: docs/training.md, "Stability".)
+
+# %%
+D = I_train.shape[1]
+freq_order = label_paths.label_order(Y_train, "freq")
+for name, feats in (("raw fc7", I_train[:256]), ("l2-normalised", train_data.normalise(I_train[:256], {"mode": "l2"}))):
+    p0 = model.init_params(K, D, 16, 32, np.random.default_rng(1))
+    before = feats @ p0["U_I_x"]
+    _, g = model.path_loss(p0, feats, *label_paths.make_paths(Y_train[:256], freq_order), "relu")
+    rmsprop.RMSprop(p0, lr=1e-3).step(p0, g)
+    moved = np.abs(feats @ p0["U_I_x"] - before).max(axis=1)    # (N,) largest change per image
+    l1 = np.abs(feats).sum(1)
+    assert (moved <= 1e-3 * np.sqrt(10) * l1 * 1.001).all()       # never above lr·sqrt(10)·|I|_1
+    print(f"{name:14s} mean L1 norm {l1.mean():7.2f}: one step moved I @ U_I_x by up to {moved.max():.4f} "
+          f"({100 * (moved / (1e-3 * np.sqrt(10) * l1)).max():.0f}% of the bound lr·sqrt(10)·|I|_1)")
+
+# %% [markdown]
+# ## 5. Train the four models of Table 3
 #
 # `train.main` is the command line: `--compare` trains the CNN-RNN and the baselines on
 # the same features and prints one row per model.
@@ -125,7 +153,7 @@ run_dir = os.path.join(OUT, "06_compare")
 train.main(["--compare", "--n-train", str(N_TRAIN), "--n-test", str(N_TEST), *SIZES, "--out", run_dir])
 
 # %% [markdown]
-# ## 5. Reading the table
+# ## 6. Reading the table
 #
 # * **C-P, C-R** average precision and recall over the *classes*: every label counts the
 #   same, so rare labels (star, cup, traffic_light) weigh as much as person or tree.
