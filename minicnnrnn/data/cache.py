@@ -55,8 +55,8 @@ def save(key, cache_dir=None, **arrays):
     path = path_for(key, cache_dir)
     try:
         fileio.save_npz(path, checksum=np.array(checksum(arrays)), **arrays)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write the cache file ({exc.strerror}: {exc.filename}); choose another "
+    except UserError as exc:   # fileio names the path and the reason; add where to go instead
+        raise UserError(f"{exc}; cannot write the cache file, choose another "
                         f"folder with --cache-dir or ${ENV_VAR}") from None
     return path
 
