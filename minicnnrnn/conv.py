@@ -103,15 +103,16 @@ def forward(x, W, b, stride=1, pad=0, method="auto", relu=False, U=None):
     x: (N, H, W, C_in) input feature maps; W: (KH, KW, C_in, C_out) kernels
     (HWIO); b: (C_out,). stride, pad: ints (the same along both axes).
     method: "im2col" (reference), "winograd" (3x3, stride 1 only) or "auto"
-    (Winograd where it applies and the input has at least 8 channels).
+    (Winograd where it applies and the input has at least winograd.MIN_CHANNELS
+    channels, see :func:`uses_winograd`).
     relu: for inference, return ReLU(conv(x)) computed in place (and no cache).
     U: the Winograd-transformed kernels (winograd.transform_kernels(W)) when the
     caller keeps them between batches; only used on the Winograd path.
 
     Returns (out (N, Ho, Wo, C_out), cache) with Ho = floor((H + 2*pad - KH) /
-    stride) + 1 and likewise Wo. The cache holds only the input and the weights,
-    so a forward pass whose cache is dropped keeps nothing; backward rebuilds the
-    im2col matrix it needs.
+    stride) + 1 and likewise Wo. The cache holds only the input, the weights,
+    stride and pad, so a forward pass whose cache is dropped keeps nothing;
+    backward rebuilds the im2col matrix it needs. With relu=True the cache is None.
     """
     if x.ndim != 4 or W.ndim != 4 or x.shape[3] != W.shape[2]:
         raise ValueError(f"conv: input {tuple(x.shape)} does not match kernels {tuple(W.shape)} (NHWC / HWIO)")
@@ -132,7 +133,8 @@ def forward(x, W, b, stride=1, pad=0, method="auto", relu=False, U=None):
 def backward(dout, cache, input_grad=True):
     """Convolution layer backward.
 
-    dout: (N, Ho, Wo, C_out). Returns (dx (N, H, W, C_in),
+    dout: (N, Ho, Wo, C_out); cache: from forward(..., relu=False).
+    Returns (dx (N, H, W, C_in),
     {"W": (KH, KW, C_in, C_out), "b": (C_out,)}); dx is None when input_grad is
     False (the network's first layer: nothing needs the gradient of the images).
     """
@@ -154,7 +156,10 @@ def backward(dout, cache, input_grad=True):
 
 
 def flops(x_shape, W_shape, stride=1, pad=0):
-    """Floating-point operations of a direct convolution (2 per multiply-add)."""
+    """Floating-point operations of a direct convolution (2 per multiply-add).
+
+    x_shape: (N, H, W, C_in); W_shape: (KH, KW, C_in, C_out). Returns an int.
+    """
     N, H, Wd, _ = x_shape
     kh, kw, C, F = W_shape
     Ho, Wo = output_size(H, kh, stride, pad), output_size(Wd, kw, stride, pad)

@@ -247,13 +247,11 @@ def main(argv=None):
     parser = cli.make_parser("python -m minicnnrnn.gradcheck",
                              "Compare every hand-written backward with centred finite differences "
                              f"in float64; exit 1 if any max relative error exceeds {TOLERANCE:g}.")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random test problems")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0, help="seed of the random test problems")
     parser.add_argument("--only", default="", metavar="TEXT",
-                        help="run only the cases whose name contains TEXT, e.g. lstm; %(default)r runs every case")
+                        help="run only the cases whose name contains TEXT (any case), e.g. lstm; %(default)r runs every case")
     args = cli.parse(parser, argv)
-    if args.seed < 0:
-        raise UserError(f"--seed: must be a non-negative integer, got {args.seed}")
-    cases = [(name, fn) for name, fn in all_cases() if args.only in name]
+    cases = [(name, fn) for name, fn in all_cases() if args.only.lower() in name.lower()]
     if not cases:
         raise UserError(f"--only: no case name contains {args.only!r}")
     worst = run_cases(cases, args.seed)

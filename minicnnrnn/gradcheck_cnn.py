@@ -15,10 +15,12 @@ F64 = numpy.float64
 
 
 def _randn(rng, *shape):
+    """Standard-normal float64 array of `shape`, drawn on the host, on the selected backend."""
     return backend.to_device(rng.standard_normal(shape), F64)
 
 
 def _dot(y, G):
+    """The scalar L = sum(y * G) whose gradient w.r.t. y is G."""
     return float((y * G).sum())
 
 
@@ -54,6 +56,7 @@ def relu_case(rng):
 
 
 def dense_case(rng):
+    """Affine layer x @ W + b, w.r.t. x, W and b."""
     x, W, b = _randn(rng, 3, 5), _randn(rng, 5, 4), _randn(rng, 4)
     out, cache = dense.forward(x, W, b)
     G = _randn(rng, *out.shape)
@@ -62,6 +65,7 @@ def dense_case(rng):
 
 
 def dropout_case(rng):
+    """Inverted dropout with a fixed mask (p = 0.4), w.r.t. x."""
     x = _randn(rng, 4, 6)
     mask = dropout.make_mask(x.shape, 0.4, rng, F64)
     out, cache = dropout.forward(x, mask)
@@ -99,5 +103,5 @@ CASES = [
     ("relu", relu_case),
     ("dense", dense_case),
     ("dropout", dropout_case),
-    ("tiny VGG end to end (train mode)", tiny_vgg_case),
+    ("tiny VGG end to end (vgg.backward, train mode)", tiny_vgg_case),
 ]

@@ -142,8 +142,8 @@ def forward(params, meta, images, outputs=("fc7",), train=False, rng=None, dropo
     convs, fcs = [l for l in todo if l[0] != "fc"], [l for l in todo if l[0] == "fc"]
     first_channels = next(shape[3] for kind, _, shape in net if kind == "conv")   # the largest map
     budget = CONV_CHUNK_BYTES_GPU if backend.is_cupy() else CONV_CHUNK_BYTES
-    step = max(1, budget // (images[0, :, :, :1].size * first_channels * images.itemsize))
-    parts = [_run_layers(convs, images[i:i + step], run) for i in range(0, images.shape[0], step)]
+    chunk = max(1, budget // (images[0, :, :, :1].size * first_channels * images.itemsize))
+    parts = [_run_layers(convs, images[i:i + chunk], run) for i in range(0, images.shape[0], chunk)]
     outs = {name: _concat([p[1][name] for p in parts]) for name in parts[0][1]}
     if fcs:
         _, fc_outs, _ = _run_layers(fcs, _concat([p[0] for p in parts]), run)
@@ -152,6 +152,7 @@ def forward(params, meta, images, outputs=("fc7",), train=False, rng=None, dropo
 
 
 def _concat(arrays):
+    """Join per-chunk outputs along the batch axis (no copy for a single chunk)."""
     return arrays[0] if len(arrays) == 1 else xp.concatenate(arrays)
 
 
@@ -275,7 +276,8 @@ def validate_meta(meta, where):
     if not isinstance(fc, list) or not all(is_int(f) for f in fc):
         bad(f"'fc' must be a list of positive layer sizes, got {fc!r}")
     if not (meta.get("num_classes") is None or is_int(meta.get("num_classes"), 0)):
-        bad(f"'num_classes' must be a positive int or null, got {meta.get('num_classes')!r}")
+        bad(f"'num_classes' must be an int >= 0 or null (0 or null: no classifier), "
+            f"got {meta.get('num_classes')!r}")
     size = meta.get("input_size")
     if not is_int(size) or size < 2 ** config.count("M"):
         bad(f"'input_size' must be an int of at least {2 ** config.count('M')}, got {size!r}")

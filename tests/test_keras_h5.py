@@ -79,6 +79,14 @@ def test_keras2_layout_converts_to_the_same_network(tmp_path, options):
     np.testing.assert_allclose(outs["logits"], expected["logits"], rtol=1e-4, atol=1e-4 * scale)
 
 
+def tiny_keras2_file(tmp_path):
+    """The tiny fixture written as a Keras 2 file tmp_path / "x.h5"; returns its path."""
+    params, meta = tiny_params()
+    path = tmp_path / "x.h5"
+    write_keras2(path, params, meta)
+    return path
+
+
 def test_keras2_channels_first_kernels_are_refused(tmp_path):
     params, meta = tiny_params()
     theano = dict(params, **{"conv1_1/W": params["conv1_1/W"].transpose(3, 2, 0, 1).copy()})
@@ -89,9 +97,7 @@ def test_keras2_channels_first_kernels_are_refused(tmp_path):
 
 
 def test_keras2_missing_weight_is_reported(tmp_path):
-    params, meta = tiny_params()
-    path = tmp_path / "x.h5"
-    write_keras2(path, params, meta)
+    path = tiny_keras2_file(tmp_path)
     with h5py.File(path, "a") as f:
         del f["block2_conv1"]["block2_conv1_W_1:0"]
     with pytest.raises(UserError, match="block2_conv1_W_1:0.*missing"):
@@ -99,9 +105,7 @@ def test_keras2_missing_weight_is_reported(tmp_path):
 
 
 def test_truncated_or_odd_files_are_named_not_unknown(tmp_path):
-    params, meta = tiny_params()
-    path = tmp_path / "x.h5"
-    write_keras2(path, params, meta)
+    path = tiny_keras2_file(tmp_path)
     cut = tmp_path / "cut.h5"
     cut.write_bytes(path.read_bytes()[:2000])         # a cut download: the HDF5 signature is there
     with pytest.raises(UserError, match="cut.h5: cannot open HDF5 file, truncated or damaged") as info:
