@@ -31,6 +31,7 @@ import numpy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 224
+SGEMM_N = 3072      # side of the square float32 matrices of the sgemm reference
 
 
 def _max_rss_mb():
@@ -74,7 +75,7 @@ def make_torch(batch):
     return run
 
 
-def make_sgemm(n=3072):
+def make_sgemm(n=SGEMM_N):
     """A function multiplying two n x n float32 matrices (2 n^3 FLOP)."""
     a = numpy.random.default_rng(0).standard_normal((n, n), dtype=numpy.float32)
     b = a.T.copy()
@@ -157,7 +158,7 @@ def main():
         children += [Child(["torch", str(batch)])] if has_torch else []
         times = {label: [] for label in labels}
         for _ in range(args.passes):                      # in turn, pass after pass
-            peak = max(peak, 2 * 3072 ** 3 / sgemm.time_pass() / 1e9)
+            peak = max(peak, 2 * SGEMM_N ** 3 / sgemm.time_pass() / 1e9)
             for label, child in zip(labels, children):
                 times[label].append(child.time_pass())
         rss = {label: child.close() for label, child in zip(labels, children)}
@@ -172,8 +173,9 @@ def main():
         ratio = f"{best / (batch / min(torch_times[0])):7.2f}x" if torch_times else "      -"
         print(f"{batch:>5}  {label:<20} {best:>10.2f} {median:>7.2f} {worst:>6.2f} {best * gflop:>8.0f} "
               f"{best * gflop / peak:>7.0%} {rss:>6.0f} MB  {ratio:>8}")
-    print(f"\nsgemm 3072^3 peak of this machine (best pass): {peak:.0f} GFLOP/s; load average "
+    print(f"\nsgemm {SGEMM_N}^3 peak of this machine (best pass): {peak:.0f} GFLOP/s; load average "
           f"{os.getloadavg()[0]:.2f} at the end (above ~0.5 per core, other programs were running)")
+
 
 if __name__ == "__main__":
     main()

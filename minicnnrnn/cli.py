@@ -1,7 +1,7 @@
 """Pieces shared by every ``python -m minicnnrnn.<command>``.
 
-Each command builds an ``argparse`` parser, calls :func:`add_backend_argument`,
-and runs its ``main`` through :func:`run`, so that
+Each command builds its parser with :func:`make_parser`, parses with
+:func:`parse`, and runs its ``main`` through :func:`run`, so that
 
 * ``--backend numpy|cupy`` (default: $MINICNNRNN_BACKEND or numpy) selects the
   array library before any array is made, and
@@ -66,8 +66,8 @@ def positive_int(text):
 def run(main, argv=None):
     """Call ``main(argv)``; turn UserError into a one-line error and exit code 2.
 
-    ``main`` parses its own arguments and must call :func:`select_backend`
-    (directly or through :func:`parse`) before it creates arrays.
+    ``main`` parses its own arguments and must select the backend (through
+    :func:`parse`, or :func:`minicnnrnn.backend.use`) before it creates arrays.
     """
     try:
         code = main(argv)

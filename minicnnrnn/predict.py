@@ -102,6 +102,8 @@ def matrix_features(path, list_path):
                 names = [line.rstrip("\n") for line in f if line.strip()]
         except OSError as exc:
             raise UserError(f"{list_path}: cannot read the image list ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{list_path}: the image list is not UTF-8 text") from None
         if len(names) != len(feats):
             raise UserError(f"{list_path}: {len(names)} names for the {len(feats)} rows of {path}")
     return feats, names

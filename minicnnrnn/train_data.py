@@ -147,6 +147,8 @@ def load(args):
     if args.dataset == "builtin":
         data = load_builtin(args.n_train, args.n_test)
     elif args.dataset.startswith("npz:"):
+        if not args.dataset[4:]:
+            raise UserError("--dataset npz:PATH: no path given after 'npz:'")
         data = load_npz(args.dataset[4:])
     elif is_real:
         data = load_real(args.dataset, args.root, args.features)

@@ -1,4 +1,5 @@
 """The backend switch: selection, transfers, and the one-line error for CuPy."""
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,10 @@ from conftest import cupy_available
 
 
 def test_numpy_is_default_and_xp_forwards():
+    env = {k: v for k, v in os.environ.items() if k != backend.ENV_VAR}
+    fresh = subprocess.run([sys.executable, "-c", "from minicnnrnn import backend; print(backend.name())"],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert fresh.stdout.strip() == "numpy", fresh.stderr
     backend.use("numpy")
     assert backend.name() == "numpy"
     a = xp.arange(6).reshape(2, 3)

@@ -19,13 +19,22 @@ def test_interrupted_write_keeps_the_old_file(tmp_path):
     path = tmp_path / "m.json"
     fileio.save_json(path, {"ok": 1})
 
-    class Boom:  # json.dumps fails half-way through: nothing must be replaced
+    class Boom:  # not JSON-serialisable: the write fails and nothing must be replaced
         pass
 
     with pytest.raises(TypeError):
         fileio.save_json(path, {"bad": Boom()})
     assert path.read_text().strip().startswith("{") and '"ok": 1' in path.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+    # A failure after part of the file is written: array "a" goes into the temp
+    # file, then pickling "b" (a local function) fails. The old file must survive.
+    npz = tmp_path / "c.npz"
+    fileio.save_npz(npz, a=np.arange(3))
+    with pytest.raises(Exception):
+        fileio.save_npz(npz, a=np.zeros(1000), b=np.array([lambda: 0], dtype=object))
+    np.testing.assert_array_equal(fileio.load_npz(npz)["a"], np.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "m.json"]
 
 
 def test_unwritable_destination_is_a_user_error(tmp_path):

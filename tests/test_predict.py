@@ -167,6 +167,10 @@ def test_feature_size_mismatch_and_features_only_checkpoint(tmp_path):
     np.save(tmp_path / "nan.npy", bad)
     with pytest.raises(UserError, match="nan.npy: features hold NaN"):
         predict.main(["--checkpoint", str(ckpt), "--features", str(tmp_path / "nan.npy")])
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\xd0 not text\n")
+    with pytest.raises(UserError, match="binary.txt: the image list is not UTF-8 text"):
+        predict.main(["--checkpoint", str(ckpt), "--features", str(tmp_path / "nan.npy"),
+                      "--image-list", str(tmp_path / "binary.txt")])
     image = write_images(tmp_path, 1)[0]
     with pytest.raises(UserError, match="precomputed features"):
         predict.main(["--checkpoint", str(ckpt), image])
