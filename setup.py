@@ -1,11 +1,12 @@
 """Installs minicnnrnn: `pip install -e .` (add `[test]` for the test suite, `[gpu]` for CuPy)."""
+
 from setuptools import find_packages, setup
 
 setup(
     name="minicnnrnn",
     version="0.1.0",
     description="A read-every-line NumPy/CuPy implementation of CNN-RNN (Wang et al., CVPR 2016) "
-                "for multi-label image classification",
+    "for multi-label image classification",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["minicnnrnn", "minicnnrnn.*"]),

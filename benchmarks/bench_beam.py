@@ -20,6 +20,7 @@ image runs all 11 steps: 10 labels, then END; comparable with the issue's refere
 length: the exact stopping rule ends each image as soon as no intermediate path can beat
 its best candidate, which an untrained model reaches after a few steps).
 """
+
 import argparse
 import os
 import sys
@@ -29,12 +30,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from minicnnrnn import backend, beam_search, model  # noqa: E402
+from minicnnrnn.core import backend  # noqa: E402
+from minicnnrnn.rnn import beam_search, model
 
 D, E, H = 4096, 64, 512
 
 
-CLOCK = time.perf_counter    # --clock cpu: time.process_time (see main)
+CLOCK = time.perf_counter  # --clock cpu: time.process_time (see main)
 
 
 def timed(fn, repeat):
@@ -56,7 +58,7 @@ def sgemm_peak(repeat=3, size=2048):
     a = backend.to_device(rng.standard_normal((size, size)), np.float32)
     b = backend.to_device(rng.standard_normal((size, size)), np.float32)
     seconds, _ = timed(lambda: a @ b, repeat)
-    return 2.0 * size ** 3 / seconds
+    return 2.0 * size**3 / seconds
 
 
 def flops_per_row(K):
@@ -69,8 +71,12 @@ def bench_one(K, beam, n, min_labels, max_labels, repeat, batch_size):
     params = backend.params_to_device(model.init_params(K, D, E, H, rng))
     # fc7-like features: non-negative, unit scale.
     I = backend.to_device(np.maximum(rng.standard_normal((n, D)), 0), np.float32)
-    seconds, result = timed(lambda: beam_search.beam_search(
-        params, I, beam_size=beam, max_labels=max_labels, min_labels=min_labels, batch_size=batch_size), repeat)
+    seconds, result = timed(
+        lambda: beam_search.beam_search(
+            params, I, beam_size=beam, max_labels=max_labels, min_labels=min_labels, batch_size=batch_size
+        ),
+        repeat,
+    )
     flops = result.step_rows * flops_per_row(K) + n * 2.0 * D * E
     return n / seconds, result.step_rows / n, flops / n
 
@@ -82,11 +88,19 @@ def main(argv=None):
     parser.add_argument("--vocab", type=int, nargs="+", default=[81, 1000])
     parser.add_argument("--length", type=int, default=10, help="path length of the forced setting")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="images searched together (default: beam_search.DEFAULT_BATCH of the backend)")
-    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                        help="cpu: this process's CPU time, steadier on a busy machine; meaningful "
-                             "only with one BLAS thread (OPENBLAS_NUM_THREADS=1) on numpy")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images searched together (default: beam_search.DEFAULT_BATCH of the backend)",
+    )
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=("wall", "cpu"),
+        help="cpu: this process's CPU time, steadier on a busy machine; meaningful "
+        "only with one BLAS thread (OPENBLAS_NUM_THREADS=1) on numpy",
+    )
     parser.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
     args = parser.parse_args(argv)
     backend.use(args.backend)
@@ -98,25 +112,30 @@ def main(argv=None):
     # On a shared machine other jobs slow both measurements down: we keep the best time of
     # each and the highest sgemm rate seen (measured again before every case).
     peak = sgemm_peak()
-    print(f"backend {args.backend}; {args.images} images; D={D} E={E} H={H}; batch {args.batch_size}; "
-          f"{args.clock} clock; "
-          f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"backend {args.backend}; {args.images} images; D={D} E={E} H={H}; batch {args.batch_size}; "
+        f"{args.clock} clock; "
+        f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     rows = []
     for K in args.vocab:
         for beam in args.beams:
             for setting, k, L in (("forced", args.length, args.length), ("free", 0, args.length)):
                 peak = max(peak, sgemm_peak())
-                rows.append((K, beam, setting) + bench_one(K, beam, args.images, k, L, args.repeat,
-                                                           args.batch_size))
+                rows.append((K, beam, setting) + bench_one(K, beam, args.images, k, L, args.repeat, args.batch_size))
     peak = max(peak, sgemm_peak())
     print(f"sgemm peak (best seen) {peak / 1e9:.0f} GFLOP/s; load average now {os.getloadavg()[0]:.1f}")
-    print(f"{'V':>5} {'N':>2} {'setting':>7} {'rows/img':>8} {'images/s':>9} {'GFLOP/s':>8} "
-          f"{'bound img/s':>11} {'ratio':>6}")
+    print(
+        f"{'V':>5} {'N':>2} {'setting':>7} {'rows/img':>8} {'images/s':>9} {'GFLOP/s':>8} "
+        f"{'bound img/s':>11} {'ratio':>6}"
+    )
     for K, beam, setting, rate, rows_per_image, flops in rows:
         bound = peak / flops
-        print(f"{K:>5} {beam:>2} {setting:>7} {rows_per_image:>8.1f} {rate:>9.0f} {rate * flops / 1e9:>8.0f} "
-              f"{bound:>11.0f} {rate / bound:>6.0%}")
+        print(
+            f"{K:>5} {beam:>2} {setting:>7} {rows_per_image:>8.1f} {rate:>9.0f} {rate * flops / 1e9:>8.0f} "
+            f"{bound:>11.0f} {rate / bound:>6.0%}"
+        )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ concepts) and 1000 (NUS-WIDE tags).
 The same model (same initial weights, same batch, ReLU LSTM of Eq. 1) is timed in two
 subprocesses, one per library, so that they do not fight over the cores:
 
-* ``numpy``: ``model.path_loss`` + ``rmsprop.clip_by_global_norm`` + ``rmsprop.RMSprop.step``;
+* ``numpy``: ``model.path_loss`` + ``optim.clip_by_global_norm`` + ``optim.RMSprop.step``;
 * ``torch``: the same equations as torch tensor code, ``loss.backward()`` (autograd),
   ``clip_grad_norm_`` and ``torch.optim.RMSprop``.
 
@@ -29,6 +29,7 @@ count of both children alike (threadpoolctl for NumPy, ``torch.set_num_threads``
 default each library keeps its own default. The threading layer each child really used
 (from threadpoolctl) is printed, so that a result can be matched to its BLAS kernel.
 """
+
 import argparse
 import json
 import os
@@ -44,18 +45,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 N, T, D, E, H = 64, 6, 4096, 64, 512
-LR, CLIP = 1e-5, 5.0    # a small step keeps the weights (and the timing) stable over many steps
+LR, CLIP = 1e-5, 5.0  # a small step keeps the weights (and the timing) stable over many steps
 
 
 def make_problem(K, seed=0):
     """Initial weights (host float32) and one batch of full-length paths."""
-    from minicnnrnn import model
+    from minicnnrnn.rnn import model
+
     rng = np.random.default_rng(seed)
     params = model.init_params(K, D, E, H, rng)
-    I = np.maximum(rng.standard_normal((N, D)), 0).astype(np.float32)   # fc7-like: after a ReLU
+    I = np.maximum(rng.standard_normal((N, D)), 0).astype(np.float32)  # fc7-like: after a ReLU
     labels = np.stack([rng.choice(K, T - 1, replace=False) for _ in range(N)], axis=1)  # (T-1, N)
-    inputs = np.concatenate([np.full((1, N), K + 1), labels])           # START, l1 .. l5
-    targets = np.concatenate([labels, np.full((1, N), K)])              # l1 .. l5, END
+    inputs = np.concatenate([np.full((1, N), K + 1), labels])  # START, l1 .. l5
+    targets = np.concatenate([labels, np.full((1, N), K)])  # l1 .. l5, END
     mask = np.ones((T, N), np.float32)
     dropout = (rng.random((T, N, E)) >= 0.5).astype(np.float32) * 2.0
     return params, I, inputs, targets, mask, dropout
@@ -82,43 +84,60 @@ def threading(threads):
         import threadpoolctl
     except ImportError:
         if threads:
-            raise SystemExit("--threads needs threadpoolctl (pip install threadpoolctl)")
+            raise SystemExit("--threads needs threadpoolctl (pip install threadpoolctl)") from None
         return "threadpoolctl not installed: thread count unknown"
     if threads:
         threadpoolctl.threadpool_limits(threads)
-    libs = [" ".join(str(i[k]) for k in ("internal_api", "version", "architecture") if i.get(k))
-            + f" {i['num_threads']} threads" for i in threadpoolctl.threadpool_info()]
-    env = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
-           if k in os.environ]
+    libs = [
+        " ".join(str(i[k]) for k in ("internal_api", "version", "architecture") if i.get(k))
+        + f" {i['num_threads']} threads"
+        for i in threadpoolctl.threadpool_info()
+    ]
+    env = [
+        f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS") if k in os.environ
+    ]
     return "; ".join(libs + env)
 
 
 def child_numpy(K, steps, warmup, threads):
-    from minicnnrnn import model, rmsprop
+    from minicnnrnn.rnn import model
+    from minicnnrnn.training import optim
+
     blas = threading(threads)
     params, I, inputs, targets, mask, dropout = make_problem(K)
-    opt = rmsprop.RMSprop(params, lr=LR, momentum=0.9, weight_decay=1e-4)
+    opt = optim.RMSprop(params, lr=LR, momentum=0.9, weight_decay=1e-4)
 
     def step():
         value, grads = model.path_loss(params, I, inputs, targets, mask, "relu", dropout)
-        rmsprop.clip_by_global_norm(grads, CLIP)
+        optim.clip_by_global_norm(grads, CLIP)
         opt.step(params, grads)
         return value
 
     ms, faults, first = timed(step, steps, warmup)
     distinct = len(np.unique(inputs))
-    return {"ms": ms, "faults": faults, "loss": first, "matmul_ms": matmul_bound(K, steps, distinct),
-            "phases": phases(params, I, inputs, targets, mask, dropout, opt, steps), "threading": blas}
+    return {
+        "ms": ms,
+        "faults": faults,
+        "loss": first,
+        "matmul_ms": matmul_bound(K, steps, distinct),
+        "phases": phases(params, I, inputs, targets, mask, dropout, opt, steps),
+        "threading": blas,
+    }
 
 
 def phases(params, I, inputs, targets, mask, dropout, opt, steps):
     """Median ms of each part of the step: where the time goes."""
-    from minicnnrnn import loss, model, rmsprop
-    parts = {"forward": lambda s: model.path_forward(params, I, inputs, mask, "relu", dropout),
-             "loss": lambda s: loss.softmax_cross_entropy(s["forward"][0], targets, mask),
-             "backward": lambda s: model.path_backward(s["loss"][1], s["forward"][1]),
-             "clip": lambda s: rmsprop.clip_by_global_norm(s["backward"], CLIP),
-             "rmsprop": lambda s: opt.step(params, s["backward"])}
+    from minicnnrnn.layers import loss
+    from minicnnrnn.rnn import model
+    from minicnnrnn.training import optim
+
+    parts = {
+        "forward": lambda s: model.path_forward(params, I, inputs, mask, "relu", dropout),
+        "loss": lambda s: loss.softmax_cross_entropy(s["forward"][0], targets, mask),
+        "backward": lambda s: model.path_backward(s["loss"][1], s["forward"][1]),
+        "clip": lambda s: optim.clip_by_global_norm(s["backward"], CLIP),
+        "rmsprop": lambda s: opt.step(params, s["backward"]),
+    }
     times = {name: [] for name in parts}
     for _ in range(steps):
         state = {}
@@ -141,29 +160,37 @@ def matmul_bound(K, steps, distinct_tokens):
 
     def a(*shape):
         return r.standard_normal(shape).astype(np.float32)
+
     U_r = a(H, 4 * H)
     products = [  # (left, right) operands
-        (a(M, E), a(E, 4 * H)),                                   # Eq. 1 input half of the gates
-        *[(a(N, H), U_r) for _ in range(T - 1)],                  # r(t-1) @ U_r, t = 2 .. T
-        (a(M, H), a(H, E)), (a(N, D), a(D, E)),                   # Eq. 4
-        (a(M, E), a(V, E)[:K + 1].T),                             # Eq. 5
-        (a(M, K + 1), a(V, E)[:K + 1]), (a(M, K + 1).T, a(M, E)),  # Eq. 5 backward
-        (a(M, H).T, a(M, E)), (a(N, D).T, a(N, E)), (a(M, E), a(H, E).T),   # Eq. 4 backward
-        *[(U_r, a(N, 4 * H).T) for _ in range(T - 1)],            # (U_r @ dz(t).T).T, t = T .. 2
-        (a(M, 4 * H), a(E, 4 * H).T),                             # Eq. 1 backward to the inputs
-        (a(M, E).T, a(M, 4 * H)), (a(M1, H).T, a(M1, 4 * H)),     # U_w and U_r gradients
-        (a(M, distinct_tokens).T, a(M, E)),                       # Eq. 2 backward (one-hot product)
+        (a(M, E), a(E, 4 * H)),  # Eq. 1 input half of the gates
+        *[(a(N, H), U_r) for _ in range(T - 1)],  # r(t-1) @ U_r, t = 2 .. T
+        (a(M, H), a(H, E)),
+        (a(N, D), a(D, E)),  # Eq. 4
+        (a(M, E), a(V, E)[: K + 1].T),  # Eq. 5
+        (a(M, K + 1), a(V, E)[: K + 1]),
+        (a(M, K + 1).T, a(M, E)),  # Eq. 5 backward
+        (a(M, H).T, a(M, E)),
+        (a(N, D).T, a(N, E)),
+        (a(M, E), a(H, E).T),  # Eq. 4 backward
+        *[(U_r, a(N, 4 * H).T) for _ in range(T - 1)],  # (U_r @ dz(t).T).T, t = T .. 2
+        (a(M, 4 * H), a(E, 4 * H).T),  # Eq. 1 backward to the inputs
+        (a(M, E).T, a(M, 4 * H)),
+        (a(M1, H).T, a(M1, 4 * H)),  # U_w and U_r gradients
+        (a(M, distinct_tokens).T, a(M, E)),  # Eq. 2 backward (one-hot product)
     ]
     outs = [np.empty((x.shape[0], y.shape[1]), np.float32) for x, y in products]
 
     def step():
         for (x, y), o in zip(products, outs):
             np.matmul(x, y, out=o)
+
     return timed(step, steps, 3)[0]
 
 
 def child_torch(K, steps, warmup, threads):
     import torch
+
     if threads:
         torch.set_num_threads(threads)
     blas = threading(threads)
@@ -174,20 +201,19 @@ def child_torch(K, steps, warmup, threads):
     opt = torch.optim.RMSprop(list(p.values()), lr=LR, alpha=0.9, momentum=0.9, weight_decay=1e-4)
 
     def forward():
-        w = p["U_l"][inputs]                                   # Eq. 2
+        w = p["U_l"][inputs]  # Eq. 2
         gates_in = w @ p["U_w"] + p["b_lstm"]
-        outs = []
-        for t in range(T):                                     # Eq. 1, ReLU everywhere
+        outs, r = [], None
+        for t in range(T):  # Eq. 1, ReLU everywhere
             # r(0) = 0, so the first step has no recurrent terms (our code skips them too)
             pre = gates_in[t] if t == 0 else gates_in[t] + r @ p["U_r"]
             x, i, f, o = torch.relu(pre).split(H, dim=1)
             r = i * x if t == 0 else f * r + i * x
             outs.append(r * o)
         o = torch.stack(outs)
-        x = torch.relu(o @ p["U_o_x"] + I @ p["U_I_x"] + p["b_x"]) * dropout   # Eq. 4
-        s = x @ p["U_l"][:K + 1].T                             # Eq. 5
-        return torch.nn.functional.cross_entropy(s.reshape(-1, K + 1), targets.reshape(-1),
-                                                 reduction="sum") / N
+        x = torch.relu(o @ p["U_o_x"] + I @ p["U_I_x"] + p["b_x"]) * dropout  # Eq. 4
+        s = x @ p["U_l"][: K + 1].T  # Eq. 5
+        return torch.nn.functional.cross_entropy(s.reshape(-1, K + 1), targets.reshape(-1), reduction="sum") / N
 
     def step():
         opt.zero_grad()
@@ -198,13 +224,27 @@ def child_torch(K, steps, warmup, threads):
         return value.item()
 
     ms, faults, first = timed(step, steps, warmup)
-    return {"ms": ms, "faults": faults, "loss": first,
-            "threading": f"torch {torch.__version__} intra-op {torch.get_num_threads()} threads; {blas}"}
+    return {
+        "ms": ms,
+        "faults": faults,
+        "loss": first,
+        "threading": f"torch {torch.__version__} intra-op {torch.get_num_threads()} threads; {blas}",
+    }
 
 
 def run_child(kind, K, args):
-    cmd = [sys.executable, __file__, "--child", kind, "--vocab", str(K), "--steps", str(args.steps),
-           "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--vocab",
+        str(K),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ] + (["--threads", str(args.threads)] if args.threads else [])
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -222,17 +262,22 @@ def report(K, ours, ref):
     (np_ms, np_worst), (t_ms, t_worst) = spread(ours, "ms"), spread(ref, "ms")
     floor = min(r["matmul_ms"] for r in ours)
     best_np = min(ours, key=lambda r: r["ms"])
-    print(f"{K:>5} {np_ms:9.1f} {t_ms:9.1f} {np_ms / t_ms:5.2f}x {floor:10.1f} {best_np['faults']:10.0f} "
-          f"{min(r['faults'] for r in ref):12.0f} {ours[0]['loss']:8.3f} / {ref[0]['loss']:.3f}")
-    print(f"      spread over {len(ours)} rounds: numpy {np_ms:.1f}-{np_worst:.1f} ms, "
-          f"torch {t_ms:.1f}-{t_worst:.1f} ms")
+    print(
+        f"{K:>5} {np_ms:9.1f} {t_ms:9.1f} {np_ms / t_ms:5.2f}x {floor:10.1f} {best_np['faults']:10.0f} "
+        f"{min(r['faults'] for r in ref):12.0f} {ours[0]['loss']:8.3f} / {ref[0]['loss']:.3f}"
+    )
+    print(
+        f"      spread over {len(ours)} rounds: numpy {np_ms:.1f}-{np_worst:.1f} ms, torch {t_ms:.1f}-{t_worst:.1f} ms"
+    )
     print("      numpy step by part (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in best_np["phases"].items()))
     print(f"      numpy threading: {ours[0]['threading']}")
     print(f"      torch threading: {ref[0]['threading']}")
     if abs(ours[0]["loss"] - ref[0]["loss"]) > 1e-3 * abs(ref[0]["loss"]):
         print("      warning: the first losses differ: the two steps do not compute the same model")
-    return (f"summary K={K}: ours {np_ms:.1f} ms vs torch {t_ms:.1f} ms = {np_ms / t_ms:.2f}x torch "
-            f"(target <= 0.60x); matmul floor {floor:.1f} ms = {floor / t_ms:.2f}x torch")
+    return (
+        f"summary K={K}: ours {np_ms:.1f} ms vs torch {t_ms:.1f} ms = {np_ms / t_ms:.2f}x torch "
+        f"(target <= 0.60x); matmul floor {floor:.1f} ms = {floor / t_ms:.2f}x torch"
+    )
 
 
 def main():
@@ -241,22 +286,30 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3, help="rounds of (numpy, torch) per vocabulary")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="BLAS / intra-op threads in both children (default: each library's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="BLAS / intra-op threads in both children (default: each library's default)",
+    )
     ap.add_argument("--child", choices=("numpy", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         fn = child_numpy if args.child == "numpy" else child_torch
         print(json.dumps(fn(args.vocab[0], args.steps, args.warmup, args.threads)))
         return
-    print(f"one training step: batch {N}, {T} steps, D {D}, E {E}, H {H}; median of {args.steps} steps, "
-          f"best of {args.repeat} rounds; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    print(f"{'K':>5} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6} {'matmul ms':>10} "
-          f"{'np faults':>10} {'torch faults':>12} {'loss np / torch':>18}")
+    print(
+        f"one training step: batch {N}, {T} steps, D {D}, E {E}, H {H}; median of {args.steps} steps, "
+        f"best of {args.repeat} rounds; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"{'K':>5} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6} {'matmul ms':>10} "
+        f"{'np faults':>10} {'torch faults':>12} {'loss np / torch':>18}"
+    )
     summaries = []
     for K in args.vocab:
         ours, ref = [], []
-        for _ in range(args.repeat):            # alternate, so that both see the same load
+        for _ in range(args.repeat):  # alternate, so that both see the same load
             ours.append(run_child("numpy", K, args))
             ref.append(run_child("torch", K, args))
         failed = [r["error"] for r in ours + ref if "error" in r]

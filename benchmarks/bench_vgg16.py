@@ -17,6 +17,7 @@ would (2 per multiply-add, 30.9 GFLOP per image): the Winograd path really does
 fewer multiplications, so its figure can exceed the sgemm peak. The CPU may be
 shared with other programs; compare ratios measured in the same run.
 """
+
 import argparse
 import importlib.util
 import json
@@ -31,17 +32,19 @@ import numpy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 224
-SGEMM_N = 3072      # side of the square float32 matrices of the sgemm reference
+SGEMM_N = 3072  # side of the square float32 matrices of the sgemm reference
 
 
 def _max_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def make_ours(batch, method, backend_name):
     """A function running our VGG16 forward once (Winograd kernels transformed once, as in extraction)."""
     sys.path.insert(0, REPO)
-    from minicnnrnn import backend, vgg
+    from minicnnrnn.cnn import vgg
+    from minicnnrnn.core import backend
+
     backend.use(backend_name)
     meta = vgg.make_meta()
     rng = numpy.random.default_rng(0)
@@ -52,12 +55,14 @@ def make_ours(batch, method, backend_name):
     def run():
         vgg.forward(params, meta, images, ("logits",), method=method, kernel_cache=kernels)
         backend.synchronize()
+
     return run
 
 
 def make_torch(batch):
     """A function running torchvision's VGG16 layout, built from torch.nn layers, once."""
     import torch
+
     nn, layers, channels = torch.nn, [], 3
     for item in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
         if item == "M":
@@ -65,13 +70,23 @@ def make_torch(batch):
         else:
             layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=True)]
             channels = item
-    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(25088, 4096), nn.ReLU(inplace=True), nn.Dropout(),
-                          nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(4096, 1000)).eval()
+    model = nn.Sequential(
+        *layers,
+        nn.Flatten(),
+        nn.Linear(25088, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(),
+        nn.Linear(4096, 1000),
+    ).eval()
     images = torch.randn(batch, 3, SIZE, SIZE)
 
     def run():
         with torch.inference_mode():
             model(images)
+
     return run
 
 
@@ -85,9 +100,10 @@ def make_sgemm(n=SGEMM_N):
 def serve(args):
     """Child process: build, warm up, then time one pass per "run" line read from stdin."""
     kind, batch = args[0], int(args[1])
-    run = {"ours": lambda: make_ours(batch, args[2], args[3]), "torch": lambda: make_torch(batch),
-           "sgemm": make_sgemm}[kind]()
-    run()                                                 # first touch of buffers, thread pools
+    run = {"ours": lambda: make_ours(batch, args[2], args[3]), "torch": lambda: make_torch(batch), "sgemm": make_sgemm}[
+        kind
+    ]()
+    run()  # first touch of buffers, thread pools
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() != "run":
@@ -103,9 +119,13 @@ class Child:
 
     def __init__(self, args):
         self.args = args
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", *args],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._read()                                      # "ready"
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--child", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._read()  # "ready"
 
     def _read(self):
         line = self.proc.stdout.readline()
@@ -128,13 +148,19 @@ class Child:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="batch 1, our default path and torch, 3 passes")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--passes", type=int, default=5, help="timed passes of each implementation")
-    parser.add_argument("--methods", nargs="+", default=["auto", "im2col"], choices=["auto", "im2col"],
-                        help="our convolution paths (auto = Winograd for the 3x3 convs with >= 8 inputs)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["auto", "im2col"],
+        choices=["auto", "im2col"],
+        help="our convolution paths (auto = Winograd for the 3x3 convs with >= 8 inputs)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip the torch-CPU reference")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -145,36 +171,46 @@ def main():
         args.batches, args.passes, args.methods = [1], 3, ["auto"]
 
     sys.path.insert(0, REPO)
-    from minicnnrnn import vgg
+    from minicnnrnn.cnn import vgg
+
     gflop = sum(row[3] for row in vgg.layer_table(vgg.make_meta())) / 1e9
     has_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
-    print(f"VGG16 forward to the logits, {SIZE}x{SIZE}, random weights, {os.cpu_count()} CPUs, "
-          f"{gflop:.1f} GFLOP per image; load average {os.getloadavg()[0]:.2f} at start")
+    print(
+        f"VGG16 forward to the logits, {SIZE}x{SIZE}, random weights, {os.cpu_count()} CPUs, "
+        f"{gflop:.1f} GFLOP per image; load average {os.getloadavg()[0]:.2f} at start"
+    )
     sgemm, peak, rows = Child(["sgemm", "0"]), 0.0, []
     for batch in args.batches:
-        labels = [f"minicnnrnn {m}" + ("" if args.backend == "numpy" else f" ({args.backend})")
-                  for m in args.methods] + (["torch-cpu"] if has_torch else [])
+        labels = [
+            f"minicnnrnn {m}" + ("" if args.backend == "numpy" else f" ({args.backend})") for m in args.methods
+        ] + (["torch-cpu"] if has_torch else [])
         children = [Child(["ours", str(batch), m, args.backend]) for m in args.methods]
         children += [Child(["torch", str(batch)])] if has_torch else []
         times = {label: [] for label in labels}
-        for _ in range(args.passes):                      # in turn, pass after pass
-            peak = max(peak, 2 * SGEMM_N ** 3 / sgemm.time_pass() / 1e9)
+        for _ in range(args.passes):  # in turn, pass after pass
+            peak = max(peak, 2 * SGEMM_N**3 / sgemm.time_pass() / 1e9)
             for label, child in zip(labels, children):
                 times[label].append(child.time_pass())
         rss = {label: child.close() for label, child in zip(labels, children)}
         rows += [(batch, label, times[label], rss[label]) for label in labels]
         print(f"  batch {batch} done", flush=True)
     sgemm.close()
-    print(f"\n{'batch':>5}  {'implementation':<20} {'img/s best':>10} {'median':>7} {'worst':>6} {'GFLOP/s':>8} "
-          f"{'of peak':>7} {'peak RSS':>9}  {'vs torch':>8}")
+    print(
+        f"\n{'batch':>5}  {'implementation':<20} {'img/s best':>10} {'median':>7} {'worst':>6} {'GFLOP/s':>8} "
+        f"{'of peak':>7} {'peak RSS':>9}  {'vs torch':>8}"
+    )
     for batch, label, times, rss in rows:
         best, median, worst = (batch / t for t in (min(times), statistics.median(times), max(times)))
         torch_times = [r[2] for r in rows if r[0] == batch and r[1] == "torch-cpu"]
         ratio = f"{best / (batch / min(torch_times[0])):7.2f}x" if torch_times else "      -"
-        print(f"{batch:>5}  {label:<20} {best:>10.2f} {median:>7.2f} {worst:>6.2f} {best * gflop:>8.0f} "
-              f"{best * gflop / peak:>7.0%} {rss:>6.0f} MB  {ratio:>8}")
-    print(f"\nsgemm {SGEMM_N}^3 peak of this machine (best pass): {peak:.0f} GFLOP/s; load average "
-          f"{os.getloadavg()[0]:.2f} at the end (above ~0.5 per core, other programs were running)")
+        print(
+            f"{batch:>5}  {label:<20} {best:>10.2f} {median:>7.2f} {worst:>6.2f} {best * gflop:>8.0f} "
+            f"{best * gflop / peak:>7.0%} {rss:>6.0f} MB  {ratio:>8}"
+        )
+    print(
+        f"\nsgemm {SGEMM_N}^3 peak of this machine (best pass): {peak:.0f} GFLOP/s; load average "
+        f"{os.getloadavg()[0]:.2f} at the end (above ~0.5 per core, other programs were running)"
+    )
 
 
 if __name__ == "__main__":

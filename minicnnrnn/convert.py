@@ -22,29 +22,36 @@ Layout changes (our file is NHWC, see DESIGN.md):
 Both sources also differ in how a pixel is normalised; ``meta["preprocess"]``
 records the convention the weights were trained with (see :mod:`preprocess`).
 """
+
 import os
 import re
 import zipfile
 
 import numpy
 
-from . import cli, keras_h5, torch_pickle, vgg
-from .errors import UserError
+from minicnnrnn.cnn import vgg
+from minicnnrnn.core import cli
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.weights import keras_h5, torch_pickle
 
 # torchvision's VGG configs: A = VGG11, B = VGG13, D = VGG16, E = VGG19.
 VGG_CONFIGS = {
     "VGG11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "VGG13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "VGG16": vgg.VGG16_CONFIG,
-    "VGG19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-              512, 512, 512, 512, "M"],
+    "VGG19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
-TORCHVISION_PREPROCESS = dict(vgg.TORCHVISION_PREPROCESS)   # RGB, [0, 1] pixels, mean/std, crop
+TORCHVISION_PREPROCESS = dict(vgg.TORCHVISION_PREPROCESS)  # RGB, [0, 1] pixels, mean/std, crop
 # Caffe and Keras ("caffe" mode of keras.applications): BGR pixels in [0, 255]
 # minus the ImageNet mean pixel (B, G, R); Keras examples warp images to 224x224.
-CAFFE_PREPROCESS = {"channel_order": "BGR", "scale": 1, "mean": [103.939, 116.779, 123.68],
-                    "std": [1, 1, 1], "resize": "warp"}
-BN_EPS = 1e-5   # torch.nn.BatchNorm2d's default
+CAFFE_PREPROCESS = {
+    "channel_order": "BGR",
+    "scale": 1,
+    "mean": [103.939, 116.779, 123.68],
+    "std": [1, 1, 1],
+    "resize": "warp",
+}
+BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default
 
 
 def detect_format(path):
@@ -72,11 +79,14 @@ def detect_format(path):
             raise UserError(f"{path}: is already a minicnnrnn weights file; nothing to convert")
         if "model.weights.h5" in names:
             raise UserError(f"{path}: a .keras archive; unzip it and convert its model.weights.h5")
-    raise UserError(f"{path}: unknown format; expected a PyTorch state_dict (.pth, zip or legacy "
-                    "torch.save) or Keras HDF5 weights (.h5)")
+    raise UserError(
+        f"{path}: unknown format; expected a PyTorch state_dict (.pth, zip or legacy "
+        "torch.save) or Keras HDF5 weights (.h5)"
+    )
 
 
 # ---------------------------------------------------------------- the common part
+
 
 def build(convs, config, fcs, preprocess, source, fc_rows_chw=False):
     """Check shapes and assemble (params, meta) in our layout.
@@ -94,19 +104,25 @@ def build(convs, config, fcs, preprocess, source, fc_rows_chw=False):
         d_in = fcs[0][0].shape[0]
         side = int(round((d_in / channels) ** 0.5))
         if side * side * channels != d_in:
-            raise UserError(f"{source}: the first fc layer has {d_in} inputs, not C*S*S for the last conv's "
-                            f"C = {channels}")
-        input_size = side * 2 ** pools
+            raise UserError(
+                f"{source}: the first fc layer has {d_in} inputs, not C*S*S for the last conv's C = {channels}"
+            )
+        input_size = side * 2**pools
         if fc_rows_chw:
             # Our row (h, w, c) is torch's row c*S*S + h*S + w: gather whole rows.
             rows_chw = numpy.arange(d_in).reshape(channels, side, side).transpose(1, 2, 0).ravel()
             fcs = [(fcs[0][0][rows_chw], fcs[0][1])] + fcs[1:]
-    for (W, b), (W_next, _b) in zip(fcs, fcs[1:]):
+    for (W, _b), (W_next, _b_next) in zip(fcs, fcs[1:]):
         if W.shape[1] != W_next.shape[0]:
             raise UserError(f"{source}: fc layers do not chain: {W.shape} followed by {W_next.shape}")
-    meta = vgg.make_meta(config, fc=[W.shape[1] for W, _ in fcs[:-1]],
-                         num_classes=fcs[-1][0].shape[1] if fcs else None,
-                         input_size=input_size, preprocess=preprocess, source=source)
+    meta = vgg.make_meta(
+        config,
+        fc=[W.shape[1] for W, _ in fcs[:-1]],
+        num_classes=fcs[-1][0].shape[1] if fcs else None,
+        input_size=input_size,
+        preprocess=preprocess,
+        source=source,
+    )
     named = [name for kind, name, _ in vgg.layers(meta) if kind != "pool"]
     params = {}
     for name, (W, b) in zip(named, list(convs) + list(fcs)):
@@ -124,7 +140,7 @@ def transpose(W, rows_at_once=16):
     """
     out = numpy.empty(W.shape[::-1], dtype=W.dtype)
     for i in range(0, W.shape[0], rows_at_once):
-        out[:, i:i + rows_at_once] = W[i:i + rows_at_once].T
+        out[:, i : i + rows_at_once] = W[i : i + rows_at_once].T
     return out
 
 
@@ -140,6 +156,7 @@ def _check_conv(where, W, b, c_in):
 
 # ---------------------------------------------------------------- torchvision
 
+
 def _unwrap_state_dict(state, source):
     """The state_dict inside a checkpoint dict, with DataParallel's 'module.' prefix removed."""
     if not isinstance(state, dict):
@@ -147,7 +164,7 @@ def _unwrap_state_dict(state, source):
     for key in ("state_dict", "model", "model_state_dict"):
         if not any(k.startswith("features.") for k in state) and isinstance(state.get(key), dict):
             state = state[key]
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
 def _take(state, key, source, ndim):
@@ -184,13 +201,18 @@ def from_state_dict(state, source):
     holds the fc layers (Linear, ReLU, Dropout, ..., Linear).
     """
     state = _unwrap_state_dict(state, source)
-    conv_ids = sorted(int(m.group(1)) for k in state for m in [re.fullmatch(r"features\.(\d+)\.weight", k)]
-                      if m and getattr(state[k], "ndim", 0) == 4)
+    conv_ids = sorted(
+        int(m.group(1))
+        for k in state
+        for m in [re.fullmatch(r"features\.(\d+)\.weight", k)]
+        if m and getattr(state[k], "ndim", 0) == 4
+    )
     if not conv_ids:
         keys = ", ".join(list(state)[:3])
-        raise UserError(f"{source}: missing key 'features.0.weight': not a torchvision VGG state_dict "
-                        f"(its keys begin {keys})")
-    per_conv = 3 if f"features.{conv_ids[0] + 1}.running_mean" in state else 2   # conv [bn] relu
+        raise UserError(
+            f"{source}: missing key 'features.0.weight': not a torchvision VGG state_dict (its keys begin {keys})"
+        )
+    per_conv = 3 if f"features.{conv_ids[0] + 1}.running_mean" in state else 2  # conv [bn] relu
     convs, config, c_in = [], [], 3
     for i, j in zip(conv_ids, conv_ids[1:] + [None]):
         W, b = _torch_conv(state, i, source)
@@ -199,7 +221,7 @@ def from_state_dict(state, source):
         config.append(W.shape[3])
         c_in = W.shape[3]
         if j is None or j - i == per_conv + 1:
-            config.append("M")   # the last conv is always followed by a pool in a VGG
+            config.append("M")  # the last conv is always followed by a pool in a VGG
         elif j - i != per_conv:
             raise UserError(f"{source}: unexpected layers between 'features.{i}' and 'features.{j}' for a VGG")
     fc_ids = sorted(int(m.group(1)) for k in state for m in [re.fullmatch(r"classifier\.(\d+)\.weight", k)] if m)
@@ -217,13 +239,16 @@ def from_state_dict(state, source):
 
 # ---------------------------------------------------------------- Keras
 
+
 def _config_from_widths(widths, source):
     """Place the pools of a conv stack whose layer names do not say it, by matching a standard VGG."""
-    for name, config in VGG_CONFIGS.items():
+    for config in VGG_CONFIGS.values():
         if [c for c in config if c != "M"] == widths:
             return list(config)
-    raise UserError(f"{source}: conv layers are not named blockB_convN and their widths {widths} match no "
-                    f"standard VGG ({', '.join(VGG_CONFIGS)}); cannot tell where the pools go")
+    raise UserError(
+        f"{source}: conv layers are not named blockB_convN and their widths {widths} match no "
+        f"standard VGG ({', '.join(VGG_CONFIGS)}); cannot tell where the pools go"
+    )
 
 
 def from_keras_layers(layers, source):
@@ -245,8 +270,10 @@ def from_keras_layers(layers, source):
             raise UserError(f"{source}: layer {name!r} has {len(arrays)} arrays, expected kernel and bias")
         W, b = arrays
         if W.ndim == 4 and W.shape[2:] == (3, 3) and W.shape[:2] != (3, 3):
-            raise UserError(f"{source}: layer {name!r} has a channels-first (Theano) kernel {W.shape}; "
-                            "use the tf_dim_ordering weights file")
+            raise UserError(
+                f"{source}: layer {name!r} has a channels-first (Theano) kernel {W.shape}; "
+                "use the tf_dim_ordering weights file"
+            )
         _check_conv(f"{source}: layer {name!r}", W, b, c_in)
         this_block = name.split("_")[0] if named else None
         if named and block is not None and this_block != block:
@@ -259,13 +286,16 @@ def from_keras_layers(layers, source):
     for name, arrays in layers:
         if arrays and arrays[0].ndim == 2:
             if len(arrays) != 2 or arrays[1].shape != (arrays[0].shape[1],):
-                raise UserError(f"{source}: dense layer {name!r} needs kernel (in, out) and bias (out,), "
-                                f"got shapes {[a.shape for a in arrays]}")
+                raise UserError(
+                    f"{source}: dense layer {name!r} needs kernel (in, out) and bias (out,), "
+                    f"got shapes {[a.shape for a in arrays]}"
+                )
             fcs.append((arrays[0], arrays[1]))
     return build(convs, config, fcs, CAFFE_PREPROCESS, source)
 
 
 # ---------------------------------------------------------------- entry points
+
 
 def convert(src, resize=None):
     """Read any supported weights file -> (params {name: float32 host array}, meta)."""
@@ -284,13 +314,17 @@ def convert(src, resize=None):
 
 
 def main(argv=None):
-    parser = cli.make_parser("python -m minicnnrnn.convert",
-                             "Convert torchvision (.pth) or Keras (.h5) VGG weights to a minicnnrnn .npz.")
+    parser = cli.make_parser(
+        "python -m minicnnrnn.convert", "Convert torchvision (.pth) or Keras (.h5) VGG weights to a minicnnrnn .npz."
+    )
     parser.add_argument("src", help="a torchvision VGG state_dict (.pth) or Keras VGG weights (.h5)")
     parser.add_argument("dst", help="the .npz to write (its folder is created if needed)")
-    parser.add_argument("--resize", choices=("crop", "warp"), default=None,
-                        help="record this resize convention instead of the source's usual one "
-                             "(torchvision: crop, Keras: warp)")
+    parser.add_argument(
+        "--resize",
+        choices=("crop", "warp"),
+        default=None,
+        help="record this resize convention instead of the source's usual one (torchvision: crop, Keras: warp)",
+    )
     args = cli.parse(parser, argv)
     if os.path.abspath(args.src) == os.path.abspath(args.dst):
         raise UserError(f"{args.dst}: the output would overwrite the input")
@@ -298,15 +332,17 @@ def main(argv=None):
         raise UserError(f"{args.dst}: is a folder; give the .npz file to write, e.g. {args.dst}/vgg16.npz")
     params, meta = convert(args.src, args.resize)
     try:
-        vgg.save(args.dst, params, meta)   # atomic: a failed write leaves no partial file
+        vgg.save(args.dst, params, meta)  # atomic: a failed write leaves no partial file
     except OSError as exc:
         raise UserError(f"{args.dst}: cannot write the weights file ({exc.strerror}: {exc.filename})") from None
     count = sum(p.size for p in params.values())
     pre = meta["preprocess"]
     head = f"fc {meta['fc']} + {meta['num_classes']} classes" if meta["num_classes"] else "no fc layers (conv only)"
-    print(f"{meta['source']}\n  config {meta['config']}\n  {head}, input {meta['input_size']}x{meta['input_size']}, "
-          f"{count:,} parameters\n  preprocess: {pre['channel_order']}, pixel*{pre['scale']:.6g} - mean "
-          f"{pre['mean']} / std {pre['std']}, resize {pre['resize']}\nwrote {args.dst}")
+    print(
+        f"{meta['source']}\n  config {meta['config']}\n  {head}, input {meta['input_size']}x{meta['input_size']}, "
+        f"{count:,} parameters\n  preprocess: {pre['channel_order']}, pixel*{pre['scale']:.6g} - mean "
+        f"{pre['mean']} / std {pre['std']}, resize {pre['resize']}\nwrote {args.dst}"
+    )
     return 0
 
 

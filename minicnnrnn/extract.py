@@ -26,6 +26,7 @@ batch. A different image list, weights file, layer or resize mode in the same
 folder is refused unless ``--overwrite`` is given. A run in which no image at all
 could be read stops with an error and leaves no partial files behind.
 """
+
 import concurrent.futures
 import hashlib
 import json
@@ -36,16 +37,26 @@ import zipfile
 import numpy
 from tqdm import tqdm
 
-from . import backend, cli, fileio, keras_h5, preprocess, torch_pickle, vgg
-from .errors import UserError
+from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.weights import keras_h5, torch_pickle
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 FORMAT = "minicnnrnn-features/1"
-OUTPUT_FILES = ("features.npy", "images.txt", "meta.json", "skipped.txt", "progress.json", "features.partial.npy",
-                ".features.npy.tmp")
+OUTPUT_FILES = (
+    "features.npy",
+    "images.txt",
+    "meta.json",
+    "skipped.txt",
+    "progress.json",
+    "features.partial.npy",
+    ".features.npy.tmp",
+)
 
 
 # ---------------------------------------------------------------- which images
+
 
 def images_from_args(images):
     """--images: files as given, folders expanded to their image files (sorted). Absolute paths."""
@@ -75,7 +86,8 @@ def images_from_list(list_file):
 
 def images_from_dataset(name, root):
     """--dataset/--root: (every image of every split, train first, each once; {split: image count})."""
-    from . import datasets
+    from minicnnrnn import datasets
+
     data = datasets.load(name, root)
     print(data.summary())
     paths = [p for split in data.splits.values() for p in split.paths]
@@ -84,16 +96,20 @@ def images_from_dataset(name, root):
 
 # ---------------------------------------------------------------- the run's identity
 
+
 def _load_weights(path):
     """(params, meta, description, sha256) of --weights, or of the built-in CNN without it."""
-    from .data import features
+    from minicnnrnn.tinyscenes import features
+
     if path is None:
         params, meta = features.load_builtin_cnn()
         return params, meta, "builtin", features.file_sha256(features.WEIGHTS_PATH)
     if os.path.isfile(path) and (torch_pickle.detect(path) or keras_h5.detect(path)):
-        raise UserError(f"--weights {path}: a PyTorch/Keras weights file; convert it first with "
-                        f"`python -m minicnnrnn.convert {path} weights.npz`")
-    if os.path.isfile(path) and not zipfile.is_zipfile(path):   # an .npz is a zip archive
+        raise UserError(
+            f"--weights {path}: a PyTorch/Keras weights file; convert it first with "
+            f"`python -m minicnnrnn.convert {path} weights.npz`"
+        )
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):  # an .npz is a zip archive
         raise UserError(f"--weights {path}: not a .npz weights file (python -m minicnnrnn.convert writes one)")
     params, meta = vgg.load(path)
     return params, meta, os.path.abspath(path), features.file_sha256(path)
@@ -107,8 +123,13 @@ def feature_dim(meta, layer):
     return int(numpy.prod(rows[layer]))
 
 
-IDENTITY_NAMES = {"format": "file format", "images_sha256": "image list", "weights_sha256": "weights file",
-                  "layer": "layer", "resize": "resize mode"}
+IDENTITY_NAMES = {
+    "format": "file format",
+    "images_sha256": "image list",
+    "weights_sha256": "weights file",
+    "layer": "layer",
+    "resize": "resize mode",
+}
 
 
 def _check_same_run(record_path, identity, out):
@@ -123,13 +144,16 @@ def _check_same_run(record_path, identity, out):
         raise UserError(f"{record_path}: unreadable ({type(exc).__name__}); pass --overwrite to start again") from None
     for key, value in identity.items():
         if record.get(key) != value:
-            raise UserError(f"{out}: holds an extraction with a different {IDENTITY_NAMES[key]} "
-                            f"({record.get(key)!r:.60} vs {value!r:.60}); pass --overwrite to replace it "
-                            "or choose another --out")
+            raise UserError(
+                f"{out}: holds an extraction with a different {IDENTITY_NAMES[key]} "
+                f"({record.get(key)!r:.60} vs {value!r:.60}); pass --overwrite to replace it "
+                "or choose another --out"
+            )
     return record
 
 
 # ---------------------------------------------------------------- the run
+
 
 def _read(path, meta, resize):
     """(image array, None) or (None, one-line reason)."""
@@ -145,7 +169,7 @@ def _batches(paths, start, batch_size, meta, resize, workers):
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         pending = None
         for first in range(start, len(paths), batch_size):
-            futures = [pool.submit(_read, p, meta, resize) for p in paths[first:first + batch_size]]
+            futures = [pool.submit(_read, p, meta, resize) for p in paths[first : first + batch_size]]
             if pending is not None:
                 yield pending[0], [f.result() for f in pending[1]]
             pending = (first, futures)
@@ -167,8 +191,9 @@ def _start_or_resume(out, identity, n, dim, overwrite):
         except (OSError, ValueError) as exc:
             raise UserError(f"{partial}: unreadable ({type(exc).__name__}); pass --overwrite to start again") from None
         if rows.shape != (n, dim) or rows.dtype != numpy.float32:
-            raise UserError(f"{partial}: shape {rows.shape} does not match this run's ({n}, {dim}); "
-                            "pass --overwrite to start again")
+            raise UserError(
+                f"{partial}: shape {rows.shape} does not match this run's ({n}, {dim}); pass --overwrite to start again"
+            )
         return rows, progress
     try:
         os.makedirs(out, exist_ok=True)
@@ -191,7 +216,7 @@ def _finish(out, rows, progress, paths, meta_record):
     if kept == len(paths):
         del rows
         os.replace(partial, os.path.join(out, "features.npy"))
-    else:   # copy the filled rows into a file of the right length, a block at a time
+    else:  # copy the filled rows into a file of the right length, a block at a time
         tmp = os.path.join(out, ".features.npy.tmp")
         final = numpy.lib.format.open_memmap(tmp, mode="w+", dtype=numpy.float32, shape=(kept, rows.shape[1]))
         for first in range(0, kept, 4096):
@@ -208,8 +233,18 @@ def _finish(out, rows, progress, paths, meta_record):
     os.remove(os.path.join(out, "progress.json"))
 
 
-def extract(paths, out, weights=None, layer="fc7", batch_size=16, resize=None, strict=False,
-            overwrite=False, workers=4, source=None):
+def extract(
+    paths,
+    out,
+    weights=None,
+    layer="fc7",
+    batch_size=16,
+    resize=None,
+    strict=False,
+    overwrite=False,
+    workers=4,
+    source=None,
+):
     """Extract ``layer`` features of the images ``paths`` into the folder ``out``.
 
     Returns the meta.json record. Resumes an unfinished run in ``out`` (see the
@@ -222,10 +257,23 @@ def extract(paths, out, weights=None, layer="fc7", batch_size=16, resize=None, s
     params, meta, weights_name, weights_sha = _load_weights(weights)
     resize = resize or meta["preprocess"]["resize"]
     dim = feature_dim(meta, layer)
-    identity = {"format": FORMAT, "images_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
-                "weights_sha256": weights_sha, "layer": layer, "resize": resize}
-    record = dict(identity, weights=weights_name, dim=dim, images=len(paths), input_size=meta["input_size"],
-                  preprocess=dict(meta["preprocess"], resize=resize), cnn=meta.get("source"), source=source or {})
+    identity = {
+        "format": FORMAT,
+        "images_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
+        "weights_sha256": weights_sha,
+        "layer": layer,
+        "resize": resize,
+    }
+    record = dict(
+        identity,
+        weights=weights_name,
+        dim=dim,
+        images=len(paths),
+        input_size=meta["input_size"],
+        preprocess=dict(meta["preprocess"], resize=resize),
+        cnn=meta.get("source"),
+        source=source or {},
+    )
     meta_path = os.path.join(out, "meta.json")
     if os.path.exists(meta_path) and not overwrite:
         _check_same_run(meta_path, identity, out)
@@ -233,7 +281,7 @@ def extract(paths, out, weights=None, layer="fc7", batch_size=16, resize=None, s
         return record
     rows, progress = _start_or_resume(out, identity, len(paths), dim, overwrite)
     device_params = backend.params_to_device(params)
-    kernel_cache = {}   # Winograd-transformed kernels, computed on the first batch and reused
+    kernel_cache = {}  # Winograd-transformed kernels, computed on the first batch and reused
     progress_path = os.path.join(out, "progress.json")
     bar = tqdm(total=len(paths), initial=progress["done"], unit="img", desc="extract", dynamic_ncols=True)
     try:
@@ -251,10 +299,10 @@ def extract(paths, out, weights=None, layer="fc7", batch_size=16, resize=None, s
                 x = backend.to_device(numpy.stack(good))
                 outs, _ = vgg.forward(device_params, meta, x, outputs=(layer,), kernel_cache=kernel_cache)
                 h = backend.to_host(outs[layer]).reshape(len(good), -1)
-                rows[progress["rows"]:progress["rows"] + len(good)] = h
+                rows[progress["rows"] : progress["rows"] + len(good)] = h
                 rows.flush()
             progress["done"], progress["rows"] = first + len(results), progress["rows"] + len(good)
-            fileio.save_json(progress_path, progress)   # only after the rows are on disk
+            fileio.save_json(progress_path, progress)  # only after the rows are on disk
             bar.update(len(results))
     finally:
         bar.close()
@@ -265,17 +313,20 @@ def extract(paths, out, weights=None, layer="fc7", batch_size=16, resize=None, s
             os.remove(os.path.join(out, name))
         raise UserError(f"none of the {len(paths)} images could be read (first: {progress['skipped'][0][2]})")
     _finish(out, rows, progress, paths, record)
-    print(f"wrote {out}/features.npy ({progress['rows']} x {dim} float32, layer {layer}); "
-          f"{len(progress['skipped'])} unreadable image(s) skipped"
-          + (", see skipped.txt" if progress["skipped"] else ""))
+    print(
+        f"wrote {out}/features.npy ({progress['rows']} x {dim} float32, layer {layer}); "
+        f"{len(progress['skipped'])} unreadable image(s) skipped" + (", see skipped.txt" if progress["skipped"] else "")
+    )
     return dict(record, count=progress["rows"], skipped=len(progress["skipped"]))
 
 
 def main(argv=None):
-    parser = cli.make_parser("python -m minicnnrnn.extract",
-                             "Compute CNN features (one row per image) into a features folder.")
-    parser.add_argument("--weights", help="converted weights .npz (python -m minicnnrnn.convert); "
-                                          "default: the built-in small CNN")
+    parser = cli.make_parser(
+        "python -m minicnnrnn.extract", "Compute CNN features (one row per image) into a features folder."
+    )
+    parser.add_argument(
+        "--weights", help="converted weights .npz (python -m minicnnrnn.convert); default: the built-in small CNN"
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders of images")
     group.add_argument("--image-list", metavar="FILE", help="text file, one image path per line")
@@ -284,10 +335,15 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--layer", default="fc7", help="layer to store: fc7, fc6, conv5_3, pool5, logits, ...")
     parser.add_argument("--batch-size", type=cli.positive_int, default=16, help="images per forward pass")
-    parser.add_argument("--resize", choices=preprocess.RESIZE_MODES, default=None,
-                        help="crop (shorter side, centre crop) or warp; default: what the weights file records")
-    parser.add_argument("--workers", type=cli.positive_int, default=min(4, os.cpu_count() or 1),
-                        help="threads decoding images")
+    parser.add_argument(
+        "--resize",
+        choices=preprocess.RESIZE_MODES,
+        default=None,
+        help="crop (shorter side, centre crop) or warp; default: what the weights file records",
+    )
+    parser.add_argument(
+        "--workers", type=cli.positive_int, default=min(4, os.cpu_count() or 1), help="threads decoding images"
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     args = cli.parse(parser, argv)
@@ -300,8 +356,18 @@ def main(argv=None):
         paths, source = images_from_list(args.image_list), {"image_list": os.path.abspath(args.image_list)}
     else:
         paths, source = images_from_args(args.images), {"images": "command line"}
-    extract(paths, args.out, args.weights, args.layer, args.batch_size, args.resize, args.strict,
-            args.overwrite, args.workers, source)
+    extract(
+        paths,
+        args.out,
+        args.weights,
+        args.layer,
+        args.batch_size,
+        args.resize,
+        args.strict,
+        args.overwrite,
+        args.workers,
+        source,
+    )
     return 0
 
 

@@ -7,9 +7,9 @@
 For image files it runs the CNN the checkpoint was trained with (``config["cnn"]``: the
 built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc7) on
 the images (``preprocess.load_image`` then ``vgg.forward``), normalises the features as
-training did (``config["feature_norm"]``, :func:`minicnnrnn.train_data.normalise`), then
+training did (``config["feature_norm"]``, :func:`minicnnrnn.training.data.normalise`), then
 decodes each image's most probable prediction path by beam search (§3.3,
-:mod:`minicnnrnn.beam_search`).
+:mod:`minicnnrnn.rnn.beam_search`).
 Each image gets one line: its labels in path order with their step probabilities, the
 probability of END, and the probability of the whole path (Eq. 6). ``--json`` prints
 the same (and every label's confidence score) as JSON instead.
@@ -17,30 +17,44 @@ the same (and every label's confidence score) as JSON instead.
 Checkpoints of the ``bce`` and ``softmax`` baselines have no path: they print their
 ``--top-k`` most probable labels.
 """
+
 import json
 import os
 
 import numpy as np
 
-from . import backend, baselines, beam_search, checkpoint, cli, preprocess, train_data, vgg
-from .errors import UserError
+from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.core import backend, cli
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.rnn import baselines, beam_search
+from minicnnrnn.training import checkpoint
+from minicnnrnn.training import data as train_data
 
-CHUNK = 4096   # feature rows moved to the device and decoded at once
+CHUNK = 4096  # feature rows moved to the device and decoded at once
 
 
 def make_parser():
-    p = cli.make_parser("python -m minicnnrnn.predict",
-                        "Predict the labels of images (or of CNN features) with a trained checkpoint.")
+    p = cli.make_parser(
+        "python -m minicnnrnn.predict", "Predict the labels of images (or of CNN features) with a trained checkpoint."
+    )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to label")
     p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by `python -m minicnnrnn.train`")
     p.add_argument("--features", help="predict from a (N, D) features .npy (or an `extract` folder) instead of images")
     p.add_argument("--image-list", help="with --features: a text file naming each row's image, one per line")
     p.add_argument("--beam", type=int, default=None, help="beam size N (1 = greedy); default: the checkpoint's, or 3")
-    p.add_argument("--min-labels", type=int, default=None,
-                   help="predict at least this many labels (footnote 1); default: the checkpoint's, or 0")
+    p.add_argument(
+        "--min-labels",
+        type=int,
+        default=None,
+        help="predict at least this many labels (footnote 1); default: the checkpoint's, or 0",
+    )
     p.add_argument("--max-labels", type=int, default=None, help="predict at most this many labels; default K")
-    p.add_argument("--top-k", type=int, default=None,
-                   help="bce/softmax checkpoints: labels to print; default: the checkpoint's k, or 3")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="bce/softmax checkpoints: labels to print; default: the checkpoint's k, or 3",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="images per CNN batch")
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     return p
@@ -50,15 +64,19 @@ def make_parser():
 # Inputs: CNN features of image files, or a precomputed features matrix
 # ---------------------------------------------------------------------------
 
+
 def load_cnn(cnn, ckpt_path):
     """(params on the backend, meta, layer) of the CNN named in a checkpoint's ``config["cnn"]``."""
     weights = cnn.get("weights")
     if weights is None:
-        raise UserError(f"{ckpt_path}: this model was trained on precomputed features "
-                        f"({cnn.get('features', 'unknown file')}), so it cannot read image files; "
-                        "pass --features with features made the same way")
+        raise UserError(
+            f"{ckpt_path}: this model was trained on precomputed features "
+            f"({cnn.get('features', 'unknown file')}), so it cannot read image files; "
+            "pass --features with features made the same way"
+        )
     if weights == "builtin":
-        from .data import features
+        from minicnnrnn.tinyscenes import features
+
         params, meta = features.load_builtin_cnn()
     else:
         params, meta = vgg.load(weights)
@@ -72,7 +90,7 @@ def image_features(paths, cnn, ckpt_path, batch_size):
     params, meta, layer = load_cnn(cnn, ckpt_path)
     rows = []
     for start in range(0, len(paths), batch_size):
-        batch = np.stack([preprocess.load_image(p, meta) for p in paths[start:start + batch_size]])
+        batch = np.stack([preprocess.load_image(p, meta) for p in paths[start : start + batch_size]])
         outs, _ = vgg.forward(params, meta, backend.to_device(batch), outputs=(layer,))
         rows.append(backend.to_host(outs[layer]).reshape(len(batch), -1))
     return np.concatenate(rows)
@@ -113,12 +131,13 @@ def matrix_features(path, list_path):
 # Decoding and printing
 # ---------------------------------------------------------------------------
 
+
 def chunks(features, where, norm):
     """Yield (n, D) float32 blocks of a host (possibly memory-mapped) matrix on the backend,
     normalised exactly as training normalised its features (``norm``: the checkpoint's
     ``config["feature_norm"]``, see :func:`train_data.normalise`)."""
     for start in range(0, len(features), CHUNK):
-        block = np.asarray(features[start:start + CHUNK], dtype=np.float32)
+        block = np.asarray(features[start : start + CHUNK], dtype=np.float32)
         if not np.isfinite(block).all():
             raise UserError(f"{where}: features hold NaN or inf values")
         yield backend.to_device(train_data.normalise(block, norm))
@@ -133,11 +152,15 @@ def decode_paths(state, params, I, beam, min_labels, max_labels):
     out = []
     for i in range(len(paths)):
         n = int(lengths[i])
-        out.append({"labels": [names[j] for j in paths[i, :n]],
-                    "probabilities": np.exp(steps[i, :n]).tolist(),
-                    "end_probability": float(np.exp(steps[i, n])),
-                    "log_probability": float(logp[i]),
-                    "scores": dict(zip(names, scores[i].tolist()))})
+        out.append(
+            {
+                "labels": [names[j] for j in paths[i, :n]],
+                "probabilities": np.exp(steps[i, :n]).tolist(),
+                "end_probability": float(np.exp(steps[i, n])),
+                "log_probability": float(logp[i]),
+                "scores": dict(zip(names, scores[i].tolist())),
+            }
+        )
     return out
 
 
@@ -147,8 +170,14 @@ def decode_topk(state, params, I, k):
     raw, _ = baselines.classifier_forward(params, I)
     conf = backend.to_host(baselines.classifier_confidence(state["config"]["model"], raw))
     top = np.argsort(-conf, axis=1, kind="stable")[:, :k]
-    return [{"labels": [names[j] for j in row], "probabilities": conf[i, row].tolist(),
-             "scores": dict(zip(names, conf[i].tolist()))} for i, row in enumerate(top)]
+    return [
+        {
+            "labels": [names[j] for j in row],
+            "probabilities": conf[i, row].tolist(),
+            "scores": dict(zip(names, conf[i].tolist())),
+        }
+        for i, row in enumerate(top)
+    ]
 
 
 def format_line(name, pred):
@@ -186,8 +215,10 @@ def inputs(args, cfg):
     else:
         I, names = image_features(args.images, cfg.get("cnn") or {}, args.checkpoint, args.batch_size), args.images
     if I.shape[1] != int(cfg["D"]):
-        raise UserError(f"{args.features or args.checkpoint}: features have D = {I.shape[1]} but the model "
-                        f"expects D = {cfg['D']} ({cfg.get('cnn', {}).get('layer') or 'layer'} of its CNN)")
+        raise UserError(
+            f"{args.features or args.checkpoint}: features have D = {I.shape[1]} but the model "
+            f"expects D = {cfg['D']} ({cfg.get('cnn', {}).get('layer') or 'layer'} of its CNN)"
+        )
     return I, list(names)
 
 

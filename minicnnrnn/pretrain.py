@@ -4,7 +4,7 @@ This plays the part of the ImageNet training of VGG16 in the paper (§4): a CNN
 learns to see the objects on pictures the CNN-RNN never meets, and is then kept
 fixed; its fc7 activations become the image representation ``I`` of Eq. 4.
 
-The network is a VGG in miniature, built by :mod:`minicnnrnn.vgg` from a config
+The network is a VGG in miniature, built by :mod:`minicnnrnn.cnn.vgg` from a config
 list (3x3 convolutions + ReLU, 2x2 max-pools, then fc6, fc7 and a K-way
 classifier), trained with one independent sigmoid per label (binary
 cross-entropy, the "Binary cross-entropy" model of Table 3) by our hand-written
@@ -18,6 +18,7 @@ taken and the test mAP.
 
 rebuilds the shipped weights (defaults = the shipped settings).
 """
+
 import json
 import math
 import os
@@ -29,10 +30,13 @@ import time
 
 import numpy as np
 
-from . import backend, cli, fileio, loss, metrics, preprocess, vgg
-from .backend import xp
-from .data import features, tinyscenes
-from .errors import UserError
+from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.core.backend import xp
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.evaluation import metrics
+from minicnnrnn.layers import loss
+from minicnnrnn.tinyscenes import features, scenes
 
 CONFIG = [8, "M", 16, "M", 32, "M", 64, "M"]
 FC = [256, 256]
@@ -56,7 +60,7 @@ class Adam:
 
     def step(self, params, grads, lr):
         self.t += 1
-        c1, c2 = 1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t
+        c1, c2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t
         for k, p in params.items():
             g = grads[k] + self.weight_decay * p if k.endswith("/W") else grads[k]
             self.m[k] *= self.beta1
@@ -86,11 +90,17 @@ def cosine_lr(base_lr, step, total_steps):
 def make_meta(images, size):
     """The weights file's meta, with per-channel mean and std measured on (the first 2000) pictures."""
     sample = images[:2000].reshape(-1, 3).astype(np.float64) / 255.0
-    preprocess = {"channel_order": "RGB", "scale": 1 / 255, "mean": [round(float(m), 4) for m in sample.mean(0)],
-                  "std": [round(float(s), 4) for s in sample.std(0)], "resize": "warp"}
-    meta = vgg.make_meta(CONFIG, FC, tinyscenes.K, size, preprocess,
-                         source="python -m minicnnrnn.pretrain on the Tiny Scenes pretrain split")
-    meta["label_names"] = list(tinyscenes.LABEL_NAMES)
+    preprocess = {
+        "channel_order": "RGB",
+        "scale": 1 / 255,
+        "mean": [round(float(m), 4) for m in sample.mean(0)],
+        "std": [round(float(s), 4) for s in sample.std(0)],
+        "resize": "warp",
+    }
+    meta = vgg.make_meta(
+        CONFIG, FC, scenes.K, size, preprocess, source="python -m minicnnrnn.pretrain on the Tiny Scenes pretrain split"
+    )
+    meta["label_names"] = list(scenes.LABEL_NAMES)
     return meta
 
 
@@ -102,13 +112,14 @@ def train_epoch(params, meta, opt, images, labels, rng, args, step, total_steps)
     """
     order = rng.permutation(len(images))
     total, batches = 0.0, 0
-    for start in range(0, len(order) - args.batch_size + 1, args.batch_size):   # drop the ragged end
-        rows = np.sort(order[start:start + args.batch_size])
+    for start in range(0, len(order) - args.batch_size + 1, args.batch_size):  # drop the ragged end
+        rows = np.sort(order[start : start + args.batch_size])
         x = preprocess.normalise(images[rows], meta["preprocess"])
         flip = rng.random(len(rows)) < 0.5
         x[flip] = x[flip, :, ::-1]
-        outs, cache = vgg.forward(params, meta, backend.to_device(x), outputs=("logits",), train=True,
-                                  rng=rng, dropout_p=args.dropout)
+        outs, cache = vgg.forward(
+            params, meta, backend.to_device(x), outputs=("logits",), train=True, rng=rng, dropout_p=args.dropout
+        )
         value, dlogits = loss.sigmoid_cross_entropy(outs["logits"], backend.to_device(labels[rows]))
         if not math.isfinite(value):
             raise UserError(f"--lr: training diverged (loss {value}) at step {step}; try a smaller --lr")
@@ -142,16 +153,20 @@ def load_checkpoint(path, settings):
     except ValueError:
         raise UserError(f"{path}: corrupt checkpoint (unreadable meta/state); delete it or pass --restart") from None
     if state.get("settings") != settings:
-        raise UserError(f"{path}: checkpoint was made with other settings ({state.get('settings')}); "
-                        f"pass --restart to start over or choose another --checkpoint")
-    params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+        raise UserError(
+            f"{path}: checkpoint was made with other settings ({state.get('settings')}); "
+            f"pass --restart to start over or choose another --checkpoint"
+        )
+    params = {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")}
     return params, arrays, meta, state
 
 
 def build_parser():
-    p = cli.make_parser("python -m minicnnrnn.pretrain",
-                        "Train the small built-in VGG-style CNN on the Tiny Scenes pretrain split "
-                        "(per-label sigmoid cross-entropy, Adam) and write a weights file + .json record.")
+    p = cli.make_parser(
+        "python -m minicnnrnn.pretrain",
+        "Train the small built-in VGG-style CNN on the Tiny Scenes pretrain split "
+        "(per-label sigmoid cross-entropy, Adam) and write a weights file + .json record.",
+    )
     p.add_argument("--epochs", type=cli.positive_int, default=4, help="passes over the pretrain split")
     p.add_argument("--n-pretrain", type=cli.positive_int, default=12000, help="pretrain pictures")
     p.add_argument("--n-test", type=cli.positive_int, default=2000, help="test pictures for the reported mAP")
@@ -162,9 +177,12 @@ def build_parser():
     p.add_argument("--dropout", type=float, default=0.0, help="dropout after fc6 and fc7 while training")
     p.add_argument("--seed", type=cli.non_negative_int, default=0, help="initialisation, shuffling, flips and dropout")
     p.add_argument("--out", default=DEFAULT_OUT, help="weights .npz to write (its .json record goes beside it)")
-    p.add_argument("--checkpoint", default=None,
-                   help="per-epoch checkpoint (default: runs/pretrain/<out name>.checkpoint.npz); "
-                        "an existing one made with the same settings is resumed, and removed once the run ends")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="per-epoch checkpoint (default: runs/pretrain/<out name>.checkpoint.npz); "
+        "an existing one made with the same settings is resumed, and removed once the run ends",
+    )
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--cache-dir", default=None, help="dataset cache (default $MINICNNRNN_CACHE or ~/.cache/minicnnrnn)")
     return p
@@ -178,7 +196,7 @@ def _check_args(args):
         raise UserError(f"--batch-size: {args.batch_size} is larger than --n-pretrain {args.n_pretrain}")
     if not 0.0 <= args.dropout < 1.0:
         raise UserError(f"--dropout: must be in [0, 1), got {args.dropout}")
-    if not 0 < args.lr < math.inf:      # also refuses nan
+    if not 0 < args.lr < math.inf:  # also refuses nan
         raise UserError(f"--lr: must be a positive number, got {args.lr}")
     if not 0 <= args.weight_decay < math.inf:
         raise UserError(f"--weight-decay: must be zero or a positive number, got {args.weight_decay}")
@@ -202,15 +220,18 @@ def main(argv=None):
     _check_args(args)
     settings = {k: getattr(args, k) for k in RUN_KEYS}
     checkpoint = args.checkpoint or os.path.join(
-        "runs", "pretrain", os.path.splitext(os.path.basename(args.out))[0] + ".checkpoint.npz")
+        "runs", "pretrain", os.path.splitext(os.path.basename(args.out))[0] + ".checkpoint.npz"
+    )
     _check_writable(args.out, "--out")
     _check_writable(checkpoint, "--checkpoint")
     t0, load_at_start = time.perf_counter(), (os.getloadavg() if hasattr(os, "getloadavg") else ())
-    images, labels = tinyscenes.load("pretrain", args.n_pretrain, args.size, args.cache_dir)
-    test_images, test_labels = tinyscenes.load("test", args.n_test, args.size, args.cache_dir)
+    images, labels = scenes.load("pretrain", args.n_pretrain, args.size, args.cache_dir)
+    test_images, test_labels = scenes.load("test", args.n_test, args.size, args.cache_dir)
     data_seconds = time.perf_counter() - t0
-    print(f"data: {len(images)} pretrain + {len(test_images)} test pictures of {args.size}x{args.size} "
-          f"({data_seconds:.1f} s, generated or from cache)")
+    print(
+        f"data: {len(images)} pretrain + {len(test_images)} test pictures of {args.size}x{args.size} "
+        f"({data_seconds:.1f} s, generated or from cache)"
+    )
 
     rng = np.random.default_rng(args.seed)
     if os.path.exists(checkpoint) and not args.restart:
@@ -231,19 +252,29 @@ def main(argv=None):
     steps_per_epoch = args.n_pretrain // args.batch_size
     while state["epoch"] < args.epochs:
         t = time.perf_counter()
-        mean_loss, state["step"] = train_epoch(params, meta, opt, images, labels, rng, args, state["step"],
-                                               steps_per_epoch * args.epochs)
+        mean_loss, state["step"] = train_epoch(
+            params, meta, opt, images, labels, rng, args, state["step"], steps_per_epoch * args.epochs
+        )
         backend.synchronize()
         seconds = time.perf_counter() - t
         test_map, _ = evaluate(params, meta, test_images, test_labels)
         state["epoch"] += 1
         state["train_seconds"] += seconds
         state["rng"] = rng.bit_generator.state
-        state["history"].append({"epoch": state["epoch"], "loss": round(mean_loss, 5),
-                                 "test_mAP": round(test_map, 5), "seconds": round(seconds, 1)})
+        state["history"].append(
+            {
+                "epoch": state["epoch"],
+                "loss": round(mean_loss, 5),
+                "test_mAP": round(test_map, 5),
+                "seconds": round(seconds, 1),
+            }
+        )
         save_checkpoint(checkpoint, params, opt, meta, state)
-        print(f"epoch {state['epoch']}/{args.epochs}: loss {mean_loss:.4f}  test mAP {100 * test_map:.2f}%  "
-              f"{seconds:.0f} s ({len(images) / seconds:.0f} pictures/s)", flush=True)
+        print(
+            f"epoch {state['epoch']}/{args.epochs}: loss {mean_loss:.4f}  test mAP {100 * test_map:.2f}%  "
+            f"{seconds:.0f} s ({len(images) / seconds:.0f} pictures/s)",
+            flush=True,
+        )
 
     test_map, aps = evaluate(params, meta, test_images, test_labels)
     vgg.save(args.out, params, meta)
@@ -253,11 +284,16 @@ def main(argv=None):
         "command": "python -m minicnnrnn.pretrain " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "settings": settings,
         "backend": backend.name(),
-        "dataset": {"name": "tinyscenes", "generator_version": tinyscenes.GENERATOR_VERSION,
-                    "pretrain_pictures": args.n_pretrain, "test_pictures": args.n_test, "size": args.size},
+        "dataset": {
+            "name": "tinyscenes",
+            "generator_version": scenes.GENERATOR_VERSION,
+            "pretrain_pictures": args.n_pretrain,
+            "test_pictures": args.n_test,
+            "size": args.size,
+        },
         "parameters": n_params,
         "test_mAP": round(test_map, 5),
-        "test_AP": {name: round(float(a), 4) for name, a in zip(tinyscenes.LABEL_NAMES, aps)},
+        "test_AP": {name: round(float(a), 4) for name, a in zip(scenes.LABEL_NAMES, aps)},
         "train_seconds": round(state["train_seconds"], 1),
         "data_seconds": round(data_seconds, 1),
         "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
@@ -266,9 +302,11 @@ def main(argv=None):
         "history": state["history"],
     }
     fileio.save_json(features.sidecar_path(args.out), record)
-    os.remove(checkpoint)   # the run is complete: running the command again trains afresh
-    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB) and {features.sidecar_path(args.out)}: "
-          f"test mAP {100 * test_map:.2f}%, training {state['train_seconds']:.0f} s")
+    os.remove(checkpoint)  # the run is complete: running the command again trains afresh
+    print(
+        f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB) and {features.sidecar_path(args.out)}: "
+        f"test mAP {100 * test_map:.2f}%, training {state['train_seconds']:.0f} s"
+    )
     return 0
 
 

@@ -1,11 +1,12 @@
 """Shared test fixtures: locations of optional data and skips for optional libraries."""
+
 import os
 import pathlib
 
 import numpy as np
 import pytest
 
-from minicnnrnn import backend
+from minicnnrnn.core import backend
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The project's real reference data lives beside the clone (../shared/data); a

@@ -1,21 +1,26 @@
 """The backend switch: selection, transfers, and the one-line error for CuPy."""
+
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-
-from minicnnrnn import backend
-from minicnnrnn.backend import xp
-
 from conftest import cupy_available
+
+from minicnnrnn.core import backend
+from minicnnrnn.core.backend import xp
 
 
 def test_numpy_is_default_and_xp_forwards():
     env = {k: v for k, v in os.environ.items() if k != backend.ENV_VAR}
-    fresh = subprocess.run([sys.executable, "-c", "from minicnnrnn import backend; print(backend.name())"],
-                           capture_output=True, text=True, timeout=60, env=env)
+    fresh = subprocess.run(
+        [sys.executable, "-c", "from minicnnrnn.core import backend; print(backend.name())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert fresh.stdout.strip() == "numpy", fresh.stderr
     backend.use("numpy")
     assert backend.name() == "numpy"
@@ -47,8 +52,9 @@ def test_cupy_missing_gives_one_line_error():
 
 @pytest.mark.skipif(cupy_available(), reason="CuPy is usable here; the error path needs it absent")
 def test_cli_backend_cupy_without_cupy_exits_with_one_line():
-    proc = subprocess.run([sys.executable, "-m", "minicnnrnn.gradcheck", "--backend", "cupy"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "minicnnrnn.gradcheck", "--backend", "cupy"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in proc.stderr

@@ -1,8 +1,11 @@
 """Table 3 baselines: gradients against finite differences, losses against hand formulas and torch."""
+
 import numpy as np
 import pytest
 
-from minicnnrnn import baselines, gradcheck, label_paths, loss, projection
+from minicnnrnn.core import numgrad
+from minicnnrnn.layers import loss
+from minicnnrnn.rnn import baselines, label_paths, projection
 
 K, D, E, H, N = 5, 7, 4, 6, 3
 
@@ -11,16 +14,16 @@ def check_grads(f_and_grads, params):
     _, grads = f_and_grads()
     assert set(grads) == set(params)
     for name, p in params.items():
-        num = gradcheck.numerical_gradient(lambda _: f_and_grads()[0], p)
-        assert gradcheck.rel_error(grads[name], num) < 1e-6, name
+        num = numgrad.numerical_gradient(lambda _: f_and_grads()[0], p)
+        assert numgrad.rel_error(grads[name], num) < 1e-6, name
         assert grads[name].shape == p.shape
 
 
 def _labels(rng):
     y = (rng.random((N, K)) < 0.4).astype(np.uint8)
     y[0] = 0
-    y[0, 1] = 1          # at least one image with a single label
-    y[2] = 0             # and one without labels
+    y[0, 1] = 1  # at least one image with a single label
+    y[2] = 0  # and one without labels
     y[2, 3] = 1
     return y
 
@@ -45,9 +48,9 @@ def test_no_rnn_has_no_memory(rng):
     """Changing an earlier label of a path does not change the scores after the next one."""
     params = baselines.init_no_rnn(K, D, E, H, rng, dtype=np.float64)
     I = rng.standard_normal((2, D))
-    inputs = np.array([[K + 1, K + 1], [0, 2], [1, 1]])   # paths (0, 1) and (2, 1)
+    inputs = np.array([[K + 1, K + 1], [0, 2], [1, 1]])  # paths (0, 1) and (2, 1)
     scores, _ = baselines.no_rnn_forward(params, I[[0, 0]], inputs)
-    np.testing.assert_allclose(scores[2, 0], scores[2, 1])     # both read label 1 at step 2
+    np.testing.assert_allclose(scores[2, 0], scores[2, 1])  # both read label 1 at step 2
     assert not np.allclose(scores[1, 0], scores[1, 1])
     # the beam-search step computes the same log-probabilities as the path forward
     image = projection.image_term(I[[0, 0]], params) + params["b_x"]
@@ -68,7 +71,7 @@ def test_classifier_gradients(kind, rng):
 
 def test_label_distribution_cross_entropy_by_hand(torch):
     s = np.array([[1.0, 2.0, 0.5], [0.0, 0.0, 3.0], [1.0, -1.0, 0.0]])
-    y = np.array([[1, 1, 0], [0, 0, 1], [0, 0, 0]])   # last image: no labels, no loss
+    y = np.array([[1, 1, 0], [0, 0, 1], [0, 0, 0]])  # last image: no labels, no loss
     value, ds = baselines.label_distribution_cross_entropy(s, y)
     p = np.exp(s) / np.exp(s).sum(1, keepdims=True)
     expected = -(0.5 * np.log(p[0, 0]) + 0.5 * np.log(p[0, 1]) + np.log(p[1, 2])) / 3

@@ -5,14 +5,16 @@ and one path at a time) and scores *every* prediction path (all ordered subsets 
 the K labels, closed by END) with Eq. 6. Beam search with a beam at least as large as
 the number of paths must return the argmax of that list.
 """
+
 import math
 
 import numpy as np
 import pytest
-
 from conftest import cupy_available
-from minicnnrnn import backend, baselines, beam_search, model
-from minicnnrnn.errors import UserError
+
+from minicnnrnn.core import backend
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.rnn import baselines, beam_search, model
 
 D, E, H = 6, 4, 8
 
@@ -21,19 +23,23 @@ D, E, H = 6, 4, 8
 # The oracle: Eq. 1, 2, 4, 5 and the softmax written out for one image.
 # ---------------------------------------------------------------------------
 
+
 def oracle_step(p, image_term, token, r_prev, variant):
     """Log-probabilities over the K + 1 outputs after feeding ``token``; and r(t)."""
-    w = p["U_l"][token]                                        # Eq. 2
-    if variant == "no-rnn":                                    # the Table 3 baseline: no Eq. 1
+    w = p["U_l"][token]  # Eq. 2
+    if variant == "no-rnn":  # the Table 3 baseline: no Eq. 1
         return oracle_scores(p, w @ p["U_e"] + p["b_e"], image_term), r_prev
     z = w @ p["U_w"] + r_prev @ p["U_r"] + p["b_lstm"]
     zx, zi, zf, zo = np.split(z, 4)
-    if variant == "relu":                                      # Eq. 1 with delta = ReLU
+    if variant == "relu":  # Eq. 1 with delta = ReLU
         x, i, f, og = (np.maximum(v, 0) for v in (zx, zi, zf, zo))
         r = f * r_prev + i * x
         o = r * og
     else:
-        sig = lambda v: 1 / (1 + np.exp(-v))
+
+        def sig(v):
+            return 1 / (1 + np.exp(-v))
+
         x, i, f, og = np.tanh(zx), sig(zi), sig(zf), sig(zo)
         r = f * r_prev + i * x
         o = np.tanh(r) * og
@@ -42,9 +48,9 @@ def oracle_step(p, image_term, token, r_prev, variant):
 
 def oracle_scores(p, o, image_term):
     """Eq. 4, Eq. 5 and the log of the softmax over the K + 1 outputs."""
-    xt = np.maximum(o @ p["U_o_x"] + image_term, 0)            # Eq. 4
+    xt = np.maximum(o @ p["U_o_x"] + image_term, 0)  # Eq. 4
     K1 = p["U_l"].shape[0] - 1
-    s = p["U_l"][:K1] @ xt                                     # Eq. 5
+    s = p["U_l"][:K1] @ xt  # Eq. 5
     return s - (s.max() + math.log(np.exp(s - s.max()).sum()))
 
 
@@ -108,7 +114,7 @@ def run(p, I, **options):
 
 
 def path_of(result, i):
-    return tuple(int(v) for v in result.paths[i, :result.lengths[i]])
+    return tuple(int(v) for v in result.paths[i, : result.lengths[i]])
 
 
 CASES = [(K, seed, variant) for K in (3, 4, 5) for seed in (0, 1) for variant in ("relu", "conventional")]
@@ -117,6 +123,7 @@ CASES = [(K, seed, variant) for K in (3, 4, 5) for seed in (0, 1) for variant in
 # ---------------------------------------------------------------------------
 # Exactness and the options.
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("K, seed, variant", CASES)
 def test_large_beam_returns_exhaustive_argmax(K, seed, variant):
@@ -219,8 +226,8 @@ def test_paths_are_valid_labels_without_repeats():
             for i in range(len(I)):
                 path = path_of(result, i)
                 assert len(set(path)) == len(path)
-                assert all(0 <= label < K for label in path)          # no END, no START inside
-                assert (result.paths[i, len(path):] == -1).all()
+                assert all(0 <= label < K for label in path)  # no END, no START inside
+                assert (result.paths[i, len(path) :] == -1).all()
                 # The returned log P is Eq. 6 of the returned path.
                 assert all_paths(p, I[i], variant)[path] == pytest.approx(result.log_prob[i], rel=1e-9, abs=1e-9)
 
@@ -228,7 +235,7 @@ def test_paths_are_valid_labels_without_repeats():
 def test_start_is_never_emitted_even_when_it_scores_highest():
     K = 4
     p, I = random_model(K, 5)
-    p["U_l"][K + 1] = 50 * p["U_l"][:K + 1].sum(axis=0)   # START's row is not an output
+    p["U_l"][K + 1] = 50 * p["U_l"][: K + 1].sum(axis=0)  # START's row is not an output
     result = run(p, I, beam_size=3)
     assert (result.paths < K).all()
     assert result.step_log_probs.shape == (len(I), K + 1)
@@ -237,6 +244,7 @@ def test_start_is_never_emitted_even_when_it_scores_highest():
 # ---------------------------------------------------------------------------
 # Confidences.
 # ---------------------------------------------------------------------------
+
 
 def test_emitted_labels_outrank_all_others():
     for K, seed, variant in CASES:
@@ -248,8 +256,9 @@ def test_emitted_labels_outrank_all_others():
                 others = [label for label in range(K) if label not in path]
                 if path and others:
                     assert result.scores[i, path].min() > result.scores[i, others].max()
-                np.testing.assert_allclose(result.scores[i, path],
-                                           beam_search.EMITTED_OFFSET + np.exp(result.step_log_probs[i, :len(path)]))
+                np.testing.assert_allclose(
+                    result.scores[i, path], beam_search.EMITTED_OFFSET + np.exp(result.step_log_probs[i, : len(path)])
+                )
                 # A non-emitted label scores at least its first-step probability P(l | I).
                 first, _ = oracle_step(p, I[i] @ p["U_I_x"] + p["b_x"], K + 1, np.zeros(H), variant)
                 assert (result.scores[i, others] >= np.exp(first[others]) - 1e-12).all()
@@ -260,6 +269,7 @@ def test_emitted_labels_outrank_all_others():
 # Batching, dtypes, backends, options.
 # ---------------------------------------------------------------------------
 
+
 def test_batches_give_the_same_answer():
     p, I = random_model(5, 6)
     I = np.concatenate([I, I[::-1], I * 0.5])
@@ -267,7 +277,7 @@ def test_batches_give_the_same_answer():
     chunked = run(p, I, beam_size=3, batch_size=4)
     np.testing.assert_array_equal(whole.paths, chunked.paths)
     np.testing.assert_array_equal(whole.lengths, chunked.lengths)
-    for a, b in zip(whole[2:-1], chunked[2:-1]):     # BLAS may round other block sizes differently
+    for a, b in zip(whole[2:-1], chunked[2:-1]):  # BLAS may round other block sizes differently
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
@@ -286,24 +296,27 @@ def markov_step(table):
 
     def step(params, tokens, state, image, variant):
         return log_table[tokens], ()
+
     return step
 
 
 def test_custom_step_function_where_greedy_fails():
     """Previous token -> next-output probabilities (K = 3 labels a, b, c; END; START):
     greedy takes a (0.4) and gets stuck; the best path is (b, END) = 0.35 * 0.9."""
-    table = np.array([
-        # a     b     c     END
-        [0.20, 0.25, 0.30, 0.25],   # after a
-        [0.03, 0.04, 0.03, 0.90],   # after b
-        [0.30, 0.35, 0.10, 0.25],   # after c
-        [0.25, 0.25, 0.25, 0.25],   # after END (never fed)
-        [0.40, 0.35, 0.20, 0.05],   # after START
-    ])
+    table = np.array(
+        [
+            # a     b     c     END
+            [0.20, 0.25, 0.30, 0.25],  # after a
+            [0.03, 0.04, 0.03, 0.90],  # after b
+            [0.30, 0.35, 0.10, 0.25],  # after c
+            [0.25, 0.25, 0.25, 0.25],  # after END (never fed)
+            [0.40, 0.35, 0.20, 0.05],  # after START
+        ]
+    )
     p, I = random_model(3, 0)
     greedy = run(p, I, beam_size=1, step_fn=markov_step(table))
     beam = run(p, I, beam_size=2, step_fn=markov_step(table))
-    assert path_of(greedy, 0) == (0, 2, 1)     # a, c (0.30), b (0.35 after c), END (0.90)
+    assert path_of(greedy, 0) == (0, 2, 1)  # a, c (0.30), b (0.35 after c), END (0.90)
     assert greedy.log_prob[0] == pytest.approx(np.log(0.4 * 0.3 * 0.35 * 0.9))
     assert all(path_of(beam, i) == (1,) for i in range(len(I)))
     assert beam.log_prob[0] == pytest.approx(np.log(0.35 * 0.9))

@@ -1,23 +1,26 @@
 """The shipped CNN: checksum-verified loading, its quality, and the cached feature path."""
+
 import json
 import shutil
 
 import numpy as np
 import pytest
 
-from minicnnrnn import backend, metrics
-from minicnnrnn.data import cache, features, tinyscenes
-from minicnnrnn.errors import UserError
+from minicnnrnn.core import backend
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.evaluation import metrics
+from minicnnrnn.tinyscenes import cache, features, scenes
 
 
 def test_shipped_weights_are_small_and_match_their_record():
     import os
+
     assert os.path.getsize(features.WEIGHTS_PATH) < 3_000_000
     record = json.loads(open(features.sidecar_path(features.WEIGHTS_PATH), encoding="utf-8").read())
     assert record["sha256"] == features.file_sha256(features.WEIGHTS_PATH)
     assert record["command"].startswith("python -m minicnnrnn.pretrain")
     params, meta = features.load_builtin_cnn()
-    assert meta["num_classes"] == tinyscenes.K and meta["label_names"] == tinyscenes.LABEL_NAMES
+    assert meta["num_classes"] == scenes.K and meta["label_names"] == scenes.LABEL_NAMES
     assert meta["input_size"] == 64 and all(v.dtype == np.float32 for v in params.values())
     assert params["fc7/W"].shape[1] == meta["fc"][-1]
 
@@ -25,12 +28,12 @@ def test_shipped_weights_are_small_and_match_their_record():
 def test_shipped_cnn_recognises_test_pictures():
     """The logits on 300 test pictures rank labels far better than chance, but not perfectly."""
     params, meta = features.load_builtin_cnn()
-    images, labels = tinyscenes.generate(300, tinyscenes.SPLIT_SEEDS["test"], 64)
+    images, labels = scenes.generate(300, scenes.SPLIT_SEEDS["test"], 64)
     scores = features.run_cnn(backend.params_to_device(params), meta, images, layer="logits")
     value = metrics.mean_average_precision(scores, labels)
     recorded = json.loads(open(features.sidecar_path(features.WEIGHTS_PATH)).read())["test_mAP"]
     assert 0.6 < value < 0.97
-    assert abs(value - recorded) < 0.06          # 300 pictures vs the record's 2000
+    assert abs(value - recorded) < 0.06  # 300 pictures vs the record's 2000
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "no_record"])
@@ -40,7 +43,7 @@ def test_damaged_weights_give_one_line_error(tmp_path, damage):
     shutil.copy(features.sidecar_path(features.WEIGHTS_PATH), tmp_path / "tinyscenes_cnn.json")
     raw = bytearray(path.read_bytes())
     if damage == "flip":
-        raw[len(raw) // 2] ^= 0x01            # one bit of one weight: the .npz stays readable
+        raw[len(raw) // 2] ^= 0x01  # one bit of one weight: the .npz stays readable
         path.write_bytes(bytes(raw))
         match = "damaged"
     elif damage == "truncate":
@@ -63,11 +66,11 @@ def test_builtin_features_compute_then_hit_cache(tmp_path):
     x, y = features.builtin_features("test", 20, layer="fc7", batch_size=8, cache_dir=tmp_path)
     params, meta = features.load_builtin_cnn()
     assert x.dtype == np.float32 and x.shape == (20, meta["fc"][-1])
-    assert (x >= 0).all() and x.any()                     # fc7 is taken after its ReLU
-    images, labels = tinyscenes.load("test", 20, cache_dir=tmp_path)
+    assert (x >= 0).all() and x.any()  # fc7 is taken after its ReLU
+    images, labels = scenes.load("test", 20, cache_dir=tmp_path)
     assert np.array_equal(y, labels)
     direct = features.run_cnn(backend.params_to_device(params), meta, images, "fc7", batch_size=20)
-    np.testing.assert_allclose(x, direct, rtol=1e-5, atol=1e-5)   # batching does not change features
+    np.testing.assert_allclose(x, direct, rtol=1e-5, atol=1e-5)  # batching does not change features
     # the second call reads the cache: plant a marker to prove it
     key = [p for p in tmp_path.iterdir() if p.name.startswith("features-")]
     assert len(key) == 1

@@ -1,22 +1,33 @@
 """Checkpoints: round trip, exact rng resume, and one-line errors for bad files."""
+
 import json
 
 import numpy as np
 import pytest
 
-from minicnnrnn import checkpoint, fileio
-from minicnnrnn.errors import UserError
+from minicnnrnn.core import fileio
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.training import checkpoint
 
-CONFIG = {"model": "cnn-rnn", "K": 3, "D": 5, "E": 4, "H": 6, "variant": "relu",
-          "cnn": {"weights": "builtin", "layer": "fc7"}}
+CONFIG = {
+    "model": "cnn-rnn",
+    "K": 3,
+    "D": 5,
+    "E": 4,
+    "H": 6,
+    "variant": "relu",
+    "cnn": {"weights": "builtin", "layer": "fc7"},
+}
 
 
 def _state(rng):
     gen = np.random.default_rng(7)
     gen.random(5)  # advance it: the saved state must be the current one, not the seed's
     return {
-        "params": {"U_l": rng.standard_normal((5, 4)).astype(np.float32),
-                   "U_I_x": rng.standard_normal((5, 4)).astype(np.float32)},
+        "params": {
+            "U_l": rng.standard_normal((5, 4)).astype(np.float32),
+            "U_I_x": rng.standard_normal((5, 4)).astype(np.float32),
+        },
         "opt": {"v/U_l": np.ones((5, 4), np.float32), "m/U_l": np.zeros((5, 4), np.float32)},
         "config": CONFIG,
         "label_names": ["cat", "dog", "sky"],

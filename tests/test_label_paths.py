@@ -1,15 +1,13 @@
 """Label orders and paths (§3.4): hand-made cases and a brute-force check."""
+
 import numpy as np
 import pytest
 
-from minicnnrnn import label_paths
-from minicnnrnn.errors import UserError
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.rnn import label_paths
 
 # 4 labels; counts: label0 1, label1 3, label2 2, label3 2
-LABELS = np.array([[0, 1, 1, 0],
-                   [1, 1, 0, 1],
-                   [0, 1, 1, 1],
-                   [0, 0, 0, 0]], dtype=np.uint8)
+LABELS = np.array([[0, 1, 1, 0], [1, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 0]], dtype=np.uint8)
 
 
 def test_freq_rare_and_random_orders():
@@ -20,7 +18,7 @@ def test_freq_rare_and_random_orders():
     np.testing.assert_array_equal(r1, r2)
     assert sorted(r1) == [0, 1, 2, 3]
     many = {tuple(label_paths.label_order(LABELS, "random", seed=s)) for s in range(20)}
-    assert len(many) > 5   # the seed matters
+    assert len(many) > 5  # the seed matters
     with pytest.raises(UserError, match="--label-order"):
         label_paths.label_order(LABELS, "alphabetical")
 
@@ -28,9 +26,9 @@ def test_freq_rare_and_random_orders():
 def test_paths_of_a_batch():
     K = 4
     END, START = K, K + 1
-    order = label_paths.label_order(LABELS, "freq")           # [1, 2, 3, 0]
+    order = label_paths.label_order(LABELS, "freq")  # [1, 2, 3, 0]
     inputs, targets, mask = label_paths.make_paths(LABELS, order)
-    assert inputs.shape == targets.shape == mask.shape == (4, 4)   # longest path: 3 labels + END
+    assert inputs.shape == targets.shape == mask.shape == (4, 4)  # longest path: 3 labels + END
     # image 0: labels {1, 2} -> path (1, 2)
     assert list(inputs[:, 0]) == [START, 1, 2, END]
     assert list(targets[:, 0]) == [1, 2, END, END]
@@ -56,8 +54,8 @@ def test_paths_against_a_loop(rng):
     for n in range(labels.shape[0]):
         path = sorted(np.flatnonzero(labels[n]), key=lambda k: rank[k])
         L = len(path)
-        assert list(targets[:L + 1, n]) == path + [K]
-        assert list(inputs[:L + 1, n]) == [K + 1] + path
+        assert list(targets[: L + 1, n]) == path + [K]
+        assert list(inputs[: L + 1, n]) == [K + 1] + path
         assert mask[:, n].sum() == L + 1
         np.testing.assert_array_equal(label_paths.path_to_labels(targets[:, n], K), labels[n])
 

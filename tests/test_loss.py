@@ -1,7 +1,9 @@
 """Masked softmax cross-entropy and sigmoid binary cross-entropy (§3.4)."""
+
 import numpy as np
 
-from minicnnrnn import gradcheck, loss
+from minicnnrnn.core import numgrad
+from minicnnrnn.layers import loss
 
 
 def test_log_softmax_is_stable_and_normalised():
@@ -14,7 +16,7 @@ def test_log_softmax_is_stable_and_normalised():
 
 def test_softmax_cross_entropy_value(rng):
     scores = rng.standard_normal((2, 3, 4))
-    targets = np.array([[0, 1, 2], [3, 7, 0]])                # 7: a padded step's junk target
+    targets = np.array([[0, 1, 2], [3, 7, 0]])  # 7: a padded step's junk target
     mask = np.array([[1, 1, 1], [1, 0, 1]])
     value, _ = loss.softmax_cross_entropy(scores, targets, mask)
     p = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
@@ -28,8 +30,11 @@ def test_softmax_cross_entropy_gradient_and_mask(rng):
     targets = np.array([[0, 4], [1, -1], [2, 3]])
     mask = np.array([[1, 1], [1, 0], [0, 1]])
     _, ds = loss.softmax_cross_entropy(scores, targets, mask)
-    f = lambda: loss.softmax_cross_entropy(scores, targets, mask)[0]
-    assert gradcheck.check(f, {"s": scores}, {"s": ds}) < 1e-6
+
+    def f():
+        return loss.softmax_cross_entropy(scores, targets, mask)[0]
+
+    assert numgrad.check(f, {"s": scores}, {"s": ds}) < 1e-6
     assert np.all(ds[mask == 0] == 0)
 
 
@@ -57,7 +62,7 @@ def test_sigmoid_cross_entropy_gradient_and_ignore_mask(rng):
     mask = np.ones((3, 4))
     mask[0, 1] = 0
     _, ds = loss.sigmoid_cross_entropy(s, y, mask)
-    assert gradcheck.check(lambda: loss.sigmoid_cross_entropy(s, y, mask)[0], {"s": s}, {"s": ds}) < 1e-6
+    assert numgrad.check(lambda: loss.sigmoid_cross_entropy(s, y, mask)[0], {"s": s}, {"s": ds}) < 1e-6
     assert ds[0, 1] == 0
     flipped = y.copy()
     flipped[0, 1] = 1 - flipped[0, 1]
@@ -77,7 +82,7 @@ def test_softmax_cross_entropy_out_may_overwrite_scores(rng):
 
 
 def test_softmax_cross_entropy_gradient_is_softmax_minus_one_hot(rng):
-    scores = rng.standard_normal((2, 5))                       # (N, C): no time axis
+    scores = rng.standard_normal((2, 5))  # (N, C): no time axis
     targets = np.array([3, 0])
     _, ds = loss.softmax_cross_entropy(scores, targets, np.ones(2))
     p = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)

@@ -1,16 +1,17 @@
 """Eq. 1 LSTM: the step and the masked sequence, forward values and hand-written backward."""
+
 import numpy as np
 import pytest
-
 from conftest import cupy_available
-from minicnnrnn import backend, gradcheck, lstm
+
+from minicnnrnn.core import backend, numgrad
+from minicnnrnn.rnn import lstm
 
 VARIANTS = lstm.VARIANTS
 
 
 def make_params(rng, E, H, bias=True, dtype=np.float64):
-    params = {"U_r": rng.standard_normal((H, 4 * H)) / np.sqrt(H),
-              "U_w": rng.standard_normal((E, 4 * H)) / np.sqrt(E)}
+    params = {"U_r": rng.standard_normal((H, 4 * H)) / np.sqrt(H), "U_w": rng.standard_normal((E, 4 * H)) / np.sqrt(E)}
     if bias:
         params["b_lstm"] = 0.3 + 0.3 * rng.standard_normal(4 * H)
     return {k: v.astype(dtype) for k, v in params.items()}
@@ -20,11 +21,20 @@ def paper_step(w, r_prev, p, variant):
     """Eq. 1 transcribed literally, with the paper's eight separate matrices."""
     H = r_prev.shape[1]
     b = p.get("b_lstm", np.zeros(4 * H))
-    relu = lambda a: np.maximum(a, 0)
-    sig = lambda a: 1 / (1 + np.exp(-a))
+
+    def relu(a):
+        return np.maximum(a, 0)
+
+    def sig(a):
+        return 1 / (1 + np.exp(-a))
+
     acts = [relu] * 4 if variant == "relu" else [np.tanh, sig, sig, sig]
-    gates = [acts[k](r_prev @ p["U_r"][:, k * H:(k + 1) * H] + w @ p["U_w"][:, k * H:(k + 1) * H]
-                     + b[k * H:(k + 1) * H]) for k in range(4)]
+    gates = [
+        acts[k](
+            r_prev @ p["U_r"][:, k * H : (k + 1) * H] + w @ p["U_w"][:, k * H : (k + 1) * H] + b[k * H : (k + 1) * H]
+        )
+        for k in range(4)
+    ]
     x, i, f, o = gates
     r = f * r_prev + i * x
     return (r if variant == "relu" else np.tanh(r)) * o, r
@@ -54,7 +64,7 @@ def test_step_gradients(rng, variant, bias):
 
     dw, dr_prev, grads = lstm.step_backward(Go, Gr, lstm.step_forward(w, r_prev, p, variant)[1])
     assert set(grads) == set(p)
-    assert gradcheck.check(f, dict(p, w=w, r=r_prev), dict(grads, w=dw, r=dr_prev)) < 1e-6
+    assert numgrad.check(f, dict(p, w=w, r=r_prev), dict(grads, w=dw, r=dr_prev)) < 1e-6
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -62,13 +72,13 @@ def test_sequence_gradients_with_mask(rng, variant):
     T, N, E, H = 4, 3, 3, 4
     p = make_params(rng, E, H)
     w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
-    mask = np.array([[1, 1, 1], [1, 0, 1], [1, 0, 0], [1, 0, 1]])   # column 2 has a gap
+    mask = np.array([[1, 1, 1], [1, 0, 1], [1, 0, 0], [1, 0, 1]])  # column 2 has a gap
 
     def f():
         return float((lstm.forward(w_seq, mask, p, variant)[0] * G).sum())
 
     dw_seq, grads = lstm.backward(G, lstm.forward(w_seq, mask, p, variant)[1])
-    assert gradcheck.check(f, dict(p, w_seq=w_seq), dict(grads, w_seq=dw_seq)) < 1e-6
+    assert numgrad.check(f, dict(p, w_seq=w_seq), dict(grads, w_seq=dw_seq)) < 1e-6
     # Padded steps neither produce output nor receive gradient.
     assert np.all(dw_seq[mask == 0] == 0)
 

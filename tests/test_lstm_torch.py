@@ -1,8 +1,9 @@
 """Eq. 1 sequence forward and BPTT against torch autograd on the same float64 weights."""
+
 import numpy as np
 import pytest
 
-from minicnnrnn import lstm
+from minicnnrnn.rnn import lstm
 
 
 def torch_eq1(torch, w_seq, mask, U_r, U_w, b, variant):
@@ -32,10 +33,12 @@ def rel(a, b):
 def test_sequence_matches_torch_autograd(torch, variant):
     rng = np.random.default_rng(0)
     T, N, E, H = 5, 4, 6, 7
-    arrays = {"w_seq": rng.standard_normal((T, N, E)),
-              "U_r": rng.standard_normal((H, 4 * H)) / np.sqrt(H),
-              "U_w": rng.standard_normal((E, 4 * H)) / np.sqrt(E),
-              "b_lstm": 0.3 + 0.3 * rng.standard_normal(4 * H)}
+    arrays = {
+        "w_seq": rng.standard_normal((T, N, E)),
+        "U_r": rng.standard_normal((H, 4 * H)) / np.sqrt(H),
+        "U_w": rng.standard_normal((E, 4 * H)) / np.sqrt(E),
+        "b_lstm": 0.3 + 0.3 * rng.standard_normal(4 * H),
+    }
     mask = (np.arange(T)[:, None] < np.array([5, 3, 1, 4])[None, :]).astype(np.float64)
     G = rng.standard_normal((T, N, H))
 

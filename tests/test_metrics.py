@@ -1,28 +1,31 @@
 """Metrics (§4.1) against hand-computed cases for every pitfall, and against scikit-learn."""
+
 import numpy as np
 import pytest
 
-from minicnnrnn import metrics
+from minicnnrnn.evaluation import metrics
 
 
 def _random_case(rng, n=60, k=7, density=0.3):
     truth = (rng.random((n, k)) < density).astype(np.uint8)
-    truth[0] = 1                                    # every class has a positive
-    scores = np.round(rng.normal(size=(n, k)) + truth, 1)   # rounding makes ties
+    truth[0] = 1  # every class has a positive
+    scores = np.round(rng.normal(size=(n, k)) + truth, 1)  # rounding makes ties
     return truth, scores
 
 
 # ---------------------------------------------------------------- top-k
+
 
 def test_topk_exactly_k_per_row_and_ties_to_lower_index():
     scores = np.array([[0.1, 0.9, 0.5, 0.9], [1.0, 1.0, 1.0, 1.0]])
     pred = metrics.topk_predictions(scores, 2)
     assert pred.dtype == np.uint8
     np.testing.assert_array_equal(pred, [[0, 1, 0, 1], [1, 1, 0, 0]])
-    assert metrics.topk_predictions(scores, 10).sum() == 8      # k > K: all labels
+    assert metrics.topk_predictions(scores, 10).sum() == 8  # k > K: all labels
 
 
 # ---------------------------------------------------------------- P / R / F1
+
 
 def test_precision_recall_f1_hand_case():
     truth = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0]])
@@ -54,9 +57,9 @@ def test_fewer_than_k_predictions_count_only_what_was_predicted():
     truth = np.array([[1, 1, 0], [0, 1, 1]])
     pred = np.array([[1, 0, 0], [0, 0, 0]])
     out = metrics.precision_recall_f1(pred, truth)
-    assert out["O-P"] == pytest.approx(1.0)         # 1 correct of 1 predicted, not of k
+    assert out["O-P"] == pytest.approx(1.0)  # 1 correct of 1 predicted, not of k
     assert out["O-R"] == pytest.approx(1 / 4)
-    assert out["C-P"] == pytest.approx(1 / 3)       # classes 1 and 2 never predicted: precision 0
+    assert out["C-P"] == pytest.approx(1 / 3)  # classes 1 and 2 never predicted: precision 0
 
 
 def test_class_without_positives_is_left_out_of_class_averages():
@@ -64,7 +67,7 @@ def test_class_without_positives_is_left_out_of_class_averages():
     pred = np.array([[1, 1], [1, 0]])
     out = metrics.precision_recall_f1(pred, truth)
     assert out["C-P"] == pytest.approx(1.0) and out["C-R"] == pytest.approx(1.0)
-    assert out["O-P"] == pytest.approx(2 / 3)       # its false positive still counts overall
+    assert out["O-P"] == pytest.approx(2 / 3)  # its false positive still counts overall
 
 
 def test_ignored_entries_are_neither_positive_nor_negative():
@@ -77,6 +80,7 @@ def test_ignored_entries_are_neither_positive_nor_negative():
 
 
 # ---------------------------------------------------------------- MAP@10
+
 
 def test_map_at_n_hand_case():
     # image 0: truth {0, 2}; ranking 0, 1, 2 -> (1/1 + 2/3) / 2
@@ -101,6 +105,7 @@ def test_map_at_n_cut_and_ignore():
 
 
 # ---------------------------------------------------------------- AP
+
 
 def test_voc07_eleven_point_hand_case():
     score = np.array([4.0, 3, 2, 1])
@@ -152,6 +157,7 @@ def test_sklearn_ap_groups_ties_voc07_does_not():
 
 # ---------------------------------------------------------------- evaluate / table
 
+
 def test_evaluate_keys_percent_and_table(rng):
     truth, scores = _random_case(rng)
     pred = metrics.topk_predictions(scores, 3)
@@ -168,6 +174,7 @@ def test_evaluate_keys_percent_and_table(rng):
 
 
 # ---------------------------------------------------------------- scikit-learn oracle
+
 
 def test_against_sklearn(rng):
     skm = pytest.importorskip("sklearn.metrics")
@@ -186,45 +193,51 @@ def test_against_sklearn(rng):
     untied = rng.permuted(np.tile(np.arange(truth.shape[1], dtype=float), (truth.shape[0], 1)), axis=1)
     has = truth.sum(1) > 0
     assert metrics.map_at_n(untied, truth, n=truth.shape[1]) == pytest.approx(
-        skm.label_ranking_average_precision_score(truth[has], untied[has]))
+        skm.label_ranking_average_precision_score(truth[has], untied[has])
+    )
 
 
 # ---------------------------------------------------------------- per-benchmark protocols
 
+
 def test_protocols_follow_the_paper():
-    from minicnnrnn import evaluation
-    assert evaluation.protocol_for("coco2014")["k"] == 3 and evaluation.protocol_for("coco2014")["min_labels"] == 0
-    assert evaluation.protocol_for("nuswide81")["min_labels"] == 3
-    assert evaluation.protocol_for("nuswide1k")["k"] == 10
-    assert evaluation.protocol_for("voc2007")["ap_mode"] == "voc07"
-    assert evaluation.protocol_for("builtin")["paper"] is None
+    from minicnnrnn.evaluation import protocols
+
+    assert protocols.protocol_for("coco2014")["k"] == 3 and protocols.protocol_for("coco2014")["min_labels"] == 0
+    assert protocols.protocol_for("nuswide81")["min_labels"] == 3
+    assert protocols.protocol_for("nuswide1k")["k"] == 10
+    assert protocols.protocol_for("voc2007")["ap_mode"] == "voc07"
+    assert protocols.protocol_for("builtin")["paper"] is None
 
 
 def test_voc_protocol_report(rng):
-    from minicnnrnn import evaluation
+    from minicnnrnn.evaluation import protocols
+
     truth = (rng.random((40, 20)) < 0.3).astype(np.uint8)
     truth[0] = 1
     ignore = rng.random((40, 20)) < 0.1
     scores = rng.normal(size=truth.shape) + truth
-    result = evaluation.evaluate_protocol("voc2007", scores, truth, ignore)
+    result = protocols.evaluate_protocol("voc2007", scores, truth, ignore)
     ap = metrics.average_precision(scores, truth, ignore, mode="voc07")
     np.testing.assert_allclose(result["per_class_ap"], 100 * ap)
     assert result["metrics"]["mAP"] == pytest.approx(100 * ap.mean())
-    lines = evaluation.report("voc2007", {"ours": result}).splitlines()
-    assert lines[0].startswith("Table 4") and lines[1].split()[1:] == evaluation.VOC_SHORT_NAMES + ["mAP"]
+    lines = protocols.report("voc2007", {"ours": result}).splitlines()
+    assert lines[0].startswith("Table 4") and lines[1].split()[1:] == protocols.VOC_SHORT_NAMES + ["mAP"]
     assert lines[3].split()[1] == f"{100 * ap[0]:.1f}"
-    assert lines[-1].split() == ["CNN-RNN", "(paper)"] + [f"{v:.1f}" for v in
-                                                           evaluation.PAPER_RESULTS["voc2007"]["CNN-RNN"].values()]
+    assert lines[-1].split() == ["CNN-RNN", "(paper)"] + [
+        f"{v:.1f}" for v in protocols.PAPER_RESULTS["voc2007"]["CNN-RNN"].values()
+    ]
 
 
 def test_pr_protocol_uses_k_and_given_predictions(rng):
-    from minicnnrnn import evaluation
+    from minicnnrnn.evaluation import protocols
+
     truth, scores = _random_case(rng, n=30, k=12)
-    r10 = evaluation.evaluate_protocol("nuswide1k", scores, truth)["metrics"]
+    r10 = protocols.evaluate_protocol("nuswide1k", scores, truth)["metrics"]
     assert r10 == metrics.evaluate(metrics.topk_predictions(scores, 10), scores, truth)
     rnn = np.zeros_like(truth)
-    rnn[:, 0] = 1                                   # a model that always says one label
-    r = evaluation.evaluate_protocol("coco2014", scores, truth, pred01=rnn)["metrics"]
+    rnn[:, 0] = 1  # a model that always says one label
+    r = protocols.evaluate_protocol("coco2014", scores, truth, pred01=rnn)["metrics"]
     assert r["O-P"] == pytest.approx(100 * truth[:, 0].mean())
-    table = evaluation.report("coco2014", {"ours": r})
+    table = protocols.report("coco2014", {"ours": r})
     assert "Table 3" in table and "No RNN (paper)" in table and "61.2" in table

@@ -1,9 +1,12 @@
 """The whole label-path model (§3.2): tokens, initialisation, path loss and its gradients."""
+
 import numpy as np
 import pytest
-
 from conftest import cupy_available
-from minicnnrnn import backend, gradcheck, loss, lstm, model, projection
+
+from minicnnrnn.core import backend, numgrad
+from minicnnrnn.layers import loss
+from minicnnrnn.rnn import lstm, model, projection
 
 K, D, E, H = 4, 5, 3, 4
 VARIANTS = lstm.VARIANTS
@@ -33,8 +36,15 @@ def test_tokens():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_init_params(variant):
     p = model.init_params(K, D, E, H, np.random.default_rng(3), variant)
-    shapes = {"U_l": (K + 2, E), "U_r": (H, 4 * H), "U_w": (E, 4 * H), "b_lstm": (4 * H,),
-              "U_o_x": (H, E), "U_I_x": (D, E), "b_x": (E,)}
+    shapes = {
+        "U_l": (K + 2, E),
+        "U_r": (H, 4 * H),
+        "U_w": (E, 4 * H),
+        "b_lstm": (4 * H,),
+        "U_o_x": (H, E),
+        "U_I_x": (D, E),
+        "b_x": (E,),
+    }
     assert {k: v.shape for k, v in p.items()} == shapes
     assert all(v.dtype == np.float32 and isinstance(v, np.ndarray) for v in p.values())
     again = model.init_params(K, D, E, H, np.random.default_rng(3), variant)
@@ -48,7 +58,7 @@ def test_init_gate_biases():
     expected = {"relu": [0.0, 0.5, 0.5, 0.5], "conventional": [0.0, 0.0, 1.0, 0.0]}
     for variant, per_block in expected.items():
         b = model.init_params(K, D, E, H, np.random.default_rng(0), variant)["b_lstm"]
-        np.testing.assert_array_equal(b, np.repeat(per_block, H))         # blocks [x | i | f | o]
+        np.testing.assert_array_equal(b, np.repeat(per_block, H))  # blocks [x | i | f | o]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -78,8 +88,11 @@ def test_path_loss_gradients(variant):
 
     _, grads = model.path_loss(p, I, inputs, targets, mask, variant, drop)
     assert set(grads) == set(p)
-    f = lambda: model.path_loss(p, I, inputs, targets, mask, variant, drop)[0]
-    assert gradcheck.check(f, p, grads) < 1e-6
+
+    def f():
+        return model.path_loss(p, I, inputs, targets, mask, variant, drop)[0]
+
+    assert numgrad.check(f, p, grads) < 1e-6
     # U_l's two uses: START is only an input, END only an output; both rows learn.
     assert np.abs(grads["U_l"][model.start_token(K)]).max() > 0
     assert np.abs(grads["U_l"][model.end_token(K)]).max() > 0
@@ -119,7 +132,7 @@ def test_a_few_sgd_steps_fit_a_tiny_batch(variant):
     first, _ = model.path_loss(p, I, inputs, targets, mask, variant)
     for _ in range(60):
         value, grads = model.path_loss(p, I, inputs, targets, mask, variant)
-        norm = np.sqrt(sum(float((g ** 2).sum()) for g in grads.values()))
+        norm = np.sqrt(sum(float((g**2).sum()) for g in grads.values()))
         p = {k: p[k] - 0.3 / max(1.0, norm) * grads[k] for k in p}
     assert value < 0.15 * first
 

@@ -1,14 +1,17 @@
 """Max-pooling, ReLU and dropout: gradient checks, tie handling, torch max_pool2d as an oracle."""
+
 import numpy as np
 import pytest
 
-from minicnnrnn import activations, backend, dropout, gradcheck_cnn, pool
-from minicnnrnn.gradcheck import TOLERANCE
+from minicnnrnn.cnn import gradcheck_cases as cnn_cases
+from minicnnrnn.core import backend
+from minicnnrnn.core.numgrad import TOLERANCE
+from minicnnrnn.layers import activations, dropout, pool
 
 
 @pytest.mark.parametrize("name", ["max-pool 2x2 stride 2", "relu", "dropout"])
 def test_gradients_match_finite_differences(name):
-    assert dict(gradcheck_cnn.CASES)[name](np.random.default_rng(0)) < TOLERANCE
+    assert dict(cnn_cases.CASES)[name](np.random.default_rng(0)) < TOLERANCE
 
 
 def test_pool_forward_by_hand():
@@ -53,8 +56,8 @@ def test_dropout_mask_is_inverted_and_seeded():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     assert set(np.unique(a).tolist()) == {0.0, np.float32(1 / 0.75)}
-    assert abs((a == 0).mean() - 0.25) < 0.02          # 20000 draws: std of the rate is 0.003
-    assert abs(a.mean() - 1.0) < 0.03                  # inverted: the expected activation is kept
+    assert abs((a == 0).mean() - 0.25) < 0.02  # 20000 draws: std of the rate is 0.003
+    assert abs(a.mean() - 1.0) < 0.03  # inverted: the expected activation is kept
     assert a.dtype == np.float32
 
 

@@ -1,14 +1,19 @@
 """``python -m minicnnrnn.predict`` on a tiny checkpoint and a tiny CNN built here."""
+
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
-from minicnnrnn import backend, beam_search, checkpoint, model, predict, preprocess, vgg
+from minicnnrnn import predict
+from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.core import backend
+from minicnnrnn.rnn import beam_search, model
+from minicnnrnn.training import checkpoint
 
 NAMES = ["cat", "dog", "sky", "tree"]
 K, E, H = len(NAMES), 4, 8
@@ -27,11 +32,26 @@ def make_checkpoint(tmp_path, model_name="cnn-rnn", cnn=None, D=8):
     rng = np.random.default_rng(2)
     params = model.init_params(K, D, E, H, rng)
     for name in ("U_l", "U_I_x", "U_o_x"):
-        params[name] *= 3.0                   # peaked softmaxes: paths of 0 to 3 labels
-    state = {"params": params, "config": {"model": model_name, "K": K, "D": D, "E": E, "H": H,
-                                          "variant": "relu", "cnn": cnn or {"weights": None, "layer": None},
-                                          "beam": 3, "min_labels": 0},
-             "label_names": NAMES, "label_order": np.arange(K), "opt": {}, "epoch": 1, "rng": None}
+        params[name] *= 3.0  # peaked softmaxes: paths of 0 to 3 labels
+    state = {
+        "params": params,
+        "config": {
+            "model": model_name,
+            "K": K,
+            "D": D,
+            "E": E,
+            "H": H,
+            "variant": "relu",
+            "cnn": cnn or {"weights": None, "layer": None},
+            "beam": 3,
+            "min_labels": 0,
+        },
+        "label_names": NAMES,
+        "label_order": np.arange(K),
+        "opt": {},
+        "epoch": 1,
+        "rng": None,
+    }
     path = tmp_path / "checkpoint.npz"
     checkpoint.save(path, state)
     return path, params
@@ -65,13 +85,14 @@ def test_images_through_the_cnn_match_beam_search_on_its_features(tmp_path, caps
     result = beam_search.beam_search(params, feats, beam_size=3)
     for i, pred in enumerate(preds):
         assert pred["image"] == images[i]
-        labels = [NAMES[j] for j in result.paths[i, :result.lengths[i]]]
+        labels = [NAMES[j] for j in result.paths[i, : result.lengths[i]]]
         assert pred["labels"] == labels
         assert pred["log_probability"] == pytest.approx(float(result.log_prob[i]), abs=1e-5)
-        np.testing.assert_allclose(np.log(pred["probabilities"] + [pred["end_probability"]]).sum(),
-                                   pred["log_probability"], atol=1e-5)
+        np.testing.assert_allclose(
+            np.log(pred["probabilities"] + [pred["end_probability"]]).sum(), pred["log_probability"], atol=1e-5
+        )
         assert set(pred["scores"]) == set(NAMES)
-    assert len({tuple(pred["labels"]) for pred in preds}) >= 2    # the images get different answers
+    assert len({tuple(pred["labels"]) for pred in preds}) >= 2  # the images get different answers
 
 
 def test_text_output_one_line_per_image(tmp_path, capsys):
@@ -84,7 +105,7 @@ def test_text_output_one_line_per_image(tmp_path, capsys):
     for line, image in zip(lines, images):
         assert line.startswith(image + ": ")
         assert "| END " in line and "| log P " in line
-        assert sum(name in line.split("|")[0] for name in NAMES) >= 2     # min-labels 2
+        assert sum(name in line.split("|")[0] for name in NAMES) >= 2  # min-labels 2
 
 
 def test_features_and_image_list(tmp_path, capsys, monkeypatch):
@@ -92,29 +113,46 @@ def test_features_and_image_list(tmp_path, capsys, monkeypatch):
     feats = np.abs(np.random.default_rng(4).standard_normal((5, 8))).astype(np.float32)
     np.save(tmp_path / "features.npy", feats)
     (tmp_path / "images.txt").write_text("".join(f"a/{i}.jpg\n" for i in range(5)))
-    code, out = run_predict(["--checkpoint", ckpt, "--json", "--beam", "1",
-                             "--features", tmp_path / "features.npy", "--image-list", tmp_path / "images.txt"], capsys)
+    code, out = run_predict(
+        [
+            "--checkpoint",
+            ckpt,
+            "--json",
+            "--beam",
+            "1",
+            "--features",
+            tmp_path / "features.npy",
+            "--image-list",
+            tmp_path / "images.txt",
+        ],
+        capsys,
+    )
     preds = json.loads(out)
     result = beam_search.beam_search(params, feats, beam_size=1)
     assert [p["image"] for p in preds] == [f"a/{i}.jpg" for i in range(5)]
     for i, pred in enumerate(preds):
-        assert pred["labels"] == [NAMES[j] for j in result.paths[i, :result.lengths[i]]]
+        assert pred["labels"] == [NAMES[j] for j in result.paths[i, : result.lengths[i]]]
     # An `extract` folder works too and picks up its images.txt; decoding in blocks changes nothing.
     monkeypatch.setattr(predict, "CHUNK", 2)
     code, out2 = run_predict(["--checkpoint", ckpt, "--json", "--beam", "1", "--features", tmp_path], capsys)
     again = json.loads(out2)
     assert [p["image"] for p in again] == [p["image"] for p in preds]
     assert [p["labels"] for p in again] == [p["labels"] for p in preds]
-    np.testing.assert_allclose([p["log_probability"] for p in again], [p["log_probability"] for p in preds],
-                               rtol=1e-5)   # float32 BLAS sums may round differently in other block sizes
+    np.testing.assert_allclose(
+        [p["log_probability"] for p in again], [p["log_probability"] for p in preds], rtol=1e-5
+    )  # float32 BLAS sums may round differently in other block sizes
 
 
 def test_classifier_checkpoint_prints_top_k(tmp_path, capsys):
-    from minicnnrnn import baselines
+    from minicnnrnn.rnn import baselines
+
     params = baselines.init_classifier(K, 6, E, np.random.default_rng(5))
-    state = {"params": params, "config": {"model": "bce", "K": K, "D": 6, "E": E, "H": H, "variant": "relu",
-                                          "cnn": {"weights": None}, "k": 2},
-             "label_names": NAMES, "label_order": np.arange(K)}
+    state = {
+        "params": params,
+        "config": {"model": "bce", "K": K, "D": 6, "E": E, "H": H, "variant": "relu", "cnn": {"weights": None}, "k": 2},
+        "label_names": NAMES,
+        "label_order": np.arange(K),
+    }
     checkpoint.save(tmp_path / "c.npz", state)
     np.save(tmp_path / "f.npy", np.ones((2, 6), np.float32))
     code, out = run_predict(["--checkpoint", tmp_path / "c.npz", "--json", "--features", tmp_path / "f.npy"], capsys)
@@ -123,8 +161,13 @@ def test_classifier_checkpoint_prints_top_k(tmp_path, capsys):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "minicnnrnn.predict", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "minicnnrnn.predict", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_unreadable_image_is_a_one_line_error(tmp_path):
@@ -140,15 +183,19 @@ def test_unreadable_image_is_a_one_line_error(tmp_path):
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--beam", "0"], "--beam"),
-    (["--min-labels", "9"], "--min-labels"),
-    (["--max-labels", "0"], "--max-labels"),
-    (["--image-list", "x.txt"], "--image-list"),
-    ([], "IMAGE"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--beam", "0"], "--beam"),
+        (["--min-labels", "9"], "--min-labels"),
+        (["--max-labels", "0"], "--max-labels"),
+        (["--image-list", "x.txt"], "--image-list"),
+        ([], "IMAGE"),
+    ],
+)
 def test_bad_arguments_name_the_argument(tmp_path, capsys, extra, needle):
-    from minicnnrnn.errors import UserError
+    from minicnnrnn.core.errors import UserError
+
     ckpt, _ = make_checkpoint(tmp_path)
     np.save(tmp_path / "f.npy", np.ones((2, 8), np.float32))
     features = ["--features", tmp_path / "f.npy"] if needle not in ("--image-list", "IMAGE") else []
@@ -157,7 +204,8 @@ def test_bad_arguments_name_the_argument(tmp_path, capsys, extra, needle):
 
 
 def test_feature_size_mismatch_and_features_only_checkpoint(tmp_path):
-    from minicnnrnn.errors import UserError
+    from minicnnrnn.core.errors import UserError
+
     ckpt, _ = make_checkpoint(tmp_path)
     np.save(tmp_path / "f.npy", np.ones((2, 7), np.float32))
     with pytest.raises(UserError, match="D = 7"):
@@ -169,8 +217,16 @@ def test_feature_size_mismatch_and_features_only_checkpoint(tmp_path):
         predict.main(["--checkpoint", str(ckpt), "--features", str(tmp_path / "nan.npy")])
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\xd0 not text\n")
     with pytest.raises(UserError, match="binary.txt: the image list is not UTF-8 text"):
-        predict.main(["--checkpoint", str(ckpt), "--features", str(tmp_path / "nan.npy"),
-                      "--image-list", str(tmp_path / "binary.txt")])
+        predict.main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--features",
+                str(tmp_path / "nan.npy"),
+                "--image-list",
+                str(tmp_path / "binary.txt"),
+            ]
+        )
     image = write_images(tmp_path, 1)[0]
     with pytest.raises(UserError, match="precomputed features"):
         predict.main(["--checkpoint", str(ckpt), image])

@@ -1,10 +1,12 @@
 """Image preprocessing: modes -> RGB, crop/warp geometry at any input size, both normalisations, bad files."""
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from minicnnrnn import convert, preprocess
-from minicnnrnn.errors import UserError
+from minicnnrnn import convert
+from minicnnrnn.cnn import preprocess
+from minicnnrnn.core.errors import UserError
 
 TORCHVISION = convert.TORCHVISION_PREPROCESS
 CAFFE = convert.CAFFE_PREPROCESS
@@ -66,13 +68,13 @@ def _modes():
     transparent_p.info["transparency"] = 0
     palette = Image.new("P", (12, 10), 3)
     palette.putpalette([0, 0, 0] * 3 + [200, 100, 50] + [0, 0, 0] * 252)
-    rgba = Image.new("RGBA", (12, 10), (0, 0, 0, 0))          # fully transparent black
+    rgba = Image.new("RGBA", (12, 10), (0, 0, 0, 0))  # fully transparent black
     return {
         "L": (Image.new("L", (12, 10), 77), (77, 77, 77)),
         "1": (Image.new("1", (12, 10), 1), (255, 255, 255)),
         "P": (palette, (200, 100, 50)),
         "P+transparency": (transparent_p, (255, 255, 255)),
-        "RGBA": (rgba, (255, 255, 255)),                       # composited on white
+        "RGBA": (rgba, (255, 255, 255)),  # composited on white
         "LA": (Image.new("LA", (12, 10), (40, 255)), (40, 40, 40)),
         "CMYK": (Image.new("CMYK", (12, 10), (0, 0, 0, 0)), (255, 255, 255)),
         "I;16": (Image.fromarray(np.full((10, 12), 65535, np.uint16)), (255, 255, 255)),
@@ -88,7 +90,7 @@ def test_every_mode_becomes_rgb(mode):
     rgb = preprocess.to_rgb(image)
     assert rgb.mode == "RGB" and rgb.size == (12, 10)
     pixels = np.asarray(rgb)
-    if colour is None:     # a lossy colour-space round trip: close to the original
+    if colour is None:  # a lossy colour-space round trip: close to the original
         assert np.abs(pixels.astype(int) - [200, 100, 50]).max() <= 3
     else:
         assert (pixels == colour).all(), (mode, pixels[0, 0])

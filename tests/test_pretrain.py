@@ -1,25 +1,35 @@
 """Pretraining the small CNN: loss goes down, checkpoints resume exactly, outputs are complete."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 
-from minicnnrnn import backend, preprocess, pretrain, vgg
-from minicnnrnn.data import features, tinyscenes
-from minicnnrnn.errors import UserError
+from minicnnrnn import pretrain
+from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.core import backend
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.tinyscenes import features, scenes
 
 TINY = ["--n-pretrain", "48", "--n-test", "24", "--size", "32", "--batch-size", "16", "--epochs", "2"]
 
 
 def _args(tmp_path, *extra):
-    return TINY + ["--out", str(tmp_path / "cnn.npz"), "--checkpoint", str(tmp_path / "ckpt.npz"),
-                   "--cache-dir", str(tmp_path / "cache"), *extra]
+    return TINY + [
+        "--out",
+        str(tmp_path / "cnn.npz"),
+        "--checkpoint",
+        str(tmp_path / "ckpt.npz"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *extra,
+    ]
 
 
 def test_training_steps_decrease_the_loss():
     """Several Adam steps on 32 pictures lower the BCE loss on those pictures."""
-    images, labels = tinyscenes.generate(32, seed=5, size=32)
+    images, labels = scenes.generate(32, seed=5, size=32)
     meta = pretrain.make_meta(images, 32)
     rng = np.random.default_rng(0)
     params = backend.params_to_device(vgg.init_params(meta, rng))
@@ -43,12 +53,12 @@ def test_run_writes_weights_record_and_checkpoint(tmp_path, capsys):
     assert pretrain.main(_args(tmp_path)) == 0
     params, meta = vgg.load(tmp_path / "cnn.npz")
     assert meta["config"] == pretrain.CONFIG and meta["fc"] == pretrain.FC
-    assert meta["num_classes"] == tinyscenes.K and meta["label_names"] == tinyscenes.LABEL_NAMES
+    assert meta["num_classes"] == scenes.K and meta["label_names"] == scenes.LABEL_NAMES
     record = json.loads((tmp_path / "cnn.json").read_text())
     assert record["sha256"] == features.file_sha256(tmp_path / "cnn.npz")
     assert 0.0 < record["test_mAP"] <= 1.0 and len(record["history"]) == 2
     assert record["command"].startswith("python -m minicnnrnn.pretrain --n-pretrain 48")
-    assert not os.path.exists(tmp_path / "ckpt.npz")        # removed once the run is complete
+    assert not os.path.exists(tmp_path / "ckpt.npz")  # removed once the run is complete
     # the record's checksum is what load_builtin_cnn verifies
     loaded, _ = features.load_builtin_cnn(str(tmp_path / "cnn.npz"))
     assert all(np.array_equal(loaded[k], params[k]) for k in params)
@@ -91,11 +101,17 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path, monkeypatch):
     assert pretrain.main(_args(tmp_path, "--seed", "1", "--restart")) == 0
 
 
-@pytest.mark.parametrize("bad, match", [(["--dropout", "1"], "--dropout"),
-                                        (["--out", "x.bin"], "--out"), (["--batch-size", "100"], "--batch-size"),
-                                        (["--lr", "nan"], "--lr: must be a positive number"),
-                                        (["--weight-decay", "-1"], "--weight-decay"),
-                                        (["--size", "8"], "--size: must be at least 16")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (["--dropout", "1"], "--dropout"),
+        (["--out", "x.bin"], "--out"),
+        (["--batch-size", "100"], "--batch-size"),
+        (["--lr", "nan"], "--lr: must be a positive number"),
+        (["--weight-decay", "-1"], "--weight-decay"),
+        (["--size", "8"], "--size: must be at least 16"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(tmp_path, bad, match):
     with pytest.raises(UserError, match=match):
         pretrain.main(_args(tmp_path) + bad)
@@ -116,7 +132,7 @@ def test_unwritable_output_is_refused_before_training(tmp_path, option):
     blocker.write_text("")
     with pytest.raises(UserError, match=f"{option} {blocker}/w.npz: cannot write there"):
         pretrain.main(_args(tmp_path, option, str(blocker / "w.npz")))
-    assert not (tmp_path / "cache").exists()       # stopped before drawing a single picture
+    assert not (tmp_path / "cache").exists()  # stopped before drawing a single picture
 
 
 def test_adam_first_step_moves_each_weight_by_lr():

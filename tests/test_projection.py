@@ -1,13 +1,14 @@
 """Eq. 4 projection into the joint space, with inverted dropout."""
+
 import numpy as np
 import pytest
 
-from minicnnrnn import gradcheck, projection
+from minicnnrnn.core import numgrad
+from minicnnrnn.rnn import projection
 
 
 def make(rng, T=3, N=2, H=4, D=5, E=3):
-    params = {"U_o_x": rng.standard_normal((H, E)), "U_I_x": rng.standard_normal((D, E)),
-              "b_x": rng.standard_normal(E)}
+    params = {"U_o_x": rng.standard_normal((H, E)), "U_I_x": rng.standard_normal((D, E)), "b_x": rng.standard_normal(E)}
     return params, rng.standard_normal((T, N, H)), rng.standard_normal((N, D))
 
 
@@ -33,7 +34,7 @@ def test_gradients(rng, with_dropout):
 
     do, dI, grads = projection.backward(G, projection.forward(o, I, params, mask)[1])
     assert set(grads) == {"U_o_x", "U_I_x", "b_x"}
-    assert gradcheck.check(f, dict(params, o=o, I=I), dict(grads, o=do, I=dI)) < 1e-6
+    assert numgrad.check(f, dict(params, o=o, I=I), dict(grads, o=do, I=dI)) < 1e-6
 
 
 def test_no_bias_is_eq4_verbatim(rng):
@@ -47,8 +48,8 @@ def test_no_bias_is_eq4_verbatim(rng):
 def test_dropout_mask_is_scaled_and_seeded():
     mask = projection.make_dropout_mask(np.random.default_rng(1), (200, 100), 0.5)
     assert mask.dtype == np.float32
-    assert set(np.unique(mask)) == {0.0, 2.0}                    # already holds 1 / (1 - p)
-    assert abs(mask.mean() - 1.0) < 0.02                         # expectation kept
+    assert set(np.unique(mask)) == {0.0, 2.0}  # already holds 1 / (1 - p)
+    assert abs(mask.mean() - 1.0) < 0.02  # expectation kept
     again = projection.make_dropout_mask(np.random.default_rng(1), (200, 100), 0.5)
     np.testing.assert_array_equal(mask, again)
     with pytest.raises(ValueError):

@@ -1,4 +1,5 @@
 """Loaders on the real benchmark files in ../shared/data (skipped when absent)."""
+
 import json
 import os
 import subprocess
@@ -6,12 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from minicnnrnn import datasets
+from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import nuswide
-from minicnnrnn.errors import UserError
-
-from conftest import REPO
 
 # Images per class (non-difficult objects) in the original VOC 2007 split files,
 # and images where the class appears only as "difficult".
@@ -26,7 +26,7 @@ VOC_DIFFICULT_ONLY = {
 
 
 def test_voc2007_split_sizes_and_counts(shared_data):
-    ds = datasets.load("voc2007", shared_data / "voc2007", check_images=False)   # no pixels shipped
+    ds = datasets.load("voc2007", shared_data / "voc2007", check_images=False)  # no pixels shipped
     assert len(ds.splits["train"]) == 5011 and len(ds.splits["test"]) == 4952
     for split in ("train", "test"):
         s = ds.splits[split]
@@ -58,17 +58,17 @@ def test_nuswide_sizes_and_corrupt_row(shared_data):
 
 def test_coco_tiny(shared_data):
     root = shared_data / "coco_tiny"
-    ds = datasets.load("coco2014", root)            # only the 2017 release is there: used and noted
+    ds = datasets.load("coco2014", root)  # only the 2017 release is there: used and noted
     assert any("2017" in n for n in ds.notes)
     assert len(ds.label_names) == 80 and ds.label_names[:3] == ["person", "bicycle", "car"]
     for split, coco_split in (("train", "train"), ("test", "val")):
         s = ds.splits[split]
         assert len(s) == 80 and s.labels.dtype == np.uint8 and s.labels.max() == 1
         assert 3.5 < s.labels.sum(axis=1).mean() < 4.2
-        assert s.labels.sum(axis=0).min() >= 1          # one image per category at least
+        assert s.labels.sum(axis=0).min() >= 1  # one image per category at least
         data = json.loads((root / "annotations" / f"instances_{coco_split}2017.json").read_text())
         pairs = {(a["image_id"], a["category_id"]) for a in data["annotations"]}
-        assert s.labels.sum() == len(pairs) < len(data["annotations"])   # once per image, not per instance
+        assert s.labels.sum() == len(pairs) < len(data["annotations"])  # once per image, not per instance
 
 
 def _run(*args):
@@ -84,14 +84,26 @@ def test_coco_tiny_end_to_end_extract_train_predict(shared_data, tmp_path):
     root, feats, run = shared_data / "coco_tiny", tmp_path / "feats", tmp_path / "run"
     _run("minicnnrnn.extract", "--dataset", "coco2014", "--root", str(root), "--out", str(feats))
     assert np.load(feats / "features.npy", mmap_mode="r").shape[0] == 160
-    out = _run("minicnnrnn.train", "--dataset", "coco2014", "--root", str(root), "--features", str(feats),
-               "--epochs", "2", "--out", str(run))
+    out = _run(
+        "minicnnrnn.train",
+        "--dataset",
+        "coco2014",
+        "--root",
+        str(root),
+        "--features",
+        str(feats),
+        "--epochs",
+        "2",
+        "--out",
+        str(run),
+    )
     metrics_json = json.loads((run / "metrics.json").read_text())
     assert list(metrics_json) == ["C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1", "MAP@10", "mAP"]
     assert all(0 <= v <= 100 for v in metrics_json.values()) and "O-F1" in out
     photos = sorted((root / "val2017").glob("*.jpg"))[:2]
-    printed = json.loads(_run("minicnnrnn.predict", "--checkpoint", str(run / "checkpoint.npz"), "--json",
-                              *map(str, photos)))
+    printed = json.loads(
+        _run("minicnnrnn.predict", "--checkpoint", str(run / "checkpoint.npz"), "--json", *map(str, photos))
+    )
     names = [c["name"] for c in json.loads((root / "annotations" / "instances_val2017.json").read_text())["categories"]]
     assert [os.path.realpath(p["image"]) for p in printed] == [os.path.realpath(p) for p in photos]
     for p in printed:

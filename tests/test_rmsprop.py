@@ -1,8 +1,9 @@
 """rmsprop: the documented equations, torch.optim.RMSprop as an oracle, clipping, state round trip."""
+
 import numpy as np
 import pytest
 
-from minicnnrnn import rmsprop
+from minicnnrnn.training import optim
 
 
 def _problem(rng):
@@ -14,7 +15,7 @@ def _problem(rng):
 def test_step_follows_the_documented_equations(rng):
     params, grads_seq = _problem(rng)
     theta = {k: p.copy() for k, p in params.items()}
-    opt = rmsprop.RMSprop(params, lr=0.01, decay=0.9, momentum=0.9, weight_decay=1e-2, eps=1e-8)
+    opt = optim.RMSprop(params, lr=0.01, decay=0.9, momentum=0.9, weight_decay=1e-2, eps=1e-8)
     v = {k: np.zeros_like(p) for k, p in theta.items()}
     m = {k: np.zeros_like(p) for k, p in theta.items()}
     for grads in grads_seq:
@@ -30,10 +31,9 @@ def test_step_follows_the_documented_equations(rng):
 
 def test_matches_torch_rmsprop(rng, torch):
     params, grads_seq = _problem(rng)
-    opt = rmsprop.RMSprop(params, lr=0.003, decay=0.95, momentum=0.9, weight_decay=1e-4, eps=1e-6)
+    opt = optim.RMSprop(params, lr=0.003, decay=0.95, momentum=0.9, weight_decay=1e-4, eps=1e-6)
     tparams = {k: torch.tensor(p.copy(), requires_grad=True) for k, p in params.items()}
-    topt = torch.optim.RMSprop(list(tparams.values()), lr=0.003, alpha=0.95, momentum=0.9,
-                               weight_decay=1e-4, eps=1e-6)
+    topt = torch.optim.RMSprop(list(tparams.values()), lr=0.003, alpha=0.95, momentum=0.9, weight_decay=1e-4, eps=1e-6)
     for grads in grads_seq:
         opt.step(params, {k: g.copy() for k, g in grads.items()})
         for k, p in tparams.items():
@@ -46,44 +46,44 @@ def test_matches_torch_rmsprop(rng, torch):
 def test_update_is_in_place_and_keeps_dtype(rng):
     params = {"W": rng.standard_normal((4, 4)).astype(np.float32)}
     array, start = params["W"], params["W"].copy()
-    opt = rmsprop.RMSprop(params, lr=0.1)
+    opt = optim.RMSprop(params, lr=0.1)
     opt.step(params, {"W": np.ones((4, 4), np.float32)})
     assert params["W"] is array and array.dtype == np.float32
     assert opt.v["W"].dtype == np.float32 and np.all(opt.v["W"] > 0)
-    assert np.all(array < start)   # a positive gradient moves every weight down
+    assert np.all(array < start)  # a positive gradient moves every weight down
 
 
 def test_clip_by_global_norm(rng):
     grads = {"a": np.full(4, 3.0), "b": np.array([8.0])}
     # global norm = sqrt(4*9 + 64) = 10
-    norm = rmsprop.clip_by_global_norm(grads, 5.0)
+    norm = optim.clip_by_global_norm(grads, 5.0)
     assert norm == pytest.approx(10.0)
-    assert rmsprop.global_norm(grads) == pytest.approx(5.0)
+    assert optim.global_norm(grads) == pytest.approx(5.0)
     np.testing.assert_allclose(grads["a"], np.full(4, 1.5))
     # below the threshold: untouched; disabled: untouched
     same = {"a": np.array([0.3, 0.4])}
-    assert rmsprop.clip_by_global_norm(same, 1.0) == pytest.approx(0.5)
+    assert optim.clip_by_global_norm(same, 1.0) == pytest.approx(0.5)
     np.testing.assert_allclose(same["a"], [0.3, 0.4])
     big = {"a": np.array([30.0, 40.0])}
-    rmsprop.clip_by_global_norm(big, None)
+    optim.clip_by_global_norm(big, None)
     np.testing.assert_allclose(big["a"], [30.0, 40.0])
 
 
 def test_nonfinite_norm_is_reported_not_applied():
     grads = {"a": np.array([np.nan, 1.0])}
-    assert not np.isfinite(rmsprop.clip_by_global_norm(grads, 1.0))
+    assert not np.isfinite(optim.clip_by_global_norm(grads, 1.0))
     assert grads["a"][1] == 1.0
 
 
 def test_state_dict_round_trip(rng):
     params, grads_seq = _problem(rng)
-    opt = rmsprop.RMSprop(params, lr=0.01)
+    opt = optim.RMSprop(params, lr=0.01)
     opt.step(params, grads_seq[0])
     state = opt.state_dict()
     assert set(state) == {"v/W", "v/b", "m/W", "m/b"}
     # a fresh optimizer loaded from the state continues exactly like the original
     twin = {k: p.copy() for k, p in params.items()}
-    opt2 = rmsprop.RMSprop(twin, lr=0.01)
+    opt2 = optim.RMSprop(twin, lr=0.01)
     opt2.load_state_dict(state)
     opt.step(params, grads_seq[1])
     opt2.step(twin, grads_seq[1])
@@ -97,9 +97,9 @@ def test_lr_scale_gives_one_parameter_its_own_rate(rng):
     params, grads_seq = _problem(rng)
     slow = {k: p.copy() for k, p in params.items()}
     full = {k: p.copy() for k, p in params.items()}
-    opt_slow = rmsprop.RMSprop(slow, lr=0.01, lr_scale={"W": 0.1})
-    opt_full = rmsprop.RMSprop(full, lr=0.01)
-    opt_w = rmsprop.RMSprop({"W": params["W"].copy()}, lr=0.001)       # W alone at 0.1 x the rate
+    opt_slow = optim.RMSprop(slow, lr=0.01, lr_scale={"W": 0.1})
+    opt_full = optim.RMSprop(full, lr=0.01)
+    opt_w = optim.RMSprop({"W": params["W"].copy()}, lr=0.001)  # W alone at 0.1 x the rate
     w = {"W": params["W"].copy()}
     for grads in grads_seq:
         opt_slow.step(slow, {k: g.copy() for k, g in grads.items()})

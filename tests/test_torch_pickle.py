@@ -1,4 +1,5 @@
 """The torch-free .pth reader: both file layouts, dtypes and strides, and refusing unsafe pickles."""
+
 import collections
 import importlib.util
 import os
@@ -10,8 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from minicnnrnn import torch_pickle
-from minicnnrnn.errors import UserError
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.weights import torch_pickle
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
@@ -41,7 +42,7 @@ def test_fixture_dtypes_and_strides_match_torch(layout):
     assert torch_pickle.detect(path) == layout
     ours = torch_pickle.load(path)
     expected = np.load(FIXTURES / "tiny_mixed_expected.npz")
-    assert list(ours) == list(expected.files)        # file order kept
+    assert list(ours) == list(expected.files)  # file order kept
     for key in expected.files:
         assert ours[key].dtype == expected[key].dtype, key
         assert ours[key].shape == expected[key].shape, key
@@ -107,11 +108,11 @@ def test_only_listed_names_are_allowed(tmp_path, module, name):
 def test_truncated_and_foreign_files_give_one_line_errors(tmp_path):
     data = (FIXTURES / "tiny_vgg_legacy.pth").read_bytes()
     cut = tmp_path / "cut.pth"
-    cut.write_bytes(data[:len(data) - 100])
+    cut.write_bytes(data[: len(data) - 100])
     assert "truncated" in _one_line_error(lambda: torch_pickle.load(cut))
     cut_zip = tmp_path / "cut_zip.pth"
     cut_zip.write_bytes((FIXTURES / "tiny_vgg_zip.pth").read_bytes()[:5000])
-    assert torch_pickle.detect(cut_zip) == "zip"      # a cut download is still recognised as torch's
+    assert torch_pickle.detect(cut_zip) == "zip"  # a cut download is still recognised as torch's
     message = _one_line_error(lambda: torch_pickle.load(cut_zip))
     assert message.startswith(str(cut_zip)) and "truncated" in message
     text = tmp_path / "notes.txt"
@@ -127,8 +128,16 @@ def _text(s):
 def _tensor_pickle(storage_numel, size):
     """Hand-written protocol-2 pickle, as torch writes it:
     {'w': _rebuild_tensor_v2(<storage '0': FloatStorage of storage_numel>, 0, (size,), (1,), False, {})}"""
-    storage = b"(" + _text("storage") + b"ctorch\nFloatStorage\n" + _text("0") + _text("cpu") \
-        + b"K" + bytes([storage_numel]) + b"tQ"
+    storage = (
+        b"("
+        + _text("storage")
+        + b"ctorch\nFloatStorage\n"
+        + _text("0")
+        + _text("cpu")
+        + b"K"
+        + bytes([storage_numel])
+        + b"tQ"
+    )
     args = b"(" + storage + b"K\x00K" + bytes([size]) + b"\x85K\x01\x85\x89}t"
     return b"\x80\x02}" + _text("w") + b"ctorch._utils\n_rebuild_tensor_v2\n" + args + b"Rs."
 
@@ -148,11 +157,17 @@ def test_hand_written_tensor_pickle(tmp_path, size, message):
 def test_random_state_dict_matches_torch_load(tmp_path, torch):
     g = torch.Generator().manual_seed(3)
     w = torch.randn(6, 4, 3, 3, generator=g)
-    state = collections.OrderedDict([
-        ("conv", w), ("permuted", w.permute(2, 3, 1, 0)), ("narrow", w[2:5, 1:3]),
-        ("half", torch.randn(5, 3, generator=g).half().t()), ("double", torch.randn(2, 3, generator=g).double()),
-        ("long", torch.randint(-5, 5, (4,), generator=g)), ("param", torch.nn.Parameter(torch.ones(3))),
-    ])
+    state = collections.OrderedDict(
+        [
+            ("conv", w),
+            ("permuted", w.permute(2, 3, 1, 0)),
+            ("narrow", w[2:5, 1:3]),
+            ("half", torch.randn(5, 3, generator=g).half().t()),
+            ("double", torch.randn(2, 3, generator=g).double()),
+            ("long", torch.randint(-5, 5, (4,), generator=g)),
+            ("param", torch.nn.Parameter(torch.ones(3))),
+        ]
+    )
     for layout, protocol in [("zip", 2), ("legacy", 2), ("legacy", 4)]:
         path = tmp_path / f"{layout}{protocol}.pth"
         torch.save(state, path, _use_new_zipfile_serialization=(layout == "zip"), pickle_protocol=protocol)
@@ -171,7 +186,7 @@ def test_real_legacy_file_without_torch():
     assert {str(v.dtype) for v in ours.values()} <= {"float32", "int64"}
     assert all(np.isfinite(v).all() for v in ours.values() if v.dtype == np.float32)
     variances = [v for k, v in ours.items() if k.endswith("running_var")]
-    assert len(variances) > 40 and all((v >= 0).all() for v in variances)   # misread bytes would not be
+    assert len(variances) > 40 and all((v >= 0).all() for v in variances)  # misread bytes would not be
 
 
 def test_real_legacy_file_efficientnet_lite0(torch):

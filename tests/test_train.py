@@ -1,12 +1,18 @@
 """End-to-end training runs on tiny datasets: outputs, determinism, resume, divergence, bad input."""
+
 import csv
 import json
 
 import numpy as np
 import pytest
 
-from minicnnrnn import checkpoint, cli, metrics, model, train, train_data
-from minicnnrnn.errors import UserError
+from minicnnrnn import train
+from minicnnrnn.core import cli
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.evaluation import metrics
+from minicnnrnn.rnn import model
+from minicnnrnn.training import checkpoint
+from minicnnrnn.training import data as train_data
 
 K, D = 5, 12
 TINY = ["--epochs", "3", "--embed", "8", "--hidden", "16", "--batch-size", "32"]
@@ -28,8 +34,14 @@ def tiny_npz(tmp_path):
     trf, trl = _make_split(rng, 160, W)
     tef, tel = _make_split(rng, 60, W)
     path = tmp_path / "tiny.npz"
-    np.savez(path, train_features=trf, train_labels=trl, test_features=tef, test_labels=tel,
-             label_names=np.array(["a", "b", "c", "d", "e"]))
+    np.savez(
+        path,
+        train_features=trf,
+        train_labels=trl,
+        test_features=tef,
+        test_labels=tel,
+        label_names=np.array(["a", "b", "c", "d", "e"]),
+    )
     return path
 
 
@@ -52,7 +64,7 @@ def test_outputs_of_a_run(tiny_npz, tmp_path):
     assert set(state["params"]) == set(model.init_params(K, D, 8, 16, np.random.default_rng(0)))
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert min(float(r["loss"]) for r in rows[1:]) < float(rows[0]["loss"])   # it learns
+    assert min(float(r["loss"]) for r in rows[1:]) < float(rows[0]["loss"])  # it learns
     assert (out / "loss.png").stat().st_size > 1000
 
 
@@ -64,7 +76,7 @@ def test_baselines_train_and_learn(tiny_npz, tmp_path, name):
     assert min(float(r["loss"]) for r in rows[1:]) < float(rows[0]["loss"])
     assert checkpoint.load(out / "checkpoint.npz")["config"]["model"] == name
     result = json.loads((out / "metrics.json").read_text())
-    chance = 100 * np.load(tiny_npz)["test_labels"].mean()   # mAP of a random ranking, about
+    chance = 100 * np.load(tiny_npz)["test_labels"].mean()  # mAP of a random ranking, about
     assert result["mAP"] > chance + 10
 
 
@@ -109,7 +121,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_npz, tmp_path, monke
     def poisoned(*a, **kw):
         calls["n"] += 1
         value, grads = original(*a, **kw)
-        return (float("nan") if calls["n"] == 7 else value), grads   # 5 batches per epoch
+        return (float("nan") if calls["n"] == 7 else value), grads  # 5 batches per epoch
 
     monkeypatch.setattr(model, "path_loss", poisoned)
     with pytest.raises(UserError, match=r"training diverged: loss nan .* epoch 2, step 2.*kept .*epoch 1"):
@@ -157,7 +169,7 @@ def test_cli_prints_one_line_errors(tiny_npz, tmp_path, capsys):
     for bad, message in ((["--lr", "-1"], "--lr"), (["--min-labels", "9"], "--min-labels")):
         with pytest.raises(UserError, match=message):
             _run(tiny_npz, tmp_path / "o", *bad)
-    with pytest.raises(SystemExit):                       # argparse's own check, also one line
+    with pytest.raises(SystemExit):  # argparse's own check, also one line
         _run(tiny_npz, tmp_path / "o", "--hidden", "0")
     assert "argument --hidden: must be >= 1, got 0" in capsys.readouterr().err
 
@@ -166,12 +178,12 @@ def _greedy(params, I, K, k):
     """Hand-written greedy decoding of at most k labels with model.path_forward (no beam search)."""
     path = []
     while True:
-        inputs = np.array([[K + 1] + path]).T                   # (t + 1, 1)
+        inputs = np.array([[K + 1] + path]).T  # (t + 1, 1)
         scores, _ = model.path_forward(params, I[None], inputs, np.ones(inputs.shape), "relu")
         s = scores[-1, 0].copy()
-        s[path] = -np.inf                                        # no label twice
+        s[path] = -np.inf  # no label twice
         if len(path) == k:
-            s[:K] = -np.inf                                      # full path: only END is left
+            s[:K] = -np.inf  # full path: only END is left
         best = int(np.argmax(s))
         if best == K:
             return path
@@ -181,13 +193,13 @@ def _greedy(params, I, K, k):
 def test_predict_decodes_with_beam_search(tiny_npz, tmp_path):
     _run(tiny_npz, tmp_path / "d", "--epochs", "2")
     state = checkpoint.load(tmp_path / "d" / "checkpoint.npz")
-    cfg = dict(state["config"], beam=1)                          # beam 1 = greedy
+    cfg = dict(state["config"], beam=1)  # beam 1 = greedy
     rows = train_data.Rows(np.load(tiny_npz)["test_features"], norm=cfg["feature_norm"])
-    features = rows[:]                                           # as the model sees them (unit length)
+    features = rows[:]  # as the model sees them (unit length)
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
     pred, scores = train.predict(cfg, state["params"], rows)
     for n in range(len(features)):
         assert set(np.flatnonzero(pred[n])) == set(_greedy(state["params"], features[n], K, 3))
     assert 0 < pred.sum(1).mean() and pred.sum(1).max() <= 3 and scores.shape == pred.shape
     at_least, _ = train.predict(dict(cfg, min_labels=3), state["params"], rows)
-    assert (at_least.sum(1) == 3).all()                          # footnote 1: exactly k here
+    assert (at_least.sum(1) == 3).all()  # footnote 1: exactly k here

@@ -1,5 +1,6 @@
 """train on the real benchmarks' layouts: each protocol's evaluation (Tables 1-4), the feature
 normalisation that predict must repeat, stability on large features, and bad input."""
+
 import csv
 import json
 import os
@@ -7,9 +8,13 @@ import os
 import numpy as np
 import pytest
 
-from minicnnrnn import checkpoint, cli, evaluation, metrics, predict, train, train_data
+from minicnnrnn import predict, train
+from minicnnrnn.core import cli
+from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import voc2007
-from minicnnrnn.errors import UserError
+from minicnnrnn.evaluation import metrics, protocols
+from minicnnrnn.training import checkpoint
+from minicnnrnn.training import data as train_data
 
 TINY = ["--epochs", "2", "--embed", "8", "--hidden", "16", "--batch-size", "16"]
 
@@ -22,7 +27,8 @@ def _write_voc(root, ids, values):
         (main / f"{split}.txt").write_text("".join(f"{i}\n" for i in split_ids))
         for c, name in enumerate(voc2007.CLASSES):
             (main / f"{name}_{split}.txt").write_text(
-                "".join(f"{i} {v}\n" for i, v in zip(split_ids, values[split][:, c])))
+                "".join(f"{i} {v}\n" for i, v in zip(split_ids, values[split][:, c]))
+            )
 
 
 @pytest.fixture
@@ -35,7 +41,7 @@ def voc(tmp_path):
     _write_voc(tmp_path / "voc", ids, values)
     jpeg = tmp_path / "voc" / "VOC2007" / "JPEGImages"
     all_ids = ids["trainval"] + ids["test"]
-    present = np.concatenate([values["trainval"], values["test"]]) >= 0        # difficult looks like present
+    present = np.concatenate([values["trainval"], values["test"]]) >= 0  # difficult looks like present
     W = np.abs(rng.standard_normal((20, 24)))
     feats = np.maximum(present @ W + 0.5 * rng.standard_normal((len(all_ids), 24)), 0).astype(np.float32)
     folder = tmp_path / "feats"
@@ -43,8 +49,12 @@ def voc(tmp_path):
     np.save(folder / "features.npy", feats)
     (folder / "images.txt").write_text("".join(f"{jpeg / (i + '.jpg')}\n" for i in all_ids))
     (folder / "meta.json").write_text(json.dumps({"weights": "vgg16.npz", "layer": "fc7"}))
-    return {"root": tmp_path / "voc", "features": folder, "values": values, "args": [
-        "--dataset", "voc2007", "--root", str(tmp_path / "voc"), "--features", str(folder)]}
+    return {
+        "root": tmp_path / "voc",
+        "features": folder,
+        "values": values,
+        "args": ["--dataset", "voc2007", "--root", str(tmp_path / "voc"), "--features", str(folder)],
+    }
 
 
 def test_real_dataset_rows_are_matched_by_image_path(tmp_path):
@@ -57,14 +67,17 @@ def test_real_dataset_rows_are_matched_by_image_path(tmp_path):
     all_ids = ids["trainval"] + ids["test"]
     shuffled = rng.permutation(len(all_ids))
     feats = np.zeros((len(all_ids), 3), np.float32)
-    feats[:, 0] = [int(all_ids[j]) for j in shuffled]     # row r holds the features of image all_ids[shuffled[r]]
+    feats[:, 0] = [int(all_ids[j]) for j in shuffled]  # row r holds the features of image all_ids[shuffled[r]]
     folder = tmp_path / "feats"
     folder.mkdir()
     np.save(folder / "features.npy", feats)
     (folder / "images.txt").write_text("".join(f"{jpeg / (all_ids[j] + '.jpg')}\n" for j in shuffled))
     (folder / "meta.json").write_text(json.dumps({"weights": "vgg16.npz", "layer": "fc7"}))
-    data = train_data.load(train.make_parser().parse_args(
-        ["--dataset", "voc2007", "--root", str(tmp_path / "voc"), "--features", str(folder)]))
+    data = train_data.load(
+        train.make_parser().parse_args(
+            ["--dataset", "voc2007", "--root", str(tmp_path / "voc"), "--features", str(folder)]
+        )
+    )
     assert data.cnn == {"weights": "vgg16.npz", "layer": "fc7"}
     np.testing.assert_array_equal(data.train_features[np.arange(40)][:, 0], np.arange(40))
     np.testing.assert_array_equal(data.test_features[np.arange(20)][:, 0], np.arange(40, 60))
@@ -73,12 +86,18 @@ def test_real_dataset_rows_are_matched_by_image_path(tmp_path):
     # an extract folder that does not cover the dataset is refused
     (folder / "images.txt").write_text("".join(f"/elsewhere/{i}.jpg\n" for i in range(len(all_ids))))
     with pytest.raises(UserError, match="no train image of voc2007"):
-        train_data.load(train.make_parser().parse_args(
-            ["--dataset", "voc2007", "--root", str(tmp_path / "voc"), "--features", str(folder)]))
+        train_data.load(
+            train.make_parser().parse_args(
+                ["--dataset", "voc2007", "--root", str(tmp_path / "voc"), "--features", str(folder)]
+            )
+        )
     os.remove(folder / "meta.json")
     with pytest.raises(UserError, match="meta.json: not found"):
-        train_data.load(train.make_parser().parse_args(
-            ["--dataset", "voc2007", "--root", str(tmp_path / "voc"), "--features", str(folder)]))
+        train_data.load(
+            train.make_parser().parse_args(
+                ["--dataset", "voc2007", "--root", str(tmp_path / "voc"), "--features", str(folder)]
+            )
+        )
 
 
 def _load_run(out, voc_args):
@@ -109,8 +128,8 @@ def test_voc2007_uses_the_devkit_protocol_and_prints_table_4(voc, tmp_path, caps
     np.testing.assert_allclose(list(per_class["AP"].values()), ap)
     # Table 4: 20 class columns + mAP, our row and the paper's rows.
     lines = printed.splitlines()
-    title = lines.index(evaluation.protocol_for("voc2007")["title"])
-    assert lines[title + 1].split() == ["Method"] + evaluation.VOC_SHORT_NAMES + ["mAP"]
+    title = lines.index(protocols.protocol_for("voc2007")["title"])
+    assert lines[title + 1].split() == ["Method"] + protocols.VOC_SHORT_NAMES + ["mAP"]
     ours = next(line for line in lines[title:] if line.startswith("CNN-RNN "))
     assert [float(x) for x in ours.split()[1:]] == pytest.approx(list(ap) + [saved["mAP"]], abs=0.051)
     assert any(line.startswith("CNN-RNN (paper)") and line.split()[-1] == "84.0" for line in lines)
@@ -130,25 +149,42 @@ def test_explicit_flags_win_over_the_protocol(voc, tmp_path, capsys):
 
 def _stub_data(name, K=12):
     rows = train_data.Rows(np.ones((4, 3), np.float32))
-    return train_data.TrainingData(name, [f"l{i}" for i in range(K)], rows, np.eye(4, K, dtype=np.uint8),
-                                   rows, np.eye(4, K, dtype=np.uint8), cnn={})
+    return train_data.TrainingData(
+        name,
+        [f"l{i}" for i in range(K)],
+        rows,
+        np.eye(4, K, dtype=np.uint8),
+        rows,
+        np.eye(4, K, dtype=np.uint8),
+        cnn={},
+    )
 
 
-@pytest.mark.parametrize("name, k, min_labels, ap_mode", [
-    ("builtin", 3, 0, "sklearn"), ("npz:x.npz", 3, 0, "sklearn"), ("coco2014", 3, 0, "sklearn"),
-    ("nuswide81", 3, 3, "sklearn"), ("nuswide1k", 10, 10, "sklearn"), ("voc2007", 3, 0, "voc07")])
+@pytest.mark.parametrize(
+    "name, k, min_labels, ap_mode",
+    [
+        ("builtin", 3, 0, "sklearn"),
+        ("npz:x.npz", 3, 0, "sklearn"),
+        ("coco2014", 3, 0, "sklearn"),
+        ("nuswide81", 3, 3, "sklearn"),
+        ("nuswide1k", 10, 10, "sklearn"),
+        ("voc2007", 3, 0, "voc07"),
+    ],
+)
 def test_protocol_defaults_per_dataset(name, k, min_labels, ap_mode):
     args = train.make_parser().parse_args([])
     cfg = train.build_config(args, _stub_data(name), {"mode": "l2"})
     assert (cfg["k"], cfg["min_labels"], cfg["ap_mode"]) == (k, min_labels, ap_mode)
     args = train.make_parser().parse_args(["--k", "5"])
     cfg = train.build_config(args, _stub_data(name), {"mode": "l2"})
-    assert cfg["k"] == 5 and cfg["min_labels"] == min(min_labels, 5)    # footnote 1 follows a given k
+    assert cfg["k"] == 5 and cfg["min_labels"] == min(min_labels, 5)  # footnote 1 follows a given k
 
 
 def test_coco_results_print_as_table_3_beside_the_paper():
-    result = {"metrics": dict(zip(metrics.METRIC_KEYS, [61.0, 50.0, 55.0, 70.0, 60.0, 64.6, 58.0, 52.0])),
-              "per_class_ap": []}
+    result = {
+        "metrics": dict(zip(metrics.METRIC_KEYS, [61.0, 50.0, 55.0, 70.0, 60.0, 64.6, 58.0, 52.0])),
+        "per_class_ap": [],
+    }
     cfg = {"k": 3, "min_labels": 0, "ap_mode": "sklearn"}
     text = train.results_table(_stub_data("coco2014"), cfg, {"cnn-rnn": result, "bce": result})
     lines = text.splitlines()
@@ -164,15 +200,16 @@ def test_coco_results_print_as_table_3_beside_the_paper():
 # Feature normalisation and stability on large features
 # ---------------------------------------------------------------------------
 
+
 def test_feature_norm_modes():
     feats = np.array([[3.0, 4.0], [0.0, 0.0], [6.0, 8.0]], np.float32)
     rows = train_data.Rows(feats)
     l2 = train_data.fit_feature_norm("l2", rows)
     np.testing.assert_allclose(train_data.normalise(feats, l2), [[0.6, 0.8], [0, 0], [0.6, 0.8]])
     scale = train_data.fit_feature_norm("scale", rows)
-    assert scale == {"mode": "scale", "scale": pytest.approx(5.0)}        # mean of the norms 5, 0, 10
+    assert scale == {"mode": "scale", "scale": pytest.approx(5.0)}  # mean of the norms 5, 0, 10
     np.testing.assert_allclose(train_data.Rows(feats, norm=scale)[np.arange(3)], feats / 5.0)
-    assert train_data.normalise(feats, None).tolist() == feats.tolist()   # old checkpoints: none
+    assert train_data.normalise(feats, None).tolist() == feats.tolist()  # old checkpoints: none
     with pytest.raises(UserError, match="--feature-norm scale: the training features are all zero"):
         train_data.fit_feature_norm("scale", train_data.Rows(np.zeros((2, 2), np.float32)))
 
@@ -186,9 +223,16 @@ def _large_npz(path, rng, n_train=320, n_test=64, D=1024, K=10, magnitude=10.0):
         y[y.sum(1) == 0, 0] = 1
         f = magnitude * np.maximum(rng.standard_normal((n, D)) + 0.5 * y @ W / np.sqrt(K), 0)
         return f.astype(np.float32), y
+
     (trf, trl), (tef, tel) = split(n_train), split(n_test)
-    np.savez(path, train_features=trf, train_labels=trl, test_features=tef, test_labels=tel,
-             label_names=np.array([f"label{i}" for i in range(K)]))
+    np.savez(
+        path,
+        train_features=trf,
+        train_labels=trl,
+        test_features=tef,
+        test_labels=tel,
+        label_names=np.array([f"label{i}" for i in range(K)]),
+    )
     return tef
 
 
@@ -198,11 +242,25 @@ def test_large_features_train_stably(tmp_path):
     out = tmp_path / "run"
     # The paper's H = 512: without --feature-norm and the slower U_r this run diverged (NaN
     # at epoch 1) or, with normalised features only, had a loss spike at epoch 2.
-    train.main(["--dataset", f"npz:{npz}", "--out", str(out), "--epochs", "5", "--embed", "16",
-                "--hidden", "512", "--batch-size", "32"])
+    train.main(
+        [
+            "--dataset",
+            f"npz:{npz}",
+            "--out",
+            str(out),
+            "--epochs",
+            "5",
+            "--embed",
+            "16",
+            "--hidden",
+            "512",
+            "--batch-size",
+            "32",
+        ]
+    )
     losses = [float(r["loss"]) for r in csv.DictReader((out / "log.csv").open())]
     assert all(np.isfinite(losses))
-    assert all(b < a for a, b in zip(losses, losses[1:]))              # every epoch better, no spike
+    assert all(b < a for a, b in zip(losses, losses[1:]))  # every epoch better, no spike
     assert losses[-1] < 0.9 * losses[0]
 
 
@@ -218,16 +276,17 @@ def test_predict_applies_the_training_normalisation(tmp_path, capsys, norm):
     capsys.readouterr()
     predict.main(["--checkpoint", str(out / "checkpoint.npz"), "--features", str(tmp_path / "test.npy"), "--json"])
     printed = [set(p["labels"]) for p in json.loads(capsys.readouterr().out)]
-    cfg = dict(state["config"], k=state["config"]["K"])                # predict's default: up to K labels
+    cfg = dict(state["config"], k=state["config"]["K"])  # predict's default: up to K labels
     rows = train_data.Rows(test_features, norm=state["config"]["feature_norm"])
     pred, _ = train.predict(cfg, state["params"], rows)
     assert printed == [{state["label_names"][j] for j in np.flatnonzero(row)} for row in pred]
-    assert len({frozenset(p) for p in printed}) >= 2                     # not one answer for all
+    assert len({frozenset(p) for p in printed}) >= 2  # not one answer for all
 
 
 # ---------------------------------------------------------------------------
 # Bad input: one line naming the thing, exit status 2, nothing overwritten
 # ---------------------------------------------------------------------------
+
 
 def _fails(main, argv, capsys):
     """Run a command through cli.run; return its one-line error (exit status must be 2)."""
@@ -257,7 +316,8 @@ def test_train_bad_input(voc, tmp_path, capsys):
     (empty / "images.txt").write_text("a.jpg\n")
     (empty / "meta.json").write_text("{}")
     assert "unreadable features folder" in _fails(
-        train.main, ["--dataset", "voc2007", "--root", voc["root"], "--features", empty], capsys)
+        train.main, ["--dataset", "voc2007", "--root", voc["root"], "--features", empty], capsys
+    )
 
 
 def test_resume_from_an_incompatible_or_corrupt_checkpoint_changes_nothing(voc, tmp_path, capsys):

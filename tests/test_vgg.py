@@ -1,13 +1,16 @@
 """The VGG builder: shapes, gradients, torch as an oracle, train mode, and the weights file."""
+
 import json
 
 import numpy as np
 import pytest
-
 from conftest import cupy_available
-from minicnnrnn import backend, fileio, gradcheck_cnn, vgg
-from minicnnrnn.errors import UserError
-from minicnnrnn.gradcheck import TOLERANCE
+
+from minicnnrnn.cnn import gradcheck_cases as cnn_cases
+from minicnnrnn.cnn import vgg
+from minicnnrnn.core import backend, fileio
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.core.numgrad import TOLERANCE
 
 TINY = vgg.make_meta(config=[8, 8, "M", 16, "M", 16, "M"], fc=[32, 24], num_classes=10, input_size=24)
 
@@ -33,14 +36,14 @@ def test_vgg16_layers_and_parameter_count():
     assert names[-5:] == ["conv5_3", "pool5", "fc6", "fc7", "logits"]
     shapes = vgg.param_shapes(meta)
     assert shapes["fc6/W"] == (7 * 7 * 512, 4096) and shapes["conv3_3/W"] == (3, 3, 256, 256)
-    assert sum(int(np.prod(s)) for s in shapes.values()) == 138_357_544   # torchvision's VGG16
+    assert sum(int(np.prod(s)) for s in shapes.values()) == 138_357_544  # torchvision's VGG16
     table = vgg.layer_table(meta)
     assert sum(row[2] for row in table) == 138_357_544
-    assert 30.9e9 < sum(row[3] for row in table) < 31.0e9                 # 15.47 G multiply-adds
+    assert 30.9e9 < sum(row[3] for row in table) < 31.0e9  # 15.47 G multiply-adds
 
 
 def test_tiny_vgg_gradients_match_finite_differences():
-    case = dict(gradcheck_cnn.CASES)["tiny VGG end to end (vgg.backward, train mode)"]
+    case = dict(cnn_cases.CASES)["tiny VGG end to end (vgg.backward, train mode)"]
     assert case(np.random.default_rng(0)) < TOLERANCE
 
 
@@ -51,13 +54,13 @@ def _torch_layers(torch, params, meta):
         W, b = params.get(f"{name}/W"), params.get(f"{name}/b")
         if kind == "conv":
             layer = nn.Conv2d(shape[2], shape[3], 3, padding=1)
-            layer.weight.data = torch.tensor(W.transpose(3, 2, 0, 1).copy())      # HWIO -> OIHW
+            layer.weight.data = torch.tensor(W.transpose(3, 2, 0, 1).copy())  # HWIO -> OIHW
             steps.append((name, [layer, nn.ReLU()]))
         elif kind == "pool":
             steps.append((name, [nn.MaxPool2d(2, 2)]))
         else:
             layer, mods = nn.Linear(*shape), []
-            if name == "fc6":     # our rows are in (H, W, C) order, torch flattens (C, H, W)
+            if name == "fc6":  # our rows are in (H, W, C) order, torch flattens (C, H, W)
                 side = int(round((shape[0] / meta["config"][-2]) ** 0.5))
                 W = W.reshape(side, side, -1, shape[1]).transpose(2, 0, 1, 3).reshape(shape)
                 mods.append(nn.Flatten())
@@ -84,8 +87,7 @@ def test_tiny_vgg_matches_torch(torch, rng, method):
     names = ("conv1_1", "conv1_2", "pool1", "conv2_1", "conv3_1", "pool3", "fc6", "fc7", "logits")
     with torch.no_grad():
         ref = _torch_outputs(torch, params, TINY, images)
-    outs, cache = vgg.forward(backend.params_to_device(params), TINY, backend.to_device(images), names,
-                              method=method)
+    outs, cache = vgg.forward(backend.params_to_device(params), TINY, backend.to_device(images), names, method=method)
     assert cache is None
     for name in names:
         assert outs[name].shape == ref[name].shape, name
@@ -95,8 +97,9 @@ def test_tiny_vgg_matches_torch(torch, rng, method):
 
 def test_tiny_vgg_backward_matches_torch(torch, rng):
     params, images = _tiny(rng)
-    outs, cache = vgg.forward(backend.params_to_device(params), TINY, backend.to_device(images),
-                              ("logits",), train=True, dropout_p=0.0)
+    outs, cache = vgg.forward(
+        backend.params_to_device(params), TINY, backend.to_device(images), ("logits",), train=True, dropout_p=0.0
+    )
     G = rng.standard_normal(outs["logits"].shape).astype(np.float32)
     grads = vgg.backward(backend.to_device(G), cache)
     steps = _torch_layers(torch, params, TINY)
@@ -112,7 +115,7 @@ def test_tiny_vgg_backward_matches_torch(torch, rng):
             continue
         tW = layer[0].weight.grad.numpy()
         tW = tW.transpose(2, 3, 1, 0) if tW.ndim == 4 else tW.T
-        if name == "fc6":     # back from torch's (C, H, W) row order to ours
+        if name == "fc6":  # back from torch's (C, H, W) row order to ours
             tW = tW.reshape(16, 3, 3, -1).transpose(1, 2, 0, 3).reshape(tW.shape)
         assert _rel(grads[f"{name}/W"], tW) < 1e-4, name
         assert _rel(grads[f"{name}/b"], layer[0].bias.grad.numpy()) < 1e-4, name
@@ -141,7 +144,7 @@ def test_kernel_cache_is_filled_once_and_gives_the_same_outputs(rng):
     for _ in range(2):
         out = vgg.forward(params, TINY, images, ("logits",), kernel_cache=cache)[0]["logits"]
         np.testing.assert_array_equal(backend.to_host(out), plain)
-    assert sorted(cache) == ["conv1_2", "conv2_1", "conv3_1"]       # conv1_1 has 3 inputs: im2col
+    assert sorted(cache) == ["conv1_2", "conv2_1", "conv3_1"]  # conv1_1 has 3 inputs: im2col
     assert cache["conv2_1"].shape == (16, 8, 16)
 
 
@@ -150,7 +153,7 @@ def test_inference_in_chunks_of_images_gives_the_same_outputs(rng, monkeypatch):
     params, images = backend.params_to_device(params), backend.to_device(images)
     names = ("conv2_1", "pool3", "fc6", "logits")
     whole, _ = vgg.forward(params, TINY, images, names)
-    monkeypatch.setattr(vgg, "CONV_CHUNK_BYTES", 1)                     # one image at a time
+    monkeypatch.setattr(vgg, "CONV_CHUNK_BYTES", 1)  # one image at a time
     monkeypatch.setattr(vgg, "CONV_CHUNK_BYTES_GPU", 1)
     chunked, _ = vgg.forward(params, TINY, images, names)
     for name in names:
@@ -160,7 +163,7 @@ def test_inference_in_chunks_of_images_gives_the_same_outputs(rng, monkeypatch):
 
 def test_inference_stops_at_the_last_requested_layer(rng):
     params, images = _tiny(rng)
-    conv_only = {k: v for k, v in params.items() if k.startswith("conv")}     # no fc weights at all
+    conv_only = {k: v for k, v in params.items() if k.startswith("conv")}  # no fc weights at all
     outs, cache = vgg.forward(backend.params_to_device(conv_only), TINY, backend.to_device(images), ("pool3",))
     assert list(outs) == ["pool3"] and outs["pool3"].shape == (3, 3, 3, 16) and cache is None
 
@@ -176,7 +179,7 @@ def test_conv_only_network_works_for_any_image_size(rng):
 def test_forward_errors_are_one_line_user_errors(rng):
     params, images = _tiny(rng)
     params = backend.params_to_device(params)
-    one, _ = vgg.forward(params, TINY, backend.to_device(images), "fc7")        # a single name is fine
+    one, _ = vgg.forward(params, TINY, backend.to_device(images), "fc7")  # a single name is fine
     assert list(one) == ["fc7"]
     with pytest.raises(UserError, match="'fc9': no such layer"):
         vgg.forward(params, TINY, backend.to_device(images), ("fc9",))
@@ -201,17 +204,20 @@ def _write(path, params, meta):
     fileio.save_npz(path, meta=np.array(json.dumps(meta)), **params)
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda p, m: p.pop("conv2_1/W"), r"missing array 'conv2_1/W'"),
-    (lambda p, m: p.update({"fc7/b": np.zeros(5, np.float32)}), r"'fc7/b' has shape \(5,\).*needs \(24,\)"),
-    (lambda p, m: p.update({"extra": np.zeros(1, np.float32)}), r"unexpected array 'extra'"),
-    (lambda p, m: p.update({"fc7/b": np.zeros(24, np.int32)}), r"'fc7/b' has dtype int32"),
-    (lambda p, m: m.update({"format": "caffe"}), r"meta 'format' is 'caffe'"),
-    (lambda p, m: m.update({"config": [8, "X"]}), r"meta 'config' must be"),
-    (lambda p, m: m.update({"fc": [0]}), r"meta 'fc' must be"),
-    (lambda p, m: m["preprocess"].update({"channel_order": "GBR"}), r"channel_order"),
-    (lambda p, m: m.update({"input_size": 4}), r"'input_size' must be an int of at least 8"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda p, m: p.pop("conv2_1/W"), r"missing array 'conv2_1/W'"),
+        (lambda p, m: p.update({"fc7/b": np.zeros(5, np.float32)}), r"'fc7/b' has shape \(5,\).*needs \(24,\)"),
+        (lambda p, m: p.update({"extra": np.zeros(1, np.float32)}), r"unexpected array 'extra'"),
+        (lambda p, m: p.update({"fc7/b": np.zeros(24, np.int32)}), r"'fc7/b' has dtype int32"),
+        (lambda p, m: m.update({"format": "caffe"}), r"meta 'format' is 'caffe'"),
+        (lambda p, m: m.update({"config": [8, "X"]}), r"meta 'config' must be"),
+        (lambda p, m: m.update({"fc": [0]}), r"meta 'fc' must be"),
+        (lambda p, m: m["preprocess"].update({"channel_order": "GBR"}), r"channel_order"),
+        (lambda p, m: m.update({"input_size": 4}), r"'input_size' must be an int of at least 8"),
+    ],
+)
 def test_load_errors_name_the_file_and_key(tmp_path, rng, change, message):
     params, _ = _tiny(rng)
     meta = json.loads(json.dumps(TINY))

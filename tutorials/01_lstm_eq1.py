@@ -12,18 +12,20 @@
 #     o(t) = r(t) ⊙ o_t                         output
 #
 # with δ = ReLU. Here we write that step in plain NumPy, derive its backward pass
-# by hand, check it with finite differences, and compare with `minicnnrnn.lstm`.
+# by hand, check it with finite differences, and compare with `minicnnrnn.rnn.lstm`.
 # Run it with `python tutorials/01_lstm_eq1.py`.
 
 # %%
 import os
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minicnnrnn import gradcheck, lstm
+from minicnnrnn.core import numgrad
+from minicnnrnn.rnn import lstm
 
 FAST = os.environ.get("MINICNNRNN_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -43,7 +45,7 @@ N, E, H = 3, 4, 5
 # %%
 U_r = rng.standard_normal((H, 4 * H)) / np.sqrt(H)
 U_w = rng.standard_normal((E, 4 * H)) / np.sqrt(E)
-b = 0.5 * np.ones(4 * H)          # a bias (not in the paper) that opens every gate a bit
+b = 0.5 * np.ones(4 * H)  # a bias (not in the paper) that opens every gate a bit
 
 
 def relu(a):
@@ -51,8 +53,8 @@ def relu(a):
 
 
 def my_step(w, r_prev):
-    z = r_prev @ U_r + w @ U_w + b              # (N, 4H): all pre-activations
-    g = relu(z)                                 # δ = ReLU
+    z = r_prev @ U_r + w @ U_w + b  # (N, 4H): all pre-activations
+    g = relu(z)  # δ = ReLU
     x, i, f, o = np.split(g, 4, axis=1)
     r = f * r_prev + i * x
     return r * o, r, (w, r_prev, z, x, i, f, o, r)
@@ -61,7 +63,7 @@ def my_step(w, r_prev):
 w = rng.standard_normal((N, E))
 r_prev = rng.standard_normal((N, H))
 out, r, cache = my_step(w, r_prev)
-print("o(t) of the first path:", np.round(out[0], 3) + 0.0)    # + 0.0 turns -0.0 into 0.0
+print("o(t) of the first path:", np.round(out[0], 3) + 0.0)  # + 0.0 turns -0.0 into 0.0
 
 # %% [markdown]
 # ## The backward pass, by hand
@@ -79,10 +81,9 @@ def my_step_backward(d_out, d_r, cache):
     w, r_prev, z, x, i, f, o, r = cache
     d_o_gate = d_out * r
     d_r = d_r + d_out * o
-    dg = np.concatenate([d_r * i, d_r * x, d_r * r_prev, d_o_gate], axis=1)   # [dx | di | df | do]
+    dg = np.concatenate([d_r * i, d_r * x, d_r * r_prev, d_o_gate], axis=1)  # [dx | di | df | do]
     dz = dg * (z > 0)
-    return {"w": dz @ U_w.T, "r_prev": d_r * f + dz @ U_r.T,
-            "U_r": r_prev.T @ dz, "U_w": w.T @ dz, "b": dz.sum(axis=0)}
+    return {"w": dz @ U_w.T, "r_prev": d_r * f + dz @ U_r.T, "U_r": r_prev.T @ dz, "U_w": w.T @ dz, "b": dz.sum(axis=0)}
 
 
 # %% [markdown]
@@ -103,13 +104,13 @@ def L():
 mine = my_step_backward(G_o, G_r, cache)
 inputs = {"w": w, "r_prev": r_prev, "U_r": U_r, "U_w": U_w, "b": b}
 for name, array in inputs.items():
-    numeric = gradcheck.numerical_gradient(lambda _: L(), array)
-    print(f"{name:7s} max relative error {gradcheck.rel_error(mine[name], numeric):.1e}")
-    assert gradcheck.rel_error(mine[name], numeric) < 1e-6
+    numeric = numgrad.numerical_gradient(lambda _: L(), array)
+    print(f"{name:7s} max relative error {numgrad.rel_error(mine[name], numeric):.1e}")
+    assert numgrad.rel_error(mine[name], numeric) < 1e-6
 
 # %% [markdown]
 # ## Compare with the package
-# `minicnnrnn.lstm.step_forward` takes the same weights in a dict with the paper's
+# `minicnnrnn.rnn.lstm.step_forward` takes the same weights in a dict with the paper's
 # names (`b_lstm` is the optional bias) and returns ((o, r), cache).
 
 # %%
@@ -135,20 +136,20 @@ print("package step_forward/step_backward agree with the from-scratch version")
 # (2 and 4 times larger than `init_params` draws them).
 
 # %%
-from minicnnrnn import model   # noqa: E402 (imported where it is first needed)
+from minicnnrnn.rnn import model  # noqa: E402 (imported where it is first needed)
 
 K, T, H_big = 10, (12 if FAST else 20), (16 if FAST else 128)
 params = model.init_params(K, 1, E, H_big, rng, "relu", dtype=np.float64)
 tokens = np.r_[model.start_token(K), rng.integers(0, K, T - 1)]
-w_seq = np.stack([params["U_l"][tokens]] * 2, axis=1)        # (T, 2, E): the same labels twice
+w_seq = np.stack([params["U_l"][tokens]] * 2, axis=1)  # (T, 2, E): the same labels twice
 mask = np.ones((T, 2))
-mask[3:, 1] = 0                                              # path 2: 3 steps, then padding
+mask[3:, 1] = 0  # path 2: 3 steps, then padding
 
 
 def state_norms(p):
-    with np.errstate(over="ignore", invalid="ignore"):      # the second run overflows
+    with np.errstate(over="ignore", invalid="ignore"):  # the second run overflows
         o_seq, seq_cache = lstm.forward(w_seq, mask, p, "relu")
-        return np.linalg.norm(seq_cache[3], axis=2)          # |r(t)|, t = 0 .. T, per path
+        return np.linalg.norm(seq_cache[3], axis=2)  # |r(t)|, t = 0 .. T, per path
 
 
 norms = state_norms(params)
@@ -162,11 +163,10 @@ fig, ax = plt.subplots(figsize=(6, 3.2))
 ax.semilogy(np.arange(1, T + 1), norms[1:, 0], "o-", label="init_params")
 ax.semilogy(np.arange(1, T + 1), norms[1:, 1], "s--", label="init_params, padded after t = 3")
 ax.semilogy(np.arange(1, T + 1), wild[1:, 0], "^-", label="U_r, U_w ~ N(0, 1/fan_in)")
-ax.set_ylim(0.05, 1e6)                                       # the last curve leaves the chart
+ax.set_ylim(0.05, 1e6)  # the last curve leaves the chart
 overflow = np.flatnonzero(~np.isfinite(wild[:, 0]))
 if overflow.size:
-    ax.annotate(f"N(0, 1/fan_in): |r(t)| = inf from t = {overflow[0]}", (0.02, 0.03),
-                xycoords="axes fraction")
+    ax.annotate(f"N(0, 1/fan_in): |r(t)| = inf from t = {overflow[0]}", (0.02, 0.03), xycoords="axes fraction")
 ax.set_xlabel("time step t")
 ax.set_ylabel("|r(t)|")
 ax.set_title("Eq. 1 state along a label path (ReLU LSTM)")

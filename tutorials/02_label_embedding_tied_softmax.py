@@ -12,17 +12,20 @@
 #
 # Because U_l is used twice, its gradient is the sum of two parts. We build both
 # uses from scratch, derive the gradient, check it numerically and compare with
-# `minicnnrnn.embedding`. Run it with `python tutorials/02_label_embedding_tied_softmax.py`.
+# `minicnnrnn.rnn.embedding`. Run it with `python tutorials/02_label_embedding_tied_softmax.py`.
 
 # %%
 import os
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minicnnrnn import embedding, gradcheck, loss
+from minicnnrnn.core import numgrad
+from minicnnrnn.layers import loss
+from minicnnrnn.rnn import embedding
 
 FAST = os.environ.get("MINICNNRNN_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -57,16 +60,16 @@ print("w_3 =", np.round(U_l[k], 3))
 
 # %%
 N = 6
-a = np.array([START, START, 0, 2, 2, 4])           # inputs: START and some labels
-b = np.array([0, 2, 4, 4, END, END])               # targets: labels and END
+a = np.array([START, START, 0, 2, 2, 4])  # inputs: START and some labels
+b = np.array([0, 2, 4, 4, END, END])  # targets: labels and END
 y = rng.standard_normal((N, E))
 
 
 def my_forward(U_l):
     w = U_l[a]
     x = w * y
-    s = x @ U_l[:K + 1].T
-    shifted = s - s.max(axis=1, keepdims=True)     # log-sum-exp, stable
+    s = x @ U_l[: K + 1].T
+    shifted = s - s.max(axis=1, keepdims=True)  # log-sum-exp, stable
     logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return -logp[np.arange(N), b].sum() / N, (w, x, s, logp)
 
@@ -86,19 +89,19 @@ print(f"loss {L:.4f}  (uniform guessing: log(K + 1) = {np.log(K + 1):.4f})")
 # %%
 ds = (np.exp(logp) - np.eye(K + 1)[b]) / N
 dU_scores = np.zeros_like(U_l)
-dU_scores[:K + 1] = ds.T @ x
-dx = ds @ U_l[:K + 1]
+dU_scores[: K + 1] = ds.T @ x
+dx = ds @ U_l[: K + 1]
 dw = dx * y
 dU_embed = np.zeros_like(U_l)
-np.add.at(dU_embed, a, dw)                         # scatter-add over repeated tokens
+np.add.at(dU_embed, a, dw)  # scatter-add over repeated tokens
 dU_l = dU_scores + dU_embed
 
-numeric = gradcheck.numerical_gradient(lambda U: my_forward(U)[0], U_l.copy())
-print(f"both parts      : max relative error {gradcheck.rel_error(dU_l, numeric):.1e}")
-print(f"score part only : max relative error {gradcheck.rel_error(dU_scores, numeric):.1e}")
-print(f"embed part only : max relative error {gradcheck.rel_error(dU_embed, numeric):.1e}")
-assert gradcheck.rel_error(dU_l, numeric) < 1e-6
-assert gradcheck.rel_error(dU_scores, numeric) > 1e-2 and gradcheck.rel_error(dU_embed, numeric) > 1e-2
+numeric = numgrad.numerical_gradient(lambda U: my_forward(U)[0], U_l.copy())
+print(f"both parts      : max relative error {numgrad.rel_error(dU_l, numeric):.1e}")
+print(f"score part only : max relative error {numgrad.rel_error(dU_scores, numeric):.1e}")
+print(f"embed part only : max relative error {numgrad.rel_error(dU_embed, numeric):.1e}")
+assert numgrad.rel_error(dU_l, numeric) < 1e-6
+assert numgrad.rel_error(dU_scores, numeric) > 1e-2 and numgrad.rel_error(dU_embed, numeric) > 1e-2
 
 # %% [markdown]
 # Only the sum matches the finite differences. Row START gets only the embedding
@@ -130,7 +133,7 @@ print("package embedding / tied scores / loss agree with the from-scratch versio
 # %%
 rows = np.arange(K + 2)
 names = [str(i) for i in range(K)] + ["END", "START"]
-fig, ax = plt.subplots(figsize=(max(7.0, 0.5 * (K + 2)), 3))     # room for every row's name
+fig, ax = plt.subplots(figsize=(max(7.0, 0.5 * (K + 2)), 3))  # room for every row's name
 ax.bar(rows - 0.2, np.linalg.norm(dU_scores, axis=1), width=0.4, label="score part (Eq. 5)")
 ax.bar(rows + 0.2, np.linalg.norm(dU_embed, axis=1), width=0.4, label="embedding part (Eq. 2)")
 ax.set_xticks(rows)
@@ -142,6 +145,8 @@ ax.legend()
 fig.tight_layout()
 path = os.path.join(OUT, "02_tied_gradients.png")
 fig.savefig(path)
-print(f"|dU_l[START]| = {np.linalg.norm(dU_l[START]):.4f} (embedding only), "
-      f"|dU_l[END]| = {np.linalg.norm(dU_l[END]):.4f} (scores only)")
+print(
+    f"|dU_l[START]| = {np.linalg.norm(dU_l[START]):.4f} (embedding only), "
+    f"|dU_l[END]| = {np.linalg.norm(dU_l[END]):.4f} (scores only)"
+)
 print("saved", path)

@@ -20,11 +20,14 @@ import os
 import time
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minicnnrnn import conv, gradcheck, pool, vgg, winograd
+from minicnnrnn.cnn import vgg
+from minicnnrnn.core import numgrad
+from minicnnrnn.layers import conv, pool, winograd
 
 FAST = os.environ.get("MINICNNRNN_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -49,8 +52,8 @@ def conv_loops(x, W, b, s, p):
     for n in range(N):
         for y in range(Ho):
             for x_ in range(Wo):
-                window = xpad[n, s * y:s * y + kh, s * x_:s * x_ + kw, :]       # (kh, kw, C)
-                out[n, y, x_] = np.tensordot(window, W, axes=3) + b           # (F,)
+                window = xpad[n, s * y : s * y + kh, s * x_ : s * x_ + kw, :]  # (kh, kw, C)
+                out[n, y, x_] = np.tensordot(window, W, axes=3) + b  # (F,)
     return out
 
 
@@ -76,7 +79,7 @@ def my_im2col(x, kh, kw, s, p):
     cols = np.empty((N, Ho, Wo, kh, kw, C))
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, :, i, j, :] = xpad[:, i:i + s * Ho:s, j:j + s * Wo:s, :]
+            cols[:, :, :, i, j, :] = xpad[:, i : i + s * Ho : s, j : j + s * Wo : s, :]
     return cols.reshape(N * Ho * Wo, kh * kw * C), (Ho, Wo)
 
 
@@ -89,7 +92,7 @@ for s, p in [(1, 1), (2, 0)]:
     mine = my_conv(x, W, b, s, p)
     assert np.allclose(mine, conv_loops(x, W, b, s, p))
     assert np.allclose(mine, conv.forward(x, W, b, s, p, method="im2col")[0])
-print("im2col convolution == the loops == minicnnrnn.conv (stride 1 pad 1, stride 2 pad 0)")
+print("im2col convolution == the loops == minicnnrnn.layers.conv (stride 1 pad 1, stride 2 pad 0)")
 
 # %% [markdown]
 # ## The backward pass
@@ -114,8 +117,8 @@ def my_conv_backward(dout, x, W, s, p):
     dxpad = np.zeros((N, H + 2 * p, Wd + 2 * p, C))
     for i in range(kh):
         for j in range(kw):
-            dxpad[:, i:i + s * Ho:s, j:j + s * Wo:s, :] += dcols[:, :, :, i, j, :]
-    return dxpad[:, p:p + H, p:p + Wd, :], dW, db
+            dxpad[:, i : i + s * Ho : s, j : j + s * Wo : s, :] += dcols[:, :, :, i, j, :]
+    return dxpad[:, p : p + H, p : p + Wd, :], dW, db
 
 
 # %% [markdown]
@@ -128,16 +131,20 @@ for s, p in [(1, 1), (2, 0)]:
     G = rng.standard_normal(my_conv(x, W, b, s, p).shape)
     dx, dW, db = my_conv_backward(G, x, W, s, p)
 
-    def L(_):
+    def L(_, s=s, p=p, G=G):  # bind this pass's stride, padding and G
         return float(np.sum(my_conv(x, W, b, s, p) * G))
 
-    errors = [gradcheck.rel_error(dx, gradcheck.numerical_gradient(L, x)),
-              gradcheck.rel_error(dW, gradcheck.numerical_gradient(L, W)),
-              gradcheck.rel_error(db, gradcheck.numerical_gradient(L, b))]
+    errors = [
+        numgrad.rel_error(dx, numgrad.numerical_gradient(L, x)),
+        numgrad.rel_error(dW, numgrad.numerical_gradient(L, W)),
+        numgrad.rel_error(db, numgrad.numerical_gradient(L, b)),
+    ]
     pdx, pgrads = conv.backward(G, conv.forward(x, W, b, s, p)[1])
     assert np.allclose(pdx, dx) and np.allclose(pgrads["W"], dW) and np.allclose(pgrads["b"], db)
-    print(f"stride {s} pad {p}: max relative error vs finite differences "
-          f"dx {errors[0]:.1e}, dW {errors[1]:.1e}, db {errors[2]:.1e}; package agrees")
+    print(
+        f"stride {s} pad {p}: max relative error vs finite differences "
+        f"dx {errors[0]:.1e}, dW {errors[1]:.1e}, db {errors[2]:.1e}; package agrees"
+    )
     assert max(errors) < 1e-6
 
 # %% [markdown]
@@ -147,16 +154,15 @@ for s, p in [(1, 1), (2, 0)]:
 # two axes of size 2. The gradient goes to the window's largest entry only.
 
 # %%
-xp_ = rng.permutation(2 * 4 * 6 * 3).reshape(2, 4, 6, 3) * 0.1     # distinct values: no ties
+xp_ = rng.permutation(2 * 4 * 6 * 3).reshape(2, 4, 6, 3) * 0.1  # distinct values: no ties
 windows = xp_.reshape(2, 2, 2, 3, 2, 3)
 pooled = windows.max(axis=(2, 4))
 assert np.array_equal(pooled, pool.forward(xp_)[0])
 Gp = rng.standard_normal(pooled.shape)
-winner = windows == pooled[:, :, None, :, None, :]                    # one True per window
+winner = windows == pooled[:, :, None, :, None, :]  # one True per window
 dxp = (winner * Gp[:, :, None, :, None, :]).reshape(xp_.shape)
 assert np.allclose(dxp, pool.backward(Gp, pool.forward(xp_)[1]))
-err = gradcheck.rel_error(dxp, gradcheck.numerical_gradient(lambda _: float(np.sum(pool.forward(xp_)[0] * Gp)),
-                                                            xp_))
+err = numgrad.rel_error(dxp, numgrad.numerical_gradient(lambda _: float(np.sum(pool.forward(xp_)[0] * Gp)), xp_))
 print(f"max-pool: reshape version == package; backward vs finite differences {err:.1e}")
 
 # %% [markdown]
@@ -175,10 +181,14 @@ for name, shape, n_params, flops in table:
 total_params, total_flops = sum(r[2] for r in table), sum(r[3] for r in table)
 conv_flops = sum(r[3] for r in table if r[0].startswith("conv"))
 fc_params = sum(r[2] for r in table if not r[0].startswith(("conv", "pool")))
-print(f"total: {total_params:,} parameters ({total_params * 4 / 2**20:.0f} MB in float32), "
-      f"{total_flops / 1e9:.1f} GFLOP per image")
-print(f"the convolutions do {conv_flops / total_flops:.1%} of the work; "
-      f"the fc layers hold {fc_params / total_params:.1%} of the parameters")
+print(
+    f"total: {total_params:,} parameters ({total_params * 4 / 2**20:.0f} MB in float32), "
+    f"{total_flops / 1e9:.1f} GFLOP per image"
+)
+print(
+    f"the convolutions do {conv_flops / total_flops:.1%} of the work; "
+    f"the fc layers hold {fc_params / total_params:.1%} of the parameters"
+)
 
 fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
 names = [r[0] for r in table]
@@ -223,7 +233,7 @@ print("1-D F(2, 3): 4 multiplications give the same 2 outputs as 6")
 # Summing over input channels turns the 16 elementwise products into 16 matrix
 # products `V[a, b] @ U[a, b]` with `V: (tiles, C_in)` and `U: (C_in, C_out)`, so the
 # BLAS still does the heavy work. The transforms are additions only; the package
-# (`minicnnrnn/winograd.py`) writes them as a few whole-array operations on
+# (`minicnnrnn/layers/winograd.py`) writes them as a few whole-array operations on
 # slices, keeps those slices contiguous (the padded input stores even and odd
 # columns apart), processes the picture in cache-sized blocks of tile rows, and
 # shares the blocks among the CPU cores (NumPy's element-wise operations use one
@@ -242,7 +252,7 @@ Gm = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
 tile, kern = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
 Y = AT @ ((Gm @ kern @ Gm.T) * (BT @ tile @ BT.T)) @ AT.T
-Y_direct = [[np.sum(tile[i:i + 3, j:j + 3] * kern) for j in range(2)] for i in range(2)]
+Y_direct = [[np.sum(tile[i : i + 3, j : j + 3] * kern) for j in range(2)] for i in range(2)]
 assert np.allclose(Y, Y_direct)
 print("2-D F(2x2, 3x3) on one tile == direct convolution")
 
@@ -275,9 +285,11 @@ def best_time(fn, repeats=3 if FAST else 5):
 t_im2col = best_time(lambda: conv.forward(xw, Ww, bw, 1, 1, method="im2col"))
 t_wino = best_time(lambda: conv.forward(xw, Ww, bw, 1, 1, method="winograd"))
 gflop = conv.flops(xw.shape, Ww.shape, 1, 1) / 1e9
-print(f"{side}x{side}x{C} -> {C}: im2col {t_im2col * 1e3:.1f} ms ({gflop / t_im2col:.0f} GFLOP/s), "
-      f"Winograd {t_wino * 1e3:.1f} ms ({gflop / t_wino:.0f} direct-equivalent GFLOP/s): "
-      f"{t_im2col / t_wino:.1f}x faster")
+print(
+    f"{side}x{side}x{C} -> {C}: im2col {t_im2col * 1e3:.1f} ms ({gflop / t_im2col:.0f} GFLOP/s), "
+    f"Winograd {t_wino * 1e3:.1f} ms ({gflop / t_wino:.0f} direct-equivalent GFLOP/s): "
+    f"{t_im2col / t_wino:.1f}x faster"
+)
 
 # %% [markdown]
 # The backward pass keeps using im2col/col2im: it is the readable reference, it runs

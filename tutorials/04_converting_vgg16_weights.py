@@ -29,19 +29,22 @@ import tempfile
 import zipfile
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from minicnnrnn import convert, preprocess, torch_pickle, vgg
-from minicnnrnn.errors import UserError
+from minicnnrnn import convert
+from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.weights import torch_pickle
 
 FAST = os.environ.get("MINICNNRNN_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
 os.makedirs(OUT, exist_ok=True)
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-SCRATCH = pathlib.Path(tempfile.mkdtemp())     # files we make along the way
+SCRATCH = pathlib.Path(tempfile.mkdtemp())  # files we make along the way
 
 # %% [markdown]
 # ## 1. The zip layout (torch >= 1.6)
@@ -99,8 +102,12 @@ print("dtypes read:", sorted({str(v.dtype) for v in mixed.values()}))
 legacy = (FIXTURES / "tiny_vgg_legacy.pth").read_bytes()
 print("first bytes:", legacy[:14].hex(" "))
 print("magic number, little-endian:", hex(int.from_bytes(legacy[4:14], "little")))
-print("detected:", torch_pickle.detect(FIXTURES / "tiny_vgg_legacy.pth"),
-      "and", torch_pickle.detect(FIXTURES / "tiny_vgg_zip.pth"))
+print(
+    "detected:",
+    torch_pickle.detect(FIXTURES / "tiny_vgg_legacy.pth"),
+    "and",
+    torch_pickle.detect(FIXTURES / "tiny_vgg_zip.pth"),
+)
 same = all(np.array_equal(v, state[k]) for k, v in torch_pickle.load(FIXTURES / "tiny_vgg_legacy.pth").items())
 print("legacy file gives the same tensors:", same)
 
@@ -108,6 +115,7 @@ print("legacy file gives the same tensors:", same)
 # ## 3. Unpickling runs code, so we restrict it
 # A pickle can name *any* importable function and ask for it to be called. This
 # harmless-looking "weights file" would run a shell command under a plain `pickle.load`:
+
 
 # %%
 class Exploit:
@@ -149,18 +157,20 @@ print("allowed names:", len(torch_pickle.ALLOWED))
 # %%
 C, S, D_out = 16, 4, 24
 rng = np.random.default_rng(0)
-fmap_chw = rng.standard_normal((C, S, S)).astype(np.float32)     # one image's last conv map, torch order
-W_torch = state["classifier.0.weight"]                           # (24, C*S*S), columns in (c, h, w) order
+fmap_chw = rng.standard_normal((C, S, S)).astype(np.float32)  # one image's last conv map, torch order
+W_torch = state["classifier.0.weight"]  # (24, C*S*S), columns in (c, h, w) order
 torch_result = W_torch @ fmap_chw.reshape(-1)
 
 rows_chw = np.arange(C * S * S).reshape(C, S, S).transpose(1, 2, 0).ravel()
-W_ours = W_torch.T[rows_chw]                                     # (S*S*C, 24), rows in (h, w, c) order
-our_result = fmap_chw.transpose(1, 2, 0).reshape(-1) @ W_ours    # flatten the NHWC map
+W_ours = W_torch.T[rows_chw]  # (S*S*C, 24), rows in (h, w, c) order
+our_result = fmap_chw.transpose(1, 2, 0).reshape(-1) @ W_ours  # flatten the NHWC map
 print("same fc6 pre-activation:", np.allclose(torch_result, our_result, atol=1e-5))
 params, meta = convert.from_state_dict(dict(state), "tiny_vgg_zip.pth")
 print("the converter does the same:", np.array_equal(params["fc6/W"], W_ours))
-print("without the reordering the result would be wrong by",
-      float(np.abs(fmap_chw.transpose(1, 2, 0).reshape(-1) @ W_torch.T - torch_result).max()))
+print(
+    "without the reordering the result would be wrong by",
+    float(np.abs(fmap_chw.transpose(1, 2, 0).reshape(-1) @ W_torch.T - torch_result).max()),
+)
 
 # %% [markdown]
 # The whole network against torch's own outputs for a fixed input (stored in the
@@ -204,7 +214,7 @@ else:
 size = 64 if FAST else 224
 yy, xx = np.mgrid[0:300, 0:500]
 picture = np.stack([xx * 255 // 500, yy * 255 // 300, 128 + 0 * xx], axis=-1).astype(np.uint8)
-picture[(yy - 150) ** 2 + (xx - 100) ** 2 < 40 ** 2] = (255, 230, 0)     # a sun near the left edge
+picture[(yy - 150) ** 2 + (xx - 100) ** 2 < 40**2] = (255, 230, 0)  # a sun near the left edge
 path = SCRATCH / "picture.png"
 Image.fromarray(picture).save(path)
 torch_meta = {"input_size": size, "preprocess": convert.TORCHVISION_PREPROCESS}

@@ -7,7 +7,7 @@
 # the bigger object is known. A CNN-RNN predicts labels one after another, so each
 # prediction can use the labels already predicted (Eq. 6).
 #
-# Tiny Scenes (`minicnnrnn.data.tinyscenes`) is a procedural picture world that has
+# Tiny Scenes (`minicnnrnn.tinyscenes.scenes`) is a procedural picture world that has
 # exactly these properties, so that the model has something to exploit on a laptop
 # with no download. In this tutorial we
 #
@@ -25,17 +25,21 @@ import json
 import os
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minicnnrnn import backend, gradcheck, loss, preprocess, pretrain, vgg
-from minicnnrnn.data import features, stats, tinyscenes
+from minicnnrnn import pretrain
+from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.core import backend, numgrad
+from minicnnrnn.layers import loss
+from minicnnrnn.tinyscenes import features, scenes, stats
 
 FAST = os.environ.get("MINICNNRNN_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
 os.makedirs(OUT, exist_ok=True)
-NAMES = tinyscenes.LABEL_NAMES
+NAMES = scenes.LABEL_NAMES
 K = len(NAMES)
 N = 500 if FAST else 4000
 
@@ -43,10 +47,10 @@ N = 500 if FAST else 4000
 # ## 1. Pictures and labels
 # `generate(n, seed, size)` draws n pictures with Pillow. Every picture has its own
 # random stream, so the same seed gives the same bytes on every machine. (The
-# commands use `tinyscenes.load(split, n)`, which caches the arrays on disk.)
+# commands use `scenes.load(split, n)`, which caches the arrays on disk.)
 
 # %%
-images, labels = tinyscenes.generate(N, seed=2024, size=64)
+images, labels = scenes.generate(N, seed=2024, size=64)
 print("images", images.shape, images.dtype, " labels", labels.shape, labels.dtype)
 for i in range(4):
     print(f"  picture {i}:", ", ".join(NAMES[k] for k in np.flatnonzero(labels[i])))
@@ -120,8 +124,10 @@ for name in sorted(ap, key=ap.get):
 
 # %%
 for small, context in [("hat", "person"), ("traffic_light", "road"), ("cup", "table")]:
-    print(f"  {small:14s} AP {100 * ap[small]:5.1f}%  <- implied by {context:7s} (AP {100 * ap[context]:5.1f}%): "
-          f"P({small}) = {prior[NAMES.index(small)]:.2f}, P({small} | {context}) = {p(small, context):.2f}")
+    print(
+        f"  {small:14s} AP {100 * ap[small]:5.1f}%  <- implied by {context:7s} (AP {100 * ap[context]:5.1f}%): "
+        f"P({small}) = {prior[NAMES.index(small)]:.2f}, P({small} | {context}) = {p(small, context):.2f}"
+    )
 
 # %% [markdown]
 # The CNN's own top-3 labels for a few test pictures: the big things are right,
@@ -129,12 +135,14 @@ for small, context in [("hat", "person"), ("traffic_light", "road"), ("cup", "ta
 
 # %%
 params, meta = features.load_builtin_cnn()
-test_images, test_labels = tinyscenes.generate(6, tinyscenes.SPLIT_SEEDS["test"], 64)
+test_images, test_labels = scenes.generate(6, scenes.SPLIT_SEEDS["test"], 64)
 scores = features.run_cnn(backend.params_to_device(params), meta, test_images, layer="logits")
 for i in range(len(test_images)):
     top = np.argsort(-scores[i])[:3]
-    print(f"  truth: {', '.join(NAMES[k] for k in np.flatnonzero(test_labels[i])):40s} "
-          f"CNN top-3: {', '.join(NAMES[k] for k in top)}")
+    print(
+        f"  truth: {', '.join(NAMES[k] for k in np.flatnonzero(test_labels[i])):40s} "
+        f"CNN top-3: {', '.join(NAMES[k] for k in top)}"
+    )
 
 # %% [markdown]
 # ## 4. Pretraining a small CNN
@@ -146,8 +154,9 @@ for i in range(len(test_images)):
 # loss) against centred finite differences on a tiny float64 network.
 
 # %%
-tiny_meta = vgg.make_meta([2, "M", 3, "M"], [4, 4], num_classes=K, input_size=8,
-                          preprocess=dict(vgg.TORCHVISION_PREPROCESS))
+tiny_meta = vgg.make_meta(
+    [2, "M", 3, "M"], [4, 4], num_classes=K, input_size=8, preprocess=dict(vgg.TORCHVISION_PREPROCESS)
+)
 rng = np.random.default_rng(0)
 tiny = vgg.init_params(tiny_meta, rng, dtype=np.float64)
 x = rng.standard_normal((2, 8, 8, 3))
@@ -162,7 +171,7 @@ def tiny_loss():
 outs, cache = vgg.forward(tiny, tiny_meta, x, outputs=("logits",), train=True, dropout_p=0.0)
 grads = vgg.backward(loss.sigmoid_cross_entropy(outs["logits"], y)[1], cache)
 names = ["conv1_1/W", "conv2_1/b", "fc6/W", "logits/W"]
-err = gradcheck.check(tiny_loss, {k: tiny[k] for k in names}, {k: grads[k] for k in names})
+err = numgrad.check(tiny_loss, {k: tiny[k] for k in names}, {k: grads[k] for k in names})
 print(f"max relative error, backward vs finite differences: {err:.1e}")
 assert err < 1e-6
 
@@ -174,7 +183,7 @@ assert err < 1e-6
 # %%
 size = 32 if FAST else 64
 steps = 25 if FAST else 150
-train_images, train_labels = tinyscenes.generate(16 * steps, tinyscenes.SPLIT_SEEDS["pretrain"], size)
+train_images, train_labels = scenes.generate(16 * steps, scenes.SPLIT_SEEDS["pretrain"], size)
 net_meta = pretrain.make_meta(train_images, size)
 rng = np.random.default_rng(0)
 net = backend.params_to_device(vgg.init_params(net_meta, rng))

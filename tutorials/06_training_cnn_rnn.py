@@ -22,8 +22,11 @@ import os
 
 import numpy as np
 
-from minicnnrnn import label_paths, model, rmsprop, train, train_data
-from minicnnrnn.data import features, tinyscenes
+from minicnnrnn import train
+from minicnnrnn.rnn import label_paths, model
+from minicnnrnn.tinyscenes import features, scenes
+from minicnnrnn.training import data as train_data
+from minicnnrnn.training import optim
 
 FAST = os.environ.get("MINICNNRNN_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -42,8 +45,7 @@ SIZES = ["--epochs", "10", "--embed", "16", "--hidden", "32"] if FAST else []
 
 # %%
 I_train, Y_train = features.builtin_features("train", N_TRAIN)
-print("features", I_train.shape, "labels", Y_train.shape,
-      f"labels per image {Y_train.sum(1).mean():.2f}")
+print("features", I_train.shape, "labels", Y_train.shape, f"labels per image {Y_train.sum(1).mean():.2f}")
 
 # %% [markdown]
 # ## 2. Label sets become prediction paths (§3.4)
@@ -56,8 +58,8 @@ print("features", I_train.shape, "labels", Y_train.shape,
 # %%
 K = Y_train.shape[1]
 END, START = K, K + 1
-counts = Y_train.sum(0).astype(int)             # (uint8 sums are unsigned: -counts would wrap)
-order = sorted(range(K), key=lambda k: (-counts[k], k))          # most frequent first
+counts = Y_train.sum(0).astype(int)  # (uint8 sums are unsigned: -counts would wrap)
+order = sorted(range(K), key=lambda k: (-counts[k], k))  # most frequent first
 rank = {label: r for r, label in enumerate(order)}
 
 batch = Y_train[:5]
@@ -67,14 +69,14 @@ inputs = np.full((T, 5), END)
 targets = np.full((T, 5), END)
 mask = np.zeros((T, 5), np.float32)
 for n, path in enumerate(paths):
-    inputs[:len(path) + 1, n] = [START] + path       # what the RNN reads
-    targets[:len(path) + 1, n] = path + [END]        # what it must predict
-    mask[:len(path) + 1, n] = 1
+    inputs[: len(path) + 1, n] = [START] + path  # what the RNN reads
+    targets[: len(path) + 1, n] = path + [END]  # what it must predict
+    mask[: len(path) + 1, n] = 1
 
 ref = label_paths.make_paths(batch, label_paths.label_order(Y_train, "freq"))
 assert all(np.array_equal(a, b) for a, b in zip((inputs, targets, mask), ref))
 for path in paths[:3]:
-    print(" -> ".join([tinyscenes.LABEL_NAMES[k] for k in path] + ["END"]))
+    print(" -> ".join([scenes.LABEL_NAMES[k] for k in path] + ["END"]))
 
 # %% [markdown]
 # ## 3. One training step by hand
@@ -86,26 +88,24 @@ for path in paths[:3]:
 #
 #     g = ∇ + λθ;   v ← ρv + (1-ρ)g²;   m ← μm + g/(√v + ε);   θ ← θ - ηm
 #
-# We write the update from scratch and check it against `rmsprop.RMSprop`.
+# We write the update from scratch and check it against `optim.RMSprop`.
 
 # %%
 rng = np.random.default_rng(0)
 params = model.init_params(K, I_train.shape[1], 16, 32, rng)
 value, grads = model.path_loss(params, I_train[:5], inputs, targets, mask, "relu")
-print(f"loss of the five paths before training: {value:.3f} "
-      f"(uniform guessing: {mask.sum() / 5 * np.log(K + 1):.3f})")
+print(f"loss of the five paths before training: {value:.3f} (uniform guessing: {mask.sum() / 5 * np.log(K + 1):.3f})")
 
 lr, rho, mu, lam, eps = 1e-3, 0.9, 0.9, 1e-4, 1e-8
 by_hand = {}
 for name, theta in params.items():
     g = grads[name] + lam * theta
-    v = (1 - rho) * g * g                      # v and m start at zero
+    v = (1 - rho) * g * g  # v and m start at zero
     m = g / (np.sqrt(v) + eps)
     by_hand[name] = theta - lr * m
-opt = rmsprop.RMSprop(params, lr=lr, decay=rho, momentum=mu, weight_decay=lam, eps=eps)
+opt = optim.RMSprop(params, lr=lr, decay=rho, momentum=mu, weight_decay=lam, eps=eps)
 opt.step(params, grads)
-print("largest difference from rmsprop.RMSprop:",
-      max(float(np.abs(by_hand[k] - params[k]).max()) for k in params))
+print("largest difference from optim.RMSprop:", max(float(np.abs(by_hand[k] - params[k]).max()) for k in params))
 
 # %% [markdown]
 # ## 4. Why the features are normalised (`--feature-norm l2`)
@@ -127,12 +127,14 @@ for name, feats in (("raw fc7", I_train[:256]), ("l2-normalised", train_data.nor
     p0 = model.init_params(K, D, 16, 32, np.random.default_rng(1))
     before = feats @ p0["U_I_x"]
     _, g = model.path_loss(p0, feats, *label_paths.make_paths(Y_train[:256], freq_order), "relu")
-    rmsprop.RMSprop(p0, lr=1e-3).step(p0, g)
-    moved = np.abs(feats @ p0["U_I_x"] - before).max(axis=1)    # (N,) largest change per image
+    optim.RMSprop(p0, lr=1e-3).step(p0, g)
+    moved = np.abs(feats @ p0["U_I_x"] - before).max(axis=1)  # (N,) largest change per image
     l1 = np.abs(feats).sum(1)
-    assert (moved <= 1e-3 * np.sqrt(10) * l1 * 1.001).all()       # never above lr·sqrt(10)·|I|_1
-    print(f"{name:14s} mean L1 norm {l1.mean():7.2f}: one step moved I @ U_I_x by up to {moved.max():.4f} "
-          f"({100 * (moved / (1e-3 * np.sqrt(10) * l1)).max():.0f}% of the bound lr·sqrt(10)·|I|_1)")
+    assert (moved <= 1e-3 * np.sqrt(10) * l1 * 1.001).all()  # never above lr·sqrt(10)·|I|_1
+    print(
+        f"{name:14s} mean L1 norm {l1.mean():7.2f}: one step moved I @ U_I_x by up to {moved.max():.4f} "
+        f"({100 * (moved / (1e-3 * np.sqrt(10) * l1)).max():.0f}% of the bound lr·sqrt(10)·|I|_1)"
+    )
 
 # %% [markdown]
 # ## 5. Train the four models of Table 3
@@ -169,6 +171,7 @@ train.main(["--compare", "--n-train", str(N_TRAIN), "--n-test", str(N_TEST), *SI
 
 # %%
 import matplotlib  # noqa: E402
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 

@@ -10,7 +10,7 @@
 # There are sum_j K!/(K-j)! paths, far too many to try for K = 81, so the paper keeps
 # only the N most probable unfinished paths at each step (*beam search*, Fig. 5).
 # Here we write it for one image in plain Python, draw what it keeps at each step,
-# compare it with `minicnnrnn.beam_search` and with trying every path, and build a
+# compare it with `minicnnrnn.rnn.beam_search` and with trying every path, and build a
 # case where greedy decoding (N = 1) goes wrong and a beam of 2 fixes it.
 # Run it with `python tutorials/07_beam_search.py`.
 
@@ -20,11 +20,12 @@ import math
 import os
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minicnnrnn import beam_search, model, projection
+from minicnnrnn.rnn import beam_search, model, projection
 
 # Everything here is small, so MINICNNRNN_TUTORIAL_FAST=1 changes nothing.
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -48,23 +49,23 @@ D, E, H = 16, 8, 16
 # %%
 rng = np.random.default_rng(0)
 params = model.init_params(K, D, E, H, rng, dtype=np.float64)
-train_paths = [(0, 2, 1), (0, 4), (2, 1, 3), (0, 2, 4)]   # e.g. (person, grass, dog)
+train_paths = [(0, 2, 1), (0, 4), (2, 1, 3), (0, 2, 4)]  # e.g. (person, grass, dog)
 I_train = np.abs(rng.standard_normal((len(train_paths), D)))
 T = 1 + max(len(p) for p in train_paths)
 inputs, targets, mask = (np.zeros((T, len(train_paths)), int) for _ in range(3))
 for n, labels in enumerate(train_paths):
-    inputs[:len(labels) + 1, n] = (START, *labels)
-    targets[:len(labels) + 1, n] = (*labels, END)
-    mask[:len(labels) + 1, n] = 1
+    inputs[: len(labels) + 1, n] = (START, *labels)
+    targets[: len(labels) + 1, n] = (*labels, END)
+    mask[: len(labels) + 1, n] = 1
 for _ in range(200):
     loss, grads = model.path_loss(params, I_train, inputs, targets, mask, "relu")
-    size = math.sqrt(sum(float((g ** 2).sum()) for g in grads.values()))
-    params = {k: v - 0.5 / max(1.0, size) * grads[k] for k, v in params.items()}   # clipped step
+    size = math.sqrt(sum(float((g**2).sum()) for g in grads.values()))
+    params = {k: v - 0.5 / max(1.0, size) * grads[k] for k, v in params.items()}  # clipped step
 print(f"path loss of the four training images: {loss:.4f}")
 
-I = 0.65 * I_train[[2]] + 0.35 * I_train[[3]]      # (1, D): the image to decode
+I = 0.65 * I_train[[2]] + 0.35 * I_train[[3]]  # (1, D): the image to decode
 # The image term I @ U_I_x + b_x of Eq. 4 is the same at every step: computed once.
-image = projection.image_and_bias(I, params)       # (1, E)
+image = projection.image_and_bias(I, params)  # (1, E)
 
 
 def step(labels, state):
@@ -72,6 +73,7 @@ def step(labels, state):
     token = labels[-1] if labels else START
     lp, state = beam_search.cnn_rnn_step(params, np.array([token]), state, image)
     return lp[0], state
+
 
 # %% [markdown]
 # ## Beam search for one image, as the paper describes it
@@ -92,15 +94,14 @@ def step(labels, state):
 
 def beam_search_one(step, N, min_labels=0):
     """Returns (best labels, best log P, trace); trace[t] = (S after step t, candidates of step t)."""
-    S = [((), 0.0, None)]                         # (labels, log P, state)
+    S = [((), 0.0, None)]  # (labels, log P, state)
     best, best_logp, trace = (), -math.inf, []
     for t in range(K + 1):
         expansions = []
         for labels, logp, state in S:
             lp, new_state = step(labels, state)
-            allowed = [o for o in range(K + 1)
-                       if o not in labels and not (o == END and t < min_labels)]
-            for o in sorted(allowed, key=lambda o: -lp[o])[:N]:   # its N most probable outputs
+            allowed = [o for o in range(K + 1) if o not in labels and not (o == END and t < min_labels)]
+            for o in sorted(allowed, key=lambda o: -lp[o])[:N]:  # its N most probable outputs
                 expansions.append((labels + (o,), logp + lp[o], new_state))
         candidates = [e for e in expansions if e[0][-1] == END]
         for labels, logp, _ in candidates:
@@ -108,7 +109,7 @@ def beam_search_one(step, N, min_labels=0):
                 best, best_logp = labels[:-1], logp
         S = sorted([e for e in expansions if e[0][-1] != END], key=lambda e: -e[1])[:N]
         trace.append((S, candidates))
-        if not S or S[0][1] <= best_logp:        # the stopping rule
+        if not S or S[0][1] <= best_logp:  # the stopping rule
             break
     return best, best_logp, trace
 
@@ -123,7 +124,7 @@ print("answer:", [NAMES[l] for l in best], f"P = {math.exp(best_logp):.4f}")
 
 # %% [markdown]
 # ## Check: the package, and trying every path
-# `minicnnrnn.beam_search.beam_search` does the same for a whole batch of images at
+# `minicnnrnn.rnn.beam_search.beam_search` does the same for a whole batch of images at
 # once (the paths of all images sit in one (images x N) grid). For this small K we
 # can also score every path and take the argmax of Eq. 6. Watch N = 1, greedy
 # decoding: it commits to the slightly more probable first label, "person", and ends
@@ -150,13 +151,13 @@ exact = max(paths, key=paths.get)
 found = {}
 for n_beam in (1, 2, 3, len(paths)):
     result = beam_search.beam_search(params, I, beam_size=n_beam)
-    labels = tuple(int(l) for l in result.paths[0, :result.lengths[0]])
+    labels = tuple(int(l) for l in result.paths[0, : result.lengths[0]])
     mine = beam_search_one(step, n_beam)
     assert labels == mine[0] and np.isclose(result.log_prob[0], mine[1])
     found[n_beam] = labels
     print(f"N = {n_beam:3d}: {[NAMES[l] for l in labels]}  P = {math.exp(result.log_prob[0]):.4f}")
 assert labels == exact and np.isclose(result.log_prob[0], paths[exact])
-assert found[1] != exact == found[2]          # greedy misses the best path, N = 2 finds it
+assert found[1] != exact == found[2]  # greedy misses the best path, N = 2 finds it
 print(f"exhaustive over {len(paths)} paths: {[NAMES[l] for l in exact]}  P = {math.exp(paths[exact]):.4f}")
 
 # %% [markdown]
@@ -169,8 +170,7 @@ print(f"exhaustive over {len(paths)} paths: {[NAMES[l] for l in exact]}  P = {ma
 
 
 def draw(trace, best, title, filename):
-    fig, ax = plt.subplots(figsize=(2.6 * (len(trace) + 1), 1.0 + 1.1 * max(
-        len(S) + len(c) for S, c in trace)))
+    fig, ax = plt.subplots(figsize=(2.6 * (len(trace) + 1), 1.0 + 1.1 * max(len(S) + len(c) for S, c in trace)))
     where = {(): (0, 0)}
     ax.text(0, 0, "START", ha="center", va="center", bbox=dict(fc="lightgrey", ec="k"))
     for t, (S, candidates) in enumerate(trace, start=1):
@@ -179,10 +179,17 @@ def draw(trace, best, title, filename):
             y = -row
             name = "END" if ended else NAMES[labels[-1]]
             px, py = where[labels[:-1]]
-            on_best = labels == (best + (END,))[:len(labels)]
+            on_best = labels == (best + (END,))[: len(labels)]
             ax.plot([px, t], [py, y], color="green" if on_best else "0.6", lw=3 if on_best else 1, zorder=0)
-            ax.text(t, y, f"{name}\nP={math.exp(logp):.3g}", ha="center", va="center", fontsize=8,
-                    bbox=dict(fc="mistyrose" if ended else "lightblue", ec="k"))
+            ax.text(
+                t,
+                y,
+                f"{name}\nP={math.exp(logp):.3g}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                bbox=dict(fc="mistyrose" if ended else "lightblue", ec="k"),
+            )
             if not ended:
                 where[labels] = (t, y)
     ax.set_xlim(-0.6, len(trace) + 0.6)
@@ -208,11 +215,11 @@ print("saved", draw(trace, best, f"beam search, N = {N}", "07_beam_search.png"))
 
 # %%
 table = np.full((K + 2, K + 1), 1e-3)
-table[START, [1, 0, 2, END]] = [0.40, 0.35, 0.20, 0.05]    # first step
-table[1, [2, 3, 4, END]] = [0.30, 0.25, 0.20, 0.25]        # after dog: no clear choice
-table[0, END] = 0.90                                        # after person: done
-table[2, [3, END]] = [0.50, 0.30]                           # after grass
-table[3, END] = 0.80                                        # after ball
+table[START, [1, 0, 2, END]] = [0.40, 0.35, 0.20, 0.05]  # first step
+table[1, [2, 3, 4, END]] = [0.30, 0.25, 0.20, 0.25]  # after dog: no clear choice
+table[0, END] = 0.90  # after person: done
+table[2, [3, END]] = [0.50, 0.30]  # after grass
+table[3, END] = 0.80  # after ball
 table /= table.sum(axis=1, keepdims=True)
 log_table = np.log(table)
 
@@ -223,14 +230,16 @@ def table_step(params_, tokens, state, image_, variant):
 
 for n_beam in (1, 2):
     r = beam_search.beam_search(params, I, beam_size=n_beam, step_fn=table_step)
-    print(f"N = {n_beam}: {[NAMES[l] for l in r.paths[0, :r.lengths[0]]]}  P = {math.exp(r.log_prob[0]):.3f}")
+    print(f"N = {n_beam}: {[NAMES[l] for l in r.paths[0, : r.lengths[0]]]}  P = {math.exp(r.log_prob[0]):.3f}")
 greedy = beam_search.beam_search(params, I, beam_size=1, step_fn=table_step)
 beam2 = beam_search.beam_search(params, I, beam_size=2, step_fn=table_step)
 assert greedy.log_prob[0] < beam2.log_prob[0]
 
 table_trace = beam_search_one(lambda labels, state: (log_table[labels[-1] if labels else START], None), 2)
-print("saved", draw(table_trace[2], table_trace[0], "greedy would take 'dog'; N = 2 keeps 'person'",
-                    "07_greedy_vs_beam.png"))
+print(
+    "saved",
+    draw(table_trace[2], table_trace[0], "greedy would take 'dog'; N = 2 keeps 'person'", "07_greedy_vs_beam.png"),
+)
 
 # %% [markdown]
 # ## Confidence scores for ranking metrics

@@ -21,6 +21,7 @@ their number is reported in ``notes``.
 Other releases with the same format load with ``year="2017"``; when no year is
 given and only one year's files are present, that year is used (and noted).
 """
+
 import glob
 import json
 import os
@@ -28,8 +29,8 @@ import re
 
 import numpy as np
 
-from ..errors import UserError
-from . import MultiLabelDataset, Split, drop_missing_images, note
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.datasets.base import MultiLabelDataset, Split, drop_missing_images, note
 
 SPLITS = {"train": "train", "test": "val"}
 
@@ -51,16 +52,20 @@ def choose_year(root, year, notes):
     present = _years_present(annotations)
     if year is not None:
         if str(year) not in present:
-            raise UserError(f"{annotations}: no instances_train{year}.json + instances_val{year}.json "
-                            f"(found years: {', '.join(present) or 'none'})")
+            raise UserError(
+                f"{annotations}: no instances_train{year}.json + instances_val{year}.json "
+                f"(found years: {', '.join(present) or 'none'})"
+            )
         return str(year)
     if "2014" in present:
         return "2014"
     if len(present) == 1:
         note(notes, f"no 2014 annotations in {annotations}; using the {present[0]} release found there")
         return present[0]
-    raise UserError(f"{annotations}: no instances_train2014.json + instances_val2014.json "
-                    f"(found years: {', '.join(present) or 'none'}; choose one with year=...)")
+    raise UserError(
+        f"{annotations}: no instances_train2014.json + instances_val2014.json "
+        f"(found years: {', '.join(present) or 'none'}; choose one with year=...)"
+    )
 
 
 def read_instances(path):
@@ -94,14 +99,17 @@ def image_labels(data, cat_ids, path):
         rows.append(row_of[ann["image_id"]])
         cols.append(col_of[ann["category_id"]])
     labels = np.zeros((len(images), len(cat_ids)), dtype=np.uint8)
-    labels[rows, cols] = 1          # repeated (image, category) pairs set the same entry
+    labels[rows, cols] = 1  # repeated (image, category) pairs set the same entry
     return [im["file_name"] for im in images], labels
 
 
 def _image_folder(root, folder):
     nested = os.path.join(root, "images", folder)
-    return nested if not os.path.isdir(os.path.join(root, folder)) and os.path.isdir(nested) \
+    return (
+        nested
+        if not os.path.isdir(os.path.join(root, folder)) and os.path.isdir(nested)
         else os.path.join(root, folder)
+    )
 
 
 def load(root, year=None, unlabelled="keep", check_images=True):
@@ -116,9 +124,10 @@ def load(root, year=None, unlabelled="keep", check_images=True):
         try:
             cat_ids, split_names = category_names(data)
             files, labels = image_labels(data, cat_ids, path)
-        except (KeyError, TypeError, AttributeError) as exc:   # an entry without "id", "file_name", ...
-            raise UserError(f"{path}: malformed entry ({type(exc).__name__}: {exc}); "
-                            "expected an original COCO instances file") from None
+        except (KeyError, TypeError, AttributeError) as exc:  # an entry without "id", "file_name", ...
+            raise UserError(
+                f"{path}: malformed entry ({type(exc).__name__}: {exc}); expected an original COCO instances file"
+            ) from None
         if names is not None and split_names != names:
             raise UserError(f"{path}: categories differ from the train file's")
         names = split_names

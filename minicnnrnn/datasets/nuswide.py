@@ -26,13 +26,14 @@ Two problems of real copies are handled explicitly:
 Labels are uint8 throughout (269,648 x 1,000 tags = 270 MB) and the big tag
 files are parsed in vectorised blocks, never as Python lists of numbers.
 """
+
 import os
 import zipfile
 
 import numpy as np
 
-from ..errors import UserError
-from . import MultiLabelDataset, Split, drop_missing_images, note, require
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.datasets.base import MultiLabelDataset, Split, drop_missing_images, note, require
 
 SPLITS = {"train": "Train", "test": "Test"}
 _SEPARATORS = np.frombuffer(b" \t\r\n,", dtype=np.uint8)
@@ -53,12 +54,11 @@ def _parse_block(block, source, ncols, first_line, first_row, bad):
     starts[1:] &= ~in_token[:-1]
     line_of_byte = np.cumsum(is_newline) - is_newline
     per_line = np.bincount(line_of_byte[starts], minlength=int(is_newline.sum()))
-    lines = np.flatnonzero(per_line)            # non-blank lines of the block
+    lines = np.flatnonzero(per_line)  # non-blank lines of the block
     wrong = lines[per_line[lines] != ncols]
     if wrong.size:
         line = wrong[0]
-        raise UserError(f"{source}: line {first_line + line}: expected {ncols} values, "
-                        f"found {per_line[line]}")
+        raise UserError(f"{source}: line {first_line + line}: expected {ncols} values, found {per_line[line]}")
     chars = a[in_token]
     if chars.size == starts.sum() and np.all((chars == ord("0")) | (chars == ord("1"))):
         return (chars - ord("0")).astype(np.uint8).reshape(-1, ncols)
@@ -161,8 +161,7 @@ def read_concept_labels(root, corrupt="ignore"):
 
     Returns (names (81,), {"train": (labels (N, 81) uint8, ignore (N, 81) bool), "test": ...}, notes).
     """
-    names = _read_names(root, ["Concepts81.txt", os.path.join("ConceptsList", "Concepts81.txt")],
-                        "Concepts81.txt")
+    names = _read_names(root, ["Concepts81.txt", os.path.join("ConceptsList", "Concepts81.txt")], "Concepts81.txt")
     source, notes, out = _LabelSource(root), [], {}
     for split, suffix in SPLITS.items():
         columns, n_rows = [], None
@@ -205,8 +204,10 @@ def _make_dataset(name, root, names, labelled, notes, check_images, images):
         labels, ignore = labelled[split]
         paths = read_image_list(root, suffix, images)
         if len(paths) != len(labels):
-            raise UserError(f"{os.path.join(root, 'ImageList', suffix + 'Imagelist.txt')}: {len(paths)} "
-                            f"images, but the {suffix} label files have {len(labels)} rows")
+            raise UserError(
+                f"{os.path.join(root, 'ImageList', suffix + 'Imagelist.txt')}: {len(paths)} "
+                f"images, but the {suffix} label files have {len(labels)} rows"
+            )
         ignore = ignore if ignore is not None and ignore.any() else None
         splits[split] = drop_missing_images(Split(paths, labels, ignore), split, notes, check_images)
     return MultiLabelDataset(name, names, splits, notes)

@@ -15,20 +15,60 @@ classification evaluation, 0 is neither positive nor negative: it becomes
 trainval (5,011 images) and tests on test (4,952); they become "train" and
 "test". The label order is the devkit's class order below.
 """
+
 import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from ..errors import UserError
-from . import MultiLabelDataset, Split, drop_missing_images, require
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.datasets.base import MultiLabelDataset, Split, drop_missing_images, require
 
-CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-           "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-           "train", "tvmonitor"]
+CLASSES = [
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
 # Column headers of the paper's Table 4, in the same order.
-SHORT_NAMES = ["plane", "bike", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "table", "dog", "horse", "motor", "person", "plant", "sheep", "sofa", "train", "tv"]
+SHORT_NAMES = [
+    "plane",
+    "bike",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "table",
+    "dog",
+    "horse",
+    "motor",
+    "person",
+    "plant",
+    "sheep",
+    "sofa",
+    "train",
+    "tv",
+]
 SPLITS = {"train": "trainval", "test": "test"}
 
 
@@ -86,8 +126,10 @@ def check_annotations(year_folder, ids, values):
         path = os.path.join(year_folder, "Annotations", f"{image_id}.xml")
         from_xml = values_from_xml(require(path, "annotation"))
         if not np.array_equal(from_xml, values[i]):
-            raise UserError(f"{path}: objects disagree with ImageSets/Main "
-                            f"(xml {from_xml.tolist()} vs split files {values[i].tolist()})")
+            raise UserError(
+                f"{path}: objects disagree with ImageSets/Main "
+                f"(xml {from_xml.tolist()} vs split files {values[i].tolist()})"
+            )
 
 
 def load(root, check_images=True, check_xml=False):

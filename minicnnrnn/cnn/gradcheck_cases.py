@@ -1,0 +1,113 @@
+"""Gradient checks of the CNN layers, printed by ``python -m minicnnrnn.gradcheck``.
+
+Each case builds a small float64 problem on the host (so every backend sees the
+same numbers), runs the layer's forward and backward, and returns the largest
+relative error against centred finite differences of ``L = sum(out * G)``.
+Inputs of the piecewise-linear layers (ReLU, max-pool) are kept away from their
+kinks, where a finite difference would straddle two linear pieces.
+"""
+
+import numpy
+
+from minicnnrnn.cnn import vgg
+from minicnnrnn.core import backend
+from minicnnrnn.core.numgrad import check
+from minicnnrnn.layers import activations, conv, dense, dropout, pool
+
+F64 = numpy.float64
+
+
+def _randn(rng, *shape):
+    """Standard-normal float64 array of `shape`, drawn on the host, on the selected backend."""
+    return backend.to_device(rng.standard_normal(shape), F64)
+
+
+def _dot(y, G):
+    """The scalar L = sum(y * G) whose gradient w.r.t. y is G."""
+    return float((y * G).sum())
+
+
+def conv_case(stride, pad, method):
+    """Case function for conv.forward/backward with the given stride, padding and forward method."""
+
+    def case(rng):
+        x, W, b = _randn(rng, 2, 5, 6, 8), _randn(rng, 3, 3, 8, 4), _randn(rng, 4)
+        out, cache = conv.forward(x, W, b, stride, pad, method)
+        G = _randn(rng, *out.shape)
+        dx, grads = conv.backward(G, cache)
+        return check(
+            lambda: _dot(conv.forward(x, W, b, stride, pad, method)[0], G), {"x": x, "W": W, "b": b}, dict(grads, x=dx)
+        )
+
+    return case
+
+
+def pool_case(rng):
+    """2x2 max-pool on an odd-sized map (the last row is dropped); entries 0.01 apart, no ties."""
+    shape = (2, 5, 4, 3)
+    x = backend.to_device(rng.permutation(int(numpy.prod(shape))).reshape(shape) * 0.01, F64)
+    out, cache = pool.forward(x)
+    G = _randn(rng, *out.shape)
+    return check(lambda: _dot(pool.forward(x)[0], G), {"x": x}, {"x": pool.backward(G, cache)})
+
+
+def relu_case(rng):
+    """ReLU on entries at least 0.1 away from zero."""
+    x = rng.standard_normal((4, 7))
+    x = backend.to_device(numpy.sign(x) * (0.1 + numpy.abs(x)), F64)
+    out, cache = activations.relu_forward(x)
+    G = _randn(rng, *out.shape)
+    return check(lambda: _dot(activations.relu_forward(x)[0], G), {"x": x}, {"x": activations.relu_backward(G, cache)})
+
+
+def dense_case(rng):
+    """Affine layer x @ W + b, w.r.t. x, W and b."""
+    x, W, b = _randn(rng, 3, 5), _randn(rng, 5, 4), _randn(rng, 4)
+    out, cache = dense.forward(x, W, b)
+    G = _randn(rng, *out.shape)
+    dx, grads = dense.backward(G, cache)
+    return check(lambda: _dot(dense.forward(x, W, b)[0], G), {"x": x, "W": W, "b": b}, dict(grads, x=dx))
+
+
+def dropout_case(rng):
+    """Inverted dropout with a fixed mask (p = 0.4), w.r.t. x."""
+    x = _randn(rng, 4, 6)
+    mask = dropout.make_mask(x.shape, 0.4, rng, F64)
+    out, cache = dropout.forward(x, mask)
+    G = _randn(rng, *out.shape)
+    return check(lambda: _dot(dropout.forward(x, mask)[0], G), {"x": x}, {"x": dropout.backward(G, cache)})
+
+
+TINY_META = vgg.make_meta(config=[4, "M", 6, "M"], fc=[5], num_classes=3, input_size=8)
+
+
+def tiny_vgg_case(rng):
+    """A two-block VGG with one hidden fc layer and dropout, logits w.r.t. every parameter."""
+    params = backend.params_to_device(vgg.init_params(TINY_META, rng, F64))
+    for key in params:  # non-zero biases, so every term is exercised
+        if key.endswith("/b"):
+            params[key] += _randn(rng, *params[key].shape) * 0.1
+    images = _randn(rng, 2, 8, 8, 3)
+    G = _randn(rng, 2, 3)
+
+    def logits():  # the same dropout mask on every call: a fresh Generator with one seed
+        outs, cache = vgg.forward(
+            params, TINY_META, images, ("logits",), train=True, rng=numpy.random.default_rng(1), dropout_p=0.3
+        )
+        return outs["logits"], cache
+
+    _, cache = logits()
+    grads = vgg.backward(G, cache)
+    return check(lambda: _dot(logits()[0], G), params, grads)
+
+
+CASES = [
+    ("conv 3x3 stride 1 pad 1 (Winograd forward)", conv_case(1, 1, "winograd")),
+    ("conv 3x3 stride 1 pad 1 (im2col forward)", conv_case(1, 1, "im2col")),
+    ("conv 3x3 stride 2 pad 0 (im2col forward)", conv_case(2, 0, "im2col")),
+    ("max-pool 2x2 stride 2", pool_case),
+    ("relu", relu_case),
+    ("dense", dense_case),
+    ("dropout", dropout_case),
+    ("tiny VGG end to end (vgg.backward, train mode)", tiny_vgg_case),
+]

@@ -1,0 +1,104 @@
+"""Image file -> the normalised (S, S, 3) float32 array a CNN expects.
+
+Three steps, all decided by the weights file's ``meta`` (DESIGN.md):
+
+1. **Any mode -> RGB.** Photos come as RGB, greyscale (L), palette (P), CMYK,
+   with transparency (RGBA, LA, PA) or 16-bit (I;16, I). Transparent pixels have
+   no defined colour, so they are composited onto white; 16-bit values are scaled
+   to 0..255 (Pillow's own conversion would clip them).
+2. **Resize to S x S** (S = ``meta["input_size"]``), one of two conventions:
+   ``"crop"`` (torchvision / the VGG paper at test time): scale the shorter side
+   to round(S * 256 / 224) (256 for S = 224), then cut out the centre S x S;
+   ``"warp"`` (Keras examples, and the CNN-RNN paper's whole-image view): scale
+   the image to S x S, ignoring its aspect ratio. Both use bilinear filtering
+   (Pillow's, which averages over the shrunk area, as torchvision does).
+3. **Normalise** each pixel as the network was trained:
+   ``(pixel * scale - mean) / std`` in the recorded channel order. torchvision:
+   RGB, scale 1/255, ImageNet mean/std; Caffe and Keras: BGR, scale 1, minus the
+   mean pixel (103.939, 116.779, 123.68), std 1.
+
+EXIF orientation tags are ignored, as torchvision and Keras do, so features match
+theirs.
+"""
+
+import numpy
+from PIL import Image, UnidentifiedImageError
+
+from minicnnrnn.core.errors import UserError
+
+RESIZE_MODES = ("crop", "warp")
+
+
+def to_rgb(image):
+    """A PIL image in any mode -> an RGB PIL image."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode.startswith("I") or image.mode == "F":
+        values = numpy.asarray(image, dtype=numpy.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and values.max(initial=0) > 255):
+            values = values / 257.0  # 16-bit 0..65535 -> 0..255
+        elif image.mode == "F" and values.max(initial=0) <= 1.0:
+            values = values * 255.0  # float images in [0, 1]
+        grey = numpy.clip(numpy.round(values), 0, 255).astype(numpy.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_image(image, size, mode="crop"):
+    """An RGB PIL image -> a size x size PIL image, by "crop" or "warp" (module docstring)."""
+    if mode not in RESIZE_MODES:
+        raise UserError(f"--resize: {mode!r} is not one of {', '.join(RESIZE_MODES)}")
+    if mode == "warp":
+        return image.resize((size, size), Image.BILINEAR)
+    short = int(round(size * 256 / 224))
+    w, h = image.size
+    # Scale the shorter side to `short`; the longer side keeps the aspect ratio
+    # (truncated, as torchvision does).
+    new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    image = image.resize((new_w, new_h), Image.BILINEAR)
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def normalise(pixels, pre):
+    """pixels: (..., 3) uint8 RGB, e.g. (H, W, 3) -> float32 of the same shape in pre["channel_order"],
+    (pixel * scale - mean) / std with mean and std given in that channel order."""
+    x = pixels.astype(numpy.float32)
+    if pre["channel_order"] == "BGR":
+        x = x[..., ::-1]
+    mean = numpy.asarray(pre["mean"], dtype=numpy.float32)
+    std = numpy.asarray(pre["std"], dtype=numpy.float32)
+    return numpy.ascontiguousarray((x * numpy.float32(pre["scale"]) - mean) / std, dtype=numpy.float32)
+
+
+def open_rgb(path):
+    """Decode an image file fully -> RGB PIL image; one-line UserError naming a bad file."""
+    path = str(path)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, so a truncated file fails here
+            return to_rgb(image)
+    except FileNotFoundError:
+        raise UserError(f"{path}: image file not found") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: unreadable or truncated image ({first})") from None
+
+
+def load_image(path, meta, resize=None):
+    """Image file -> (S, S, 3) float32 normalised as ``meta["preprocess"]`` records.
+
+    meta: a weights file's meta (``input_size``, ``preprocess``); resize: "crop"
+    or "warp" to override ``meta["preprocess"]["resize"]``.
+    """
+    pre = meta["preprocess"]
+    image = resize_image(open_rgb(path), meta["input_size"], resize or pre["resize"])
+    return normalise(numpy.asarray(image, dtype=numpy.uint8), pre)

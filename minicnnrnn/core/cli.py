@@ -1,0 +1,90 @@
+"""Pieces shared by every ``python -m minicnnrnn.<command>``.
+
+Each command builds its parser with :func:`make_parser`, parses with
+:func:`parse`, and runs its ``main`` through :func:`run`, so that
+
+* ``--backend numpy|cupy`` (default: $MINICNNRNN_BACKEND or numpy) selects the
+  array library before any array is made, and
+* a :class:`~minicnnrnn.core.errors.UserError` becomes ``error: <one line>`` on
+  stderr with exit status 2, never a traceback.
+"""
+
+import argparse
+import os
+import sys
+
+from minicnnrnn.core import backend
+from minicnnrnn.core.errors import UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose mistakes are reported in one line, like every other error.
+
+    argparse normally prints the whole usage text before the error; we print
+    ``error: <prog>: <what was wrong> (see --help)`` and exit with status 2.
+    """
+
+    def error(self, message):
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def add_backend_argument(parser):
+    """Add ``--backend`` to an argparse parser."""
+    default = os.environ.get(backend.ENV_VAR, "numpy").strip().lower() or "numpy"
+    parser.add_argument(
+        "--backend",
+        default=default,
+        choices=backend.BACKENDS,
+        help=f"array library: numpy (CPU) or cupy (NVIDIA GPU); the default comes from ${backend.ENV_VAR}",
+    )
+    return parser
+
+
+def make_parser(prog, description):
+    """An ArgumentParser with the shared ``--backend`` option already added."""
+    parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return add_backend_argument(parser)
+
+
+def non_negative_int(text):
+    """argparse type for counts and seeds: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_int(text):
+    """argparse type for sizes: a whole number >= 1."""
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def run(main, argv=None):
+    """Call ``main(argv)``; turn UserError into a one-line error and exit code 2.
+
+    ``main`` parses its own arguments and must select the backend (through
+    :func:`parse`, or :func:`minicnnrnn.core.backend.use`) before it creates arrays.
+    """
+    try:
+        code = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def parse(parser, argv=None):
+    """Parse arguments and select the backend they name. Returns the namespace."""
+    args = parser.parse_args(argv)
+    backend.use(args.backend)
+    return args

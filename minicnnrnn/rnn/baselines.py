@@ -1,0 +1,182 @@
+"""The baselines of Table 3, trained on the same CNN features as the CNN-RNN.
+
+``no-rnn`` (§4.3: "we also replace the recurrent layer with a linear embedding layer")
+keeps everything of the CNN-RNN except Eq. 1. The LSTM output becomes a linear function
+of the previous label's embedding alone::
+
+    w(t) = U_l[inputs[t]]                           # Eq. 2, as in the CNN-RNN
+    o(t) = w(t) @ U_e + b_e                         # replaces Eq. 1: no state r(t)
+    x_t  = ReLU(o(t) @ U_o_x + I @ U_I_x + b_x)     # Eq. 4, dropout as in the CNN-RNN
+    s(t) = x_t @ U_l[:K+1].T                        # Eq. 5, tied scores
+
+with ``U_e: (E, H)`` and ``b_e: (H,)``. It is trained on the same label paths with the
+same loss and decoded with the same beam search; each prediction then depends on the
+image and on the previous label only (a first-order chain), not on the whole path.
+
+``bce`` and ``softmax`` are classic classifiers with no label path. To differ from the
+CNN-RNN only where Table 3 says, they use the same image half of Eq. 4 and the same kind
+of score vectors (one hidden layer in the E-dimensional joint space, dropout 0.5)::
+
+    x = ReLU(I @ U_I_x + b_x)                       # (N, E) image in the joint space
+    s = x @ U_l.T + b_l                             # (N, K) one score per label
+
+``bce`` trains one independent sigmoid per label (binary cross-entropy); ``softmax``
+trains one softmax over the K labels against the image's normalised label distribution
+``y / Σy`` (the softmax loss of the paper's ref. [9], Gong et al.). Both predict the
+top-k labels. ``U_l: (K, E)`` here (no END/START), ``b_l: (K,)`` a per-label bias.
+"""
+
+import numpy
+
+from minicnnrnn.core.backend import xp
+from minicnnrnn.layers import activations, dense, dropout, loss
+from minicnnrnn.rnn import embedding, model, projection
+
+MODELS = ("cnn-rnn", "no-rnn", "bce", "softmax")
+PATH_MODELS = ("cnn-rnn", "no-rnn")  # decoded by beam search; the others by top-k
+
+
+# ---------------------------------------------------------------------------
+# no-rnn: the CNN-RNN with the recurrent layer replaced by a linear layer
+# ---------------------------------------------------------------------------
+
+
+def init_no_rnn(K, D, E, H, rng, dtype=numpy.float32):
+    """no-rnn parameters: those of ``model.init_params`` without the LSTM, plus U_e, b_e.
+
+    Returns host arrays: U_l (K+2, E), U_e (E, H), b_e (H,), U_o_x (H, E), U_I_x (D, E), b_x (E,).
+    """
+    params = model.init_params(K, D, E, H, rng, dtype=dtype)
+    for name in ("U_r", "U_w", "b_lstm"):
+        params.pop(name)
+    params["U_e"] = (rng.standard_normal((E, H)) / numpy.sqrt(E)).astype(dtype)
+    params["b_e"] = numpy.zeros(H, dtype=dtype)
+    return params
+
+
+def no_rnn_forward(params, I, inputs, dropout_mask=None):
+    """Scores of every step of a batch of label paths without recurrence.
+
+    params: no-rnn dict (backend arrays); I: (N, D); inputs: (T, N) tokens;
+    dropout_mask: None or (T, N, E). Padded steps need no mask here: nothing carries
+    over between steps, and the loss ignores them.
+    Returns (scores (T, N, K+1), cache).
+    """
+    U_l = params["U_l"]
+    T, N = inputs.shape
+    E = U_l.shape[1]
+    w, embed_cache = embedding.embed_forward(inputs, U_l)  # Eq. 2
+    o, linear_cache = dense.forward(w.reshape(T * N, E), params["U_e"], params["b_e"])  # not Eq. 1
+    x, proj_cache = projection.forward(o.reshape(T, N, -1), I, params, dropout_mask)  # Eq. 4
+    scores, score_cache = embedding.tied_scores_forward(x, U_l, U_l.shape[0] - 1)  # Eq. 5
+    return scores, (embed_cache, linear_cache, proj_cache, score_cache)
+
+
+def no_rnn_backward(dscores, cache):
+    """Backward of :func:`no_rnn_forward`. dscores: (T, N, K+1). Returns grads like params."""
+    embed_cache, linear_cache, proj_cache, score_cache = cache
+    dx, dU_l_scores = embedding.tied_scores_backward(dscores, score_cache)
+    do, _dI, grads = projection.backward(dx, proj_cache)
+    T, N, H = do.shape
+    dw, linear_grads = dense.backward(do.reshape(T * N, H), linear_cache)
+    grads["U_e"], grads["b_e"] = linear_grads["W"], linear_grads["b"]
+    grads["U_l"] = dU_l_scores + embedding.embed_backward(dw.reshape(T, N, -1), embed_cache)
+    return grads
+
+
+def no_rnn_step(params, tokens, state, image, variant=None):
+    """One decoding step for ``beam_search.beam_search(..., step_fn=no_rnn_step)`` (no dropout).
+
+    tokens: (R,) the previous label of each row (START first); state: unused, there is no
+    recurrent state (returned as the empty tuple); image: (R, E) the precomputed image term
+    ``I @ U_I_x + b_x``; variant: unused (no LSTM).
+    Returns (log_probs (R, K+1), ()) with the log-softmax of the Eq. 5 scores.
+    """
+    U_l = params["U_l"]
+    o = U_l[tokens] @ params["U_e"] + params["b_e"]
+    x = xp.maximum(o @ params["U_o_x"] + image, 0)
+    return loss.log_softmax(x @ U_l[: U_l.shape[0] - 1].T), ()
+
+
+# ---------------------------------------------------------------------------
+# bce and softmax: one score per label from the image alone
+# ---------------------------------------------------------------------------
+
+
+def init_classifier(K, D, E, rng, dtype=numpy.float32):
+    """Parameters of the bce/softmax classifiers, drawn like the CNN-RNN's (host arrays).
+
+    U_I_x (D, E), b_x (E,), U_l (K, E), b_l (K,).
+    """
+    params = {
+        "U_I_x": rng.standard_normal((D, E)) / numpy.sqrt(D),
+        "b_x": numpy.full(E, 0.1),
+        "U_l": rng.standard_normal((K, E)) / numpy.sqrt(E),
+        "b_l": numpy.zeros(K),
+    }
+    return {k: v.astype(dtype) for k, v in params.items()}
+
+
+def classifier_forward(params, I, dropout_mask=None):
+    """Label scores of a batch of images.
+
+    params: classifier dict (backend arrays); I: (N, D); dropout_mask: None or (N, E).
+    Returns (scores (N, K), cache).
+    """
+    h, dense_cache = dense.forward(I, params["U_I_x"], params["b_x"])  # image half of Eq. 4
+    a, relu_cache = activations.relu_forward(h)
+    x, drop_cache = dropout.forward(a, dropout_mask)
+    s, score_cache = embedding.tied_scores_forward(x, params["U_l"], params["U_l"].shape[0])
+    s += params["b_l"]
+    return s, (dense_cache, relu_cache, drop_cache, score_cache)
+
+
+def classifier_backward(dscores, cache):
+    """Backward of :func:`classifier_forward`. dscores: (N, K). Returns grads like params."""
+    dense_cache, relu_cache, drop_cache, score_cache = cache
+    dx, dU_l = embedding.tied_scores_backward(dscores, score_cache)
+    da = dropout.backward(dx, drop_cache)
+    dh = activations.relu_backward(da, relu_cache)
+    _dI, dense_grads = dense.backward(dh, dense_cache)
+    return {"U_I_x": dense_grads["W"], "b_x": dense_grads["b"], "U_l": dU_l, "b_l": dscores.sum(axis=0)}
+
+
+def label_distribution_cross_entropy(scores, y):
+    """The softmax baseline's loss: cross-entropy against the normalised label distribution.
+
+    scores: (N, K); y: (N, K) 0/1. With q = y / Σ_k y (the image's labels, equally likely)
+    and p = softmax(scores): loss = -(1/N) Σ_n Σ_k q_nk log p_nk, dscores = (p - q) / N.
+    Images without labels have no target distribution and contribute nothing.
+    Returns (loss: float, dscores (N, K)).
+    """
+    N = scores.shape[0]
+    y = xp.asarray(y).astype(scores.dtype)
+    count = y.sum(axis=1, keepdims=True)
+    has_labels = (count > 0).astype(scores.dtype)
+    q = y / xp.maximum(count, 1)
+    logp = loss.log_softmax(scores)
+    value = -float((q * logp).sum()) / N
+    dscores = (xp.exp(logp) - q) * (has_labels / N)
+    return value, dscores
+
+
+def classifier_loss(kind, params, I, y, dropout_mask=None):
+    """Loss and gradients of the bce or softmax baseline on a batch.
+
+    kind: "bce" or "softmax"; I: (N, D); y: (N, K) 0/1. Returns (loss, grads).
+    """
+    scores, cache = classifier_forward(params, I, dropout_mask)
+    if kind == "bce":
+        value, dscores = loss.sigmoid_cross_entropy(scores, y)
+    elif kind == "softmax":
+        value, dscores = label_distribution_cross_entropy(scores, y)
+    else:
+        raise ValueError(f"unknown classifier {kind!r}")
+    return value, classifier_backward(dscores, cache)
+
+
+def classifier_confidence(kind, scores):
+    """Per-label confidence for ranking (MAP@10, AP): sigmoid for bce, softmax for softmax."""
+    if kind == "bce":
+        return loss.sigmoid(scores)
+    return xp.exp(loss.log_softmax(scores))

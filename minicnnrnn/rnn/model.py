@@ -1,0 +1,140 @@
+"""The CNN-RNN model of §3.2: tokens, parameters and the loss of a batch of label paths.
+
+A path for an image with ordered labels ``(a, b)`` is fed as inputs
+``[START, a, b]`` and trained to predict targets ``[a, b, END]``. One batch is
+time-major: ``inputs, targets, mask: (T, N)``, padded with mask 0 to the longest path.
+
+The forward pass of a batch chains the four layers::
+
+    w = U_l[inputs]                                  # Eq. 2  (T, N, E)   embedding.py
+    o = LSTM(w, mask)                                # Eq. 1  (T, N, H)   lstm.py
+    x = ReLU(o @ U_o_x + I @ U_I_x + b_x)            # Eq. 4  (T, N, E)   projection.py
+    s = x @ U_l[:K+1].T                              # Eq. 5  (T, N, K+1) embedding.py
+
+and the backward pass runs the same chain in reverse. ``U_l`` appears twice, so
+its gradient is the sum of the embedding part and the score part.
+
+Parameters (a plain dict, names from the paper):
+
+====== ============ ==========================================
+U_l    (K + 2, E)   label embeddings, rows 0..K-1 labels, K END, K+1 START
+U_r    (H, 4H)      recurrent weights of the gates [x | i | f | o]
+U_w    (E, 4H)      input weights of the gates
+b_lstm (4H,)        gate biases (not in the paper's Eq. 1; see init_params)
+U_o_x  (H, E)       Eq. 4, recurrent output -> joint space
+U_I_x  (D, E)       Eq. 4, image feature -> joint space
+b_x    (E,)         Eq. 4 bias
+====== ============ ==========================================
+"""
+
+import numpy
+
+from minicnnrnn.layers import loss
+from minicnnrnn.rnn import embedding, lstm, projection
+
+
+def end_token(K):
+    """The END token that closes every path: K."""
+    return K
+
+
+def start_token(K):
+    """The START token fed at the first step: K + 1."""
+    return K + 1
+
+
+def init_params(K, D, E, H, rng, variant="relu", dtype=numpy.float32):
+    """Fresh parameters, drawn on the host from ``rng`` (a numpy Generator).
+
+    K labels, D image feature size, E embedding size (paper: 64), H LSTM size
+    (paper: 512). Returns a dict of host numpy arrays of ``dtype``.
+
+    The initialisation keeps the ReLU LSTM of Eq. 1 from blowing up. Its gates are
+    not squashed into (0, 1): a forget gate above 1 makes the state grow, and a
+    larger state pushes the gates further from their bias, so once the state is
+    large it feeds on itself (tutorial 01 shows it). Hence
+
+    * gate biases ``b_lstm`` of 0.5 for i, f and o (ReLU variant; 0 for the
+      candidate x): every gate starts near 0.5, so the state decays by about half
+      per step and settles near the size of ``i_t * x_t``, and every ReLU gate is
+      active, so gradients reach all of them. The conventional variant uses the
+      usual forget-gate bias of 1 and 0 elsewhere;
+    * small LSTM weights, ``U_w ~ N(0, 0.25^2 / E)`` and ``U_r ~ N(0, 0.5^2 / H)``:
+      with embeddings of norm about 1 the pre-activations start within about
+      +-0.2 of their biases, so no forget gate starts near 1. (Measured on
+      random 60-step paths: the state stays below 0.15 rms for E from 4 to 64 and
+      H from 8 to 512; with ``N(0, 1 / fan_in)`` weights it overflows for most of
+      those sizes. Very small E, like 2, can still blow up: the norm of an
+      embedding is then far from 1.)
+    * ``U_l, U_o_x, U_I_x ~ N(0, 1 / fan_in)`` (fan_in = E, H, D): embeddings and
+      the Eq. 5 score vectors have norm about 1, and Eq. 4 starts with unit-size
+      pre-activations for unit-size inputs; ``b_x = 0.1`` nudges the Eq. 4 ReLU
+      units to the active side.
+    """
+    lstm.check_variant(variant)
+
+    def normal(fan_in, *shape, gain=1.0):
+        return rng.standard_normal(shape) * (gain / numpy.sqrt(fan_in))
+
+    b_lstm = numpy.zeros(4 * H)
+    if variant == "relu":
+        b_lstm[H:] = 0.5
+    else:
+        b_lstm[2 * H : 3 * H] = 1.0
+    params = {
+        "U_l": normal(E, K + 2, E),
+        "U_r": normal(H, H, 4 * H, gain=0.5),
+        "U_w": normal(E, E, 4 * H, gain=0.25),
+        "b_lstm": b_lstm,
+        "U_o_x": normal(H, H, E),
+        "U_I_x": normal(D, D, E),
+        "b_x": numpy.full(E, 0.1),
+    }
+    return {k: v.astype(dtype) for k, v in params.items()}
+
+
+def path_forward(params, I, inputs, mask, variant, dropout_mask=None):
+    """Scores of every step of a batch of label paths (Eq. 1, 2, 4, 5).
+
+    params: dict as above (backend arrays); I: (N, D) image features;
+    inputs: (T, N) integer tokens (START then labels); mask: (T, N) 1 real / 0 pad;
+    variant: "relu" or "conventional"; dropout_mask: None or (T, N, E) scaled mask
+    for the Eq. 4 output (see projection.make_dropout_mask).
+    Returns (scores (T, N, K + 1), cache).
+    """
+    U_l = params["U_l"]
+    n_out = U_l.shape[0] - 1  # K labels + END
+    w, embed_cache = embedding.embed_forward(inputs, U_l)  # Eq. 2
+    o, lstm_cache = lstm.forward(w, mask, params, variant)  # Eq. 1
+    x, proj_cache = projection.forward(o, I, params, dropout_mask)  # Eq. 4
+    scores, score_cache = embedding.tied_scores_forward(x, U_l, n_out)  # Eq. 5
+    return scores, (embed_cache, lstm_cache, proj_cache, score_cache)
+
+
+def path_backward(dscores, cache):
+    """Backward of :func:`path_forward`.
+
+    dscores: (T, N, K + 1). Returns grads, a dict with one entry per parameter
+    (the CNN feature I is fixed, so no gradient for it is returned).
+    """
+    embed_cache, lstm_cache, proj_cache, score_cache = cache
+    dx, dU_l_scores = embedding.tied_scores_backward(dscores, score_cache)  # Eq. 5
+    do, _, grads = projection.backward(dx, proj_cache, image_grad=False)  # Eq. 4
+    dw, lstm_grads = lstm.backward(do, lstm_cache)  # Eq. 1
+    dU_l_embed = embedding.embed_backward(dw, embed_cache)  # Eq. 2
+    grads.update(lstm_grads)
+    dU_l_scores += dU_l_embed  # both uses
+    grads["U_l"] = dU_l_scores
+    return grads
+
+
+def path_loss(params, I, inputs, targets, mask, variant, dropout_mask=None):
+    """Softmax cross-entropy of a batch of paths and its gradients (§3.4).
+
+    Shapes as in :func:`path_forward`; targets: (T, N) tokens to predict.
+    Returns (loss: float, grads: dict like params).
+    """
+    scores, cache = path_forward(params, I, inputs, mask, variant, dropout_mask)
+    # The scores are not needed afterwards: their gradient overwrites them.
+    value, dscores = loss.softmax_cross_entropy(scores, targets, mask, out=scores)
+    return value, path_backward(dscores, cache)
