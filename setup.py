@@ -1,10 +1,15 @@
 """Installs minicnnrnn: `pip install -e .` (add `[test]` for the test suite, `[gpu]` for CuPy)."""
 
+import re
+
 from setuptools import find_packages, setup
+
+# One version number, kept in minicnnrnn/__init__.py.
+VERSION = re.search(r'__version__ = "([^"]+)"', open("minicnnrnn/__init__.py", encoding="utf-8").read()).group(1)
 
 setup(
     name="minicnnrnn",
-    version="0.1.0",
+    version=VERSION,
     description="A read-every-line NumPy/CuPy implementation of CNN-RNN (Wang et al., CVPR 2016) "
     "for multi-label image classification",
     long_description=open("README.md", encoding="utf-8").read(),
@@ -12,6 +17,16 @@ setup(
     packages=find_packages(include=["minicnnrnn", "minicnnrnn.*"]),
     package_data={"minicnnrnn": ["weights/*.npz", "weights/*.json"]},
     python_requires=">=3.9",
+    license="MIT",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+    entry_points={"console_scripts": ["minicnnrnn = minicnnrnn.__main__:console"]},
     install_requires=[
         "numpy>=1.22",
         "scipy>=1.8",

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+import minicnnrnn
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
 
@@ -42,8 +43,9 @@ def add_backend_argument(parser):
 
 
 def make_parser(prog, description):
-    """An ArgumentParser with the shared ``--backend`` option already added."""
+    """An ArgumentParser with the shared ``--backend`` and ``--version`` options already added."""
     parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"minicnnrnn {minicnnrnn.__version__}")
     return add_backend_argument(parser)
 
 
