@@ -2,6 +2,8 @@
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -12,6 +14,17 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # The project's real reference data lives beside the clone (../shared/data); a
 # user's clone does not have it, so tests that need it skip.
 SHARED_DATA = pathlib.Path(os.environ.get("MINICNNRNN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+# The suite never writes into the user's real cache (~/.cache/minicnnrnn): every test,
+# and every command a test starts (subprocesses inherit the environment), uses one
+# temporary cache for the whole session, removed at the end.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="minicnnrnn-test-cache-")
+os.environ["MINICNNRNN_CACHE"] = _SESSION_CACHE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 def cupy_available():

@@ -55,3 +55,12 @@ def test_installed_console_script():
         pytest.skip("the minicnnrnn console script is not on PATH (package not installed with pip)")
     out = run(["--version"], exe=[exe])
     assert out.stdout.strip() == f"minicnnrnn {minicnnrnn.__version__}"
+
+
+def test_the_suite_uses_a_temporary_cache():
+    import os
+    import pathlib
+
+    cache = pathlib.Path(os.environ["MINICNNRNN_CACHE"])
+    assert "minicnnrnn-test-cache-" in cache.name
+    assert pathlib.Path.home() / ".cache" / "minicnnrnn" != cache
