@@ -1,5 +1,7 @@
 """The ``minicnnrnn`` console command and ``python -m minicnnrnn``: the same commands behind one name."""
 
+import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -58,9 +60,6 @@ def test_installed_console_script():
 
 
 def test_the_suite_uses_a_temporary_cache():
-    import os
-    import pathlib
-
     cache = pathlib.Path(os.environ["MINICNNRNN_CACHE"])
     assert "minicnnrnn-test-cache-" in cache.name
     assert pathlib.Path.home() / ".cache" / "minicnnrnn" != cache
