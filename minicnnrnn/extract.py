@@ -346,7 +346,7 @@ def main(argv=None):
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
-    args = cli.parse(parser, argv)
+    args = cli.parse(parser, argv, big_matrices=True)
     if args.dataset:
         if not args.root:
             raise UserError("--root: required with --dataset")

@@ -216,7 +216,7 @@ def _check_writable(path, option):
 
 
 def main(argv=None):
-    args = cli.parse(build_parser(), argv)
+    args = cli.parse(build_parser(), argv, big_matrices=True)
     _check_args(args)
     settings = {k: getattr(args, k) for k in RUN_KEYS}
     checkpoint = args.checkpoint or os.path.join(

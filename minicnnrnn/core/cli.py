@@ -14,7 +14,7 @@ import os
 import sys
 
 import minicnnrnn
-from minicnnrnn.core import backend
+from minicnnrnn.core import backend, threads
 from minicnnrnn.core.errors import UserError
 
 
@@ -46,6 +46,12 @@ def make_parser(prog, description):
     """An ArgumentParser with the shared ``--backend`` and ``--version`` options already added."""
     parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--version", action="version", version=f"minicnnrnn {minicnnrnn.__version__}")
+    parser.add_argument(
+        "--threads",
+        type=threads.threads_type,
+        default="auto",
+        help="BLAS threads: a number, or auto = what pays on this machine (docs/DESIGN.md, core/threads.py)",
+    )
     return add_backend_argument(parser)
 
 
@@ -85,8 +91,13 @@ def run(main, argv=None):
     sys.exit(code or 0)
 
 
-def parse(parser, argv=None):
-    """Parse arguments and select the backend they name. Returns the namespace."""
+def parse(parser, argv=None, big_matrices=False):
+    """Parse arguments, select the backend they name and set the BLAS threads. Returns the namespace.
+
+    big_matrices: the command's work is large matrix products (VGG16), where every
+    core pays even on a busy machine (see :mod:`minicnnrnn.core.threads`).
+    """
     args = parser.parse_args(argv)
     backend.use(args.backend)
+    threads.apply(getattr(args, "threads", "auto"), big_matrices)
     return args

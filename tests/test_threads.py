@@ -1,0 +1,52 @@
+"""``--threads``: how many BLAS threads a command uses (core/threads.py)."""
+
+import subprocess
+import sys
+
+import numpy as np  # noqa: F401  (loads the BLAS library that threadpoolctl inspects)
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from minicnnrnn.core import threads
+
+
+@pytest.fixture
+def no_thread_env(monkeypatch):
+    for name in threads.THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_auto_uses_every_core_when_idle_and_one_when_busy(no_thread_env, monkeypatch):
+    monkeypatch.setattr(threads, "cores", lambda: 8)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert threads.choose("auto") == 8
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    assert threads.choose("auto") == 1
+    assert threads.choose("auto", big_matrices=True) == 8  # large products pay even when busy
+
+
+def test_an_explicit_choice_wins(no_thread_env, monkeypatch):
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    assert threads.choose(3) == 3
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert threads.choose("auto") is None  # the user's environment already decided
+
+
+def test_apply_limits_blas():
+    blas = [info for info in threadpool_info() if info["user_api"] == "blas"]
+    if not blas:
+        pytest.skip("threadpoolctl sees no BLAS library here")
+    with threadpool_limits(limits=None):
+        assert threads.apply(1) == 1
+        assert all(info["num_threads"] == 1 for info in threadpool_info() if info["user_api"] == "blas")
+
+
+@pytest.mark.parametrize("bad", ["0", "many", "-2"])
+def test_bad_threads_is_one_line(bad):
+    run = subprocess.run(
+        [sys.executable, "-m", "minicnnrnn.gradcheck", "--threads", bad, "--only", "tied"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "--threads" in run.stderr
