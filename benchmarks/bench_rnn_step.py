@@ -105,12 +105,12 @@ def child_numpy(K, steps, warmup, threads):
 
     blas = threading(threads)
     params, I, inputs, targets, mask, dropout = make_problem(K)
-    opt = optim.RMSprop(params, lr=LR, momentum=0.9, weight_decay=1e-4)
+    opt = optim.RMSprop(params, momentum=0.9, weight_decay=1e-4)
 
     def step():
         value, grads = model.path_loss(params, I, inputs, targets, mask, "relu", dropout)
         optim.clip_by_global_norm(grads, CLIP)
-        opt.step(params, grads)
+        opt.step(params, grads, LR)
         return value
 
     ms, faults, first = timed(step, steps, warmup)
@@ -136,7 +136,7 @@ def phases(params, I, inputs, targets, mask, dropout, opt, steps):
         "loss": lambda s: loss.softmax_cross_entropy(s["forward"][0], targets, mask),
         "backward": lambda s: model.path_backward(s["loss"][1], s["forward"][1]),
         "clip": lambda s: optim.clip_by_global_norm(s["backward"], CLIP),
-        "rmsprop": lambda s: opt.step(params, s["backward"]),
+        "rmsprop": lambda s: opt.step(params, s["backward"], LR),
     }
     times = {name: [] for name in parts}
     for _ in range(steps):

@@ -4,12 +4,13 @@
     python -m minicnnrnn.predict --checkpoint CKPT --features feats/features.npy --image-list feats/images.txt
     python -m minicnnrnn.predict --checkpoint CKPT --features feats/          # an `extract` folder
 
-For image files it runs the CNN the checkpoint was trained with (``config["cnn"]``: the
+For image files it runs the CNN the checkpoint was trained with (``config.cnn``: the
 built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc7) on
 the images (``preprocess.load_image`` then ``vgg.forward``), normalises the features as
-training did (``config["feature_norm"]``, :func:`minicnnrnn.training.data.normalise`), then
+training did (``config.feature_norm``, :func:`minicnnrnn.training.data.normalise`), then
 decodes each image's most probable prediction path by beam search (§3.3,
-:mod:`minicnnrnn.rnn.beam_search`).
+:mod:`minicnnrnn.rnn.beam_search`), as the model's row of
+:data:`minicnnrnn.training.models.KINDS` says.
 Each image gets one line: its labels in path order with their step probabilities, the
 probability of END, and the probability of the whole path (Eq. 6). ``--json`` prints
 the same (and every label's confidence score) as JSON instead.
@@ -26,8 +27,8 @@ import numpy as np
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend, cli
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.rnn import baselines, beam_search
-from minicnnrnn.training import checkpoint
+from minicnnrnn.rnn import beam_search
+from minicnnrnn.training import checkpoint, models
 from minicnnrnn.training import data as train_data
 
 CHUNK = 4096  # feature rows moved to the device and decoded at once
@@ -66,7 +67,7 @@ def make_parser():
 
 
 def load_cnn(cnn, ckpt_path):
-    """(params on the backend, meta, layer) of the CNN named in a checkpoint's ``config["cnn"]``."""
+    """(params on the backend, meta, layer) of the CNN named in a checkpoint's ``config.cnn``."""
     weights = cnn.get("weights")
     if weights is None:
         raise UserError(
@@ -135,7 +136,7 @@ def matrix_features(path, list_path):
 def chunks(features, where, norm):
     """Yield (n, D) float32 blocks of a host (possibly memory-mapped) matrix on the backend,
     normalised exactly as training normalised its features (``norm``: the checkpoint's
-    ``config["feature_norm"]``, see :func:`train_data.normalise`)."""
+    ``config.feature_norm``, see :func:`train_data.normalise`)."""
     for start in range(0, len(features), CHUNK):
         block = np.asarray(features[start : start + CHUNK], dtype=np.float32)
         if not np.isfinite(block).all():
@@ -143,41 +144,23 @@ def chunks(features, where, norm):
         yield backend.to_device(train_data.normalise(block, norm))
 
 
-def decode_paths(state, params, I, beam, min_labels, max_labels):
-    """Beam search of one block of features I (n, D); returns one dict per image (host values)."""
-    cfg, names = state["config"], state["label_names"]
-    step_fn = baselines.no_rnn_step if cfg["model"] == "no-rnn" else None
-    result = beam_search.beam_search(params, I, beam, max_labels, min_labels, cfg["variant"], step_fn)
-    paths, lengths, logp, steps, scores = (backend.to_host(a) for a in result[:5])
+def image_predictions(decoded, names):
+    """One dict per image of a :class:`models.Decoded` block (host values): its labels in
+    order with their probabilities, for path models the END and whole-path probabilities,
+    and every label's confidence score."""
     out = []
-    for i in range(len(paths)):
-        n = int(lengths[i])
-        out.append(
-            {
-                "labels": [names[j] for j in paths[i, :n]],
-                "probabilities": np.exp(steps[i, :n]).tolist(),
-                "end_probability": float(np.exp(steps[i, n])),
-                "log_probability": float(logp[i]),
-                "scores": dict(zip(names, scores[i].tolist())),
-            }
-        )
-    return out
-
-
-def decode_topk(state, params, I, k):
-    """bce/softmax: the k most confident labels of each image of a block I (n, D)."""
-    names = state["label_names"]
-    raw, _ = baselines.classifier_forward(params, I)
-    conf = backend.to_host(baselines.classifier_confidence(state["config"]["model"], raw))
-    top = np.argsort(-conf, axis=1, kind="stable")[:, :k]
-    return [
-        {
-            "labels": [names[j] for j in row],
-            "probabilities": conf[i, row].tolist(),
-            "scores": dict(zip(names, conf[i].tolist())),
+    for i in range(len(decoded.labels)):
+        n = int(decoded.lengths[i])
+        pred = {
+            "labels": [names[j] for j in decoded.labels[i, :n]],
+            "probabilities": decoded.probabilities[i, :n].tolist(),
         }
-        for i, row in enumerate(top)
-    ]
+        if decoded.end_probability is not None:
+            pred["end_probability"] = float(decoded.end_probability[i])
+            pred["log_probability"] = float(decoded.log_probability[i])
+        pred["scores"] = dict(zip(names, decoded.scores[i].tolist()))
+        out.append(pred)
+    return out
 
 
 def format_line(name, pred):
@@ -189,17 +172,18 @@ def format_line(name, pred):
 
 
 def search_options(args, cfg):
-    """(beam, min_labels, top_k) from the arguments, else the checkpoint's, checked early
-    (before the slow CNN runs)."""
-    K = int(cfg["K"])
-    beam = args.beam if args.beam is not None else int(cfg.get("beam", 3))
-    min_labels = args.min_labels if args.min_labels is not None else int(cfg.get("min_labels", 0))
-    top_k = args.top_k if args.top_k is not None else int(cfg.get("k", 3))
-    if cfg["model"] in baselines.PATH_MODELS:
-        beam_search.check_options(K, beam, args.max_labels, min_labels)
-    elif not 1 <= top_k <= K:
-        raise UserError(f"--top-k: must be between 1 and K = {K}, got {top_k}")
-    return beam, min_labels, top_k
+    """The :class:`models.DecodeOptions` from the arguments, else the checkpoint's, checked
+    early (before the slow CNN runs). Path models search paths of ``--min-labels`` to
+    ``--max-labels`` labels with beam width ``--beam``; classifiers print ``--top-k`` labels."""
+    beam = args.beam if args.beam is not None else cfg.beam
+    min_labels = args.min_labels if args.min_labels is not None else cfg.min_labels
+    if models.KINDS[cfg.model].paths:
+        beam_search.check_options(cfg.K, beam, args.max_labels, min_labels)
+        return models.DecodeOptions(beam, args.max_labels, min_labels)
+    top_k = args.top_k if args.top_k is not None else cfg.k
+    if not 1 <= top_k <= cfg.K:
+        raise UserError(f"--top-k: must be between 1 and K = {cfg.K}, got {top_k}")
+    return models.DecodeOptions(beam, top_k, min_labels)
 
 
 def inputs(args, cfg):
@@ -213,31 +197,27 @@ def inputs(args, cfg):
     elif not args.images:
         raise UserError("IMAGE: no image files given (or use --features FILE.npy)")
     else:
-        I, names = image_features(args.images, cfg.get("cnn") or {}, args.checkpoint, args.batch_size), args.images
-    if I.shape[1] != int(cfg["D"]):
+        I, names = image_features(args.images, cfg.cnn or {}, args.checkpoint, args.batch_size), args.images
+    if I.shape[1] != cfg.D:
         raise UserError(
             f"{args.features or args.checkpoint}: features have D = {I.shape[1]} but the model "
-            f"expects D = {cfg['D']} ({cfg.get('cnn', {}).get('layer') or 'layer'} of its CNN)"
+            f"expects D = {cfg.D} ({(cfg.cnn or {}).get('layer') or 'layer'} of its CNN)"
         )
     return I, list(names)
 
 
 def main(argv=None):
     args = cli.parse(make_parser(), argv)
-    state = checkpoint.load(args.checkpoint)
+    state = checkpoint.load(args.checkpoint)  # a bad config or unknown model is a one-line error
     cfg = state["config"]
-    if cfg["model"] not in baselines.MODELS:
-        raise UserError(f"{args.checkpoint}: unknown model {cfg['model']!r}")
-    beam, min_labels, top_k = search_options(args, cfg)
+    options = search_options(args, cfg)
     I, names = inputs(args, cfg)
     params = backend.params_to_device(state["params"], np.float32)
 
+    decode = models.KINDS[cfg.model].decode
     preds = []
-    for block in chunks(I, args.features or "CNN", cfg.get("feature_norm")):
-        if cfg["model"] in baselines.PATH_MODELS:
-            preds += decode_paths(state, params, block, beam, min_labels, args.max_labels)
-        else:
-            preds += decode_topk(state, params, block, top_k)
+    for block in chunks(I, args.features or "CNN", cfg.feature_norm):
+        preds += image_predictions(decode(cfg, params, block, options), state["label_names"])
 
     if args.json:
         print(json.dumps([{"image": name, **pred} for name, pred in zip(names, preds)], indent=1))

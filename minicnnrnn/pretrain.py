@@ -32,11 +32,11 @@ import numpy as np
 
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend, cli, fileio
-from minicnnrnn.core.backend import xp
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.layers import loss
 from minicnnrnn.tinyscenes import features, scenes
+from minicnnrnn.training import optim
 
 CONFIG = [8, "M", 16, "M", 32, "M", 64, "M"]
 FC = [256, 256]
@@ -45,46 +45,10 @@ DEFAULT_OUT = os.path.join("runs", "pretrain", "tinyscenes_cnn.npz")
 RUN_KEYS = ("epochs", "n_pretrain", "n_test", "size", "batch_size", "lr", "weight_decay", "dropout", "seed")
 
 
-class Adam:
-    """Adam (Kingma & Ba, ICLR 2015, Algorithm 1) with L2 weight decay on weight matrices, in place.
-
-    For each parameter θ with gradient g:  g += λθ (weights only);
-    m ← β1 m + (1-β1) g;  v ← β2 v + (1-β2) g²;
-    θ ← θ - lr · (m / (1-β1^t)) / (√(v / (1-β2^t)) + ε).
-    """
-
-    def __init__(self, params, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
-        self.m = {k: xp.zeros_like(v) for k, v in params.items()}
-        self.v = {k: xp.zeros_like(v) for k, v in params.items()}
-        self.t, self.weight_decay, self.beta1, self.beta2, self.eps = 0, weight_decay, beta1, beta2, eps
-
-    def step(self, params, grads, lr):
-        self.t += 1
-        c1, c2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t
-        for k, p in params.items():
-            g = grads[k] + self.weight_decay * p if k.endswith("/W") else grads[k]
-            self.m[k] *= self.beta1
-            self.m[k] += (1 - self.beta1) * g
-            self.v[k] *= self.beta2
-            self.v[k] += (1 - self.beta2) * g * g
-            p -= (lr / c1) * self.m[k] / (xp.sqrt(self.v[k] / c2) + self.eps)
-
-    def state(self):
-        """Host copies of the moments, for a checkpoint."""
-        out = {f"opt/m/{k}": backend.to_host(v) for k, v in self.m.items()}
-        out.update({f"opt/v/{k}": backend.to_host(v) for k, v in self.v.items()})
-        return out
-
-    def restore(self, arrays, t):
-        for k in self.m:
-            self.m[k] = backend.to_device(arrays[f"opt/m/{k}"])
-            self.v[k] = backend.to_device(arrays[f"opt/v/{k}"])
-        self.t = t
-
-
-def cosine_lr(base_lr, step, total_steps):
-    """Learning rate decayed from base_lr to 0 along half a cosine over the whole run."""
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+def make_optimizer(params, weight_decay):
+    """Adam (:class:`minicnnrnn.training.optim.Adam`) with the L2 penalty ``weight_decay`` on
+    the weight matrices (``.../W``) only; the biases are not decayed."""
+    return optim.Adam(params, weight_decay, decayed=[k for k in params if k.endswith("/W")])
 
 
 def make_meta(images, size):
@@ -123,7 +87,7 @@ def train_epoch(params, meta, opt, images, labels, rng, args, step, total_steps)
         value, dlogits = loss.sigmoid_cross_entropy(outs["logits"], backend.to_device(labels[rows]))
         if not math.isfinite(value):
             raise UserError(f"--lr: training diverged (loss {value}) at step {step}; try a smaller --lr")
-        opt.step(params, vgg.backward(dlogits, cache), cosine_lr(args.lr, step, total_steps))
+        opt.step(params, vgg.backward(dlogits, cache), optim.cosine_schedule(args.lr, step, total_steps))
         total, batches, step = total + value, batches + 1, step + 1
     return total / max(1, batches), step
 
@@ -141,12 +105,12 @@ def evaluate(params, meta, images, labels):
 def save_checkpoint(path, params, opt, meta, state):
     """Everything needed to continue: parameters, Adam moments, meta and the run state (atomic)."""
     arrays = {f"params/{k}": backend.to_host(v) for k, v in params.items()}
-    arrays.update(opt.state())
+    arrays.update({f"opt/{k}": v for k, v in opt.state_dict().items()})
     fileio.save_npz(path, meta=np.array(json.dumps(meta)), state=np.array(json.dumps(state)), **arrays)
 
 
 def load_checkpoint(path, settings):
-    """(params, opt arrays, meta, state) from a checkpoint made with the same settings, or a UserError."""
+    """(params, optimizer state, meta, state) from a checkpoint made with the same settings, or a UserError."""
     arrays = fileio.load_npz(path, required=("meta", "state"))
     try:
         meta, state = json.loads(str(arrays["meta"])), json.loads(str(arrays["state"]))
@@ -158,7 +122,8 @@ def load_checkpoint(path, settings):
             f"pass --restart to start over or choose another --checkpoint"
         )
     params = {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")}
-    return params, arrays, meta, state
+    opt_state = {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")}
+    return params, opt_state, meta, state
 
 
 def build_parser():
@@ -235,16 +200,19 @@ def main(argv=None):
 
     rng = np.random.default_rng(args.seed)
     if os.path.exists(checkpoint) and not args.restart:
-        host_params, arrays, meta, state = load_checkpoint(checkpoint, settings)
+        host_params, opt_state, meta, state = load_checkpoint(checkpoint, settings)
         params = backend.params_to_device(host_params)
-        opt = Adam(params, args.weight_decay)
-        opt.restore(arrays, state["step"])
+        opt = make_optimizer(params, args.weight_decay)
+        try:
+            opt.load_state_dict(opt_state)
+        except (KeyError, ValueError) as exc:
+            raise UserError(f"{checkpoint}: optimizer state does not fit ({exc}); pass --restart") from None
         rng.bit_generator.state = state["rng"]
         print(f"resuming {checkpoint} after epoch {state['epoch']}")
     else:
         meta = make_meta(images, args.size)
         params = backend.params_to_device(vgg.init_params(meta, rng))
-        opt = Adam(params, args.weight_decay)
+        opt = make_optimizer(params, args.weight_decay)
         state = {"settings": settings, "epoch": 0, "step": 0, "train_seconds": 0.0, "history": []}
     n_params = sum(int(v.size) for v in params.values())
     print(f"network: config {meta['config']}, fc {meta['fc']}, {n_params} parameters, backend {backend.name()}")

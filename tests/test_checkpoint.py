@@ -1,5 +1,6 @@
 """Checkpoints: round trip, exact rng resume, and one-line errors for bad files."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,16 +9,9 @@ import pytest
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.training import checkpoint
+from minicnnrnn.training.config import RunConfig
 
-CONFIG = {
-    "model": "cnn-rnn",
-    "K": 3,
-    "D": 5,
-    "E": 4,
-    "H": 6,
-    "variant": "relu",
-    "cnn": {"weights": "builtin", "layer": "fc7"},
-}
+CONFIG = RunConfig(model="cnn-rnn", K=3, D=5, E=4, H=6, variant="relu", cnn={"weights": "builtin", "layer": "fc7"})
 
 
 def _state(rng):
@@ -54,6 +48,21 @@ def test_round_trip(tmp_path, rng):
     restored = checkpoint.restore_rng(back["rng"])
     np.testing.assert_array_equal(restored.random(10), gen.random(10))
     assert not list(tmp_path.joinpath("sub").glob("*.tmp"))
+
+
+def test_config_is_stored_as_a_plain_object_and_missing_settings_get_defaults(tmp_path, rng):
+    state, _ = _state(rng)
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, {**state, "config": dataclasses.replace(CONFIG, lr=0.01, k=2)})
+    arrays = fileio.load_npz(path)
+    meta = json.loads(str(arrays["meta"][()]))
+    assert meta["config"] == {**CONFIG.to_dict(), "lr": 0.01, "k": 2}  # every field, as JSON
+    assert list(meta["config"])[:7] == ["model", "K", "D", "E", "H", "variant", "cnn"]
+    # a checkpoint written before a setting existed is read with that setting's default
+    meta["config"] = {k: meta["config"][k] for k in ("model", "K", "D", "E", "H", "variant", "cnn")}
+    fileio.save_npz(path, **{**arrays, "meta": np.array(json.dumps(meta))})
+    back = checkpoint.load(path)["config"]
+    assert back == CONFIG and (back.beam, back.k, back.min_labels, back.feature_norm) == (3, 3, 0, None)
 
 
 def test_missing_and_corrupt_files_give_one_line_errors(tmp_path):
@@ -97,6 +106,17 @@ def test_foreign_or_inconsistent_checkpoints_are_refused(tmp_path, rng):
     rewrite(lambda m: m["config"].update(D=7))
     with pytest.raises(UserError, match="D = 7"):
         checkpoint.load(path)
+    rewrite(lambda m: m["config"].update(model="lstm"))
+    with pytest.raises(UserError, match="c.npz: unknown model 'lstm'"):
+        checkpoint.load(path)
+    rewrite(lambda m: m["config"].update(color="blue"))
+    with pytest.raises(UserError, match="c.npz: checkpoint config has unknown settings 'color'"):
+        checkpoint.load(path)
+    for key, value, expected in (("K", "3", "int"), ("E", 4.0, "int"), ("D", True, "int"), ("cnn", [], "dict or null")):
+        rewrite(lambda m, key=key, value=value: m["config"].update({key: value}))
+        with pytest.raises(UserError, match=f"c.npz: checkpoint config {key} = .* is not {expected}") as err:
+            checkpoint.load(path)
+        assert "\n" not in str(err.value)
     fileio.save_npz(path, **{**arrays, "meta": np.array("{not json")})
     with pytest.raises(UserError, match="corrupt checkpoint metadata"):
         checkpoint.load(path)
@@ -104,11 +124,12 @@ def test_foreign_or_inconsistent_checkpoints_are_refused(tmp_path, rng):
 
 def test_check_compatible(rng, tmp_path):
     state, _ = _state(rng)
-    checkpoint.check_compatible("c.npz", state, dict(CONFIG))
+    checkpoint.check_compatible("c.npz", state, CONFIG)
+    checkpoint.check_compatible("c.npz", state, dataclasses.replace(CONFIG, epochs=40))  # may change on resume
     with pytest.raises(UserError, match="c.npz: checkpoint has model = 'cnn-rnn' but this run has model = 'bce'"):
-        checkpoint.check_compatible("c.npz", state, {**CONFIG, "model": "bce"})
+        checkpoint.check_compatible("c.npz", state, dataclasses.replace(CONFIG, model="bce"))
     with pytest.raises(UserError, match="H = 6"):
-        checkpoint.check_compatible("c.npz", state, {**CONFIG, "H": 8})
+        checkpoint.check_compatible("c.npz", state, dataclasses.replace(CONFIG, H=8))
 
 
 def test_bad_rng_state():

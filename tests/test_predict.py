@@ -14,6 +14,7 @@ from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend
 from minicnnrnn.rnn import beam_search, model
 from minicnnrnn.training import checkpoint
+from minicnnrnn.training.config import RunConfig
 
 NAMES = ["cat", "dog", "sky", "tree"]
 K, E, H = len(NAMES), 4, 8
@@ -35,17 +36,7 @@ def make_checkpoint(tmp_path, model_name="cnn-rnn", cnn=None, D=8):
         params[name] *= 3.0  # peaked softmaxes: paths of 0 to 3 labels
     state = {
         "params": params,
-        "config": {
-            "model": model_name,
-            "K": K,
-            "D": D,
-            "E": E,
-            "H": H,
-            "variant": "relu",
-            "cnn": cnn or {"weights": None, "layer": None},
-            "beam": 3,
-            "min_labels": 0,
-        },
+        "config": RunConfig(model_name, K, D, E, H, "relu", cnn or {"weights": None, "layer": None}, beam=3),
         "label_names": NAMES,
         "label_order": np.arange(K),
         "opt": {},
@@ -149,7 +140,7 @@ def test_classifier_checkpoint_prints_top_k(tmp_path, capsys):
     params = baselines.init_classifier(K, 6, E, np.random.default_rng(5))
     state = {
         "params": params,
-        "config": {"model": "bce", "K": K, "D": 6, "E": E, "H": H, "variant": "relu", "cnn": {"weights": None}, "k": 2},
+        "config": RunConfig("bce", K, 6, E, H, "relu", {"weights": None}, k=2),
         "label_names": NAMES,
         "label_order": np.arange(K),
     }

@@ -8,7 +8,7 @@ import pytest
 
 from minicnnrnn import pretrain
 from minicnnrnn.cnn import preprocess, vgg
-from minicnnrnn.core import backend
+from minicnnrnn.core import backend, fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.tinyscenes import features, scenes
 
@@ -33,7 +33,7 @@ def test_training_steps_decrease_the_loss():
     meta = pretrain.make_meta(images, 32)
     rng = np.random.default_rng(0)
     params = backend.params_to_device(vgg.init_params(meta, rng))
-    opt = pretrain.Adam(params)
+    opt = pretrain.make_optimizer(params, weight_decay=0.0)
 
     def batch_loss():
         x = backend.to_device(preprocess.normalise(images, meta["preprocess"]))
@@ -94,6 +94,15 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch, caps
         np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
 
 
+def test_checkpoint_with_unfitting_optimizer_state_is_refused(tmp_path, monkeypatch):
+    _interrupt_in_second_epoch(monkeypatch, tmp_path)
+    arrays = fileio.load_npz(tmp_path / "ckpt.npz")
+    del arrays["opt/t"]  # Adam's step count
+    fileio.save_npz(tmp_path / "ckpt.npz", **arrays)
+    with pytest.raises(UserError, match="ckpt.npz: optimizer state does not fit .*--restart"):
+        pretrain.main(_args(tmp_path))
+
+
 def test_checkpoint_with_other_settings_is_refused(tmp_path, monkeypatch):
     _interrupt_in_second_epoch(monkeypatch, tmp_path)
     with pytest.raises(UserError, match="other settings"):
@@ -140,14 +149,8 @@ def test_adam_first_step_moves_each_weight_by_lr():
     and weight decay adds lambda * W to the gradients of weight matrices ("/W") only."""
     params = {"fc/W": np.array([[1.0, -2.0]]), "fc/b": np.array([0.5, 0.5])}
     grads = {"fc/W": np.array([[0.3, 4.0]]), "fc/b": np.array([-0.01, 2.0])}
-    opt = pretrain.Adam(params, weight_decay=0.5)
+    opt = pretrain.make_optimizer(params, weight_decay=0.5)
     opt.step(params, grads, lr=0.1)
     # fc/W gradients with decay: 0.3 + 0.5 = 0.8 > 0 and 4.0 - 1.0 = 3.0 > 0: both move by -0.1
     np.testing.assert_allclose(params["fc/W"], [[0.9, -2.1]], rtol=1e-6)
     np.testing.assert_allclose(params["fc/b"], [0.6, 0.4], rtol=1e-6)
-
-
-def test_cosine_schedule_ends_at_zero():
-    assert pretrain.cosine_lr(1.0, 0, 10) == 1.0
-    assert pretrain.cosine_lr(1.0, 5, 10) == pytest.approx(0.5)
-    assert pretrain.cosine_lr(1.0, 10, 10) == pytest.approx(0.0)

@@ -1,6 +1,7 @@
 """End-to-end training runs on tiny datasets: outputs, determinism, resume, divergence, bad input."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.rnn import model
-from minicnnrnn.training import checkpoint
+from minicnnrnn.training import checkpoint, loop, models
 from minicnnrnn.training import data as train_data
 
 K, D = 5, 12
@@ -57,8 +58,9 @@ def test_outputs_of_a_run(tiny_npz, tmp_path):
     assert all(0.0 <= v <= 100.0 for v in result.values())
     state = checkpoint.load(out / "checkpoint.npz")
     assert state["epoch"] == 3 and state["label_names"] == ["a", "b", "c", "d", "e"]
-    assert state["config"]["model"] == "cnn-rnn" and state["config"]["cnn"]["features"] == str(tiny_npz)
-    assert (state["config"]["K"], state["config"]["D"], state["config"]["H"]) == (K, D, 16)
+    cfg = state["config"]
+    assert cfg.model == "cnn-rnn" and cfg.cnn["features"] == str(tiny_npz)
+    assert (cfg.K, cfg.D, cfg.E, cfg.H, cfg.epochs, cfg.batch_size) == (K, D, 8, 16, 3, 32)
     labels = np.load(tiny_npz)["train_labels"]
     np.testing.assert_array_equal(state["label_order"], np.argsort(-labels.sum(0), kind="stable"))
     assert set(state["params"]) == set(model.init_params(K, D, 8, 16, np.random.default_rng(0)))
@@ -74,7 +76,7 @@ def test_baselines_train_and_learn(tiny_npz, tmp_path, name):
     _run(tiny_npz, out, "--model", name, "--epochs", "6")
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert min(float(r["loss"]) for r in rows[1:]) < float(rows[0]["loss"])
-    assert checkpoint.load(out / "checkpoint.npz")["config"]["model"] == name
+    assert checkpoint.load(out / "checkpoint.npz")["config"].model == name
     result = json.loads((out / "metrics.json").read_text())
     chance = 100 * np.load(tiny_npz)["test_labels"].mean()  # mAP of a random ranking, about
     assert result["mAP"] > chance + 10
@@ -92,19 +94,19 @@ def test_same_seed_same_metrics_other_seed_other_weights(tiny_npz, tmp_path):
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_npz, tmp_path, monkeypatch):
     args = ("--label-order", "random", "--epochs", "4")
     _run(tiny_npz, tmp_path / "full", *args)
-    original = train.run_epoch
+    original = loop.run_epoch
 
     def interrupted(cfg, params, opt, data, order, rng, epoch):
         if epoch == 2:
             raise KeyboardInterrupt
         return original(cfg, params, opt, data, order, rng, epoch)
 
-    monkeypatch.setattr(train, "run_epoch", interrupted)
+    monkeypatch.setattr(loop, "run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _run(tiny_npz, tmp_path / "cut", *args)
     assert checkpoint.load(tmp_path / "cut" / "checkpoint.npz")["epoch"] == 2
     assert not (tmp_path / "cut" / "metrics.json").exists()
-    monkeypatch.setattr(train, "run_epoch", original)
+    monkeypatch.setattr(loop, "run_epoch", original)
     _run(tiny_npz, tmp_path / "cut", *args, "--resume")
     full, cut = (checkpoint.load(tmp_path / x / "checkpoint.npz") for x in ("full", "cut"))
     for name in full["params"]:
@@ -193,13 +195,13 @@ def _greedy(params, I, K, k):
 def test_predict_decodes_with_beam_search(tiny_npz, tmp_path):
     _run(tiny_npz, tmp_path / "d", "--epochs", "2")
     state = checkpoint.load(tmp_path / "d" / "checkpoint.npz")
-    cfg = dict(state["config"], beam=1)  # beam 1 = greedy
-    rows = train_data.Rows(np.load(tiny_npz)["test_features"], norm=cfg["feature_norm"])
+    cfg = dataclasses.replace(state["config"], beam=1)  # beam 1 = greedy
+    rows = train_data.Rows(np.load(tiny_npz)["test_features"], norm=cfg.feature_norm)
     features = rows[:]  # as the model sees them (unit length)
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
-    pred, scores = train.predict(cfg, state["params"], rows)
+    pred, scores = models.predict_sets(cfg, state["params"], rows)
     for n in range(len(features)):
         assert set(np.flatnonzero(pred[n])) == set(_greedy(state["params"], features[n], K, 3))
     assert 0 < pred.sum(1).mean() and pred.sum(1).max() <= 3 and scores.shape == pred.shape
-    at_least, _ = train.predict(dict(cfg, min_labels=3), state["params"], rows)
+    at_least, _ = models.predict_sets(dataclasses.replace(cfg, min_labels=3), state["params"], rows)
     assert (at_least.sum(1) == 3).all()  # footnote 1: exactly k here

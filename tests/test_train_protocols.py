@@ -2,6 +2,7 @@
 normalisation that predict must repeat, stability on large features, and bad input."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -13,7 +14,7 @@ from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import voc2007
 from minicnnrnn.evaluation import metrics, protocols
-from minicnnrnn.training import checkpoint
+from minicnnrnn.training import checkpoint, config, models
 from minicnnrnn.training import data as train_data
 
 TINY = ["--epochs", "2", "--embed", "8", "--hidden", "16", "--batch-size", "16"]
@@ -104,7 +105,7 @@ def _load_run(out, voc_args):
     """(cfg, host params, the run's normalised data) of a finished run."""
     state = checkpoint.load(out / "checkpoint.npz")
     data = train_data.load(train.make_parser().parse_args(voc_args))
-    return state["config"], state["params"], data.with_norm(state["config"]["feature_norm"])
+    return state["config"], state["params"], data.with_norm(state["config"].feature_norm)
 
 
 def test_voc2007_uses_the_devkit_protocol_and_prints_table_4(voc, tmp_path, capsys):
@@ -112,9 +113,9 @@ def test_voc2007_uses_the_devkit_protocol_and_prints_table_4(voc, tmp_path, caps
     assert train.main([*voc["args"], *TINY, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     cfg, params, data = _load_run(out, voc["args"])
-    assert (cfg["ap_mode"], cfg["k"], cfg["min_labels"]) == ("voc07", 3, 0)
+    assert (cfg.ap_mode, cfg.k, cfg.min_labels) == ("voc07", 3, 0)
     # metrics.json is the 11-point AP with "difficult" ignored, recomputed here from the predictions.
-    pred, scores = train.predict(cfg, params, data.test_features)
+    pred, scores = models.predict_sets(cfg, params, data.test_features)
     ignore = voc["values"]["test"] == 0
     truth = voc["values"]["test"] == 1
     expected, ap = metrics.evaluate_with_ap(pred, scores, truth, ignore, ap_mode="voc07")
@@ -140,8 +141,8 @@ def test_explicit_flags_win_over_the_protocol(voc, tmp_path, capsys):
     train.main([*voc["args"], *TINY, "--out", str(out), "--ap-mode", "sklearn", "--k", "2", "--min-labels", "1"])
     assert "not directly comparable" in capsys.readouterr().out
     cfg, params, data = _load_run(out, voc["args"])
-    assert (cfg["ap_mode"], cfg["k"], cfg["min_labels"]) == ("sklearn", 2, 1)
-    pred, scores = train.predict(cfg, params, data.test_features)
+    assert (cfg.ap_mode, cfg.k, cfg.min_labels) == ("sklearn", 2, 1)
+    pred, scores = models.predict_sets(cfg, params, data.test_features)
     assert set(pred.sum(1)) <= {1, 2}
     expected = metrics.evaluate(pred, scores, voc["values"]["test"] == 1, voc["values"]["test"] == 0, "sklearn")
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(expected)
@@ -173,11 +174,11 @@ def _stub_data(name, K=12):
 )
 def test_protocol_defaults_per_dataset(name, k, min_labels, ap_mode):
     args = train.make_parser().parse_args([])
-    cfg = train.build_config(args, _stub_data(name), {"mode": "l2"})
-    assert (cfg["k"], cfg["min_labels"], cfg["ap_mode"]) == (k, min_labels, ap_mode)
+    cfg = config.from_args(args, _stub_data(name), {"mode": "l2"})
+    assert (cfg.k, cfg.min_labels, cfg.ap_mode) == (k, min_labels, ap_mode)
     args = train.make_parser().parse_args(["--k", "5"])
-    cfg = train.build_config(args, _stub_data(name), {"mode": "l2"})
-    assert cfg["k"] == 5 and cfg["min_labels"] == min(min_labels, 5)  # footnote 1 follows a given k
+    cfg = config.from_args(args, _stub_data(name), {"mode": "l2"})
+    assert cfg.k == 5 and cfg.min_labels == min(min_labels, 5)  # footnote 1 follows a given k
 
 
 def test_coco_results_print_as_table_3_beside_the_paper():
@@ -185,7 +186,7 @@ def test_coco_results_print_as_table_3_beside_the_paper():
         "metrics": dict(zip(metrics.METRIC_KEYS, [61.0, 50.0, 55.0, 70.0, 60.0, 64.6, 58.0, 52.0])),
         "per_class_ap": [],
     }
-    cfg = {"k": 3, "min_labels": 0, "ap_mode": "sklearn"}
+    cfg = config.RunConfig("cnn-rnn", 12, 3, 8, 16, "relu", None, k=3, min_labels=0, ap_mode="sklearn")
     text = train.results_table(_stub_data("coco2014"), cfg, {"cnn-rnn": result, "bce": result})
     lines = text.splitlines()
     assert lines[0] == "Table 3. MS-COCO, k = 3" and lines[1].split()[1:] == list(metrics.METRIC_KEYS)
@@ -271,14 +272,14 @@ def test_predict_applies_the_training_normalisation(tmp_path, capsys, norm):
     out = tmp_path / "run"
     train.main(["--dataset", f"npz:{npz}", "--out", str(out), *TINY, "--feature-norm", norm])
     state = checkpoint.load(out / "checkpoint.npz")
-    assert state["config"]["feature_norm"]["mode"] == norm
+    assert state["config"].feature_norm["mode"] == norm
     np.save(tmp_path / "test.npy", test_features)
     capsys.readouterr()
     predict.main(["--checkpoint", str(out / "checkpoint.npz"), "--features", str(tmp_path / "test.npy"), "--json"])
     printed = [set(p["labels"]) for p in json.loads(capsys.readouterr().out)]
-    cfg = dict(state["config"], k=state["config"]["K"])  # predict's default: up to K labels
-    rows = train_data.Rows(test_features, norm=state["config"]["feature_norm"])
-    pred, _ = train.predict(cfg, state["params"], rows)
+    cfg = dataclasses.replace(state["config"], k=state["config"].K)  # predict's default: up to K labels
+    rows = train_data.Rows(test_features, norm=state["config"].feature_norm)
+    pred, _ = models.predict_sets(cfg, state["params"], rows)
     assert printed == [{state["label_names"][j] for j in np.flatnonzero(row)} for row in pred]
     assert len({frozenset(p) for p in printed}) >= 2  # not one answer for all
 

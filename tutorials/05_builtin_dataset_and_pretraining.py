@@ -187,7 +187,7 @@ train_images, train_labels = scenes.generate(16 * steps, scenes.SPLIT_SEEDS["pre
 net_meta = pretrain.make_meta(train_images, size)
 rng = np.random.default_rng(0)
 net = backend.params_to_device(vgg.init_params(net_meta, rng))
-opt = pretrain.Adam(net, weight_decay=5e-4)
+opt = pretrain.make_optimizer(net, weight_decay=5e-4)  # optim.Adam, decay on the weight matrices
 history = []
 for step in range(steps):
     rows = slice(16 * step, 16 * step + 16)

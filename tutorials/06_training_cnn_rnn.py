@@ -103,8 +103,8 @@ for name, theta in params.items():
     v = (1 - rho) * g * g  # v and m start at zero
     m = g / (np.sqrt(v) + eps)
     by_hand[name] = theta - lr * m
-opt = optim.RMSprop(params, lr=lr, decay=rho, momentum=mu, weight_decay=lam, eps=eps)
-opt.step(params, grads)
+opt = optim.RMSprop(params, decay=rho, momentum=mu, weight_decay=lam, eps=eps)
+opt.step(params, grads, lr)
 print("largest difference from optim.RMSprop:", max(float(np.abs(by_hand[k] - params[k]).max()) for k in params))
 
 # %% [markdown]
@@ -127,7 +127,7 @@ for name, feats in (("raw fc7", I_train[:256]), ("l2-normalised", train_data.nor
     p0 = model.init_params(K, D, 16, 32, np.random.default_rng(1))
     before = feats @ p0["U_I_x"]
     _, g = model.path_loss(p0, feats, *label_paths.make_paths(Y_train[:256], freq_order), "relu")
-    optim.RMSprop(p0, lr=1e-3).step(p0, g)
+    optim.RMSprop(p0).step(p0, g, 1e-3)
     moved = np.abs(feats @ p0["U_I_x"] - before).max(axis=1)  # (N,) largest change per image
     l1 = np.abs(feats).sum(1)
     assert (moved <= 1e-3 * np.sqrt(10) * l1 * 1.001).all()  # never above lr·sqrt(10)·|I|_1

@@ -32,10 +32,6 @@ from minicnnrnn.core.backend import xp
 from minicnnrnn.layers import activations, dense, dropout, loss
 from minicnnrnn.rnn import embedding, model, projection
 
-MODELS = ("cnn-rnn", "no-rnn", "bce", "softmax")
-PATH_MODELS = ("cnn-rnn", "no-rnn")  # decoded by beam search; the others by top-k
-
-
 # ---------------------------------------------------------------------------
 # no-rnn: the CNN-RNN with the recurrent layer replaced by a linear layer
 # ---------------------------------------------------------------------------

@@ -5,16 +5,18 @@ A checkpoint is one uncompressed ``.npz`` written atomically through :mod:`minic
 (temp file + rename), so an interrupted run leaves the previous checkpoint intact. Inside:
 
 * ``params/<name>``: the model's parameters (host arrays, paper names: ``U_l``, ``U_r``, ...);
-* ``opt/<name>``: the optimizer state (rmsprop's ``v/<param>`` and ``m/<param>``);
+* ``opt/<name>``: the optimizer state (``optim.RMSprop.state_dict``: ``v/<param>`` and ``m/<param>``);
 * ``label_order``: (K,) int64, the training path order (§3.4);
 * ``meta``: a 0-d string holding JSON ``{"format", "config", "label_names", "epoch", "rng",
-  "extra"}`` where ``rng`` is the state of the host ``numpy.random.Generator`` (so that
-  ``--resume`` draws the same shuffles and dropout masks an uninterrupted run would) and
-  ``extra`` holds anything else the trainer wants back (its log history).
+  "extra"}`` where ``config`` is the run's :class:`~minicnnrnn.training.config.RunConfig` as
+  a plain object (``RunConfig.to_dict``), ``rng`` is the state of the host
+  ``numpy.random.Generator`` (so that ``--resume`` draws the same shuffles and dropout masks
+  an uninterrupted run would) and ``extra`` holds anything else the trainer wants back (its
+  log history).
 
 :func:`load` returns ``state = {"params", "config", "label_names", "label_order", "opt",
-"epoch", "rng", "extra"}`` (docs/DESIGN.md); every problem with the file is a one-line
-:class:`~minicnnrnn.core.errors.UserError` naming it.
+"epoch", "rng", "extra"}`` with ``config`` a ``RunConfig`` again (docs/DESIGN.md); every
+problem with the file is a one-line :class:`~minicnnrnn.core.errors.UserError` naming it.
 """
 
 import json
@@ -24,19 +26,20 @@ import numpy as np
 
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.training.config import RESUME_KEYS, RunConfig
 
 FORMAT = "minicnnrnn-checkpoint/1"
-REQUIRED_CONFIG = ("model", "K", "D", "E", "H", "variant", "cnn")
 
 
 def save(path, state):
-    """Write ``state`` (see module docstring; arrays must be host NumPy arrays) to ``path`` atomically."""
+    """Write ``state`` (see module docstring; arrays must be host NumPy arrays, ``config`` a
+    :class:`RunConfig`) to ``path`` atomically."""
     arrays = {f"params/{k}": np.asarray(v) for k, v in state["params"].items()}
     arrays.update({f"opt/{k}": np.asarray(v) for k, v in state.get("opt", {}).items()})
     arrays["label_order"] = np.asarray(state["label_order"], dtype=np.int64)
     meta = {
         "format": FORMAT,
-        "config": state["config"],
+        "config": state["config"].to_dict(),
         "label_names": [str(n) for n in state["label_names"]],
         "epoch": int(state.get("epoch", 0)),
         "rng": state.get("rng"),
@@ -62,10 +65,7 @@ def load(path):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise UserError(f"{path}: not a minicnnrnn checkpoint (format {found!r}, expected {FORMAT!r})")
-    config = meta.get("config") or {}
-    missing = [k for k in REQUIRED_CONFIG if k not in config]
-    if missing:
-        raise UserError(f"{path}: checkpoint config lacks {', '.join(missing)}")
+    config = RunConfig.from_dict(meta.get("config") or {}, path)
     state = {
         "params": {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")},
         "opt": {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")},
@@ -82,7 +82,7 @@ def load(path):
 
 def _check_consistent(path, state):
     """UserError naming ``path`` if the arrays disagree with the recorded config (K, D, label order)."""
-    config, K = state["config"], int(state["config"]["K"])
+    config, K = state["config"], state["config"].K
     if not state["params"]:
         raise UserError(f"{path}: checkpoint holds no parameters")
     if len(state["label_names"]) != K:
@@ -90,24 +90,23 @@ def _check_consistent(path, state):
     order = state["label_order"]
     if order.shape != (K,) or not np.array_equal(np.sort(order), np.arange(K)):
         raise UserError(f"{path}: label_order is not a permutation of the {K} labels")
-    if "U_I_x" in state["params"] and state["params"]["U_I_x"].shape[0] != int(config["D"]):
-        raise UserError(
-            f"{path}: U_I_x has {state['params']['U_I_x'].shape[0]} rows but the config says D = {config['D']}"
-        )
+    if "U_I_x" in state["params"] and state["params"]["U_I_x"].shape[0] != config.D:
+        rows = state["params"]["U_I_x"].shape[0]
+        raise UserError(f"{path}: U_I_x has {rows} rows but the config says D = {config.D}")
 
 
-def check_compatible(path, state, config, keys=("model", "K", "D", "E", "H", "variant")):
-    """Raise UserError if a checkpoint cannot continue a run configured as ``config``.
+def check_compatible(path, state, config, keys=RESUME_KEYS):
+    """Raise UserError if a checkpoint cannot continue a run configured as ``config`` (a RunConfig).
 
-    Compares the listed config entries, e.g. resuming a ``--model bce`` checkpoint as
+    Compares the listed fields, e.g. resuming a ``--model bce`` checkpoint as
     ``--model cnn-rnn`` or with another feature size D fails with a line naming both values.
     """
     saved = state["config"]
     for key in keys:
-        if key in config and saved.get(key) != config[key]:
+        if getattr(saved, key) != getattr(config, key):
             raise UserError(
-                f"{path}: checkpoint has {key} = {saved.get(key)!r} but this run has "
-                f"{key} = {config[key]!r}; use another --out or the same settings"
+                f"{path}: checkpoint has {key} = {getattr(saved, key)!r} but this run has "
+                f"{key} = {getattr(config, key)!r}; use another --out or the same settings"
             )
 
 
@@ -117,10 +116,10 @@ def require_resumable(path):
         raise UserError(f"{path}: no checkpoint to resume from (--resume needs the same --out)")
 
 
-def resume(path, config, keys):
+def resume(path, config, keys=RESUME_KEYS):
     """Load ``path`` to continue a run configured as ``config``: (state, numpy Generator).
 
-    Checks that the ``keys`` entries of both configs agree (:func:`check_compatible`) and
+    Checks that the ``keys`` fields of both configs agree (:func:`check_compatible`) and
     rebuilds the random generator exactly where the checkpoint left it.
     """
     require_resumable(path)

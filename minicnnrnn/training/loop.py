@@ -1,0 +1,173 @@
+"""The training loop of ``python -m minicnnrnn.train`` (§3.4) and the evaluation after it.
+
+One epoch: shuffle the training images, and for every mini-batch of N images compute the
+loss and gradients of the model (``models.KINDS[cfg.model].batch_loss``: label paths and
+the CNN-RNN, or a Table 3 baseline), clip the gradients to global norm ``cfg.clip`` and
+take an rmsprop step (optim.py). The learning rate follows a cosine schedule from
+``cfg.lr`` down towards 0 over ``cfg.epochs``. After every epoch ``out`` gets a checkpoint
+(checkpoint.py) and the log; at the end the test split is decoded and scored with the
+paper's metrics (§4.1).
+
+Everything random (initialisation, shuffles, dropout masks) comes from one host
+``numpy.random.Generator`` seeded by ``cfg.seed``; its state is saved with each
+checkpoint, so a resumed run finishes with exactly the result of an uninterrupted one.
+"""
+
+import csv
+import io
+import math
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from minicnnrnn.core import backend, fileio
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.evaluation import metrics
+from minicnnrnn.rnn import label_paths
+from minicnnrnn.training import checkpoint, config, models, optim
+
+LOG_FIELDS = ("epoch", "loss", "grad_norm", "lr", "seconds", "images_per_s")
+
+
+def make_optimizer(cfg, params):
+    """rmsprop with the paper's momentum and weight decay; the ReLU LSTM's U_r learns slower."""
+    scale = {"U_r": cfg.recurrent_lr_scale} if "U_r" in params else {}
+    return optim.RMSprop(params, lr_scale=scale)
+
+
+def run_epoch(cfg, params, opt, data, order, rng, epoch):
+    """One pass over the shuffled training set. Returns the epoch's log row (a dict)."""
+    batch_loss = models.KINDS[cfg.model].batch_loss
+    lr = optim.cosine_schedule(cfg.lr, epoch, cfg.epochs)  # once per epoch
+    n_train = len(data.train_labels)
+    perm = rng.permutation(n_train)
+    total, norms, start = 0.0, [], time.perf_counter()
+    bar = tqdm(
+        total=n_train,
+        unit="img",
+        desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}",
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+    try:
+        for step, s in enumerate(range(0, n_train, cfg.batch_size)):
+            idx = np.sort(perm[s : s + cfg.batch_size])  # sorted rows read memory-mapped features in order
+            I = backend.to_device(data.train_features[idx])  # (N, D)
+            value, grads = batch_loss(cfg, params, I, data.train_labels[idx], order, rng)
+            norm = optim.clip_by_global_norm(grads, cfg.clip)
+            if not (math.isfinite(value) and math.isfinite(norm)):
+                raise FloatingPointError(f"loss {value} (gradient norm {norm}) at epoch {epoch + 1}, step {step + 1}")
+            opt.step(params, grads, lr)
+            total += value * len(idx)
+            norms.append(norm)
+            bar.update(len(idx))
+            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2g}")
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    return {
+        "epoch": epoch + 1,
+        "loss": total / n_train,
+        "grad_norm": float(np.mean(norms)),
+        "lr": lr,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n_train / max(seconds, 1e-9), 1),
+    }
+
+
+def _start(cfg, data, ckpt_path, resume):
+    """(params on the device, optimizer, label order, first epoch, history, rng) of a fresh
+    run, or of the run saved in ``ckpt_path`` when ``resume``."""
+    if resume:
+        state, rng = checkpoint.resume(ckpt_path, cfg, config.RESUME_KEYS)
+        params = backend.params_to_device(state["params"])
+        opt = make_optimizer(cfg, params)
+        try:
+            opt.load_state_dict(state["opt"])
+        except (KeyError, ValueError) as exc:
+            raise UserError(f"{ckpt_path}: optimizer state does not fit this model ({exc})") from None
+        return params, opt, state["label_order"], state["epoch"], state["extra"].get("history", []), rng
+    rng = np.random.default_rng(cfg.seed)
+    order = label_paths.label_order(data.train_labels, cfg.label_order, cfg.seed)
+    params = backend.params_to_device(models.KINDS[cfg.model].init(cfg, rng))
+    return params, make_optimizer(cfg, params), order, 0, [], rng
+
+
+def fit(cfg, data, out, resume=False):
+    """Train (or continue) a model; returns (params on the device, history)."""
+    ckpt_path = os.path.join(out, "checkpoint.npz")
+    params, opt, order, first_epoch, history, rng = _start(cfg, data, ckpt_path, resume)
+    for epoch in range(first_epoch, cfg.epochs):
+        try:
+            row = run_epoch(cfg, params, opt, data, order, rng, epoch)
+        except FloatingPointError as exc:
+            kept = f"kept {ckpt_path} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
+            raise UserError(f"training diverged: {exc}; {kept}; try a lower --lr") from None
+        history.append(row)
+        print(
+            f"{cfg.model} epoch {row['epoch']}/{cfg.epochs}: loss {row['loss']:.4f}  "
+            f"lr {row['lr']:.2e}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s",
+            flush=True,
+        )
+        checkpoint.save(
+            ckpt_path,
+            {
+                "params": backend.params_to_host(params),
+                "opt": opt.state_dict(),
+                "config": cfg,
+                "label_names": data.label_names,
+                "label_order": order,
+                "epoch": epoch + 1,
+                "rng": checkpoint.rng_state(rng),
+                "extra": {"history": history},
+            },
+        )
+        write_log(out, history)
+    return params, history
+
+
+def write_log(out, history):
+    """OUT/log.csv (one row per epoch) and OUT/loss.png (the training-loss curve)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=LOG_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: row[k] for k in LOG_FIELDS} for row in history)
+    fileio.save_text(os.path.join(out, "log.csv"), text.getvalue())
+    import matplotlib  # slow to import: only when there is a curve to draw
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([r["epoch"] for r in history], [r["loss"] for r in history], marker="o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss per image")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "loss.png"), dpi=100)
+    plt.close(fig)
+
+
+def evaluate(cfg, params, data):
+    """Decode and score the test split (§4.1). Returns ``{"metrics": {the 8 keys of
+    metrics.METRIC_KEYS}, "per_class_ap": [K]}`` in percent (NaN AP: a class without
+    test positives). AP is ``cfg.ap_mode``; VOC "difficult" entries are ignored."""
+    pred, scores = models.predict_sets(cfg, params, data.test_features)
+    result, ap = metrics.evaluate_with_ap(pred, scores, data.test_labels, data.test_ignore, ap_mode=cfg.ap_mode)
+    return {"metrics": result, "per_class_ap": [float(a) for a in ap]}
+
+
+def train_and_evaluate(cfg, data, out, resume=False):
+    """fit + evaluate; writes OUT/metrics.json and OUT/per_class_AP.json. Returns the evaluate() result."""
+    params, _ = fit(cfg, data, out, resume)
+    result = evaluate(cfg, params, data)
+    fileio.save_json(os.path.join(out, "metrics.json"), result["metrics"])
+    per_class = {
+        name: (ap if math.isfinite(ap) else None)  # JSON has no NaN: null = no positives
+        for name, ap in zip(data.label_names, result["per_class_ap"])
+    }
+    fileio.save_json(os.path.join(out, "per_class_AP.json"), {"ap_mode": cfg.ap_mode, "AP": per_class})
+    return result

@@ -1,0 +1,213 @@
+"""The four models of Table 3 behind one interface: :data:`KINDS`.
+
+``train`` and ``predict`` never ask which model they hold; they look it up,
+``kind = KINDS[cfg.model]``, and call what the table gives:
+
+* ``kind.init(cfg, rng) -> params``: fresh host parameters;
+* ``kind.batch_loss(cfg, params, I, labels, order, rng) -> (loss, grads)``: the loss of
+  one mini-batch and its gradients (§3.4);
+* ``kind.decode(cfg, params, I, options) -> Decoded``: the predicted labels of a block of
+  images, with their probabilities and a confidence score for every label.
+
+========== ====================== ================================= =================================
+kind       parameters             loss of a batch                   decoding
+========== ====================== ================================= =================================
+cnn-rnn    ``model.init_params``  softmax cross-entropy of the      beam search (§3.3) of the most
+                                  label paths (``model.path_loss``) probable path (Eq. 6)
+no-rnn     ``init_no_rnn``        the same, Eq. 1 replaced by a     the same beam search with
+                                  linear layer (baselines.py)       ``baselines.no_rnn_step``
+bce        ``init_classifier``    one sigmoid per label             the k most confident labels
+softmax    ``init_classifier``    one softmax over the labels       the k most confident labels
+========== ====================== ================================= =================================
+
+``cfg`` is the run's :class:`minicnnrnn.training.config.RunConfig` (K, D, E, H, variant,
+dropout). Everything random (dropout masks) is drawn on the host from ``rng``, a numpy
+Generator, in a fixed order, so that the same seed gives the same run.
+"""
+
+import dataclasses
+import typing
+
+import numpy as np
+
+from minicnnrnn.core import backend
+from minicnnrnn.layers import dropout, loss
+from minicnnrnn.rnn import baselines, beam_search, label_paths, model
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode. beam: beam width B (§3.3, path models); max_labels: the longest path,
+    or the k of top-k for classifiers (None: K); min_labels: the shortest path (footnote 1);
+    batch_size: images searched together by beam search (None: its backend default)."""
+
+    beam: int = 3
+    max_labels: typing.Optional[int] = None
+    min_labels: int = 0
+    batch_size: typing.Optional[int] = None
+
+
+@dataclasses.dataclass
+class Decoded:
+    """Predictions for n images (host arrays), in the order the model emits the labels.
+
+    labels: (n, L) int64 label indices, padded with -1; lengths: (n,) labels per image;
+    probabilities: (n, L) each predicted label's probability (its step probability on the
+    path, or the classifier's confidence); scores: (n, K) a confidence per label, for
+    ranking (MAP@10, AP); end_probability, log_probability: (n,) the probability of END
+    after the path and log P of the whole path (Eq. 6), None for the classifiers.
+    """
+
+    labels: np.ndarray
+    lengths: np.ndarray
+    probabilities: np.ndarray
+    scores: np.ndarray
+    end_probability: typing.Optional[np.ndarray] = None
+    log_probability: typing.Optional[np.ndarray] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+    """One row of the table: a model's name, its row title in the tables, whether it is
+    decoded as a label path (beam search) or by top-k, and its three functions."""
+
+    name: str
+    title: str
+    paths: bool
+    init: typing.Callable
+    batch_loss: typing.Callable
+    decode: typing.Callable
+
+
+# ---------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------
+
+
+def _init_cnn_rnn(cfg, rng):
+    return model.init_params(cfg.K, cfg.D, cfg.E, cfg.H, rng, cfg.variant)
+
+
+def _init_no_rnn(cfg, rng):
+    return baselines.init_no_rnn(cfg.K, cfg.D, cfg.E, cfg.H, rng)
+
+
+def _init_classifier(cfg, rng):
+    return baselines.init_classifier(cfg.K, cfg.D, cfg.E, rng)
+
+
+# ---------------------------------------------------------------------------
+# Loss and gradients of one mini-batch (§3.4)
+# ---------------------------------------------------------------------------
+
+
+def _path_batch(cfg, labels, order, rng):
+    """The label paths of a batch and their dropout mask, on the device.
+
+    labels: (N, K) host 0/1; order: (K,) the training label order. Returns inputs,
+    targets, mask (T, N) (label_paths.make_paths; ``mask`` is 1 on the path, 0 on padding)
+    and dropout_mask (T, N, E) of 0 and 1/(1-p) for the Eq. 4 output.
+    """
+    inputs, targets, mask = (backend.to_device(a) for a in label_paths.make_paths(labels, order))
+    dropout_mask = dropout.make_mask(inputs.shape + (cfg.E,), cfg.dropout, rng)
+    return inputs, targets, mask, dropout_mask
+
+
+def _cnn_rnn_loss(cfg, params, I, labels, order, rng):
+    """Softmax cross-entropy of the paths, summed over their steps and divided by N."""
+    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng)
+    return model.path_loss(params, I, inputs, targets, mask, cfg.variant, dropout_mask)
+
+
+def _no_rnn_loss(cfg, params, I, labels, order, rng):
+    """The same loss as the CNN-RNN's, of the no-rnn scores."""
+    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng)
+    scores, cache = baselines.no_rnn_forward(params, I, inputs, dropout_mask)
+    value, dscores = loss.softmax_cross_entropy(scores, targets, mask)
+    return value, baselines.no_rnn_backward(dscores, cache)
+
+
+def _classifier_loss(cfg, params, I, labels, order, rng):
+    """bce or softmax (``cfg.model``) on the label sets; the classifiers have no paths,
+    so ``order`` is unused. Dropout mask (N, E) on the joint-space layer."""
+    dropout_mask = dropout.make_mask((I.shape[0], cfg.E), cfg.dropout, rng)
+    return baselines.classifier_loss(cfg.model, params, I, backend.to_device(labels), dropout_mask)
+
+
+# ---------------------------------------------------------------------------
+# Decoding a block of images
+# ---------------------------------------------------------------------------
+
+
+def _decode_path(cfg, params, I, options, step_fn=None):
+    """Beam search (§3.3) for the most probable path (Eq. 6) of each image of I (n, D) on
+    the device; ``step_fn``: the model's decoding step (None: the CNN-RNN's,
+    ``beam_search.cnn_rnn_step``)."""
+    result = beam_search.beam_search(
+        params,
+        I,
+        options.beam,
+        max_labels=options.max_labels,
+        min_labels=options.min_labels,
+        variant=cfg.variant,
+        step_fn=step_fn,
+        batch_size=options.batch_size,
+    )
+    paths, lengths, log_prob, step_log_probs, scores = (backend.to_host(a) for a in result[:5])
+    step_probs = np.exp(step_log_probs)  # (n, L + 1): the labels' steps, then END's
+    return Decoded(
+        labels=paths,
+        lengths=lengths,
+        probabilities=step_probs[:, : paths.shape[1]],
+        scores=scores,
+        end_probability=step_probs[np.arange(len(paths)), lengths],
+        log_probability=log_prob,
+    )
+
+
+def _decode_no_rnn_path(cfg, params, I, options):
+    """The same beam search, with the no-rnn model's step (no recurrent state)."""
+    return _decode_path(cfg, params, I, options, step_fn=baselines.no_rnn_step)
+
+
+def _decode_top_k(cfg, params, I, options):
+    """The k = ``options.max_labels`` (default K) most confident labels of each image of
+    I (n, D) on the device, most confident first (ties: lower label index first)."""
+    raw, _ = baselines.classifier_forward(params, I)
+    confidence = backend.to_host(baselines.classifier_confidence(cfg.model, raw))
+    k = min(options.max_labels or cfg.K, cfg.K)
+    top = np.argsort(-confidence, axis=1, kind="stable")[:, :k]
+    return Decoded(
+        labels=top,
+        lengths=np.full(len(top), k),
+        probabilities=np.take_along_axis(confidence, top, axis=1),
+        scores=confidence,
+    )
+
+
+KINDS = {
+    "cnn-rnn": ModelKind("cnn-rnn", "CNN-RNN", True, _init_cnn_rnn, _cnn_rnn_loss, _decode_path),
+    "no-rnn": ModelKind("no-rnn", "No RNN", True, _init_no_rnn, _no_rnn_loss, _decode_no_rnn_path),
+    "bce": ModelKind("bce", "Binary cross-entropy", False, _init_classifier, _classifier_loss, _decode_top_k),
+    "softmax": ModelKind("softmax", "Softmax", False, _init_classifier, _classifier_loss, _decode_top_k),
+}
+
+
+def predict_sets(cfg, params, features, batch_size=512):
+    """The label set of every image, for the metrics (§4.1): path models predict the labels
+    of their beam-search path (at most ``cfg.k``, at least ``cfg.min_labels``), classifiers
+    their ``cfg.k`` most confident labels.
+
+    features: (n, D) host rows, already normalised (``train_data.Rows``), decoded
+    ``batch_size`` at a time. Returns host (pred01 (n, K) uint8, scores (n, K) float32).
+    """
+    kind = KINDS[cfg.model]
+    options = DecodeOptions(cfg.beam, min(cfg.k, cfg.K), cfg.min_labels, batch_size)
+    pred = np.zeros((len(features), cfg.K), np.uint8)
+    scores = np.zeros((len(features), cfg.K), np.float32)
+    for start in range(0, len(features), batch_size):
+        decoded = kind.decode(cfg, params, backend.to_device(features[start : start + batch_size]), options)
+        rows, cols = np.nonzero(decoded.labels >= 0)
+        pred[start + rows, decoded.labels[rows, cols]] = 1
+        scores[start : start + len(decoded.scores)] = decoded.scores
+    return pred, scores

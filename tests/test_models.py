@@ -1,0 +1,98 @@
+"""The table of the four model kinds (training/models.py) and the run settings (training/config.py)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from minicnnrnn.core.errors import UserError
+from minicnnrnn.evaluation import metrics
+from minicnnrnn.layers import dropout
+from minicnnrnn.rnn import baselines, beam_search, label_paths, model
+from minicnnrnn.training import models
+from minicnnrnn.training.config import RunConfig
+
+K, D, E, H, N = 5, 7, 4, 6, 9
+
+
+def _cfg(name, **changes):
+    return RunConfig(name, K, D, E, H, "relu", None, **changes)
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((N, K)) < 0.4).astype(np.uint8)
+    return rng.standard_normal((N, D)).astype(np.float32), labels, np.arange(K)[::-1].copy()
+
+
+def test_the_table_holds_the_four_models_of_table_3():
+    assert list(models.KINDS) == ["cnn-rnn", "no-rnn", "bce", "softmax"]
+    assert [kind.paths for kind in models.KINDS.values()] == [True, True, False, False]
+    assert all(name == kind.name for name, kind in models.KINDS.items())
+
+
+@pytest.mark.parametrize("name", list(models.KINDS))
+def test_every_kind_inits_trains_and_decodes(name):
+    cfg = _cfg(name)
+    kind = models.KINDS[name]
+    params = kind.init(cfg, np.random.default_rng(1))
+    I, labels, order = _batch()
+    value, grads = kind.batch_loss(cfg, params, I, labels, order, np.random.default_rng(2))
+    assert np.isfinite(value) and value > 0 and set(grads) == set(params)
+    assert all(grads[k].shape == params[k].shape for k in params)
+    decoded = kind.decode(cfg, params, I, models.DecodeOptions(beam=2, max_labels=3))
+    assert decoded.scores.shape == (N, K) and decoded.labels.shape[0] == N
+    assert (decoded.lengths <= 3).all() and decoded.labels.shape[1] <= 3
+    for i, n in enumerate(decoded.lengths):
+        path = decoded.labels[i, :n]
+        assert len(set(path)) == n and (path >= 0).all() and (decoded.labels[i, n:] == -1).all()
+        assert ((decoded.probabilities[i, :n] > 0) & (decoded.probabilities[i, :n] <= 1)).all()
+    assert (decoded.end_probability is not None) == kind.paths
+
+
+def test_cnn_rnn_batch_loss_is_the_path_loss_with_the_rng_dropout_mask():
+    cfg = _cfg("cnn-rnn", dropout=0.3)
+    params = models.KINDS["cnn-rnn"].init(cfg, np.random.default_rng(1))
+    I, labels, order = _batch()
+    value, grads = models.KINDS["cnn-rnn"].batch_loss(cfg, params, I, labels, order, np.random.default_rng(5))
+    inputs, targets, mask = label_paths.make_paths(labels, order)
+    dropout_mask = dropout.make_mask(inputs.shape + (E,), 0.3, np.random.default_rng(5))
+    expected, expected_grads = model.path_loss(params, I, inputs, targets, mask, "relu", dropout_mask)
+    assert value == expected
+    for k in params:
+        np.testing.assert_array_equal(grads[k], expected_grads[k])
+
+
+def test_top_k_decoding_is_the_metrics_top_k_and_paths_are_the_beam_search():
+    I, labels, order = _batch()
+    bce = _cfg("bce", k=2)
+    params = models.KINDS["bce"].init(bce, np.random.default_rng(3))
+    pred, scores = models.predict_sets(bce, params, I, batch_size=4)  # 3 blocks
+    raw, _ = baselines.classifier_forward(params, I)
+    np.testing.assert_array_equal(scores, baselines.classifier_confidence("bce", raw))
+    np.testing.assert_array_equal(pred, metrics.topk_predictions(scores, 2))
+    cnn_rnn = _cfg("cnn-rnn", beam=2, k=3, min_labels=1)
+    params = models.KINDS["cnn-rnn"].init(cnn_rnn, np.random.default_rng(3))
+    pred, scores = models.predict_sets(cnn_rnn, params, I)
+    result = beam_search.beam_search(params, I, 2, max_labels=3, min_labels=1)
+    np.testing.assert_array_equal(scores, result.scores)
+    assert [set(np.flatnonzero(row)) for row in pred] == [set(p[p >= 0]) for p in result.paths]
+
+
+def test_run_config_from_dict_names_the_file():
+    good = _cfg("bce").to_dict()
+    assert RunConfig.from_dict(good, "ck.npz") == _cfg("bce")
+    assert RunConfig.from_dict({**good, "lr": 1}, "ck.npz").lr == 1  # a JSON number is a float
+    cases = [
+        ({**good, "model": "rnn"}, "ck.npz: unknown model 'rnn'"),
+        ({k: v for k, v in good.items() if k != "H"}, "ck.npz: checkpoint config lacks H"),
+        ({**good, "epochs": 2.5}, "ck.npz: checkpoint config epochs = 2.5 is not int"),
+        ({**good, "feature_norm": "l2"}, "ck.npz: checkpoint config feature_norm = 'l2' is not dict or null"),
+        ({**good, "speed": 1}, "ck.npz: checkpoint config has unknown settings 'speed'"),
+        ([1, 2], "ck.npz: checkpoint config is not a JSON object"),
+    ]
+    for d, message in cases:
+        with pytest.raises(UserError, match=message):
+            RunConfig.from_dict(d, "ck.npz")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        _cfg("bce").lr = 1.0  # a run's settings do not change during the run
