@@ -37,9 +37,11 @@ import zipfile
 import numpy
 from tqdm import tqdm
 
+from minicnnrnn import datasets
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend, cli, fileio
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.tinyscenes import features
 from minicnnrnn.weights import keras_h5, torch_pickle
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -86,7 +88,6 @@ def images_from_list(list_file):
 
 def images_from_dataset(name, root):
     """--dataset/--root: (every image of every split, train first, each once; {split: image count})."""
-    from minicnnrnn import datasets
 
     data = datasets.load(name, root)
     print(data.summary())
@@ -99,7 +100,6 @@ def images_from_dataset(name, root):
 
 def _load_weights(path):
     """(params, meta, description, sha256) of --weights, or of the built-in CNN without it."""
-    from minicnnrnn.tinyscenes import features
 
     if path is None:
         params, meta = features.load_builtin_cnn()

@@ -28,6 +28,7 @@ from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend, cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.rnn import beam_search
+from minicnnrnn.tinyscenes import features
 from minicnnrnn.training import checkpoint, models
 from minicnnrnn.training import data as train_data
 
@@ -76,8 +77,6 @@ def load_cnn(cnn, ckpt_path):
             "pass --features with features made the same way"
         )
     if weights == "builtin":
-        from minicnnrnn.tinyscenes import features
-
         params, meta = features.load_builtin_cnn()
     else:
         params, meta = vgg.load(weights)

@@ -120,7 +120,7 @@ def test_foundation_rooms_do_not_import_upwards():
         if allowed is None:
             continue
         for n in targets:
-            if room_of(n) not in allowed | {room_of(m)}:
+            if n != "minicnnrnn" and room_of(n) not in allowed | {room_of(m)}:  # the root holds only __version__
                 bad.append(f"{m} -> {n}")
     assert not bad, bad
 

@@ -44,7 +44,10 @@ import os
 
 import numpy as np
 
+from minicnnrnn import datasets
+from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.tinyscenes import features, scenes
 
 REAL_DATASETS = ("voc2007", "coco2014", "nuswide81", "nuswide1k")
 FEATURE_NORMS = ("l2", "scale", "none")
@@ -170,7 +173,6 @@ def load(args):
 
 def load_builtin(n_train, n_test):
     """Tiny Scenes fc7 features of the shipped CNN (D = 256, K = 20), generated and cached on first use."""
-    from minicnnrnn.tinyscenes import features, scenes
 
     if min(n_train, n_test) < 1:
         raise UserError(f"--n-train/--n-test: need at least one image, got {n_train}/{n_test}")
@@ -190,7 +192,6 @@ def load_builtin(n_train, n_test):
 
 def load_npz(path):
     """Precomputed features in one .npz: train_features, train_labels, test_features, test_labels, label_names."""
-    from minicnnrnn.core import fileio
 
     names = ("train_features", "train_labels", "test_features", "test_labels", "label_names")
     a = fileio.load_npz(path, required=names)
@@ -255,7 +256,6 @@ def read_features_folder(folder):
 
 def load_real(name, root, folder):
     """A benchmark's labels (``datasets.load``) joined by image path with an ``extract`` features folder."""
-    from minicnnrnn import datasets
 
     if not root or not folder:
         raise UserError(
