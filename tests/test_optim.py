@@ -29,18 +29,23 @@ def test_step_follows_the_documented_equations(rng):
         np.testing.assert_allclose(params[k], theta[k], rtol=1e-12, atol=1e-12)
 
 
-def test_matches_torch_rmsprop(rng, torch):
-    params, grads_seq = _problem(rng)
-    opt = optim.RMSprop(params, decay=0.95, momentum=0.9, weight_decay=1e-4, eps=1e-6)
-    tparams = {k: torch.tensor(p.copy(), requires_grad=True) for k, p in params.items()}
-    topt = torch.optim.RMSprop(list(tparams.values()), lr=0.003, alpha=0.95, momentum=0.9, weight_decay=1e-4, eps=1e-6)
+def _assert_steps_match(torch, opt, params, topt, tparams, grads_seq, lr):
+    """Step our optimiser and torch's through the same gradients; the parameters must agree."""
     for grads in grads_seq:
-        opt.step(params, {k: g.copy() for k, g in grads.items()}, 0.003)
+        opt.step(params, {k: g.copy() for k, g in grads.items()}, lr)
         for k, p in tparams.items():
             p.grad = torch.tensor(grads[k])
         topt.step()
     for k in params:
         np.testing.assert_allclose(params[k], tparams[k].detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_matches_torch_rmsprop(rng, torch):
+    params, grads_seq = _problem(rng)
+    opt = optim.RMSprop(params, decay=0.95, momentum=0.9, weight_decay=1e-4, eps=1e-6)
+    tparams = {k: torch.tensor(p.copy(), requires_grad=True) for k, p in params.items()}
+    topt = torch.optim.RMSprop(list(tparams.values()), lr=0.003, alpha=0.95, momentum=0.9, weight_decay=1e-4, eps=1e-6)
+    _assert_steps_match(torch, opt, params, topt, tparams, grads_seq, lr=0.003)
 
 
 def test_update_is_in_place_and_keeps_dtype(rng):
@@ -139,13 +144,7 @@ def test_adam_matches_torch_adam(rng, torch):
     opt = optim.Adam(params, weight_decay=1e-2)
     tparams = {k: torch.tensor(p.copy(), requires_grad=True) for k, p in params.items()}
     topt = torch.optim.Adam(list(tparams.values()), lr=0.003, weight_decay=1e-2)
-    for grads in grads_seq:
-        opt.step(params, grads, 0.003)
-        for k, p in tparams.items():
-            p.grad = torch.tensor(grads[k])
-        topt.step()
-    for k in params:
-        np.testing.assert_allclose(params[k], tparams[k].detach().numpy(), rtol=1e-10, atol=1e-12)
+    _assert_steps_match(torch, opt, params, topt, tparams, grads_seq, lr=0.003)
 
 
 def test_adam_state_dict_round_trip(rng):

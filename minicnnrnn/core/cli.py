@@ -48,7 +48,7 @@ def make_parser(prog, description):
     parser.add_argument("--version", action="version", version=f"minicnnrnn {minicnnrnn.__version__}")
     parser.add_argument(
         "--threads",
-        type=threads.threads_type,
+        type=threads_argument,
         default="auto",
         help="BLAS threads: a number, or auto = what pays on this machine (docs/DESIGN.md, core/threads.py)",
     )
@@ -72,6 +72,11 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def threads_argument(text):
+    """argparse type of ``--threads``: 'auto' or a whole number >= 1."""
+    return text if text == "auto" else positive_int(text)
 
 
 def run(main, argv=None):

@@ -21,7 +21,6 @@ already: ``auto`` then leaves BLAS alone. Thread counts never change results
 beyond rounding order; the same seed on the same machine gives the same metrics.
 """
 
-import argparse
 import os
 
 from threadpoolctl import threadpool_limits
@@ -66,16 +65,3 @@ def apply(requested="auto", big_matrices=False):
         return None
     _limiter = threadpool_limits(limits=n, user_api="blas")
     return n
-
-
-def threads_type(text):
-    """argparse type of ``--threads``: 'auto' or a whole number >= 1."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
