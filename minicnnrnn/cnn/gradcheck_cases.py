@@ -9,10 +9,10 @@ kinks, where a finite difference would straddle two linear pieces.
 
 import numpy
 
-from minicnnrnn.cnn import vgg
+from minicnnrnn.cnn import efficientnet, vgg
 from minicnnrnn.core import backend
 from minicnnrnn.core.numgrad import check
-from minicnnrnn.layers import activations, conv, dense, dropout, pool
+from minicnnrnn.layers import activations, conv, dense, depthwise, dropout, pointwise, pool
 
 F64 = numpy.float64
 
@@ -101,6 +101,76 @@ def tiny_vgg_case(rng):
     return check(lambda: _dot(logits()[0], G), params, grads)
 
 
+def depthwise_case(k, stride):
+    """Depthwise k x k conv with TensorFlow SAME padding (asymmetric for stride 2), w.r.t. x, W and b."""
+
+    def case(rng):
+        x, W, b = _randn(rng, 2, 7, 6, 3), _randn(rng, k, k, 3), _randn(rng, 3)
+        out, cache = depthwise.forward(x, W, b, stride)
+        G = _randn(rng, *out.shape)
+        dx, grads = depthwise.backward(G, cache)
+        return check(
+            lambda: _dot(depthwise.forward(x, W, b, stride)[0], G), {"x": x, "W": W, "b": b}, dict(grads, x=dx)
+        )
+
+    return case
+
+
+def pointwise_case(rng):
+    """1x1 convolution, w.r.t. x, W and b."""
+    x, W, b = _randn(rng, 2, 3, 4, 5), _randn(rng, 5, 6), _randn(rng, 6)
+    out, cache = pointwise.forward(x, W, b)
+    G = _randn(rng, *out.shape)
+    dx, grads = pointwise.backward(G, cache)
+    return check(lambda: _dot(pointwise.forward(x, W, b)[0], G), {"x": x, "W": W, "b": b}, dict(grads, x=dx))
+
+
+def relu6_case(rng):
+    """ReLU6 on entries at least 0.1 away from its kinks at 0 and 6."""
+    x = rng.uniform(-3, 9, (5, 8))
+    x = numpy.where(numpy.abs(x) < 0.1, 0.5, numpy.where(numpy.abs(x - 6) < 0.1, 5.5, x))
+    x = backend.to_device(x, F64)
+    out, cache = activations.relu6_forward(x)
+    G = _randn(rng, *out.shape)
+    return check(
+        lambda: _dot(activations.relu6_forward(x)[0], G), {"x": x}, {"x": activations.relu6_backward(G, cache)}
+    )
+
+
+def global_avg_case(rng):
+    """Global average pooling (N, H, W, C) -> (N, C)."""
+    x = _randn(rng, 2, 3, 5, 4)
+    out, cache = pool.global_avg_forward(x)
+    G = _randn(rng, *out.shape)
+    return check(lambda: _dot(pool.global_avg_forward(x)[0], G), {"x": x}, {"x": pool.global_avg_backward(G, cache)})
+
+
+TINY_EFFICIENTNET = efficientnet.make_meta(
+    efficientnet.blocks_from_stages([(1, 3, 1, 1, 4), (2, 5, 2, 3, 6)], stem=4), stem=4, head=8, num_classes=3
+)
+
+
+def tiny_efficientnet_case(rng):
+    """A three-block EfficientNet (one residual block), logits w.r.t. every parameter.
+
+    ReLU6 kinks: with random weights a few pre-activations may sit within h of 0 or 6;
+    a small image keeps the chance low and the seed is fixed.
+    """
+    params = backend.params_to_device(efficientnet.init_params(TINY_EFFICIENTNET, rng, F64))
+    for key in params:
+        if key.endswith("/b"):
+            params[key] += _randn(rng, *params[key].shape) * 0.1
+    images = _randn(rng, 2, 9, 9, 3)
+    G = _randn(rng, 2, 3)
+
+    def logits():
+        return efficientnet.forward(params, TINY_EFFICIENTNET, images, ("logits",), train=True)
+
+    _, cache = logits()
+    grads = efficientnet.backward(G, cache)
+    return check(lambda: _dot(logits()[0]["logits"], G), params, grads)
+
+
 CASES = [
     ("conv 3x3 stride 1 pad 1 (Winograd forward)", conv_case(1, 1, "winograd")),
     ("conv 3x3 stride 1 pad 1 (im2col forward)", conv_case(1, 1, "im2col")),
@@ -110,4 +180,10 @@ CASES = [
     ("dense", dense_case),
     ("dropout", dropout_case),
     ("tiny VGG end to end (vgg.backward, train mode)", tiny_vgg_case),
+    ("depthwise 3x3 stride 1 (SAME padding)", depthwise_case(3, 1)),
+    ("depthwise 5x5 stride 2 (asymmetric SAME padding)", depthwise_case(5, 2)),
+    ("pointwise 1x1 conv", pointwise_case),
+    ("relu6", relu6_case),
+    ("global average pool", global_avg_case),
+    ("tiny EfficientNet end to end (efficientnet.backward)", tiny_efficientnet_case),
 ]
