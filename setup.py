@@ -15,7 +15,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["minicnnrnn", "minicnnrnn.*"]),
-    package_data={"minicnnrnn": ["weights/*.npz", "weights/*.json"]},
+    package_data={"minicnnrnn": ["weights/*.npz", "weights/*.json", "weights/*.txt"]},
     python_requires=">=3.9",
     license="MIT",
     classifiers=[

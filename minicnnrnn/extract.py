@@ -38,7 +38,7 @@ import numpy
 from tqdm import tqdm
 
 from minicnnrnn import datasets
-from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.cnn import backbones, preprocess
 from minicnnrnn.core import backend, cli, fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.tinyscenes import features
@@ -111,13 +111,13 @@ def _load_weights(path):
         )
     if os.path.isfile(path) and not zipfile.is_zipfile(path):  # an .npz is a zip archive
         raise UserError(f"--weights {path}: not a .npz weights file (python -m minicnnrnn.convert writes one)")
-    params, meta = vgg.load(path)
+    params, meta = backbones.load(path)
     return params, meta, os.path.abspath(path), features.file_sha256(path)
 
 
 def feature_dim(meta, layer):
     """Length of one image's feature row for ``layer`` (a conv/pool map flattened)."""
-    rows = {name: shape for name, shape, _, _ in vgg.layer_table(meta)}
+    rows = {name: shape for name, shape, _, _ in backbones.layer_table(meta)}
     if layer not in rows:
         raise UserError(f"--layer: {layer!r} is not a layer of this network; choose from {', '.join(rows)}")
     return int(numpy.prod(rows[layer]))
@@ -237,7 +237,7 @@ def extract(
     paths,
     out,
     weights=None,
-    layer="fc7",
+    layer=None,
     batch_size=16,
     resize=None,
     strict=False,
@@ -255,6 +255,7 @@ def extract(
     if batch_size < 1:
         raise UserError(f"--batch-size: must be at least 1, got {batch_size}")
     params, meta, weights_name, weights_sha = _load_weights(weights)
+    layer = layer or backbones.default_layer(meta)
     resize = resize or meta["preprocess"]["resize"]
     dim = feature_dim(meta, layer)
     identity = {
@@ -297,7 +298,7 @@ def extract(
                     progress["skipped"].append([index, paths[index], why])
             if good:
                 x = backend.to_device(numpy.stack(good))
-                outs, _ = vgg.forward(device_params, meta, x, outputs=(layer,), kernel_cache=kernel_cache)
+                outs, _ = backbones.forward(device_params, meta, x, outputs=(layer,), kernel_cache=kernel_cache)
                 h = backend.to_host(outs[layer]).reshape(len(good), -1)
                 rows[progress["rows"] : progress["rows"] + len(good)] = h
                 rows.flush()
@@ -333,7 +334,11 @@ def main(argv=None):
     group.add_argument("--dataset", help="voc2007, coco2014, nuswide81 or nuswide1k (needs --root): all splits")
     parser.add_argument("--root", help="dataset folder for --dataset")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--layer", default="fc7", help="layer to store: fc7, fc6, conv5_3, pool5, logits, ...")
+    parser.add_argument(
+        "--layer",
+        help="layer to store: fc7, fc6, conv5_3, pool5, logits, ... (VGG; default fc7); "
+        "pool, logits, head, block15, ... (EfficientNet; default pool)",
+    )
     parser.add_argument("--batch-size", type=cli.positive_int, default=16, help="images per forward pass")
     parser.add_argument(
         "--resize",

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.cnn import backbones, preprocess
 from minicnnrnn.core import backend, cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.rnn import beam_search
@@ -79,8 +79,8 @@ def load_cnn(cnn, ckpt_path):
     if weights == "builtin":
         params, meta = features.load_builtin_cnn()
     else:
-        params, meta = vgg.load(weights)
-    return backend.params_to_device(params, np.float32), meta, cnn.get("layer") or "fc7"
+        params, meta = backbones.load(weights)
+    return backend.params_to_device(params, np.float32), meta, cnn.get("layer") or backbones.default_layer(meta)
 
 
 def image_features(paths, cnn, ckpt_path, batch_size):
@@ -91,7 +91,7 @@ def image_features(paths, cnn, ckpt_path, batch_size):
     rows = []
     for start in range(0, len(paths), batch_size):
         batch = np.stack([preprocess.load_image(p, meta) for p in paths[start : start + batch_size]])
-        outs, _ = vgg.forward(params, meta, backend.to_device(batch), outputs=(layer,))
+        outs, _ = backbones.forward(params, meta, backend.to_device(batch), outputs=(layer,))
         rows.append(backend.to_host(outs[layer]).reshape(len(batch), -1))
     return np.concatenate(rows)
 

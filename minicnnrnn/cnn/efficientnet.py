@@ -36,13 +36,17 @@ import json
 import numpy
 
 from minicnnrnn.cnn import vgg
-from minicnnrnn.core import fileio
+from minicnnrnn.core import backend, fileio
 from minicnnrnn.core.backend import to_host, xp
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import activations, conv, dense, depthwise, pointwise, pool
 
 FORMAT = "minicnnrnn-efficientnet/1"
 DEFAULT_LAYER = "pool"
+# Inference on the CPU runs this many images at a time: the expanded 112x112x96 maps of
+# two images (10 MB) stay in cache between the depthwise filter's taps (about 1.4x faster
+# than a batch of 16 here); on a GPU the whole batch goes at once.
+CPU_CHUNK = 2
 # EfficientNet-Lite was trained on RGB pixels mapped to about [-1, 1]: (pixel - 127) / 128
 # (MEAN_RGB / STDDEV_RGB of the TensorFlow lite builder, "inception style" for
 # quantisation), and evaluated on a centre crop of 224/256 of the shorter side.
@@ -200,6 +204,10 @@ def forward(params, meta, images, outputs=(DEFAULT_LAYER,), train=False, **_unus
     if images.ndim != 4 or images.shape[3] != 3:
         raise UserError(f"images: expected shape (N, S, S, 3), got {tuple(images.shape)}")
     last = len(names) - 1 if train else max(names.index(o) for o in outputs)
+    chunk = len(images) if train or backend.is_cupy() else CPU_CHUNK
+    if len(images) > chunk:  # inference on the CPU: a few images at a time (maps stay in cache)
+        parts = [forward(params, meta, images[i : i + chunk], outputs)[0] for i in range(0, len(images), chunk)]
+        return {name: xp.concatenate([p[name] for p in parts]) for name in outputs}, None
     outs, cache = {}, {}
 
     def keep(name, h):
