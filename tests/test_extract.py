@@ -165,7 +165,7 @@ def test_an_interrupted_run_resumes_without_redoing_rows(tmp_path, weights, monk
             raise KeyboardInterrupt
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(extract.vgg, "forward", counting_forward)
+    monkeypatch.setattr(extract.backbones, "forward", counting_forward)
     interrupt_at = 3
     with pytest.raises(KeyboardInterrupt):
         run("--weights", weights, "--images", *paths, "--out", out, "--batch-size", 2)
