@@ -42,5 +42,7 @@ setup(
         # third-party weight files and are installed with --no-deps by .ci/run.
         "test": ["pytest>=7", "scikit-learn>=1.0"],
         "gpu": ["cupy-cuda12x>=13"],
+        # `python -m minicnnrnn.scale_out`: extraction spread over a Dask cluster.
+        "dask": ["dask[distributed]>=2023.1"],
     },
 )

@@ -25,6 +25,10 @@ after every batch); rerunning the same command resumes after the last finished
 batch. A different image list, weights file, layer or resize mode in the same
 folder is refused unless ``--overwrite`` is given. A run in which no image at all
 could be read stops with an error and leaves no partial files behind.
+
+``--shard I/N`` extracts one contiguous slice of the image list (for spreading a
+big dataset over machines, :mod:`minicnnrnn.scaleout.shards`); the
+``minicnnrnn.scale_out`` command runs all shards on a Dask cluster and merges them.
 """
 
 import concurrent.futures
@@ -41,6 +45,7 @@ from minicnnrnn import datasets
 from minicnnrnn.cnn import backbones, preprocess
 from minicnnrnn.core import backend, cli, fileio
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.scaleout import shards
 from minicnnrnn.tinyscenes import features
 from minicnnrnn.weights import keras_h5, torch_pickle
 
@@ -351,6 +356,13 @@ def main(argv=None):
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    parser.add_argument(
+        "--shard",
+        type=shards.parse_shard,
+        metavar="I/N",
+        help="extract only shard I (0 <= I < N) of the image list, a contiguous slice; "
+        "merge the N folders with `python -m minicnnrnn.scale_out --merge` (docs/scale_out.md)",
+    )
     args = cli.parse(parser, argv, big_matrices=True)
     if args.dataset:
         if not args.root:
@@ -361,6 +373,9 @@ def main(argv=None):
         paths, source = images_from_list(args.image_list), {"image_list": os.path.abspath(args.image_list)}
     else:
         paths, source = images_from_args(args.images), {"images": "command line"}
+    if args.shard:
+        paths, shard = shards.select(paths, *args.shard)
+        source = dict(source, shard=shard)
     extract(
         paths,
         args.out,
