@@ -44,6 +44,7 @@ from tqdm import tqdm
 from minicnnrnn import datasets
 from minicnnrnn.cnn import backbones, preprocess
 from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.core import progress as report
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.scaleout import shards
 from minicnnrnn.tinyscenes import features
@@ -95,7 +96,7 @@ def images_from_dataset(name, root):
     """--dataset/--root: (every image of every split, train first, each once; {split: image count})."""
 
     data = datasets.load(name, root)
-    print(data.summary())
+    report.say(data.summary())
     paths = [p for split in data.splits.values() for p in split.paths]
     return list(dict.fromkeys(paths)), {name: len(split) for name, split in data.splits.items()}
 
@@ -283,13 +284,13 @@ def extract(
     meta_path = os.path.join(out, "meta.json")
     if os.path.exists(meta_path) and not overwrite:
         _check_same_run(meta_path, identity, out)
-        print(f"{out}: already complete ({len(paths)} images); nothing to do")
+        report.say(f"{out}: already complete ({len(paths)} images); nothing to do")
         return record
     rows, progress = _start_or_resume(out, identity, len(paths), dim, overwrite)
     device_params = backend.params_to_device(params)
     kernel_cache = {}  # Winograd-transformed kernels, computed on the first batch and reused
     progress_path = os.path.join(out, "progress.json")
-    bar = tqdm(total=len(paths), initial=progress["done"], unit="img", desc="extract", dynamic_ncols=True)
+    bar = report.bar(len(paths), "extract", "img", initial=progress["done"], plain_lines=True)
     try:
         for first, results in _batches(paths, progress["done"], batch_size, meta, resize, workers):
             good = []
@@ -319,7 +320,7 @@ def extract(
             os.remove(os.path.join(out, name))
         raise UserError(f"none of the {len(paths)} images could be read (first: {progress['skipped'][0][2]})")
     _finish(out, rows, progress, paths, record)
-    print(
+    report.say(
         f"wrote {out}/features.npy ({progress['rows']} x {dim} float32, layer {layer}); "
         f"{len(progress['skipped'])} unreadable image(s) skipped" + (", see skipped.txt" if progress["skipped"] else "")
     )

@@ -14,7 +14,7 @@ import os
 import sys
 
 import minicnnrnn
-from minicnnrnn.core import backend, threads
+from minicnnrnn.core import backend, progress, threads
 from minicnnrnn.core.errors import UserError
 
 
@@ -30,6 +30,19 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help only where it says something: not when the
+    help already states its default, and not for None or on/off flags."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, True, argparse.SUPPRESS):
+            return text
+        if action.required or isinstance(action, argparse._VersionAction):
+            return text
+        return super()._get_help_string(action)
+
+
 def add_backend_argument(parser):
     """Add ``--backend`` to an argparse parser."""
     default = os.environ.get(backend.ENV_VAR, "numpy").strip().lower() or "numpy"
@@ -43,9 +56,12 @@ def add_backend_argument(parser):
 
 
 def make_parser(prog, description):
-    """An ArgumentParser with the shared ``--backend`` and ``--version`` options already added."""
-    parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """An ArgumentParser with the shared ``--backend``, ``--version``, ``--quiet`` and ``--threads`` options."""
+    parser = OneLineParser(prog=prog, description=description, formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--version", action="version", version=f"minicnnrnn {minicnnrnn.__version__}")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars or progress lines (results and warnings still print)"
+    )
     parser.add_argument(
         "--threads",
         type=threads_argument,
@@ -104,5 +120,6 @@ def parse(parser, argv=None, big_matrices=False):
     """
     args = parser.parse_args(argv)
     backend.use(args.backend)
+    progress.set_quiet(getattr(args, "quiet", False))
     threads.apply(getattr(args, "threads", "auto"), big_matrices)
     return args

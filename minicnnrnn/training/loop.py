@@ -20,9 +20,8 @@ import os
 import time
 
 import numpy as np
-from tqdm import tqdm
 
-from minicnnrnn.core import backend, fileio
+from minicnnrnn.core import backend, fileio, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.rnn import label_paths
@@ -44,14 +43,7 @@ def run_epoch(cfg, params, opt, data, order, rng, epoch):
     n_train = len(data.train_labels)
     perm = rng.permutation(n_train)
     total, norms, start = 0.0, [], time.perf_counter()
-    bar = tqdm(
-        total=n_train,
-        unit="img",
-        desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}",
-        leave=False,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
+    bar = progress.bar(n_train, f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}", "img", leave=False, mininterval=0.5)
     try:
         for step, s in enumerate(range(0, n_train, cfg.batch_size)):
             idx = np.sort(perm[s : s + cfg.batch_size])  # sorted rows read memory-mapped features in order
@@ -107,10 +99,9 @@ def fit(cfg, data, out, resume=False):
             kept = f"kept {ckpt_path} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
             raise UserError(f"training diverged: {exc}; {kept}; try a lower --lr") from None
         history.append(row)
-        print(
+        progress.say(
             f"{cfg.model} epoch {row['epoch']}/{cfg.epochs}: loss {row['loss']:.4f}  "
-            f"lr {row['lr']:.2e}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s",
-            flush=True,
+            f"lr {row['lr']:.2e}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s"
         )
         checkpoint.save(
             ckpt_path,
