@@ -151,3 +151,33 @@ def test_bad_state_dicts_give_one_line_errors(lite0):
     extra = dict(state, **{"_blocks.0._foo.weight": np.zeros(3, np.float32)})
     with pytest.raises(UserError, match="unexpected key"):
         efficientnet_convert.from_state_dict(extra, "x.pth")
+
+
+def test_extract_with_an_efficientnet_weights_file(tmp_path, rng):
+    """A small random EfficientNet through the extract command: pool by default, logits on request."""
+    from PIL import Image
+
+    from minicnnrnn import extract
+
+    meta = efficientnet.make_meta(
+        efficientnet.blocks_from_stages([(1, 3, 1, 1, 8), (1, 3, 2, 2, 16)], stem=8), stem=8, head=24, num_classes=7
+    )
+    meta["input_size"] = 32
+    weights = tmp_path / "small.npz"
+    params = efficientnet.init_params(meta, rng)
+    backbones.save(weights, params, meta)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    common = ["--weights", str(weights), "--images", str(folder)]
+    extract.main([*common, "--out", str(tmp_path / "f"), "--quiet"])
+    record = json.loads((tmp_path / "f" / "meta.json").read_text())
+    assert record["layer"] == "pool" and record["dim"] == 24
+    extract.main([*common, "--out", str(tmp_path / "g"), "--layer", "logits"])
+    rows = np.load(tmp_path / "g" / "features.npy")
+    x = np.stack([preprocess.load_image(p, meta) for p in sorted(folder.glob("*.png"))])
+    want = efficientnet.forward(params, meta, x, outputs=("logits",))[0]["logits"]
+    np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(UserError, match="no such layer|not a layer"):
+        extract.main([*common, "--out", str(tmp_path / "h"), "--layer", "fc7"])

@@ -16,6 +16,7 @@ import json
 import numpy
 
 from minicnnrnn.cnn import efficientnet, vgg
+from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
 
 MODULES = {vgg.FORMAT: vgg, efficientnet.FORMAT: efficientnet}
@@ -40,7 +41,14 @@ def _peek_format(path):
 
 def load(path):
     """Read a weights .npz of any supported network. Returns (params, meta)."""
-    return MODULES.get(_peek_format(path), vgg).load(path)
+    fmt = _peek_format(path)
+    if fmt is None:  # the quick look failed: read it all (bad files get their one-line error here)
+        arrays = fileio.load_npz(path, required=("meta",))
+        try:
+            fmt = json.loads(str(arrays["meta"])).get("format")
+        except (ValueError, AttributeError):
+            fmt = None  # vgg.load names the problem
+    return MODULES.get(fmt, vgg).load(path)
 
 
 def save(path, params, meta):
