@@ -4,7 +4,12 @@ direct loops (and torch when installed); the gradients are checked in the gradch
 import numpy as np
 import pytest
 
+from minicnnrnn.cnn import gradcheck_cases as cnn_cases
+from minicnnrnn.core import numgrad
 from minicnnrnn.layers import activations, depthwise, pointwise, pool
+
+NEW_CASES = [c for c in cnn_cases.CASES if c[0].split()[0] in ("depthwise", "pointwise", "relu6", "global")]
+WHOLE_NET = [c for c in cnn_cases.CASES if "EfficientNet" in c[0]]
 
 
 def direct_depthwise(x, W, b, stride, pads):
@@ -75,3 +80,15 @@ def test_bad_shapes_raise():
         depthwise.forward(np.zeros((1, 4, 4, 3)), np.zeros((3, 3, 2)), np.zeros(3))
     with pytest.raises(ValueError, match="pointwise"):
         pointwise.forward(np.zeros((1, 4, 4, 3)), np.zeros((2, 5)), np.zeros(5))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name, case", NEW_CASES, ids=[n for n, _ in NEW_CASES])
+def test_gradients_match_finite_differences(name, case, seed):
+    assert case(np.random.default_rng(seed)) < numgrad.TOLERANCE
+
+
+@pytest.mark.parametrize("name, case", WHOLE_NET, ids=[n for n, _ in WHOLE_NET])
+def test_whole_network_gradients_match_finite_differences(name, case):
+    """Every parameter of a three-block EfficientNet (one seed: it takes a few seconds)."""
+    assert case(np.random.default_rng(0)) < numgrad.TOLERANCE
