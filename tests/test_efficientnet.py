@@ -7,8 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from minicnnrnn import convert
+from minicnnrnn import convert, extract, predict
 from minicnnrnn.cnn import backbones, efficientnet, efficientnet_convert, imagenet, preprocess
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.weights import torch_pickle
@@ -155,10 +156,6 @@ def test_bad_state_dicts_give_one_line_errors(lite0):
 
 def test_extract_with_an_efficientnet_weights_file(tmp_path, rng):
     """A small random EfficientNet through the extract command: pool by default, logits on request."""
-    from PIL import Image
-
-    from minicnnrnn import extract
-
     meta = efficientnet.make_meta(
         efficientnet.blocks_from_stages([(1, 3, 1, 1, 8), (1, 3, 2, 2, 16)], stem=8), stem=8, head=24, num_classes=7
     )
@@ -181,3 +178,9 @@ def test_extract_with_an_efficientnet_weights_file(tmp_path, rng):
     np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(UserError, match="no such layer|not a layer"):
         extract.main([*common, "--out", str(tmp_path / "h"), "--layer", "fc7"])
+    # predict runs the same network on image files for a checkpoint trained on these features
+    images = sorted(str(p) for p in folder.glob("*.png"))
+    pooled = predict.image_features(images, {"weights": record["weights"], "layer": record["layer"]}, "ckpt", 2)
+    np.testing.assert_allclose(pooled, np.load(tmp_path / "f" / "features.npy"), rtol=1e-5, atol=1e-5)
+    default = predict.image_features(images, {"weights": record["weights"]}, "ckpt", 2)
+    assert default.shape == (3, 24)
