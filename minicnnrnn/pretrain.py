@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from minicnnrnn.cnn import preprocess, vgg
-from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.core import backend, cli, fileio, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.layers import loss
@@ -238,10 +238,9 @@ def main(argv=None):
             }
         )
         save_checkpoint(checkpoint, params, opt, meta, state)
-        print(
+        progress.say(
             f"epoch {state['epoch']}/{args.epochs}: loss {mean_loss:.4f}  test mAP {100 * test_map:.2f}%  "
-            f"{seconds:.0f} s ({len(images) / seconds:.0f} pictures/s)",
-            flush=True,
+            f"{seconds:.0f} s ({len(images) / seconds:.0f} pictures/s)"
         )
 
     test_map, aps = evaluate(params, meta, test_images, test_labels)
