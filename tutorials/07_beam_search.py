@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minicnnrnn.rnn import beam_search, model, projection
+from minicnnrnn.rnn import beam_search, model, projection, tokens
 
 # Everything here is small, so MINICNNRNN_TUTORIAL_FAST=1 changes nothing.
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -33,7 +33,7 @@ os.makedirs(OUT, exist_ok=True)
 
 NAMES = ["person", "dog", "grass", "ball", "sky"]
 K = len(NAMES)
-END, START = model.end_token(K), model.start_token(K)
+END, START = tokens.end_token(K), tokens.start_token(K)
 D, E, H = 16, 8, 16
 
 # %% [markdown]

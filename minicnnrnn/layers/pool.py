@@ -21,7 +21,7 @@ def _members(x, Ho, Wo):
     return [x[:, a : 2 * Ho : 2, b : 2 * Wo : 2, :] for a, b in _WINDOW]
 
 
-def forward(x):
+def max_pool_forward(x):
     """Max over non-overlapping 2x2 windows.
 
     x: (N, H, W, C). Returns (out (N, H // 2, W // 2, C), cache).
@@ -35,7 +35,7 @@ def forward(x):
     return out, (x, out)
 
 
-def backward(dout, cache):
+def max_pool_backward(dout, cache):
     """Gradient of max-pooling: each dout entry goes to its window's winner.
 
     dout: (N, Ho, Wo, C). Returns dx: (N, H, W, C), zero except at the winners.

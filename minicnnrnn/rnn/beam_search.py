@@ -60,6 +60,7 @@ from minicnnrnn.core.backend import xp
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import loss
 from minicnnrnn.rnn import embedding, lstm, projection
+from minicnnrnn.rnn.tokens import end_token, start_token
 
 EMITTED_OFFSET = 2.0
 # Images searched together: bounds memory, and on the CPU keeps a step's arrays small enough
@@ -95,8 +96,8 @@ def cnn_rnn_step(params, tokens, state, image, variant="relu"):
     U_l = params["U_l"]
     w, _ = embedding.embed_forward(tokens, U_l)  # Eq. 2
     r_prev = xp.zeros((w.shape[0], params["U_r"].shape[0]), dtype=w.dtype) if state is None else state[0]
-    (o, r), _ = lstm.step_forward(w, r_prev, params, variant)  # Eq. 1
-    x, _ = projection.forward(o, None, params, image=image)  # Eq. 4
+    (o, r), _ = lstm.lstm_step_forward(w, r_prev, params, variant)  # Eq. 1
+    x, _ = projection.projection_forward(o, None, params, image=image)  # Eq. 4
     s, _ = embedding.tied_scores_forward(x, U_l, U_l.shape[0] - 1)  # Eq. 5
     return loss.log_softmax(s), (r,)
 
@@ -192,7 +193,7 @@ def _argsort_stable(a):
 def _search(params, I, N, L, k, variant, step_fn):
     """Beam search for one batch of images (shapes as in :func:`beam_search`)."""
     K = params["U_l"].shape[0] - 2
-    END, START = K, K + 1
+    END, START = end_token(K), start_token(K)
     n = I.shape[0]
     M = min(N, K + 1)  # next outputs tried per path
     image = projection.image_and_bias(I, params)  # (n, E): once per image

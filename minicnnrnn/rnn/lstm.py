@@ -160,7 +160,7 @@ def _weight_grads(inputs, states, dz, params, zero_rows=0):
 # ---------------------------------------------------------------------------
 
 
-def step_forward(w, r_prev, params, variant="relu"):
+def lstm_step_forward(w, r_prev, params, variant="relu"):
     """One step of Eq. 1.
 
     w: (N, E) label embeddings w_k(t); r_prev: (N, H) states r(t-1) (zeros at t = 1);
@@ -179,7 +179,7 @@ def step_forward(w, r_prev, params, variant="relu"):
     return (o, r), (w, r_prev, g, squashed_r, params, variant)
 
 
-def step_backward(do, dr, cache):
+def lstm_step_backward(do, dr, cache):
     """Backward of :func:`step_forward`.
 
     do: (N, H) gradient w.r.t. o(t); dr: (N, H) gradient w.r.t. r(t) (pass zeros
@@ -199,7 +199,7 @@ def step_backward(do, dr, cache):
 # ---------------------------------------------------------------------------
 
 
-def forward(w_seq, mask, params, variant="relu", r0=None):
+def lstm_forward(w_seq, mask, params, variant="relu", r0=None):
     """Eq. 1 over a time-major batch of label paths.
 
     w_seq: (T, N, E) label embeddings; mask: (T, N), 1 for real steps and 0 for
@@ -241,7 +241,7 @@ def forward(w_seq, mask, params, variant="relu", r0=None):
     return o_seq, (w_seq, m, g, r, squashed, params, variant, r0 is None)
 
 
-def backward(do_seq, cache):
+def lstm_backward(do_seq, cache):
     """Backpropagation through time for :func:`forward`.
 
     do_seq: (T, N, H) gradient w.r.t. o_seq. Returns (dw_seq (T, N, E), grads) with
