@@ -207,3 +207,38 @@ def test_scratch_buffers_do_not_leak_into_results(rng):
     # ... and a repeated call still gives the same answer.
     dw1_again, _ = lstm.lstm_backward(G1, lstm.lstm_forward(w1, np.ones((4, 2)), p)[1])
     np.testing.assert_array_equal(dw1_again, kept[0])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_fast_sequence_equals_the_plain_loop(rng, variant, bias):
+    """The fast lstm_forward/lstm_backward compute what the plain step-by-step loop computes."""
+    T, N, E, H = 6, 4, 3, 5
+    p = make_params(rng, E, H, bias)
+    w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
+    mask = np.ones((T, N))
+    mask[4:, 1], mask[2:, 3] = 0, 0  # paths of different lengths
+    o_fast, c_fast = lstm.lstm_forward(w_seq, mask, p, variant)
+    o_plain, c_plain = lstm.lstm_forward_plain(w_seq, mask, p, variant)
+    np.testing.assert_allclose(o_fast, o_plain, rtol=1e-12, atol=1e-14)
+    (dw_fast, g_fast), (dw_plain, g_plain) = lstm.lstm_backward(G, c_fast), lstm.lstm_backward_plain(G, c_plain)
+    np.testing.assert_allclose(dw_fast, dw_plain, rtol=1e-11, atol=1e-13)
+    assert set(g_fast) == set(g_plain) == set(p)
+    for k in p:
+        np.testing.assert_allclose(g_fast[k], g_plain[k], rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_plain_sequence_gradients(rng, variant):
+    """The plain loop is itself checked against centred finite differences."""
+    T, N, E, H = 4, 3, 3, 4
+    p = make_params(rng, E, H)
+    w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
+    mask = np.ones((T, N))
+    mask[3:, 0] = 0
+    dw, grads = lstm.lstm_backward_plain(G, lstm.lstm_forward_plain(w_seq, mask, p, variant)[1])
+
+    def f():
+        return float(np.sum(lstm.lstm_forward_plain(w_seq, mask, p, variant)[0] * G))
+
+    assert numgrad.check(f, {**p, "w": w_seq}, {**grads, "w": dw}) < 1e-7
