@@ -71,12 +71,12 @@ def no_rnn_forward(params, I, inputs, dropout_mask=None):
 def no_rnn_backward(dscores, cache):
     """Backward of :func:`no_rnn_forward`. dscores: (T, N, K+1). Returns grads like params."""
     embed_cache, linear_cache, proj_cache, score_cache = cache
-    dx, dU_l_scores = embedding.tied_scores_backward(dscores, score_cache)
+    dx, score_grads = embedding.tied_scores_backward(dscores, score_cache)
     do, _dI, grads = projection.projection_backward(dx, proj_cache)
     T, N, H = do.shape
     dw, linear_grads = dense.dense_backward(do.reshape(T * N, H), linear_cache)
     grads["U_e"], grads["b_e"] = linear_grads["W"], linear_grads["b"]
-    grads["U_l"] = dU_l_scores + embedding.embed_backward(dw.reshape(T, N, -1), embed_cache)
+    grads["U_l"] = score_grads["U_l"] + embedding.embed_backward(dw.reshape(T, N, -1), embed_cache)["U_l"]
     return grads
 
 
@@ -130,11 +130,11 @@ def classifier_forward(params, I, dropout_mask=None):
 def classifier_backward(dscores, cache):
     """Backward of :func:`classifier_forward`. dscores: (N, K). Returns grads like params."""
     dense_cache, relu_cache, drop_cache, score_cache = cache
-    dx, dU_l = embedding.tied_scores_backward(dscores, score_cache)
+    dx, score_grads = embedding.tied_scores_backward(dscores, score_cache)
     da = dropout.dropout_backward(dx, drop_cache)
     dh = activations.relu_backward(da, relu_cache)
     _dI, dense_grads = dense.dense_backward(dh, dense_cache)
-    return {"U_I_x": dense_grads["W"], "b_x": dense_grads["b"], "U_l": dU_l, "b_l": dscores.sum(axis=0)}
+    return {"U_I_x": dense_grads["W"], "b_x": dense_grads["b"], "U_l": score_grads["U_l"], "b_l": dscores.sum(axis=0)}
 
 
 def label_distribution_cross_entropy(scores, y):

@@ -138,9 +138,7 @@ def beam_search_plain(params, I, beam_size=3, max_labels=None, min_labels=0, var
             lp, new_state = step_fn(params, xp.asarray([token]), state, image, variant)
             lp = backend.to_host(lp[0])  # (K + 1,) log-probabilities of the next output
             allowed = [
-                j
-                for j in range(K + 1)
-                if (j == END and t >= min_labels) or (j != END and t < L and j not in labels)
+                j for j in range(K + 1) if (j == END and t >= min_labels) or (j != END and t < L and j not in labels)
             ]
             # Each path is expanded with its B most probable allowed outputs (ties: lowest token).
             for j in sorted(allowed, key=lambda j: (-lp[j], j))[:beam_size]:

@@ -93,8 +93,8 @@ def embedding_tied_case(rng):
         return w, s, e_cache, s_cache
 
     w, s, e_cache, s_cache = forward()
-    dx, dU_scores = embedding.tied_scores_backward(G, s_cache)
-    dU_embed = embedding.embed_backward(dx * y, e_cache)
+    dx, score_grads = embedding.tied_scores_backward(G, s_cache)
+    dU_scores, dU_embed = score_grads["U_l"], embedding.embed_backward(dx * y, e_cache)["U_l"]
     return check(lambda: _dot(forward()[1], G), {"U_l": U_l}, {"U_l": dU_scores + dU_embed})
 
 

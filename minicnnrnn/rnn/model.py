@@ -108,13 +108,13 @@ def path_backward(dscores, cache):
     (the CNN feature I is fixed, so no gradient for it is returned).
     """
     embed_cache, lstm_cache, proj_cache, score_cache = cache
-    dx, dU_l_scores = embedding.tied_scores_backward(dscores, score_cache)  # Eq. 5
+    dx, score_grads = embedding.tied_scores_backward(dscores, score_cache)  # Eq. 5
     do, _, grads = projection.projection_backward(dx, proj_cache, image_grad=False)  # Eq. 4
     dw, lstm_grads = lstm.lstm_backward(do, lstm_cache)  # Eq. 1
-    dU_l_embed = embedding.embed_backward(dw, embed_cache)  # Eq. 2
+    embed_grads = embedding.embed_backward(dw, embed_cache)  # Eq. 2
     grads.update(lstm_grads)
-    dU_l_scores += dU_l_embed  # both uses
-    grads["U_l"] = dU_l_scores
+    score_grads["U_l"] += embed_grads["U_l"]  # Eq. 2 and Eq. 5 share U_l: both uses add up
+    grads["U_l"] = score_grads["U_l"]
     return grads
 
 
