@@ -43,7 +43,7 @@ def make_parser():
     p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by `python -m minicnnrnn.train`")
     p.add_argument("--features", help="predict from a (N, D) features .npy (or an `extract` folder) instead of images")
     p.add_argument("--image-list", help="with --features: a text file naming each row's image, one per line")
-    p.add_argument("--beam", type=int, default=None, help="beam size N (1 = greedy); default: the checkpoint's, or 3")
+    p.add_argument("--beam", type=int, default=None, help="beam size B (1 = greedy); default: the checkpoint's, or 3")
     p.add_argument(
         "--min-labels",
         type=int,
