@@ -304,7 +304,7 @@ def extract(
                     progress["skipped"].append([index, paths[index], why])
             if good:
                 x = backend.to_device(numpy.stack(good))
-                outs, _ = backbones.forward(device_params, meta, x, outputs=(layer,), kernel_cache=kernel_cache)
+                outs, _ = backbones.compute(device_params, meta, x, outputs=(layer,), kernel_cache=kernel_cache)
                 h = backend.to_host(outs[layer]).reshape(len(good), -1)
                 rows[progress["rows"] : progress["rows"] + len(good)] = h
                 rows.flush()

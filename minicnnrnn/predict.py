@@ -6,7 +6,7 @@
 
 For image files it runs the CNN the checkpoint was trained with (``config.cnn``: the
 built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc7) on
-the images (``preprocess.load_image`` then ``vgg.forward``), normalises the features as
+the images (``preprocess.load_image`` then ``vgg.vgg_forward``), normalises the features as
 training did (``config.feature_norm``, :func:`minicnnrnn.training.data.normalise`), then
 decodes each image's most probable prediction path by beam search (§3.3,
 :mod:`minicnnrnn.rnn.beam_search`), as the model's row of
@@ -43,7 +43,7 @@ def make_parser():
     p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by `python -m minicnnrnn.train`")
     p.add_argument("--features", help="predict from a (N, D) features .npy (or an `extract` folder) instead of images")
     p.add_argument("--image-list", help="with --features: a text file naming each row's image, one per line")
-    p.add_argument("--beam", type=int, default=None, help="beam size N (1 = greedy); default: the checkpoint's, or 3")
+    p.add_argument("--beam", type=int, default=None, help="beam size B (1 = greedy); default: the checkpoint's, or 3")
     p.add_argument(
         "--min-labels",
         type=int,
@@ -91,7 +91,7 @@ def image_features(paths, cnn, ckpt_path, batch_size):
     rows = []
     for start in range(0, len(paths), batch_size):
         batch = np.stack([preprocess.load_image(p, meta) for p in paths[start : start + batch_size]])
-        outs, _ = backbones.forward(params, meta, backend.to_device(batch), outputs=(layer,))
+        outs, _ = backbones.compute(params, meta, backend.to_device(batch), outputs=(layer,))
         rows.append(backend.to_host(outs[layer]).reshape(len(batch), -1))
     return np.concatenate(rows)
 

@@ -81,13 +81,13 @@ def train_epoch(params, meta, opt, images, labels, rng, args, step, total_steps)
         x = preprocess.normalise(images[rows], meta["preprocess"])
         flip = rng.random(len(rows)) < 0.5
         x[flip] = x[flip, :, ::-1]
-        outs, cache = vgg.forward(
+        outs, cache = vgg.vgg_forward(
             params, meta, backend.to_device(x), outputs=("logits",), train=True, rng=rng, dropout_p=args.dropout
         )
         value, dlogits = loss.sigmoid_cross_entropy(outs["logits"], backend.to_device(labels[rows]))
         if not math.isfinite(value):
             raise UserError(f"--lr: training diverged (loss {value}) at step {step}; try a smaller --lr")
-        opt.step(params, vgg.backward(dlogits, cache), optim.cosine_schedule(args.lr, step, total_steps))
+        opt.step(params, vgg.vgg_backward(dlogits, cache)[1], optim.cosine_schedule(args.lr, step, total_steps))
         total, batches, step = total + value, batches + 1, step + 1
     return total / max(1, batches), step
 

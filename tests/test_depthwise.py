@@ -38,9 +38,9 @@ def test_depthwise_matches_direct_sum(rng, k, stride, shape):
     x = rng.standard_normal(shape)
     W, b = rng.standard_normal((k, k, shape[3])), rng.standard_normal(shape[3])
     pads = depthwise.same_pads_2d(shape, k, stride)
-    out, _ = depthwise.forward(x, W, b, stride)
+    out, _ = depthwise.depthwise_forward(x, W, b, stride)
     np.testing.assert_allclose(out, direct_depthwise(x, W, b, stride, pads), rtol=1e-12, atol=1e-12)
-    taps, _ = depthwise.forward(x, W, b, stride, method="taps")
+    taps, _ = depthwise.depthwise_forward(x, W, b, stride, method="taps")
     np.testing.assert_allclose(taps, out, rtol=1e-12, atol=1e-12)
     assert out.shape[1:3] == (-(-shape[1] // stride), -(-shape[2] // stride))
 
@@ -48,7 +48,7 @@ def test_depthwise_matches_direct_sum(rng, k, stride, shape):
 def test_depthwise_matches_torch_grouped_conv(rng, torch):
     x = rng.standard_normal((2, 11, 10, 6)).astype(np.float32)
     W, b = rng.standard_normal((5, 5, 6)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
-    out, _ = depthwise.forward(x, W, b, 2, pads=(2, 2, 2, 2))
+    out, _ = depthwise.depthwise_forward(x, W, b, 2, pads=(2, 2, 2, 2))
     ref = torch.nn.functional.conv2d(
         torch.from_numpy(x.transpose(0, 3, 1, 2)),
         torch.from_numpy(np.ascontiguousarray(W.transpose(2, 0, 1)[:, None])),
@@ -62,7 +62,7 @@ def test_depthwise_matches_torch_grouped_conv(rng, torch):
 
 def test_pointwise_is_a_dense_layer_per_pixel(rng):
     x, W, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((5, 7)), rng.standard_normal(7)
-    out, _ = pointwise.forward(x, W, b)
+    out, _ = pointwise.pointwise_forward(x, W, b)
     np.testing.assert_allclose(out, np.einsum("nhwc,cf->nhwf", x, W) + b)
 
 
@@ -72,16 +72,16 @@ def test_relu6_and_global_average():
     np.testing.assert_array_equal(out, [0, 0, 3, 6, 6])
     np.testing.assert_array_equal(activations.relu6_backward(np.ones(5), cache), [0, 0, 1, 0, 0])
     m = np.arange(24.0).reshape(1, 2, 3, 4)
-    avg, shape = pool.global_avg_forward(m)
+    avg, shape = pool.global_avg_pool_forward(m)
     np.testing.assert_allclose(avg, m.mean(axis=(1, 2)))
-    np.testing.assert_allclose(pool.global_avg_backward(np.ones((1, 4)), shape), np.full(m.shape, 1 / 6))
+    np.testing.assert_allclose(pool.global_avg_pool_backward(np.ones((1, 4)), shape), np.full(m.shape, 1 / 6))
 
 
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="depthwise"):
-        depthwise.forward(np.zeros((1, 4, 4, 3)), np.zeros((3, 3, 2)), np.zeros(3))
+        depthwise.depthwise_forward(np.zeros((1, 4, 4, 3)), np.zeros((3, 3, 2)), np.zeros(3))
     with pytest.raises(ValueError, match="pointwise"):
-        pointwise.forward(np.zeros((1, 4, 4, 3)), np.zeros((2, 5)), np.zeros(5))
+        pointwise.pointwise_forward(np.zeros((1, 4, 4, 3)), np.zeros((2, 5)), np.zeros(5))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -70,9 +70,9 @@ def test_images_through_the_cnn_match_beam_search_on_its_features(tmp_path, caps
     code, out = run_predict(["--checkpoint", ckpt, "--json", *images], capsys)
     assert code == 0
     preds = json.loads(out)
-    # The same pipeline by hand: load_image -> vgg.forward -> beam search.
+    # The same pipeline by hand: load_image -> vgg.vgg_forward -> beam search.
     x = np.stack([preprocess.load_image(p, meta) for p in images])
-    feats = vgg.forward(cnn_params, meta, x, outputs=("fc6",))[0]["fc6"]
+    feats = vgg.vgg_forward(cnn_params, meta, x, outputs=("fc6",))[0]["fc6"]
     result = beam_search.beam_search(params, feats, beam_size=3)
     for i, pred in enumerate(preds):
         assert pred["image"] == images[i]

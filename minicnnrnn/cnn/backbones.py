@@ -5,7 +5,7 @@ A weights ``.npz``'s ``meta["format"]`` names its network; the commands (``extra
 ``predict``, ``convert``) call the functions here and never ask which it is:
 
 * :func:`load` / :func:`save` a weights file;
-* :func:`forward` ``(params, meta, images, outputs) -> ({name: array}, cache)``;
+* :func:`compute` ``(params, meta, images, outputs) -> ({name: array}, cache)``;
 * :func:`layer_table` rows ``(name, output shape, parameters, FLOPs)``;
 * :func:`default_layer`: the feature the paper's I is taken from by default
   (VGG16: fc7, §4; EfficientNet: the 1280-d global average pool).
@@ -56,9 +56,12 @@ def save(path, params, meta):
     module_of(meta, str(path)).save(path, params, meta)
 
 
-def forward(params, meta, images, outputs, **kwargs):
-    """Run the network to the requested outputs; see vgg.forward / efficientnet.forward."""
-    return module_of(meta).forward(params, meta, images, outputs=outputs, **kwargs)
+def compute(params, meta, images, outputs, **kwargs):
+    """Run the network to the requested outputs; see vgg.vgg_forward / efficientnet.efficientnet_forward.
+
+    Returns (outs {name: array}, cache) as those do."""
+    forward = vgg.vgg_forward if module_of(meta) is vgg else efficientnet.efficientnet_forward
+    return forward(params, meta, images, outputs=outputs, **kwargs)
 
 
 def layer_table(meta):

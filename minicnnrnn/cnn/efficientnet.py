@@ -27,7 +27,7 @@ pixel more at the bottom/right.
 Parameters are a plain dict: ``stem/W (3, 3, 3, 32)`` HWIO, ``block{i}/expand/W
 (C_in, C_exp)``, ``block{i}/dw/W (K, K, C_exp)``, ``block{i}/project/W (C_exp,
 C_out)``, ``head/W (320, 1280)``, ``logits/W (1280, 1000)``, each with its ``/b``.
-Output names for :func:`forward`: ``stem``, ``block0`` ... ``block15``, ``head``,
+Output names for :func:`efficientnet_forward`: ``stem``, ``block0`` ... ``block15``, ``head``,
 ``pool``, ``logits``.
 """
 
@@ -153,15 +153,15 @@ def _block_forward(params, i, blk, x, train):
     """One inverted-residual block. Returns (out, cache: list of (op, cache) or None)."""
     p, steps, h = f"block{i}/", [], x
     if blk["expand"]:
-        h, c = pointwise.forward(h, params[p + "expand/W"], params[p + "expand/b"])
+        h, c = pointwise.pointwise_forward(h, params[p + "expand/W"], params[p + "expand/b"])
         steps.append(("pointwise", c))
         h, c = _relu6(h, train)
         steps.append(("relu6", c))
-    h, c = depthwise.forward(h, params[p + "dw/W"], params[p + "dw/b"], blk["stride"])
+    h, c = depthwise.depthwise_forward(h, params[p + "dw/W"], params[p + "dw/b"], blk["stride"])
     steps.append(("depthwise", c))
     h, c = _relu6(h, train)
     steps.append(("relu6", c))
-    h, c = pointwise.forward(h, params[p + "project/W"], params[p + "project/b"])
+    h, c = pointwise.pointwise_forward(h, params[p + "project/W"], params[p + "project/b"])
     steps.append(("pointwise", c))
     if has_skip(blk):
         h += x
@@ -176,22 +176,23 @@ def _block_backward(d, i, blk, steps, grads):
         if op == "relu6":
             d = activations.relu6_backward(d, c)
             continue
-        d, g = (depthwise if op == "depthwise" else pointwise).backward(d, c)
+        backward = depthwise.depthwise_backward if op == "depthwise" else pointwise.pointwise_backward
+        d, g = backward(d, c)
         name = next(names)
         grads[f"block{i}/{name}/W"], grads[f"block{i}/{name}/b"] = g["W"], g["b"]
     return d + d_skip if d_skip is not None else d
 
 
-def forward(params, meta, images, outputs=(DEFAULT_LAYER,), train=False, **_unused):
+def efficientnet_forward(params, meta, images, outputs=(DEFAULT_LAYER,), train=False, **_unused):
     """Run the network up to the last requested output (§4: the image representation I).
 
     params: {name: array} on the selected backend; images: (N, S, S, 3) float32,
     normalised as ``meta["preprocess"]`` says (any S works; the weights were trained at
     ``meta["input_size"]``). outputs: names from :func:`layer_names`, e.g. "pool"
     (the 1280-d feature) or "logits" (the ImageNet scores, before softmax).
-    train: keep caches for :func:`backward` and run to the logits.
+    train: keep caches for :func:`efficientnet_backward` and run to the logits.
     Other keyword arguments (``kernel_cache``, ``method``) are those of
-    :func:`minicnnrnn.cnn.vgg.forward`, accepted and not needed here.
+    :func:`minicnnrnn.cnn.vgg.vgg_forward`, accepted and not needed here.
 
     Returns (outs, cache): outs maps each requested name to (N, h, w, C) for stem,
     blocks and head, (N, C) for pool and logits; cache is None unless train.
@@ -206,7 +207,8 @@ def forward(params, meta, images, outputs=(DEFAULT_LAYER,), train=False, **_unus
     last = len(names) - 1 if train else max(names.index(o) for o in outputs)
     chunk = len(images) if train or backend.is_cupy() else CPU_CHUNK
     if len(images) > chunk:  # inference on the CPU: a few images at a time (maps stay in cache)
-        parts = [forward(params, meta, images[i : i + chunk], outputs)[0] for i in range(0, len(images), chunk)]
+        starts = range(0, len(images), chunk)
+        parts = [efficientnet_forward(params, meta, images[i : i + chunk], outputs)[0] for i in starts]
         return {name: xp.concatenate([p[name] for p in parts]) for name in outputs}, None
     outs, cache = {}, {}
 
@@ -216,7 +218,8 @@ def forward(params, meta, images, outputs=(DEFAULT_LAYER,), train=False, **_unus
         return names.index(name) >= last
 
     pads = depthwise.same_pads_2d(images.shape, 3, 2)
-    h, cache["stem"] = conv.forward(depthwise.pad(images, pads), params["stem/W"], params["stem/b"], 2, 0, "im2col")
+    stem_in = depthwise.pad(images, pads)
+    h, cache["stem"] = conv.conv_forward(stem_in, params["stem/W"], params["stem/b"], 2, 0, "im2col")
     h, cache["stem_relu"] = _relu6(h, train)
     if keep("stem", h):
         return outs, None
@@ -226,38 +229,38 @@ def forward(params, meta, images, outputs=(DEFAULT_LAYER,), train=False, **_unus
         cache["blocks"].append(steps)
         if keep(f"block{i}", h):
             return outs, None
-    h, cache["head"] = pointwise.forward(h, params["head/W"], params["head/b"])
+    h, cache["head"] = pointwise.pointwise_forward(h, params["head/W"], params["head/b"])
     h, cache["head_relu"] = _relu6(h, train)
     if keep("head", h):
         return outs, None
-    h, cache["pool"] = pool.global_avg_forward(h)
+    h, cache["pool"] = pool.global_avg_pool_forward(h)
     if keep("pool", h):
         return outs, None
-    h, cache["logits"] = dense.forward(h, params["logits/W"], params["logits/b"])
+    h, cache["logits"] = dense.dense_forward(h, params["logits/W"], params["logits/b"])
     keep("logits", h)
     return outs, (cache if train else None)
 
 
-def backward(dlogits, cache):
+def efficientnet_backward(dlogits, cache):
     """Backpropagate from the logits through the whole network.
 
-    dlogits: (N, num_classes); cache: from forward(..., train=True).
+    dlogits: (N, num_classes); cache: from efficientnet_forward(..., train=True).
     Returns {name: gradient} with the keys and shapes of params (no image gradient).
     """
     if cache is None:
-        raise ValueError("efficientnet.backward needs the cache of forward(..., train=True)")
+        raise ValueError("efficientnet_backward needs the cache of efficientnet_forward(..., train=True)")
     grads = {}
-    d, g = dense.backward(dlogits, cache["logits"])
+    d, g = dense.dense_backward(dlogits, cache["logits"])
     grads["logits/W"], grads["logits/b"] = g["W"], g["b"]
-    d = pool.global_avg_backward(d, cache["pool"])
+    d = pool.global_avg_pool_backward(d, cache["pool"])
     d = activations.relu6_backward(d, cache["head_relu"])
-    d, g = pointwise.backward(d, cache["head"])
+    d, g = pointwise.pointwise_backward(d, cache["head"])
     grads["head/W"], grads["head/b"] = g["W"], g["b"]
     blocks = list(enumerate(cache["blocks"]))
     for i, steps in reversed(blocks):
         d = _block_backward(d, i, cache["meta_blocks"][i], steps, grads)
     d = activations.relu6_backward(d, cache["stem_relu"])
-    _, g = conv.backward(d, cache["stem"], input_grad=False)
+    _, g = conv.conv_backward(d, cache["stem"], input_grad=False)
     grads["stem/W"], grads["stem/b"] = g["W"], g["b"]
     return grads
 

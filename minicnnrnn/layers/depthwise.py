@@ -67,7 +67,7 @@ def output_shape(x_shape, W_shape, stride, pads):
     return N, Ho, Wo, C
 
 
-def forward(x, W, b, stride=1, pads=None, method="auto"):
+def depthwise_forward(x, W, b, stride=1, pads=None, method="auto"):
     """Depthwise convolution.
 
     x: (N, H, W, C); W: (KH, KW, C) one kernel per channel; b: (C,); stride: int;
@@ -102,8 +102,8 @@ def forward(x, W, b, stride=1, pads=None, method="auto"):
     return out, (x, W, stride, pads)
 
 
-def backward(dout, cache):
-    """Gradient of :func:`forward`.
+def depthwise_backward(dout, cache):
+    """Gradient of :func:`depthwise_forward`.
 
     dout: (N, Ho, Wo, C). Returns (dx (N, H, W, C), {"W": (KH, KW, C), "b": (C,)}).
     """

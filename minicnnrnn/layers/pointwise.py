@@ -14,7 +14,7 @@ linear bottleneck, no activation after it) and for the 1280-channel head.
 from minicnnrnn.core.backend import xp
 
 
-def forward(x, W, b):
+def pointwise_forward(x, W, b):
     """1x1 convolution.
 
     x: (N, H, W, C_in); W: (C_in, C_out); b: (C_out,).
@@ -30,8 +30,8 @@ def forward(x, W, b):
     return out.reshape(N, H, Wd, W.shape[1]), (x, W)
 
 
-def backward(dout, cache):
-    """Gradient of :func:`forward`.
+def pointwise_backward(dout, cache):
+    """Gradient of :func:`pointwise_forward`.
 
     dout: (N, H, W, C_out). Returns (dx (N, H, W, C_in), {"W": (C_in, C_out), "b": (C_out,)}).
     """

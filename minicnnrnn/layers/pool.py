@@ -24,7 +24,7 @@ def _members(x, Ho, Wo):
     return [x[:, a : 2 * Ho : 2, b : 2 * Wo : 2, :] for a, b in _WINDOW]
 
 
-def forward(x):
+def max_pool_forward(x):
     """Max over non-overlapping 2x2 windows.
 
     x: (N, H, W, C). Returns (out (N, H // 2, W // 2, C), cache).
@@ -38,7 +38,7 @@ def forward(x):
     return out, (x, out)
 
 
-def backward(dout, cache):
+def max_pool_backward(dout, cache):
     """Gradient of max-pooling: each dout entry goes to its window's winner.
 
     dout: (N, Ho, Wo, C). Returns dx: (N, H, W, C), zero except at the winners.
@@ -54,7 +54,7 @@ def backward(dout, cache):
     return dx
 
 
-def global_avg_forward(x):
+def global_avg_pool_forward(x):
     """Global average pooling: the mean of each channel over all pixels.
 
     x: (N, H, W, C). Returns (out (N, C), cache = x.shape).
@@ -62,7 +62,7 @@ def global_avg_forward(x):
     return x.mean(axis=(1, 2)), x.shape
 
 
-def global_avg_backward(dout, cache):
+def global_avg_pool_backward(dout, cache):
     """Gradient of global average pooling: each pixel gets dout / (H * W).
 
     dout: (N, C). Returns dx: (N, H, W, C).
