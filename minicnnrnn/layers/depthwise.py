@@ -8,9 +8,10 @@ its own: channel c of the output sees only channel c of the input,
 with kernels W: (KH, KW, C). This costs KH*KW multiply-adds per output value instead
 of KH*KW*C_in for a full convolution, so there is no matrix product to hand to
 BLAS: both passes loop over the KH*KW kernel taps and work on strided views of the
-padded input (every view is contiguous along C, the fast NHWC axis). On NumPy the
-forward pass instead hands the same sum to one ``einsum`` over a window view of the
-padded input (same numbers, no temporary per tap, about twice as fast).
+padded input (every view is contiguous along C, the fast NHWC axis):
+:func:`depthwise_forward_plain`. Below it, :func:`depthwise_forward` hands the same sum
+to one ``einsum`` over a window view of the padded input on NumPy (same numbers, no
+temporary per tap, about twice as fast); tests check that the two agree.
 
 Padding is given per side, ``pads = (top, bottom, left, right)``: networks ported
 from TensorFlow use its "SAME" rule (:func:`same_pads`), which pads one more pixel
@@ -67,38 +68,48 @@ def output_shape(x_shape, W_shape, stride, pads):
     return N, Ho, Wo, C
 
 
-def depthwise_forward(x, W, b, stride=1, pads=None, method="auto"):
-    """Depthwise convolution.
-
-    x: (N, H, W, C); W: (KH, KW, C) one kernel per channel; b: (C,); stride: int;
-    pads: (top, bottom, left, right), default TensorFlow "SAME" (:func:`same_pads_2d`).
-    method: "taps" (the loop over kernel taps in the module docstring, any backend),
-    "windows" (NumPy only: one ``einsum`` over a strided window view, no temporaries,
-    about 2x faster on the CPU) or "auto" (windows on NumPy, taps on CuPy).
-    Returns (out (N, Ho, Wo, C), cache) with Ho = (H + top + bottom - KH) // stride + 1.
-    """
+def _check(x, W, b, stride, pads):
+    """Shapes check; returns (pads, kh, kw, (N, Ho, Wo, C))."""
     if x.ndim != 4 or W.ndim != 3 or W.shape[2] != x.shape[3] or b.shape != (x.shape[3],):
         raise ValueError(
             f"depthwise: input {tuple(x.shape)}, kernels {tuple(W.shape)}, bias {tuple(b.shape)} do not fit"
         )
-    if method not in ("auto", "taps", "windows"):
-        raise ValueError(f"depthwise: unknown method {method!r}")
     pads = tuple(pads) if pads is not None else same_pads_2d(x.shape, W.shape[0], stride)
-    kh, kw = W.shape[:2]
-    N, Ho, Wo, C = output_shape(x.shape, W.shape, stride, pads)
+    return pads, W.shape[0], W.shape[1], output_shape(x.shape, W.shape, stride, pads)
+
+
+def depthwise_forward_plain(x, W, b, stride=1, pads=None):
+    """Depthwise convolution, the sum as written: one pass over the map per kernel tap.
+
+    x: (N, H, W, C); W: (KH, KW, C) one kernel per channel; b: (C,); stride: int;
+    pads: (top, bottom, left, right), default TensorFlow "SAME" (:func:`same_pads_2d`).
+    Returns (out (N, Ho, Wo, C), cache) with Ho = (H + top + bottom - KH) // stride + 1.
+    Any backend (NumPy or CuPy).
+    """
+    pads, kh, kw, (N, Ho, Wo, C) = _check(x, W, b, stride, pads)
     xpad = pad(x, pads)
-    if method == "windows" or (method == "auto" and not backend.is_cupy()):
-        # windows[n, y, x, c, i, j] = xpad[n, s*y + i, s*x + j, c]: a view, nothing copied.
-        windows = numpy.lib.stride_tricks.sliding_window_view(xpad, (kh, kw), axis=(1, 2))
-        out = numpy.einsum("nyxcij,ijc->nyxc", windows[:, : stride * Ho : stride, : stride * Wo : stride], W)
-        out += b
-        return out, (x, W, stride, pads)
     out = xp.empty((N, Ho, Wo, C), dtype=x.dtype)
     out[...] = b
     tmp = xp.empty_like(out)
     for (i, j), view in _views(xpad, kh, kw, stride, Ho, Wo):
         xp.multiply(view, W[i, j], out=tmp)
         out += tmp
+    return out, (x, W, stride, pads)
+
+
+def depthwise_forward(x, W, b, stride=1, pads=None):
+    """Depthwise convolution, fast: the sum of :func:`depthwise_forward_plain` as one ``einsum``
+    over a strided window view of the padded input (no temporary per tap; about 2x faster on
+    the CPU, the same numbers). On CuPy it runs the plain version. Same arguments, returns
+    and cache as :func:`depthwise_forward_plain`; backward is :func:`depthwise_backward`.
+    """
+    if backend.is_cupy():
+        return depthwise_forward_plain(x, W, b, stride, pads)
+    pads, kh, kw, (N, Ho, Wo, C) = _check(x, W, b, stride, pads)
+    # windows[n, y, x, c, i, j] = xpad[n, s*y + i, s*x + j, c]: a view, nothing copied.
+    windows = numpy.lib.stride_tricks.sliding_window_view(pad(x, pads), (kh, kw), axis=(1, 2))
+    out = numpy.einsum("nyxcij,ijc->nyxc", windows[:, : stride * Ho : stride, : stride * Wo : stride], W)
+    out += b
     return out, (x, W, stride, pads)
 
 
