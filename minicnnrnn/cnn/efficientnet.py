@@ -218,6 +218,7 @@ def efficientnet_forward(params, meta, images, outputs=(DEFAULT_LAYER,), train=F
         return names.index(name) >= last
 
     pads = depthwise.same_pads_2d(images.shape, 3, 2)
+    cache["stem_pads"], cache["image_size"] = pads, images.shape[1:3]
     stem_in = depthwise.pad(images, pads)
     h, cache["stem"] = conv.conv_forward(stem_in, params["stem/W"], params["stem/b"], 2, 0, "im2col")
     h, cache["stem_relu"] = _relu6(h, train)
@@ -241,11 +242,12 @@ def efficientnet_forward(params, meta, images, outputs=(DEFAULT_LAYER,), train=F
     return outs, (cache if train else None)
 
 
-def efficientnet_backward(dlogits, cache):
+def efficientnet_backward(dlogits, cache, input_grad=False):
     """Backpropagate from the logits through the whole network.
 
     dlogits: (N, num_classes); cache: from efficientnet_forward(..., train=True).
-    Returns {name: gradient} with the keys and shapes of params (no image gradient).
+    Returns (dx, grads): dx is dL/dimages, (N, S, S, 3), when input_grad is True (else None),
+    and grads is {name: gradient} with the keys and shapes of params.
     """
     if cache is None:
         raise ValueError("efficientnet_backward needs the cache of efficientnet_forward(..., train=True)")
@@ -260,9 +262,12 @@ def efficientnet_backward(dlogits, cache):
     for i, steps in reversed(blocks):
         d = _block_backward(d, i, cache["meta_blocks"][i], steps, grads)
     d = activations.relu6_backward(d, cache["stem_relu"])
-    _, g = conv.conv_backward(d, cache["stem"], input_grad=False)
+    dpad, g = conv.conv_backward(d, cache["stem"], input_grad=input_grad)
     grads["stem/W"], grads["stem/b"] = g["W"], g["b"]
-    return grads
+    if not input_grad:
+        return None, grads
+    (top, _, left, _), (H, W) = cache["stem_pads"], cache["image_size"]
+    return dpad[:, top : top + H, left : left + W, :], grads
 
 
 def layer_table(meta, size=None):

@@ -156,7 +156,7 @@ TINY_EFFICIENTNET = efficientnet.make_meta(
 
 
 def tiny_efficientnet_case(rng):
-    """A three-block EfficientNet (one residual block), logits w.r.t. every parameter.
+    """A three-block EfficientNet (one residual block), logits w.r.t. every parameter and the images.
 
     ReLU6 kinks: with random weights a few pre-activations may sit within h of 0 or 6;
     a small image keeps the chance low and the seed is fixed.
@@ -172,8 +172,8 @@ def tiny_efficientnet_case(rng):
         return efficientnet.efficientnet_forward(params, TINY_EFFICIENTNET, images, ("logits",), train=True)
 
     _, cache = logits()
-    grads = efficientnet.efficientnet_backward(G, cache)
-    return check(lambda: _dot(logits()[0]["logits"], G), params, grads)
+    dimages, grads = efficientnet.efficientnet_backward(G, cache, input_grad=True)
+    return check(lambda: _dot(logits()[0]["logits"], G), {**params, "images": images}, {**grads, "images": dimages})
 
 
 CASES = [
