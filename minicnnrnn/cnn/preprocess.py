@@ -127,6 +127,15 @@ def open_rgb(path):
         raise UserError(f"{path}: unreadable or truncated image ({first})") from None
 
 
+def header_size(path):
+    """(width, height) from an image file's header (nothing decoded), or None."""
+    try:
+        with Image.open(str(path)) as image:
+            return image.size
+    except Exception:  # unreadable: load_image reports it
+        return None
+
+
 def load_image(path, meta, resize=None):
     """Image file -> (S, S, 3) float32 normalised as ``meta["preprocess"]`` records.
 
