@@ -30,7 +30,7 @@ import zipfile
 import numpy
 
 from minicnnrnn.cnn import vgg
-from minicnnrnn.core import cli
+from minicnnrnn.core import cli, limits
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.weights import keras_h5, torch_pickle
 
@@ -310,6 +310,7 @@ def convert(src, resize=None):
         meta["source"] = f"Keras weights {name} ({'Keras 2' if kind == 'keras2' else 'Keras 3'} layout)"
     if resize is not None:
         meta["preprocess"]["resize"] = resize
+    limits.check_finite_params(params, src)
     return params, meta
 
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from minicnnrnn import datasets
 from minicnnrnn.cnn import preprocess, vgg
-from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.core import backend, cli, fileio, limits
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.tinyscenes import features
 from minicnnrnn.weights import keras_h5, torch_pickle
@@ -112,6 +112,7 @@ def _load_weights(path):
     if os.path.isfile(path) and not zipfile.is_zipfile(path):  # an .npz is a zip archive
         raise UserError(f"--weights {path}: not a .npz weights file (python -m minicnnrnn.convert writes one)")
     params, meta = vgg.load(path)
+    limits.check_finite_params(params, f"--weights {path}")
     return params, meta, os.path.abspath(path), features.file_sha256(path)
 
 

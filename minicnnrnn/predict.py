@@ -36,7 +36,7 @@ import sys
 import numpy as np
 
 from minicnnrnn.cnn import preprocess, vgg
-from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.core import backend, cli, fileio, limits
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.rnn import beam_search
 from minicnnrnn.tinyscenes import features
@@ -93,6 +93,7 @@ def load_cnn(cnn, ckpt_path):
         params, meta = features.load_builtin_cnn()
     else:
         params, meta = vgg.load(weights)
+        limits.check_finite_params(params, weights)
     return backend.params_to_device(params, np.float32), meta, cnn.get("layer") or "fc7"
 
 

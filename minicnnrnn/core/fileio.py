@@ -127,9 +127,21 @@ def save_npz(path, **arrays):
     _atomic_write(path, lambda f: numpy.savez(f, **arrays))
 
 
+def _json_safe(obj):
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no NaN, and an
+    undefined number (a mAP without any positive) must read as null, never as a number."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def save_json(path, obj):
-    """Atomically write ``obj`` as indented JSON."""
-    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    """Atomically write ``obj`` as indented JSON (NaN and inf written as null)."""
+    text = json.dumps(_json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 

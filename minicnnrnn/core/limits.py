@@ -74,3 +74,11 @@ def check_finite(array, where):
     """UserError ``<where>: holds NaN or infinite values`` unless :func:`all_finite`."""
     if not all_finite(array):
         raise UserError(f"{where}: holds NaN or infinite values")
+
+
+def check_finite_params(params, where):
+    """UserError ``<where>: array <name> holds NaN or infinite values`` for the first such
+    array of a {name: array} dict (weights of a CNN: NaN weights give all-NaN features)."""
+    for name, value in params.items():
+        if not all_finite(value):
+            raise UserError(f"{where}: array {name!r} holds NaN or infinite values")

@@ -97,6 +97,17 @@ def check_unique_names(names, where):
         seen.add(name)
 
 
+def check_features(features, where):
+    """A feature matrix a model can learn from: (N, D) with D >= 1 and a real number type
+    (complex values would lose their imaginary part silently; bool is not a feature)."""
+    if features.ndim != 2:
+        raise UserError(f"{where}: features must be an (N, D) matrix, got shape {features.shape}")
+    if features.dtype.kind not in "iuf":
+        raise UserError(f"{where}: features have dtype {features.dtype}; expected real numbers (float or int)")
+    if features.shape[1] < 1:
+        raise UserError(f"{where}: features have D = 0 columns (the model would see no image)")
+
+
 def expected_shapes(cfg):
     """{parameter name: shape} of a ``cfg.model`` model for the checkpoint's K, D, E, H:
     the parameters its :data:`models.KINDS` initialiser makes (for tiny sizes the check
