@@ -94,6 +94,7 @@ def load_cnn(cnn, ckpt_path):
     else:
         params, meta = vgg.load(weights)
         limits.check_finite_params(params, weights)
+        preprocess.check_constants(meta["preprocess"], weights)
     return backend.params_to_device(params, np.float32), meta, cnn.get("layer") or "fc7"
 
 

@@ -92,13 +92,21 @@ def resize_image(image, size, mode="crop", where="image"):
     return image.crop((left, top, left + size, top + size))
 
 
+def check_constants(pre, where="preprocess"):
+    """UserError unless the normalisation constants (scale, mean, std) are finite: a NaN
+    mean would turn every image into NaN features (checked when weights are loaded)."""
+    values = [pre.get("scale"), *(pre.get("mean") or []), *(pre.get("std") or [])]
+    if not all(isinstance(v, (int, float)) and numpy.isfinite(v) for v in values):
+        raise UserError(
+            f"{where}: preprocess scale, mean and std must be finite numbers, "
+            f"got {pre.get('scale')}, {pre.get('mean')}, {pre.get('std')}"
+        )
+
+
 def normalise(pixels, pre):
     """pixels: (..., 3) uint8 RGB, e.g. (H, W, 3) -> float32 of the same shape in pre["channel_order"],
     (pixel * scale - mean) / std with mean and std given in that channel order."""
-    if not all(numpy.isfinite(numpy.asarray(pre[k], dtype=numpy.float64)).all() for k in ("scale", "mean", "std")):
-        raise UserError(
-            f"preprocess: scale, mean and std must be finite, got {pre['scale']}, {pre['mean']}, {pre['std']}"
-        )
+    check_constants(pre)
     x = pixels.astype(numpy.float32)
     if pre["channel_order"] == "BGR":
         x = x[..., ::-1]

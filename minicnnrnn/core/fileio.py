@@ -150,6 +150,33 @@ def save_text(path, text):
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def reserve(path):
+    """Allocate the disk blocks of the (sparse) file ``path`` now, so that writing it later
+    through a memory map cannot run out of space: on a full disk a write into a memory map
+    is a SIGBUS that kills the process with no message; here it is a one-line UserError.
+    Uses ``posix_fallocate`` where the file system has it, else writes zeros."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+                return
+            except (AttributeError, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+            block = b"\0" * (1 << 20)  # no fallocate: write the zeros ourselves
+            f.seek(0)
+            for start in range(0, size, len(block)):
+                f.write(block[: min(len(block), size - start)])
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        raise UserError(os_error_message(path, exc, "cannot reserve its space")) from None
+
+
 def save_figure(path, fig, **options):
     """Atomically write a matplotlib figure (the format from ``path``'s extension)."""
     fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
