@@ -73,8 +73,11 @@ def detect_format(path):
     if kind:
         return kind
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise UserError(f"{path}: a damaged zip archive ({exc}); download or write it again") from None
         if "meta.npy" in names:
             raise UserError(f"{path}: is already a minicnnrnn weights file; nothing to convert")
         if "model.weights.h5" in names:

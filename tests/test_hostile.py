@@ -43,7 +43,10 @@ def peak_rss_mb(code):
         "import resource, sys\n"
         "try:\n" + "".join(f"    {line}\n" for line in code.strip().splitlines()) + "except Exception as exc:\n"
         "    print(type(exc).__name__, exc)\n"
-        "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+        # VmHWM: this process's own peak (ru_maxrss would include the parent's, inherited at exec)
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+        "own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print('RSS', int(hwm[0].split()[1]) // 1024 if hwm else own // 1024)\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=120, env=env)
