@@ -14,7 +14,7 @@ environment variable                 default        what it bounds
 ``MINICNNRNN_MAX_ASPECT``            100            longer side / shorter side of an image
 ``MINICNNRNN_MAX_RESIZED_PIXELS``    20 000 000     pixels of the resized image (crop plan)
 ``MINICNNRNN_MAX_TENSOR_ELEMENTS``   1 000 000 000  elements of one tensor in a weights file
-``MINICNNRNN_MAX_MEMBER_BYTES``      8 GiB          inflated size of one zip / npz member
+``MINICNNRNN_MAX_MEMBER_BYTES``      1 GiB          inflated size of one zip / npz member
 ==================================== ============== ==========================================
 
 A value of 0 turns a limit off. Limits are read when asked for (not at import), so a
@@ -32,7 +32,7 @@ DEFAULTS = {
     "MINICNNRNN_MAX_ASPECT": 100,
     "MINICNNRNN_MAX_RESIZED_PIXELS": 20_000_000,
     "MINICNNRNN_MAX_TENSOR_ELEMENTS": 1_000_000_000,
-    "MINICNNRNN_MAX_MEMBER_BYTES": 8 * 2**30,
+    "MINICNNRNN_MAX_MEMBER_BYTES": 2**30,
 }
 
 
