@@ -228,6 +228,12 @@ def search_options(args, cfg):
     beam = args.beam if args.beam is not None else cfg.beam
     min_labels = args.min_labels if args.min_labels is not None else cfg.min_labels
     if models.KINDS[cfg.model].paths:
+        if args.min_labels is None and args.max_labels is not None and 0 < args.max_labels < min_labels:
+            # the shortest path comes from the checkpoint: say so, rather than blame a flag not given
+            raise UserError(
+                f"--max-labels: {args.max_labels} is below the checkpoint's min_labels = {min_labels}; "
+                "pass --min-labels as well"
+            )
         beam_search.check_options(cfg.K, beam, args.max_labels, min_labels)
         return models.DecodeOptions(beam, args.max_labels, min_labels)
     top_k = args.top_k if args.top_k is not None else cfg.k

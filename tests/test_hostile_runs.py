@@ -74,6 +74,8 @@ DAMAGE = [
     (dict(meta_change=_config(variant="gru")), "variant = 'gru' is not one of"),
     (dict(meta_change=_config(beam=0)), "checkpoint config beam = 0 must be >= 1"),
     (dict(meta_change=_config(D=10**9)), "do not match its parameters"),
+    (dict(meta_change=_config(k=9)), "k = 9 must be at most K = 3"),
+    (dict(meta_change=_config(min_labels=3, k=2)), "min_labels = 3 must be at most k = 2"),
     (dict(meta_change=_config(lr=float("nan"))), "lr = nan must be a positive finite"),
     (dict(meta_change=lambda m: m.update(label_names=["a", "a", "b"])), "label name 'a' appears more than once"),
     (dict(**{"params/U_w": np.full((4, 24), np.nan, np.float32)}), "parameter U_w: holds NaN"),
@@ -293,6 +295,14 @@ def test_predict_features_npz_is_one_line(tmp_path, ckpt):
     np.save(tmp_path / "c.npy", np.ones((2, 5), np.complex64))
     message = one_line(lambda: predict.main(["--checkpoint", str(ckpt), "--features", str(tmp_path / "c.npy")]))
     assert "real-valued" in message
+
+
+def test_checkpoint_min_labels_is_not_blamed_on_a_flag(tmp_path, ckpt):
+    _edit(ckpt, meta_change=_config(min_labels=2))
+    np.save(tmp_path / "f.npy", np.ones((2, 5), np.float32))
+    args = ["--checkpoint", str(ckpt), "--features", str(tmp_path / "f.npy"), "--max-labels", "1"]
+    assert "below the checkpoint's min_labels = 2" in one_line(lambda: predict.main(args))
+    assert predict.main(args + ["--min-labels", "0"]) == 0  # fine once both are given
 
 
 def test_schema_fingerprint_is_sensitive_to_each_part():

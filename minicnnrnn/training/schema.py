@@ -49,6 +49,8 @@ def check_config(cfg, where):
     for key in ("epochs", "seed", "min_labels"):
         if getattr(cfg, key) < 0:
             bad(key, "must be >= 0")
+    if cfg.k > cfg.K:
+        bad("k", f"must be at most K = {cfg.K}")
     if cfg.min_labels > cfg.k:
         bad("min_labels", f"must be at most k = {cfg.k}")
     if cfg.variant not in VARIANTS:
