@@ -187,8 +187,10 @@ def save_figure(path, fig, **options):
 def folder_lock(folder):
     """Hold ``folder/.minicnnrnn.lock`` (holding this process's id) while a run writes into
     ``folder``. A second run refuses in one line while the first holds it; the lock of a
-    process that no longer exists (a killed run) is stale and taken over."""
+    process that no longer exists (a killed run) is stale and taken over. A folder made
+    here and still empty at the end is removed again."""
     folder = os.fspath(folder)
+    created = not os.path.isdir(folder)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
@@ -225,6 +227,8 @@ def folder_lock(folder):
     finally:
         with contextlib.suppress(OSError):
             os.remove(lock)
+            if created:  # a run that stopped before writing anything leaves no empty folder
+                os.rmdir(folder)
 
 
 def check_npz_members(path):
