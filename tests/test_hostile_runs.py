@@ -157,8 +157,8 @@ def test_folder_lock_refuses_a_live_holder_and_takes_a_stale_one(tmp_path):
     with fileio.folder_lock(tmp_path):
         assert lock.read_text().strip() == str(os.getpid())
     assert not lock.exists()
-    with fileio.folder_lock(tmp_path / "new"):  # made for the run, still empty at the end: removed
-        assert (tmp_path / "new").is_dir()
+    with fileio.folder_lock(tmp_path / "new" / "run"):  # made for the run, still empty at the end: removed
+        assert (tmp_path / "new" / "run").is_dir()
     assert not (tmp_path / "new").exists()
 
 

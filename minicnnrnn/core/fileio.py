@@ -190,7 +190,10 @@ def folder_lock(folder):
     process that no longer exists (a killed run) is stale and taken over. A folder made
     here and still empty at the end is removed again."""
     folder = os.fspath(folder)
-    created = not os.path.isdir(folder)
+    created, parent = [], os.path.abspath(folder)
+    while not os.path.isdir(parent) and parent != os.path.dirname(parent):
+        created.append(parent)  # the folders made here, innermost first
+        parent = os.path.dirname(parent)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
@@ -227,8 +230,8 @@ def folder_lock(folder):
     finally:
         with contextlib.suppress(OSError):
             os.remove(lock)
-            if created:  # a run that stopped before writing anything leaves no empty folder
-                os.rmdir(folder)
+            for made in created:  # a run that stopped before writing anything leaves no empty folder
+                os.rmdir(made)
 
 
 def check_npz_members(path):
