@@ -367,18 +367,19 @@ def main(argv=None):
         paths, source = images_from_list(args.image_list), {"image_list": os.path.abspath(args.image_list)}
     else:
         paths, source = images_from_args(args.images), {"images": "command line"}
-    extract(
-        paths,
-        args.out,
-        args.weights,
-        args.layer,
-        args.batch_size,
-        args.resize,
-        args.strict,
-        args.overwrite,
-        args.workers,
-        source,
-    )
+    with fileio.folder_lock(args.out):  # one extraction per folder at a time (a killed run's lock is stale)
+        extract(
+            paths,
+            args.out,
+            args.weights,
+            args.layer,
+            args.batch_size,
+            args.resize,
+            args.strict,
+            args.overwrite,
+            args.workers,
+            source,
+        )
     return 0
 
 

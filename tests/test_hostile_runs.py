@@ -316,3 +316,15 @@ def test_schema_fingerprint_is_sensitive_to_each_part():
     with pytest.raises(UserError, match="feature shape differ"):
         schema.check_same_data("c.npz", base, schema.fingerprint(["a", "b", "c"], y, (3, 8)))
     schema.check_same_data("c.npz", None, base)  # a checkpoint from before fingerprints
+
+
+def test_extract_refuses_a_folder_another_extraction_holds(tmp_path):
+    from minicnnrnn import extract
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
+    out = tmp_path / "feats"
+    out.mkdir()
+    (out / fileio.LOCK_NAME).write_text(f"{os.getppid()}\n")
+    message = one_line(lambda: extract.main(["--images", str(image), "--out", str(out)]))
+    assert "another run" in message and not (out / "features.npy").exists()

@@ -184,11 +184,12 @@ def save_figure(path, fig, **options):
 
 
 @contextlib.contextmanager
-def folder_lock(folder):
+def folder_lock(folder, tidy=True, what="--out"):
     """Hold ``folder/.minicnnrnn.lock`` (holding this process's id) while a run writes into
     ``folder``. A second run refuses in one line while the first holds it; the lock of a
-    process that no longer exists (a killed run) is stale and taken over. A folder made
-    here and still empty at the end is removed again."""
+    process that no longer exists (a killed run) is stale and taken over. ``tidy``: the
+    folders made here are removed again if still empty at the end. ``what`` names the
+    folder's option in errors."""
     folder = os.fspath(folder)
     created, parent = [], os.path.abspath(folder)
     while not os.path.isdir(parent) and parent != os.path.dirname(parent):
@@ -197,9 +198,8 @@ def folder_lock(folder):
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
-        raise UserError(
-            f"{folder}: cannot create the output folder ({os_error_message(folder, exc).split('(', 1)[-1]}"
-        ) from None
+        reason = os_error_message(folder, exc).split("(", 1)[-1]
+        raise UserError(f"{what} {folder}: cannot create the output folder ({reason}") from None
     lock = os.path.join(folder, LOCK_NAME)
     for _attempt in range(2):
         try:
@@ -230,7 +230,7 @@ def folder_lock(folder):
     finally:
         with contextlib.suppress(OSError):
             os.remove(lock)
-            for made in created:  # a run that stopped before writing anything leaves no empty folder
+            for made in created if tidy else ():  # a run that stopped before writing anything leaves no empty folder
                 os.rmdir(made)
 
 
