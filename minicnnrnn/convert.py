@@ -36,7 +36,7 @@ import zipfile
 import numpy
 
 from minicnnrnn.cnn import backbones, efficientnet_convert, vgg
-from minicnnrnn.core import cli
+from minicnnrnn.core import cli, limits
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.weights import keras_h5, torch_pickle
 
@@ -79,8 +79,11 @@ def detect_format(path):
     if kind:
         return kind
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise UserError(f"{path}: a damaged zip archive ({exc}); download or write it again") from None
         if "meta.npy" in names:
             raise UserError(f"{path}: is already a minicnnrnn weights file; nothing to convert")
         if "model.weights.h5" in names:
@@ -321,6 +324,7 @@ def convert(src, resize=None):
         meta["source"] = f"Keras weights {name} ({'Keras 2' if kind == 'keras2' else 'Keras 3'} layout)"
     if resize is not None:
         meta["preprocess"]["resize"] = resize
+    limits.check_finite_params(params, src)
     return params, meta
 
 

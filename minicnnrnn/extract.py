@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from minicnnrnn import datasets
 from minicnnrnn.cnn import backbones, preprocess
-from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.core import backend, cli, fileio, limits
 from minicnnrnn.core import progress as report
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.scaleout import shards
@@ -118,6 +118,8 @@ def _load_weights(path):
     if os.path.isfile(path) and not zipfile.is_zipfile(path):  # an .npz is a zip archive
         raise UserError(f"--weights {path}: not a .npz weights file (python -m minicnnrnn.convert writes one)")
     params, meta = backbones.load(path)
+    limits.check_finite_params(params, f"--weights {path}")
+    preprocess.check_constants(meta["preprocess"], f"--weights {path}")
     return params, meta, os.path.abspath(path), features.file_sha256(path)
 
 
@@ -183,6 +185,15 @@ def _batches(paths, start, batch_size, meta, resize, workers):
             yield pending[0], [f.result() for f in pending[1]]
 
 
+def _new_memmap(path, shape):
+    """A new float32 .npy of ``shape`` opened as a memory map, its disk space reserved first
+    (fileio.reserve: a full disk is a one-line error, not a SIGBUS while writing rows)."""
+    fileio.check_target(path)
+    numpy.lib.format.open_memmap(path, mode="w+", dtype=numpy.float32, shape=shape).flush()
+    fileio.reserve(path)
+    return numpy.lib.format.open_memmap(path, mode="r+")
+
+
 def _start_or_resume(out, identity, n, dim, overwrite):
     """Open features.partial.npy and the progress record (fresh or resumed)."""
     partial, progress_path = os.path.join(out, "features.partial.npy"), os.path.join(out, "progress.json")
@@ -205,7 +216,7 @@ def _start_or_resume(out, identity, n, dim, overwrite):
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create the output folder ({exc.strerror}: {exc.filename})") from None
-    rows = numpy.lib.format.open_memmap(partial, mode="w+", dtype=numpy.float32, shape=(n, dim))
+    rows = _new_memmap(partial, (n, dim))
     progress = dict(identity, done=0, rows=0, skipped=[])
     fileio.save_json(progress_path, progress)
     return rows, progress
@@ -224,7 +235,7 @@ def _finish(out, rows, progress, paths, meta_record):
         os.replace(partial, os.path.join(out, "features.npy"))
     else:  # copy the filled rows into a file of the right length, a block at a time
         tmp = os.path.join(out, ".features.npy.tmp")
-        final = numpy.lib.format.open_memmap(tmp, mode="w+", dtype=numpy.float32, shape=(kept, rows.shape[1]))
+        final = _new_memmap(tmp, (kept, rows.shape[1]))
         for first in range(0, kept, 4096):
             stop = min(first + 4096, kept)
             final[first:stop] = rows[first:stop]
@@ -377,18 +388,19 @@ def main(argv=None):
     if args.shard:
         paths, shard = shards.select(paths, *args.shard)
         source = dict(source, shard=shard)
-    extract(
-        paths,
-        args.out,
-        args.weights,
-        args.layer,
-        args.batch_size,
-        args.resize,
-        args.strict,
-        args.overwrite,
-        args.workers,
-        source,
-    )
+    with fileio.folder_lock(args.out):  # one extraction per folder at a time (a killed run's lock is stale)
+        extract(
+            paths,
+            args.out,
+            args.weights,
+            args.layer,
+            args.batch_size,
+            args.resize,
+            args.strict,
+            args.overwrite,
+            args.workers,
+            source,
+        )
     return 0
 
 

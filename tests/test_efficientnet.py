@@ -180,7 +180,7 @@ def test_extract_with_an_efficientnet_weights_file(tmp_path, rng):
         extract.main([*common, "--out", str(tmp_path / "h"), "--layer", "fc7"])
     # predict runs the same network on image files for a checkpoint trained on these features
     images = sorted(str(p) for p in folder.glob("*.png"))
-    pooled = predict.image_features(images, {"weights": record["weights"], "layer": record["layer"]}, "ckpt", 2)
+    pooled, _, _ = predict.image_features(images, {"weights": record["weights"], "layer": record["layer"]}, "ckpt", 2)
     np.testing.assert_allclose(pooled, np.load(tmp_path / "f" / "features.npy"), rtol=1e-5, atol=1e-5)
-    default = predict.image_features(images, {"weights": record["weights"]}, "ckpt", 2)
+    default, _, _ = predict.image_features(images, {"weights": record["weights"]}, "ckpt", 2)
     assert default.shape == (3, 24)

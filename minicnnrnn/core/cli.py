@@ -6,15 +6,16 @@ Each command builds its parser with :func:`make_parser`, parses with
 * ``--backend numpy|cupy`` (default: $MINICNNRNN_BACKEND or numpy) selects the
   array library before any array is made, and
 * a :class:`~minicnnrnn.core.errors.UserError` becomes ``error: <one line>`` on
-  stderr with exit status 2, never a traceback.
+  stderr with exit status 2, never a traceback; so do running out of memory
+  (``MemoryError``) and an operating-system error no reader caught (permission, disk
+  full, read-only file system: ``OSError``, named by its path).
 """
 
 import argparse
-import os
 import sys
 
 import minicnnrnn
-from minicnnrnn.core import backend, progress, threads
+from minicnnrnn.core import backend, fileio, progress, threads
 from minicnnrnn.core.errors import UserError
 
 
@@ -45,7 +46,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_backend_argument(parser):
     """Add ``--backend`` to an argparse parser."""
-    default = os.environ.get(backend.ENV_VAR, "numpy").strip().lower() or "numpy"
+    default = backend.from_environment()
     parser.add_argument(
         "--backend",
         default=default,
@@ -109,6 +110,17 @@ def run(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except MemoryError:
+        print(
+            "error: out of memory (an input larger than this machine can hold; see docs/limits.md "
+            "for the size limits, or use smaller batches)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else "input/output"
+        print(f"error: {fileio.os_error_message(where, exc, 'failed')}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code or 0)
 
 

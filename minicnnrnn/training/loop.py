@@ -74,7 +74,7 @@ def _start(cfg, data, ckpt_path, resume):
     """(params on the device, optimizer, label order, first epoch, history, rng) of a fresh
     run, or of the run saved in ``ckpt_path`` when ``resume``."""
     if resume:
-        state, rng = checkpoint.resume(ckpt_path, cfg, config.RESUME_KEYS)
+        state, rng = checkpoint.resume(ckpt_path, cfg, config.RESUME_KEYS, checkpoint.data_fingerprint(data))
         params = backend.params_to_device(state["params"])
         opt = make_optimizer(cfg, params)
         try:
@@ -114,6 +114,7 @@ def fit(cfg, data, out, resume=False):
                 "epoch": epoch + 1,
                 "rng": checkpoint.rng_state(rng),
                 "extra": {"history": history},
+                "data": checkpoint.data_fingerprint(data),
             },
         )
         write_log(out, history)
@@ -138,7 +139,7 @@ def write_log(out, history):
     ax.set_ylabel("training loss per image")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "loss.png"), dpi=100)
+    fileio.save_figure(os.path.join(out, "loss.png"), fig, dpi=100)
     plt.close(fig)
 
 
