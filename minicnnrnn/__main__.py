@@ -22,6 +22,7 @@ COMMANDS = {
     "extract": ("minicnnrnn.extract", "CNN features of images, an image list or a whole dataset"),
     "convert": ("minicnnrnn.convert", "convert torchvision .pth or Keras .h5 weights without torch"),
     "pretrain": ("minicnnrnn.pretrain", "retrain the small CNN that ships with the package"),
+    "analyze": ("minicnnrnn.analyze", "the paper's analyses of a trained model: Table 5, Figures 7-10"),
     "gradcheck": ("minicnnrnn.gradcheck", "check every hand-written backward against finite differences"),
     "stats": ("minicnnrnn.tinyscenes.stats", "label statistics and pictures of the built-in data"),
 }

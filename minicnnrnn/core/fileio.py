@@ -61,6 +61,11 @@ def save_text(path, text):
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def save_bytes(path, data):
+    """Atomically write bytes (a PNG made in memory, ...)."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def load_npz(path, required=()):
     """Load a .npz into a dict of numpy arrays; one-line UserError if missing, corrupt or incomplete."""
     path = os.fspath(path)
