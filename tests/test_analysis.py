@@ -155,3 +155,25 @@ def test_compare_has_warp_and_knn_rows_on_the_builtin_data(tmp_path, capsys):
     for kind in ("warp", "knn"):
         metrics = json.loads((tmp_path / kind / "metrics.json").read_text())
         assert 0 < metrics["O-F1"] <= 100 and 0 < metrics["mAP"] <= 100
+
+
+def test_analyze_on_precomputed_features_writes_what_it_can(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((4, 10))
+    y = (rng.random((160, 4)) < 0.4).astype(np.uint8)
+    y[y.sum(1) == 0, 0] = 1
+    f = (y @ W + 0.3 * rng.standard_normal((160, 10))).astype(np.float32)
+    npz = tmp_path / "tiny.npz"
+    names = np.array(["a", "b", "c", "d"])
+    np.savez(
+        npz, train_features=f[:120], train_labels=y[:120], test_features=f[120:], test_labels=y[120:], label_names=names
+    )
+    run = tmp_path / "run"
+    train.main(["--dataset", f"npz:{npz}", "--out", str(run), "--epochs", "2", "--embed", "8", "--hidden", "16"])
+    out = tmp_path / "analysis"
+    analyze.main(["--checkpoint", str(run / "checkpoint.npz"), "--dataset", f"npz:{npz}", "--out", str(out)])
+    for name in report.FILES:
+        assert (out / name).is_file(), name
+    assert "note" in json.loads((out / "recall_by_size.json").read_text())
+    assert not (out / "attention").exists()
+    assert "Fig. 10 needs the pictures" in capsys.readouterr().out

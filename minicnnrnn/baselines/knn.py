@@ -46,7 +46,8 @@ def neighbours(Q, X, k, exclude=None):
     if exclude is not None:
         sim[xp.arange(len(Q)), exclude] = -xp.inf
     k = min(k, X.shape[0] - (exclude is not None))
-    index = xp.argsort(-sim, axis=1, kind="stable")[:, :k]
+    # CuPy's argsort is always stable and takes no kind
+    index = (xp.argsort(-sim, axis=1) if backend.is_cupy() else xp.argsort(-sim, axis=1, kind="stable"))[:, :k]
     return index, xp.take_along_axis(sim, index, axis=1)
 
 
