@@ -105,3 +105,14 @@ def test_train_warp_and_knn_beat_chance(tmp_path, name):
     assert result["O-F1"] > 60  # chance (2 random labels of 5, 1.75 true) is about 40
     state = checkpoint.load(out / "checkpoint.npz")
     assert state["config"].model == name
+
+
+def test_warp_and_knn_on_iaprtc12(shared_data, tmp_path, capsys):
+    npz = shared_data / "iaprtc12" / "iaprtc12.npz"
+    if not npz.is_file():
+        pytest.skip(f"{npz} not present")
+    for name, extra in (("knn", []), ("warp", ["--epochs", "2"])):
+        train.main(["--dataset", f"npz:{npz}", "--model", name, "--out", str(tmp_path / name), *extra])
+        result = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert 0 < result["O-F1"] <= 100 and 0 < result["MAP@10"] <= 100
+        assert ("KNN" if name == "knn" else "WARP") in capsys.readouterr().out
