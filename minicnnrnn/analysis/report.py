@@ -18,6 +18,7 @@ Models are named by their kind (``cnn-rnn``, ``bce``, ...). Every file is writte
 atomically (``core.fileio``).
 """
 
+import glob
 import io
 import os
 
@@ -152,6 +153,9 @@ def attention_figures(att, names, folder):
         _save_figure(fig, path)
         plt.close(fig)
         paths.append(path)
+    for old in sorted(glob.glob(os.path.join(folder, "picture_*.png"))):  # from an earlier run with more
+        if old not in paths:
+            os.remove(old)
     return paths
 
 
