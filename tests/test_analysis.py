@@ -79,13 +79,16 @@ def test_attention_maps_sit_on_the_predicted_labels_objects(loaded):
     """Fig. 10: averaged over test pictures, each step's map puts at least twice its area
     share of mass on the drawn objects of the label predicted at that step."""
     state, data = loaded
-    att, note = collect.attention_results(state, data, collect.Options(attention_images=48, n_test=N_TEST))
+    # every test picture (200): the average is steadier than over a few
+    att, note = collect.attention_results(state, data, collect.Options(attention_images=N_TEST, n_test=N_TEST))
     assert note is None
     T, n = att["maps"]["guided"].shape[:2]
-    assert n == 48 and T == att["lengths"].max()
-    np.testing.assert_allclose(att["maps"]["guided"][0].sum(axis=(1, 2)), 1.0, rtol=1e-6)
+    assert n == N_TEST and T == att["lengths"].max()
+    first = att["maps"]["guided"][0].sum(axis=(1, 2))  # each map sums to 1; no label, no map
+    np.testing.assert_allclose(first[att["lengths"] > 0], 1.0, rtol=1e-6)
+    assert (first[att["lengths"] == 0] == 0).all()
     for rule in ("deconvnet", "guided"):
-        assert att["pairs"][rule] >= 40
+        assert att["pairs"][rule] >= 150
         assert att["mass_ratio"][rule] >= 2.0, (rule, att["mass_ratio"])
 
 
