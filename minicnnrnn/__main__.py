@@ -23,6 +23,7 @@ COMMANDS = {
     "scale_out": ("minicnnrnn.scale_out", "extract as N shards on a Dask cluster, or merge `extract --shard` folders"),
     "convert": ("minicnnrnn.convert", "convert torchvision .pth or Keras .h5 weights without torch"),
     "pretrain": ("minicnnrnn.pretrain", "retrain the small CNN that ships with the package"),
+    "analyze": ("minicnnrnn.analyze", "the paper's analyses of a trained model: Table 5, Figures 7-10"),
     "gradcheck": ("minicnnrnn.gradcheck", "check every hand-written backward against finite differences"),
     "stats": ("minicnnrnn.tinyscenes.stats", "label statistics and pictures of the built-in data"),
 }

@@ -1,7 +1,7 @@
 """Train the CNN-RNN (§3.4) or a Table 3 baseline on fixed CNN features, then evaluate it.
 
     python -m minicnnrnn.train                  # CNN-RNN on the built-in data, prints the table
-    python -m minicnnrnn.train --compare        # CNN-RNN, no-rnn, bce and softmax side by side
+    python -m minicnnrnn.train --compare        # CNN-RNN, no-rnn, bce, softmax, WARP and KNN side by side
     python -m minicnnrnn.train --dataset npz:feats.npz --out runs/mine
     python -m minicnnrnn.train --dataset voc2007 --root VOCdevkit --features feats/voc2007
 
@@ -39,7 +39,7 @@ from minicnnrnn.training.config import RunConfig
 def make_parser():
     p = cli.make_parser("python -m minicnnrnn.train", __doc__.split("\n\n")[0])
     p.add_argument("--model", default="cnn-rnn", choices=tuple(models.KINDS), help="model to train (Table 3)")
-    p.add_argument("--compare", action="store_true", help="train and evaluate all four models")
+    p.add_argument("--compare", action="store_true", help="train and evaluate all six models")
     p.add_argument(
         "--dataset", default=RunConfig.dataset, help="builtin | npz:PATH | voc2007 | coco2014 | nuswide81 | nuswide1k"
     )
@@ -144,7 +144,7 @@ def main(argv=None):
     args = cli.parse(make_parser(), argv)
     check_args(args)
     start = time.perf_counter()
-    names = ("softmax", "bce", "no-rnn", "cnn-rnn") if args.compare else (args.model,)
+    names = ("knn", "warp", "softmax", "bce", "no-rnn", "cnn-rnn") if args.compare else (args.model,)
     base = args.out or os.path.join("runs", "compare" if args.compare else args.model)
     outs = {name: os.path.join(base, name) if args.compare else base for name in names}
     if args.resume and args.overwrite:

@@ -325,3 +325,15 @@ def test_voc_recipe_commands_on_the_fixture(voc_root, tmp_path, rng):
     assert train.main(["--dataset", "voc2007", "--root", root, "--features", feats, "--epochs", "1", "--out", run]) == 0
     with open(os.path.join(run, "metrics.json")) as f:
         assert list(json.load(f)) == ["C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1", "MAP@10", "mAP"]
+
+
+def test_coco_keeps_each_annotations_area_and_box(coco_root):
+    ds = datasets.load("coco2014", coco_root)
+    train = ds.splits["train"]  # images 10, 11, 12 (4x4 pixels, 1x1 boxes, no "area": the box's)
+    assert [len(o) for o in train.objects] == [4, 1, 0]
+    first = train.objects[0][0]
+    assert first == {"label": 0, "area": 1 / 16, "bbox": [0.0, 0.0, 1.0, 1.0]}
+    areas = train.label_areas()  # per label: the sum of its objects' areas
+    np.testing.assert_allclose(areas, [[3 / 16, 1 / 16, 0], [1 / 16, 0, 0], [0, 0, 0]])
+    kept = train.subset(np.array([False, True, True]))
+    assert [len(o) for o in kept.objects] == [1, 0]

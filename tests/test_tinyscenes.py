@@ -1,5 +1,6 @@
 """Tiny Scenes: determinism, label statistics, exclusions, the disk cache and the stats command."""
 
+import hashlib
 import os
 
 import numpy as np
@@ -222,3 +223,29 @@ def test_identical_across_processes_with_different_hash_seeds():
             ).stdout.strip()
         )
     assert len(digests) == 1
+
+
+def test_object_maps_leave_the_pictures_unchanged_and_match_the_labels():
+    images, labels = scenes.generate(40, scenes.SPLIT_SEEDS["test"], 64)
+    again, labels2, owners, areas = scenes.generate(40, scenes.SPLIT_SEEDS["test"], 64, objects=True)
+    np.testing.assert_array_equal(images, again)
+    np.testing.assert_array_equal(labels, labels2)
+    assert owners.shape == (40, 64, 64) and areas.shape == (40, scenes.K) and owners.max() <= scenes.K
+    assert ((areas > 0) <= (labels == 1)).all()  # an absent label is never drawn
+    assert (areas[labels == 1] > 0).mean() > 0.95  # nearly every present label is visible
+    for n in range(40):  # the owner map (most common of the 2x2 sub-pixels) agrees with the areas
+        shown = np.bincount(owners[n].ravel(), minlength=scenes.K + 1)[1:] / owners[n].size
+        np.testing.assert_allclose(shown, areas[n], atol=0.02)
+    road = scenes.INDEX["road"]
+    assert areas[labels[:, road] == 1, road].min() > 0.1  # the road is a big object
+
+
+def test_first_test_pictures_are_the_ones_drawn_before_object_maps():
+    images, labels = scenes.generate(300, scenes.SPLIT_SEEDS["test"], 64)
+    # recorded before the object maps existed (commit 36e1b0e), see docs/builtin_dataset.md
+    assert hashlib.sha256(images.tobytes()).hexdigest() == (
+        "ce93d1739b341100117095198f475cc4590d98b8c7461039304dc1d4b0e94813"
+    )
+    assert hashlib.sha256(labels.tobytes()).hexdigest() == (
+        "3d5e481fe93aa924f3620c8cb7d7faab64c8fcdecbaa529d9da89bb9351302e0"
+    )

@@ -176,6 +176,28 @@ def tiny_efficientnet_case(rng):
     return check(lambda: _dot(logits()[0]["logits"], G), {**params, "images": images}, {**grads, "images": dimages})
 
 
+def tiny_vgg_from_layer_case(rng):
+    """The same VGG backpropagated from its hidden fc layer (``start="fc6"``, the I of a
+    two-fc network's fc7), w.r.t. the images and the layers below: Fig. 10's path."""
+    params = backend.params_to_device(vgg.init_params(TINY_META, rng, F64))
+    for key in params:
+        if key.endswith("/b"):
+            params[key] += _randn(rng, *params[key].shape) * 0.1
+    images = _randn(rng, 2, 8, 8, 3)
+    G = _randn(rng, 2, 5)
+
+    def fc6():
+        outs, cache = vgg.vgg_forward(
+            params, TINY_META, images, ("fc6",), train=True, rng=numpy.random.default_rng(1), dropout_p=0.3
+        )
+        return outs["fc6"], cache
+
+    _, cache = fc6()
+    dimages, grads = vgg.vgg_backward(G, cache, input_grad=True, start="fc6")
+    below = {k: v for k, v in params.items() if not k.startswith("logits/")}
+    return check(lambda: _dot(fc6()[0], G), {**below, "images": images}, {**grads, "images": dimages})
+
+
 CASES = [
     ("conv 3x3 stride 1 pad 1 (Winograd forward)", conv_case(1, 1, "winograd")),
     ("conv 3x3 stride 1 pad 1 (im2col forward)", conv_case(1, 1, "im2col")),
@@ -191,4 +213,5 @@ CASES = [
     ("relu6", relu6_case),
     ("global average pool", global_avg_case),
     ("tiny EfficientNet end to end (efficientnet.efficientnet_backward)", tiny_efficientnet_case),
+    ("tiny VGG from fc6 to the pixels (vgg.vgg_backward start=fc6)", tiny_vgg_from_layer_case),
 ]

@@ -239,21 +239,31 @@ def _relu(h, train):
     return xp.maximum(h, 0, out=h), None
 
 
-def vgg_backward(dlogits, cache, input_grad=False):
-    """Backpropagate from the logits through the whole network.
+def vgg_backward(dlogits, cache, input_grad=False, start=None, relu_rule="gradient"):
+    """Backpropagate from the logits (or from the output of layer ``start``) through the network.
 
-    dlogits: (N, num_classes); cache: from vgg_forward(..., train=True).
+    dlogits: (N, num_classes), or with ``start`` the gradient with respect to that
+    layer's output as :func:`vgg_forward` returns it (after its ReLU, before dropout),
+    e.g. (N, D) at "fc7" for the paper's I; cache: from vgg_forward(..., train=True).
+    relu_rule: how every ReLU passes the signal back, ``activations.RULES``: the true
+    gradient, or the deconvnet / guided-backpropagation rules of Fig. 10 (then dx is a
+    picture of evidence, not a derivative, and grads are not meaningful).
     Returns (dx, grads): dx is dL/dimages, (N, S, S, 3), when input_grad is True (else None),
-    and grads is {name: gradient} with the keys and shapes of params.
+    and grads is {name: gradient} with the keys and shapes of params (only the layers
+    at or below ``start``).
     """
     if cache is None:
         raise ValueError("vgg.vgg_backward needs the cache of vgg_forward(..., train=True)")
+    names = [step["name"] for step in cache]
+    if start is not None and start not in names:
+        raise UserError(f"start {start!r}: no such layer; this network has {', '.join(names)}")
+    todo = cache if start is None else cache[: names.index(start) + 1]
     grads, d = {}, dlogits
-    for step in reversed(cache):
-        if "drop" in step:
+    for step in reversed(todo):
+        if "drop" in step and step["name"] != start:  # a named output is taken before its dropout
             d = dropout.dropout_backward(d, step["drop"])
         if "relu" in step:
-            d = activations.relu_backward(d, step["relu"])
+            d = activations.relu_backward(d, step["relu"], relu_rule)
         if step["kind"] == "pool":
             d = pool.max_pool_backward(d, step["layer"])
             continue

@@ -270,6 +270,11 @@ def check_npz_members(path):
         ) from None
 
 
+def save_bytes(path, data):
+    """Atomically write bytes (a PNG made in memory, ...)."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def load_npz(path, required=()):
     """Load a .npz into a dict of numpy arrays; one-line UserError if missing, corrupt or incomplete."""
     path = os.fspath(path)

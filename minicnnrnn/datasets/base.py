@@ -14,11 +14,14 @@ log = logging.getLogger("minicnnrnn.datasets")
 
 @dataclasses.dataclass
 class Split:
-    """One split: ``paths: list[str]`` (N,), ``labels: (N, K) uint8``, ``ignore: (N, K) bool or None``."""
+    """One split: ``paths: list[str]`` (N,), ``labels: (N, K) uint8``, ``ignore: (N, K) bool or None``,
+    ``objects``: None, or per image the list of its annotated objects (COCO), each a dict
+    ``{"label": column k, "area": fraction of the picture, "bbox": [x, y, w, h] in pixels}``."""
 
     paths: list
     labels: np.ndarray
     ignore: np.ndarray = None
+    objects: list = None
 
     def __len__(self):
         return len(self.paths)
@@ -28,7 +31,20 @@ class Split:
         keep = np.asarray(keep, dtype=bool)
         paths = [p for p, k in zip(self.paths, keep) if k]
         ignore = None if self.ignore is None else self.ignore[keep]
-        return Split(paths, self.labels[keep], ignore)
+        objects = None if self.objects is None else [o for o, k in zip(self.objects, keep) if k]
+        return Split(paths, self.labels[keep], ignore, objects)
+
+    def label_areas(self):
+        """(N, K) float32: the fraction of each picture that each label's objects cover (the
+        sum of their areas, at most 1; 0 for an absent label), or None without ``objects``.
+        The object size of Fig. 8."""
+        if self.objects is None:
+            return None
+        areas = np.zeros(self.labels.shape, dtype=np.float32)
+        for row, objects in enumerate(self.objects):
+            for obj in objects:
+                areas[row, obj["label"]] += obj["area"]
+        return np.minimum(areas, 1.0)
 
 
 @dataclasses.dataclass

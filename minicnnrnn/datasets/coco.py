@@ -13,6 +13,10 @@ is labelled with a category if it has at least one annotation of it: a
 category is counted once per image however many instances it has, and crowd
 annotations (iscrowd = 1) count too, since the object is in the image.
 
+Each annotation's ``area`` (as a fraction of its image's ``width * height``) and
+``bbox`` (``[x, y, w, h]`` in pixels) are kept in ``Split.objects`` (recall against
+object size, the paper's Fig. 8).
+
 Images without any annotation (702 in train2014, 367 in val2014) are kept as
 all-zero rows by default, because the paper's image counts include them
 (unlabelled=``"keep"``); ``unlabelled="drop"`` leaves them out. Either way
@@ -103,6 +107,26 @@ def image_labels(data, cat_ids, path):
     return [im["file_name"] for im in images], labels
 
 
+def image_objects(data, cat_ids):
+    """Per image (in :func:`image_labels` order) the list of its objects:
+    ``{"label": column, "area": area / (width * height), "bbox": [x, y, w, h]}``.
+    An image without ``width``/``height`` gets area fractions from its boxes' extent."""
+    images = sorted(data["images"], key=lambda im: im["id"])
+    row_of = {im["id"]: row for row, im in enumerate(images)}
+    col_of = {cid: col for col, cid in enumerate(cat_ids)}
+    objects = [[] for _ in images]
+    for ann in data["annotations"]:
+        row = row_of[ann["image_id"]]
+        image = images[row]
+        bbox = [float(v) for v in ann.get("bbox", (0, 0, 0, 0))]
+        pixels = float(image.get("width", 0)) * float(image.get("height", 0))
+        area = float(ann.get("area", bbox[2] * bbox[3]))
+        objects[row].append(
+            {"label": col_of[ann["category_id"]], "area": area / pixels if pixels > 0 else 0.0, "bbox": bbox}
+        )
+    return objects
+
+
 def _image_folder(root, folder):
     nested = os.path.join(root, "images", folder)
     return (
@@ -124,6 +148,7 @@ def load(root, year=None, unlabelled="keep", check_images=True):
         try:
             cat_ids, split_names = category_names(data)
             files, labels = image_labels(data, cat_ids, path)
+            objects = image_objects(data, cat_ids)
         except (KeyError, TypeError, AttributeError) as exc:  # an entry without "id", "file_name", ...
             raise UserError(
                 f"{path}: malformed entry ({type(exc).__name__}: {exc}); expected an original COCO instances file"
@@ -132,7 +157,7 @@ def load(root, year=None, unlabelled="keep", check_images=True):
             raise UserError(f"{path}: categories differ from the train file's")
         names = split_names
         folder = _image_folder(root, f"{coco_split}{year}")
-        split = Split([os.path.join(folder, f) for f in files], labels)
+        split = Split([os.path.join(folder, f) for f in files], labels, objects=objects)
         empty = labels.sum(axis=1) == 0
         if empty.any():
             action = "kept as all-zero rows" if unlabelled == "keep" else "left out"

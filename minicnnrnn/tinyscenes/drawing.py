@@ -22,36 +22,57 @@ class Canvas:
 
     ``pixels``: side of the drawing surface in pixels (the output size times
     :data:`SUPERSAMPLE`). Colours are ``(r, g, b)`` tuples of ints in 0..255.
+
+    ``owner_ids``: ``{label name: number > 0}`` to also keep an *owner map*, a second
+    surface of the same size on which every shape is drawn with the number of the label
+    in :attr:`owner` (a name, set by the painter before it draws a labelled object;
+    None, drawn as 0, for clutter and background). Later
+    shapes overwrite earlier ones on both surfaces, so the owner map says which object
+    is visible at every pixel, occlusion included. It draws nothing on the picture and
+    takes no random numbers: the pixels are the same with or without it.
     """
 
-    def __init__(self, background):
+    def __init__(self, background, owner_ids=None):
         # background: (P, P, 3) uint8 array, already painted (sky, ground, ...)
         self.image = Image.fromarray(background, "RGB")
         self.pixels = background.shape[0]
         self.draw = ImageDraw.Draw(self.image)
+        self.owner = None
+        self.owner_ids = owner_ids
+        self.owner_image = None if owner_ids is None else Image.new("L", self.image.size, 0)
+        self._owner_draw = None if owner_ids is None else ImageDraw.Draw(self.owner_image)
 
     def _p(self, u):
         return float(u) * self.pixels
 
+    def _both(self, method, shape, fill, **kw):
+        getattr(self.draw, method)(shape, fill=fill, **kw)
+        if self._owner_draw is not None:
+            getattr(self._owner_draw, method)(shape, fill=self.owner_ids.get(self.owner, 0), **kw)
+
     def rect(self, x0, y0, x1, y1, fill):
-        self.draw.rectangle(
-            [self._p(min(x0, x1)), self._p(min(y0, y1)), self._p(max(x0, x1)), self._p(max(y0, y1))], fill=fill
-        )
+        box = [self._p(min(x0, x1)), self._p(min(y0, y1)), self._p(max(x0, x1)), self._p(max(y0, y1))]
+        self._both("rectangle", box, fill)
 
     def ellipse(self, cx, cy, rx, ry, fill):
-        self.draw.ellipse([self._p(cx - rx), self._p(cy - ry), self._p(cx + rx), self._p(cy + ry)], fill=fill)
+        self._both("ellipse", [self._p(cx - rx), self._p(cy - ry), self._p(cx + rx), self._p(cy + ry)], fill)
 
     def polygon(self, points, fill):
-        self.draw.polygon([(self._p(x), self._p(y)) for x, y in points], fill=fill)
+        self._both("polygon", [(self._p(x), self._p(y)) for x, y in points], fill)
 
     def line(self, points, fill, width):
         # width in unit coordinates, at least one pixel of the drawing surface
         px = max(1, int(round(self._p(width))))
-        self.draw.line([(self._p(x), self._p(y)) for x, y in points], fill=fill, width=px)
+        self._both("line", [(self._p(x), self._p(y)) for x, y in points], fill, width=px)
 
     def result(self):
         """The finished picture as (S, S, 3) uint8, averaged down by SUPERSAMPLE."""
         return np.asarray(self.image.reduce(SUPERSAMPLE))
+
+    def owners(self):
+        """The owner map (needs ``owner_ids``): ``(P, P) uint8`` at the drawing
+        surface's resolution (``SUPERSAMPLE`` times the picture's side)."""
+        return np.asarray(self.owner_image)
 
 
 # ---------------------------------------------------------------- colours
@@ -259,7 +280,9 @@ def moon(c, rng, x, y, r, sky):
     c.ellipse(x, y, r, r, jitter(rng, (235, 235, 210), 15))
     if rng.random() < 0.6:
         side = 1 if rng.random() < 0.5 else -1
+        owner, c.owner = c.owner, None  # the bite out of the crescent is sky again
         c.ellipse(x + side * r * rng.uniform(0.35, 0.6), y - r * 0.15, r * 0.9, r * 0.9, sky)
+        c.owner = owner
 
 
 def stars(c, rng, y1, count):

@@ -70,6 +70,8 @@ LABEL_NAMES = [
 ]
 K = len(LABEL_NAMES)
 INDEX = {name: k for k, name in enumerate(LABEL_NAMES)}
+# Numbers of the labels on an owner map (:func:`render` with objects): label k is k + 1, 0 is none.
+OWNER_IDS = {name: k + 1 for k, name in enumerate(LABEL_NAMES)}
 
 # Independent seeds per split: the pretrained CNN never sees a train/test picture,
 # as ImageNet never saw VOC.
@@ -200,13 +202,27 @@ def _cap(rng, labels, keep):
 # ---------------------------------------------------------------- one picture
 
 
-def render(rng, size=64):
-    """Draw one picture. Returns ``(image (size, size, 3) uint8, labels (K,) uint8)``."""
+def render(rng, size=64, objects=False):
+    """Draw one picture. Returns ``(image (size, size, 3) uint8, labels (K,) uint8)``.
+
+    objects: also return where each label's objects are visible, as
+    ``(image, labels, owners (size, size) uint8, areas (K,) float32)``: ``owners`` is the
+    label number (:data:`OWNER_IDS`, 0: none) seen at each pixel (the most common of its
+    SUPERSAMPLE x SUPERSAMPLE drawn sub-pixels), ``areas[k]`` the fraction of the picture
+    that label k's objects cover once occlusion is accounted for (for Fig. 8). The image
+    and labels are byte-identical with and without ``objects`` (no extra random draws).
+    """
     kind, night, labels = sample_scene(rng)
-    image = painter.paint(rng, size, kind, night, labels)
     y = np.zeros(K, dtype=np.uint8)
     y[[INDEX[name] for name in labels]] = 1
-    return image, y
+    if not objects:
+        return painter.paint(rng, size, kind, night, labels), y
+    image, drawn = painter.paint(rng, size, kind, night, labels, owner_ids=OWNER_IDS)
+    areas = np.bincount(drawn.ravel(), minlength=K + 1)[1:].astype(np.float32) / drawn.size
+    f = drawn.shape[0] // size  # SUPERSAMPLE
+    blocks = drawn.reshape(size, f, size, f).transpose(0, 2, 1, 3).reshape(size, size, f * f)
+    counts = (blocks[:, :, :, None] == np.arange(K + 1, dtype=np.uint8)).sum(axis=2)
+    return image, y, counts.argmax(axis=2).astype(np.uint8), areas
 
 
 # ---------------------------------------------------------------- public API
@@ -214,16 +230,22 @@ def render(rng, size=64):
 
 def _render_range(args):
     """Pictures start..stop-1 of a seed (a top-level function so worker processes can run it)."""
-    seed, start, stop, size = args
-    images = np.empty((stop - start, size, size, 3), dtype=np.uint8)
-    labels = np.empty((stop - start, K), dtype=np.uint8)
+    seed, start, stop, size, objects = args
+    n = stop - start
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    labels = np.empty((n, K), dtype=np.uint8)
+    owners = np.empty((n, size, size), dtype=np.uint8) if objects else None
+    areas = np.empty((n, K), dtype=np.float32) if objects else None
     for i in range(start, stop):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
-        images[i - start], labels[i - start] = render(rng, size)
-    return images, labels
+        drawn = render(rng, size, objects)
+        images[i - start], labels[i - start] = drawn[:2]
+        if objects:
+            owners[i - start], areas[i - start] = drawn[2:]
+    return images, labels, owners, areas
 
 
-def generate(n, seed, size=64, workers=None):
+def generate(n, seed, size=64, workers=None, objects=False):
     """Generate ``n`` pictures from ``seed``.
 
     Returns ``images: (n, size, size, 3) uint8`` (RGB) and ``labels: (n, K) uint8``
@@ -231,6 +253,8 @@ def generate(n, seed, size=64, workers=None):
     so the result is byte-identical whatever ``workers`` is. workers: processes to
     draw with (default: 2 for n >= 4000, else 1); more than one needs the ``fork``
     start method (Linux, macOS), elsewhere the pictures are drawn in this process.
+    objects: also return ``owners (n, size, size) uint8`` and ``areas (n, K) float32``
+    (see :func:`render`); images and labels are the same either way.
     """
     n, size = int(n), int(size)
     if n < 1:
@@ -239,14 +263,14 @@ def generate(n, seed, size=64, workers=None):
         raise UserError(f"size: pictures must be at least 16 pixels wide, got {size}")
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if n >= 4000 else 1
-    chunks = [(seed, a, min(n, a + CHUNK), size) for a in range(0, n, CHUNK)]
+    chunks = [(seed, a, min(n, a + CHUNK), size, bool(objects)) for a in range(0, n, CHUNK)]
     if workers > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
         # fork, not spawn: spawn would re-run the caller's script in every worker
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             parts = pool.map(_render_range, chunks)
     else:
         parts = [_render_range(ch) for ch in chunks]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(4 if objects else 2))
 
 
 def dataset_key(split, n, size=64):
@@ -272,3 +296,21 @@ def load(split, n, size=64, cache_dir=None):
     images, labels = generate(n, SPLIT_SEEDS[split], size)
     cache.save(key, cache_dir, images=images, labels=labels)
     return images, labels
+
+
+def load_objects(split, n, size=64, cache_dir=None):
+    """Where the labels' objects are in the first ``n`` pictures of a split (Fig. 8, Fig. 10).
+
+    Returns ``(owners (n, size, size) uint8, areas (n, K) float32)`` as :func:`render`
+    with objects defines them, cached like the pictures (the pictures themselves are
+    not changed by this and keep their cache entry).
+    """
+    if split not in SPLIT_SEEDS:
+        raise UserError(f"split: unknown split {split!r}; choose one of: {', '.join(SPLIT_SEEDS)}")
+    key = cache.make_key("tinyscenes-objects", data=dataset_key(split, n, size))
+    arrays = cache.load(key, ("owners", "areas"), cache_dir)
+    if arrays is not None:
+        return arrays["owners"], arrays["areas"]
+    _, _, owners, areas = generate(n, SPLIT_SEEDS[split], size, objects=True)
+    cache.save(key, cache_dir, owners=owners, areas=areas)
+    return owners, areas

@@ -133,6 +133,7 @@ class TrainingData:
     test_labels: np.ndarray
     test_ignore: np.ndarray = None  # (N_test, K) bool: VOC "difficult", left out of the metrics
     cnn: dict = None  # which CNN made the features (for predict)
+    test_areas: np.ndarray = None  # (N_test, K) float32: object size per label (Fig. 8; COCO), or None
 
     def summary(self):
         (n, D), K = self.train_features.shape, self.train_labels.shape[1]
@@ -291,6 +292,7 @@ def load_real(name, root, folder):
         test.labels,
         test.ignore,
         cnn={"weights": meta.get("weights"), "layer": meta.get("layer", "fc7")},
+        test_areas=test.label_areas(),
     )
 
 

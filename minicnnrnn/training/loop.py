@@ -88,8 +88,23 @@ def _start(cfg, data, ckpt_path, resume):
     return params, make_optimizer(cfg, params), order, 0, [], rng
 
 
+def fit_once(cfg, data, out):
+    """A model made in one pass (``kind.fit``, knn): fit, save OUT/checkpoint.npz (no
+    optimizer, no epochs to resume). Returns (params on the device, [])."""
+    rng = np.random.default_rng(cfg.seed)
+    order = label_paths.label_order(data.train_labels, cfg.label_order, cfg.seed)
+    params = backend.params_to_device(models.KINDS[cfg.model].fit(cfg, data, rng))
+    state = {"params": backend.params_to_host(params), "config": cfg, "label_names": data.label_names}
+    state.update(label_order=order, epoch=cfg.epochs, rng=checkpoint.rng_state(rng))
+    checkpoint.save(os.path.join(out, "checkpoint.npz"), state)
+    print(f"{cfg.model}: fit on {len(data.train_labels)} training images", flush=True)
+    return params, []
+
+
 def fit(cfg, data, out, resume=False):
     """Train (or continue) a model; returns (params on the device, history)."""
+    if models.KINDS[cfg.model].fit is not None:
+        return fit_once(cfg, data, out)
     ckpt_path = os.path.join(out, "checkpoint.npz")
     params, opt, order, first_epoch, history, rng = _start(cfg, data, ckpt_path, resume)
     for epoch in range(first_epoch, cfg.epochs):

@@ -18,7 +18,14 @@ no-rnn     ``init_no_rnn``        the same, Eq. 1 replaced by a     the same bea
                                   linear layer (baselines.py)       ``baselines.no_rnn_step``
 bce        ``init_classifier``    one sigmoid per label             the k most confident labels
 softmax    ``init_classifier``    one softmax over the labels       the k most confident labels
+warp       ``warp.init_warp``     WARP rank loss of linear scores   the k highest scores
+                                  (baselines/warp.py, sampled)
+knn        none: ``kind.fit``     none: the training features are   the k labels with most votes of
+           (``knn.fit_knn``)      stored, k chosen by leave-one-out the nearest training images
 ========== ====================== ================================= =================================
+
+A kind with a ``fit`` (``fit(cfg, data, rng) -> params``, knn) is not trained by the
+epoch loop: ``loop.fit`` calls it once instead.
 
 ``cfg`` is the run's :class:`minicnnrnn.training.config.RunConfig` (K, D, E, H, variant,
 dropout). Everything random (dropout masks) is drawn on the host from ``rng``, a numpy
@@ -30,7 +37,9 @@ import typing
 
 import numpy as np
 
+from minicnnrnn.baselines import knn, warp
 from minicnnrnn.core import backend
+from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import dropout, loss
 from minicnnrnn.rnn import baselines, beam_search, label_paths, model
 
@@ -69,7 +78,8 @@ class Decoded:
 @dataclasses.dataclass(frozen=True)
 class ModelKind:
     """One row of the table: a model's name, its row title in the tables, whether it is
-    decoded as a label path (beam search) or by top-k, and its three functions."""
+    decoded as a label path (beam search) or by top-k, and its three functions; ``fit``:
+    for a model made in one pass over the data instead of by the epoch loop (knn)."""
 
     name: str
     title: str
@@ -77,6 +87,7 @@ class ModelKind:
     init: typing.Callable
     batch_loss: typing.Callable
     decode: typing.Callable
+    fit: typing.Optional[typing.Callable] = None
 
 
 # ---------------------------------------------------------------------------
@@ -185,11 +196,55 @@ def _decode_top_k(cfg, params, I, options):
     )
 
 
+# ---------------------------------------------------------------------------
+# WARP and KNN (baselines/): rankers decoded by their top k
+# ---------------------------------------------------------------------------
+
+
+def _init_warp(cfg, rng):
+    return warp.init_warp(cfg.K, cfg.D, rng)
+
+
+def _warp_loss(cfg, params, I, labels, order, rng):
+    """WARP on the label sets (no paths, ``order`` unused); the violators drawn from ``rng``."""
+    return warp.warp_batch_loss(params, I, labels, rng)
+
+
+def _ranked_top_k(cfg, confidence, shown, options):
+    """Decoded of the k = ``options.max_labels`` (default K) highest ``confidence`` (n, K)
+    host labels, with ``shown`` (n, K) as their probabilities (ties: lower label first)."""
+    k = min(options.max_labels or cfg.K, cfg.K)
+    top = np.argsort(-confidence, axis=1, kind="stable")[:, :k]
+    return Decoded(top, np.full(len(top), k), np.take_along_axis(shown, top, axis=1), confidence)
+
+
+def _decode_warp(cfg, params, I, options):
+    """Top-k of the linear scores; probabilities shown as sigmoid(score)."""
+    scores, _ = warp.warp_scores(params, I)
+    return _ranked_top_k(cfg, backend.to_host(scores), backend.to_host(loss.sigmoid(scores)), options)
+
+
+def _fit_knn(cfg, data, rng):
+    return knn.fit_knn(cfg, data.train_features, data.train_labels, rng)
+
+
+def _no_epochs(cfg, *args):
+    raise UserError(f"--model {cfg.model}: has no parameters to initialise or train by epochs (it is fit once)")
+
+
+def _decode_knn(cfg, params, I, options):
+    """Top-k of the neighbours' votes (the votes are the probabilities shown)."""
+    votes = backend.to_host(knn.knn_scores(params, I))
+    return _ranked_top_k(cfg, votes, votes, options)
+
+
 KINDS = {
     "cnn-rnn": ModelKind("cnn-rnn", "CNN-RNN", True, _init_cnn_rnn, _cnn_rnn_loss, _decode_path),
     "no-rnn": ModelKind("no-rnn", "No RNN", True, _init_no_rnn, _no_rnn_loss, _decode_no_rnn_path),
     "bce": ModelKind("bce", "Binary cross-entropy", False, _init_classifier, _classifier_loss, _decode_top_k),
     "softmax": ModelKind("softmax", "Softmax", False, _init_classifier, _classifier_loss, _decode_top_k),
+    "warp": ModelKind("warp", "WARP", False, _init_warp, _warp_loss, _decode_warp),
+    "knn": ModelKind("knn", "KNN", False, _no_epochs, _no_epochs, _decode_knn, fit=_fit_knn),
 }
 
 

@@ -130,6 +130,8 @@ def check_params(params, cfg, where):
             f"{where}: checkpoint config sizes K = {K}, D = {D}, E = {E}, H = {H} do not match its "
             f"parameters ({held:,} numbers)"
         )
+    if cfg.model == "knn":
+        return _check_knn(params, cfg, where)
     shapes = expected_shapes(cfg)
     for name, shape in shapes.items():
         if name not in params:
@@ -146,6 +148,20 @@ def check_params(params, cfg, where):
     extra = sorted(set(params) - set(shapes))
     if extra:
         raise UserError(f"{where}: parameter {extra[0]} does not belong to a {cfg.model} model")
+
+
+def _check_knn(params, cfg, where):
+    """KNN stores its training set: X (M, D) float, Y (M, K) float, k (1,) int with 1 <= k <= M."""
+    if sorted(params) != ["X", "Y", "k"]:
+        raise UserError(f"{where}: a knn model has parameters X, Y and k, got {', '.join(sorted(params))}")
+    X, Y, k = params["X"], params["Y"], params["k"]
+    if X.ndim != 2 or X.shape[1] != cfg.D or X.dtype.kind != "f":
+        raise UserError(f"{where}: parameter X must be a float (M, D = {cfg.D}) matrix, got {X.dtype} {X.shape}")
+    if Y.shape != (X.shape[0], cfg.K) or Y.dtype.kind != "f":
+        raise UserError(f"{where}: parameter Y must be a float ({X.shape[0]}, K = {cfg.K}) matrix, got {Y.shape}")
+    if k.shape != (1,) or k.dtype.kind not in "iu" or not 1 <= int(k[0]) <= X.shape[0]:
+        raise UserError(f"{where}: parameter k must hold one integer between 1 and {X.shape[0]}")
+    limits.check_finite(X, f"{where}: parameter X")
 
 
 def check(state, where):

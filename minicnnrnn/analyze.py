@@ -1,0 +1,74 @@
+"""Read a trained CNN-RNN: the paper's analyses (Table 5, Figures 7-10) as files.
+
+    python -m minicnnrnn.analyze --checkpoint runs/cnn-rnn/checkpoint.npz --out runs/analysis
+    python -m minicnnrnn.analyze --checkpoint runs/cnn-rnn/checkpoint.npz --compare-with runs/bce/checkpoint.npz
+    python -m minicnnrnn.analyze --checkpoint runs/iapr/checkpoint.npz --dataset npz:iaprtc12.npz
+
+Writes into ``--out`` (names fixed, docs/analysis.md): ``table5_neighbours.md`` (Table 5),
+``joint_space.md`` (Fig. 9), ``per_class.json`` and ``per_class.png`` (Fig. 7),
+``recall_by_size.json`` and ``recall_by_size.png`` (Fig. 8) and ``attention/*.png``
+(Fig. 10, built-in data). ``--dataset`` takes what ``train`` takes and must be the data
+the checkpoint was trained on. This file is the command; the work is in
+``minicnnrnn/analysis/``.
+"""
+
+import time
+
+from minicnnrnn.analysis import collect, per_class, report
+from minicnnrnn.core import cli
+from minicnnrnn.training import checkpoint
+from minicnnrnn.training import data as train_data
+
+
+def make_parser():
+    p = cli.make_parser("python -m minicnnrnn.analyze", __doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a cnn-rnn checkpoint.npz written by train")
+    p.add_argument("--compare-with", help="a second model's checkpoint (e.g. bce) for Fig. 7 and Fig. 8")
+    p.add_argument("--out", default="runs/analysis", help="output folder")
+    p.add_argument("--dataset", default="builtin", help="the data the model was trained on (as in train)")
+    p.add_argument("--root", help="dataset folder (real datasets)")
+    p.add_argument("--features", help="features folder written by `python -m minicnnrnn.extract` (real datasets)")
+    p.add_argument("--n-train", type=cli.positive_int, default=4000, help="built-in training images (as in train)")
+    p.add_argument("--n-test", type=cli.positive_int, default=1000, help="built-in test images (as in train)")
+    p.add_argument("--neighbours", type=cli.positive_int, default=5, help="labels listed per row (Table 5, Fig. 9)")
+    p.add_argument("--joint-images", type=cli.positive_int, default=8, help="test images in joint_space.md")
+    p.add_argument("--attention-images", type=cli.positive_int, default=64, help="test pictures measured for Fig. 10")
+    p.add_argument("--pictures", type=cli.non_negative_int, default=6, help="Fig. 10 pictures drawn")
+    return p
+
+
+def main(argv=None):
+    args = cli.parse(make_parser(), argv)
+    start, cpu = time.perf_counter(), time.process_time()
+    state = checkpoint.load(args.checkpoint)
+    other = checkpoint.load(args.compare_with) if args.compare_with else None
+    data = train_data.load(args)
+    collect.check_fits(state, data, args.checkpoint)
+    if other is not None:
+        collect.check_fits(other, data, args.compare_with)
+    options = collect.Options(args.neighbours, args.joint_images, args.attention_images, args.pictures, args.n_test)
+    results = collect.collect(state, data, other, options)
+    report.write_all(args.out, results)
+    for run in results["models"]:
+        print(
+            f"{run['kind']}: C-P {100 * run['C-P']:.1f}  C-R {100 * run['C-R']:.1f}  "
+            f"(mean per-class recall {100 * per_class.mean_recall(run['per_class']):.1f})"
+        )
+    att = results["attention"]
+    if att is None:
+        print(f"note: {results['attention_note']}")
+    else:
+        for rule, ratio in att["mass_ratio"].items():
+            print(
+                f"Fig. 10 {rule}: {ratio:.2f}x the area share of the map lies on the predicted label's "
+                f"objects ({att['pairs'][rule]} steps of {len(att['images'])} test pictures)"
+            )
+    print(
+        f"wrote {args.out} in {time.perf_counter() - start:.1f} s "
+        f"({time.process_time() - cpu:.1f} s CPU in this process)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
