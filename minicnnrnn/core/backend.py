@@ -27,6 +27,7 @@ ENV_VAR = "MINICNNRNN_BACKEND"
 
 _selected = numpy  # the module that ``xp`` forwards to
 _name = "numpy"
+_test_device = None  # test-only: a stand-in that "cupy" selects instead of CuPy
 
 
 class BackendError(UserError):
@@ -80,9 +81,21 @@ def use(name):
     global _selected, _name
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
-    _selected = numpy if name == "numpy" else _import_cupy()
+    if name == "numpy":
+        _selected = numpy
+    else:
+        _selected = _test_device if _test_device is not None else _import_cupy()
     _name = name
     return _selected
+
+
+def _install_test_device(module):
+    """Test-only hook: from now on ``use("cupy")`` selects ``module`` (a CuPy stand-in, see
+    tests/strict_device.py) instead of CuPy; ``None`` undoes it. Not a user backend."""
+    global _test_device
+    _test_device = module
+    if _name == "cupy" or module is None:
+        use(_name if module is not None else "numpy")
 
 
 def name():

@@ -250,7 +250,7 @@ def conv3x3(x, W, b, pad=1, relu=False, U=None):
     out = xp.empty((N, 2 * Th, 2 * Tw, F), dtype=x.dtype)
     tile_bytes = 16 * max(C, F) * x.itemsize  # one tile's transformed input (or output)
     if backend.is_cupy():
-        nb, rb = _plan_blocks(N, Th, Tw, BLOCK_BYTES_GPU // tile_bytes, 1)
+        nb, rb = _plan_blocks(N, Th, Tw, max(1, BLOCK_BYTES_GPU // tile_bytes), 1)
     else:
         tiles = max(MIN_TILES, min(TILES_PER_CHANNEL * max(C, F), BLOCK_BYTES_CPU // tile_bytes))
         nb, rb = _plan_blocks(N, Th, Tw, tiles, WORKERS)
