@@ -93,13 +93,38 @@ def rng():
 
 
 @pytest.fixture(autouse=True)
-def _numpy_backend_by_default(request):
+def _numpy_backend_by_default(request, monkeypatch):
     """Each test starts on the backend chosen by $MINICNNRNN_BACKEND (numpy unless set; cupy,
     i.e. the stand-in, under --device strict); tests marked host_only always on NumPy."""
     wanted = os.environ.get(backend.ENV_VAR, "numpy").strip().lower() or "numpy"
     if request.node.get_closest_marker("host_only"):
         wanted = "numpy"
+        monkeypatch.setenv(backend.ENV_VAR, "numpy")  # and so do the commands it starts
     if request.node.get_closest_marker("strict_device") and not strict_device_active():
         pytest.skip("needs the strict device stand-in: python -m pytest --device strict")
     backend.use(wanted if wanted in backend.BACKENDS else "numpy")
     yield
+
+
+def dev(value):
+    """Host arrays (alone or in dicts/lists/tuples) -> the selected backend (no-op on NumPy)."""
+    if isinstance(value, np.ndarray):
+        return backend.to_device(value)
+    if isinstance(value, dict):
+        return {k: dev(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(dev(v) for v in value)
+    return value
+
+
+def host(value):
+    """Backend arrays (alone, in dicts/lists/tuples or namedtuples) -> NumPy."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return backend.to_host(value)
+    if isinstance(value, dict):
+        return {k: host(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*[host(v) for v in value])
+    if isinstance(value, (list, tuple)):
+        return type(value)(host(v) for v in value)
+    return value

@@ -4,11 +4,12 @@ Many unit tests are written NumPy-style: they build inputs with a NumPy generato
 layer (``lstm.forward(w, mask, p, "relu")``) and compare with ``np.testing``. On a device
 those calls need ``backend.to_device`` / ``to_host`` around them. Rather than rewrite every
 call, :func:`install` wraps the functions and methods of the *compute* modules (those whose
-arguments are device arrays: layers/, the model parts of rnn/ and cnn/, core/numgrad,
-training/optim): when, and only when, the caller is test code, host arrays among the
+arguments are device arrays: layers/, the model parts of rnn/ and cnn/,
+training/optim; not core/numgrad, which perturbs the very arrays it is given and takes host or
+device arrays): when, and only when, the caller is test code, host arrays among the
 arguments are moved to the device, the call runs on the stand-in, changes the function
 made to its array arguments are copied back into the caller's arrays (in-place APIs such
-as an optimiser step or numgrad's perturbation keep working), and device results come back
+as an optimiser step keep working), and device results come back
 as host arrays (a result that *is* one of the moved arguments comes back as the caller's
 own array).
 
@@ -27,6 +28,8 @@ import os
 
 import numpy
 import strict_device
+
+from minicnnrnn.core import backend
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 _SKIP_FILES = {os.path.join(TESTS_DIR, name) for name in ("strict_device.py", "strict_boundary.py")}
@@ -47,7 +50,6 @@ COMPUTE_MODULES = (
     "minicnnrnn.rnn.beam_search",
     "minicnnrnn.rnn.baselines",
     "minicnnrnn.cnn.vgg",
-    "minicnnrnn.core.numgrad",
     "minicnnrnn.training.optim",
 )
 _HOST_FUNCTIONS = {
@@ -58,9 +60,10 @@ _HOST_FUNCTIONS = {
     ("minicnnrnn.cnn.vgg", "init_params"),
     ("minicnnrnn.training.optim", "cosine_schedule"),
 }
+_HOST_METHODS = {"state_dict", "load_state_dict"}  # optimiser state is host data by contract
 
 
-def _from_test(depth=2):
+def _from_test():
     filename = os.path.abspath(inspect.currentframe().f_back.f_back.f_code.co_filename)
     return filename.startswith(TESTS_DIR) and filename not in _SKIP_FILES
 
@@ -69,13 +72,15 @@ class _Mover:
     """Moves host arrays in (memoised by identity, so an array passed twice stays one array)."""
 
     def __init__(self):
-        self.moved = {}  # id(host) -> (host, device)
+        self.moved = {}  # id(host) -> (host, device): arrays, and the dicts that held them
+        self.arrays = 0  # how many host arrays were moved
 
     def inward(self, value):
         if isinstance(value, numpy.ndarray) and value.dtype.kind not in "OUS":
             key = id(value)
             if key not in self.moved:
                 self.moved[key] = (value, strict_device.xp.asarray(value))
+                self.arrays += 1
             return self.moved[key][1]
         if isinstance(value, list):
             return [self.inward(v) for v in value]
@@ -84,9 +89,12 @@ class _Mover:
         if isinstance(value, tuple):
             return tuple(self.inward(v) for v in value)
         if isinstance(value, dict):
+            before = self.arrays
             out = {k: self.inward(v) for k, v in value.items()}
-            self.moved.setdefault(id(value), (value, out))
-            return out
+            if self.arrays > before:
+                self.moved.setdefault(id(value), (value, out))
+                return out
+            return value
         return value
 
     def copy_back(self):
@@ -121,13 +129,13 @@ class _Mover:
 def _adapt(fn):
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        if not _from_test():
+        if backend._selected is not strict_device.xp or not _from_test():
             return fn(*args, **kwargs)
         mover = _Mover()
-        args, kwargs = mover.inward(args), mover.inward(kwargs)
-        if not mover.moved:
+        moved_args, moved_kwargs = mover.inward(args), mover.inward(kwargs)
+        if not mover.arrays:
             return fn(*args, **kwargs)
-        result = fn(*args, **kwargs)
+        result = fn(*moved_args, **moved_kwargs)
         mover.copy_back()
         return mover.outward(result)
 
@@ -148,5 +156,7 @@ def install():
                 setattr(module, name, _adapt(value))
             elif inspect.isclass(value):
                 for attr, method in list(vars(value).items()):
-                    if inspect.isfunction(method) and not getattr(method, "__strict_adapted__", False):
+                    if attr in _HOST_METHODS or getattr(method, "__strict_adapted__", False):
+                        continue
+                    if inspect.isfunction(method):
                         setattr(value, attr, _adapt(method))

@@ -109,9 +109,9 @@ def is_cupy():
 
 def to_device(array, dtype=None):
     """Host array (or anything array-like) -> array on the selected backend."""
-    if dtype is not None:
-        array = numpy.asarray(array, dtype=dtype)
-    return _selected.asarray(array)
+    if dtype is not None and not (_selected is not numpy and isinstance(array, _selected.ndarray)):
+        array = numpy.asarray(array, dtype=dtype)  # convert on the host, before the copy
+    return _selected.asarray(array, dtype=dtype)
 
 
 def to_host(array):
