@@ -14,7 +14,7 @@ as host arrays (a result that *is* one of the moved arguments comes back as the 
 own array).
 
 Package code calling package code is never adapted: the caller check looks at the calling
-frame's file, so every implicit host<->device mix *inside* the package still raises. Edge
+frame's file (tests/ or tutorials/), so every implicit host<->device mix *inside* the package still raises. Edge
 modules that take host data by contract (training.models.predict_sets, loop, predict,
 extract, datasets, evaluation...) are not wrapped at all: their tests must pass what their
 contract says, so a missing ``to_device`` in them is still caught. Calls whose arguments are
@@ -32,6 +32,8 @@ import strict_device
 from minicnnrnn.core import backend
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+# Callers whose host arrays are moved: test code, and the tutorials (NumPy-style teaching scripts).
+CALLER_DIRS = (TESTS_DIR + os.sep, os.path.join(os.path.dirname(TESTS_DIR), "tutorials") + os.sep)
 _SKIP_FILES = {os.path.join(TESTS_DIR, name) for name in ("strict_device.py", "strict_boundary.py")}
 
 # Modules whose public functions take and return device arrays.
@@ -65,7 +67,7 @@ _HOST_METHODS = {"state_dict", "load_state_dict"}  # optimiser state is host dat
 
 def _from_test():
     filename = os.path.abspath(inspect.currentframe().f_back.f_back.f_code.co_filename)
-    return filename.startswith(TESTS_DIR) and filename not in _SKIP_FILES
+    return filename.startswith(CALLER_DIRS) and filename not in _SKIP_FILES
 
 
 class _Mover:

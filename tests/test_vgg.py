@@ -156,8 +156,11 @@ def test_inference_in_chunks_of_images_gives_the_same_outputs(rng, monkeypatch):
     monkeypatch.setattr(vgg, "CONV_CHUNK_BYTES", 1)  # one image at a time
     monkeypatch.setattr(vgg, "CONV_CHUNK_BYTES_GPU", 1)
     chunked, _ = vgg.forward(params, TINY, images, names)
+    # The device path makes one Winograd block of the whole batch, so one image at a time is a
+    # product of another shape, rounded differently (float32: a few 1e-7 absolute).
+    tol = {"rtol": 1e-5, "atol": 1e-6} if backend.is_cupy() else {"rtol": 1e-6}
     for name in names:
-        np.testing.assert_allclose(backend.to_host(chunked[name]), backend.to_host(whole[name]), rtol=1e-6)
+        np.testing.assert_allclose(backend.to_host(chunked[name]), backend.to_host(whole[name]), **tol)
         assert chunked[name].shape[0] == 3
 
 

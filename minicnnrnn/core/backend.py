@@ -94,8 +94,10 @@ def _install_test_device(module):
     tests/strict_device.py) instead of CuPy; ``None`` undoes it. Not a user backend."""
     global _test_device
     _test_device = module
-    if _name == "cupy" or module is None:
-        use(_name if module is not None else "numpy")
+    if module is None:
+        use("numpy")
+    else:
+        _from_environment()  # $MINICNNRNN_BACKEND=cupy now means the stand-in
 
 
 def name():

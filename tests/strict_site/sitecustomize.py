@@ -10,6 +10,8 @@ import sys
 
 if os.environ.get("MINICNNRNN_STRICT_DEVICE") == "1":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import strict_boundary
     import strict_device
 
     strict_device.install()
+    strict_boundary.install()  # tutorials call the package NumPy-style: see strict_boundary.py
