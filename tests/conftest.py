@@ -38,7 +38,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "host_only: numpy-only by nature (file formats, converters); not run on a device")
+    config.addinivalue_line("markers", "host_only: numpy-only by nature (file formats, converters): never on a device")
     config.addinivalue_line("markers", "strict_device: needs --device strict (transfer counts)")
     if config.getoption("--device") == "strict":
         import strict_boundary

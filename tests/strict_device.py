@@ -475,4 +475,3 @@ def install():
 
     backend._install_test_device(xp)
     return xp
-

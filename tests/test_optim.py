@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from minicnnrnn.core import backend
-
 from minicnnrnn.training import optim
 
 

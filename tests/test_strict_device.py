@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import strict_device
 from conftest import REPO, STRICT_SITE
-from strict_device import StrictError
 
 from minicnnrnn.core import backend
 from minicnnrnn.rnn import beam_search, model
@@ -98,7 +97,7 @@ def test_names_cupy_lacks_are_refused_when_cupy_is_importable():
     if strict_device._cupy is None:
         pytest.skip("CuPy cannot be imported here: the stand-in cannot check names against it")
     with pytest.raises(AttributeError, match="cupy has no attribute"):
-        sx.einsum_path  # NumPy has it, CuPy does not
+        _ = sx.einsum_path  # NumPy has it, CuPy does not
     with pytest.raises(TypeError, match="does not accept keyword"):
         sx.repeat(sx.ones(3), 2, axis=0, out=None)
 
