@@ -13,6 +13,7 @@ import pytest
 import strict_device
 from conftest import REPO, STRICT_SITE
 
+from minicnnrnn.cnn import vgg
 from minicnnrnn.core import backend
 from minicnnrnn.rnn import beam_search, model
 from minicnnrnn.training import models, optim
@@ -167,6 +168,24 @@ def test_a_beam_search_batch_moves_no_data_per_step_or_image(strict):
     # The stopping rule reads how many images go on (a nonzero count) once or twice per
     # step: bounded by the path length, independent of the number of images.
     assert large["sync"] <= 2 * (15 + 1)
+
+
+def _cnn_transfers(config, n):
+    meta = vgg.make_meta(config=config, fc=[32, 24], num_classes=10, input_size=24)
+    rng = np.random.default_rng(2)
+    params = backend.params_to_device(vgg.init_params(meta, rng))
+    x = backend.to_device(rng.standard_normal((n, 24, 24, 3)).astype(np.float32))
+    with strict_device.counting() as c:
+        outs, _ = vgg.forward(params, meta, x, ("fc7", "logits"))
+    assert outs["logits"].shape == (n, 10)
+    return c
+
+
+def test_the_cnn_forward_moves_nothing_whatever_its_depth(strict):
+    _cnn_transfers([8, 8, "M"], n=1)  # the first Winograd layer of a process copies kron(G, G) once
+    shallow = _cnn_transfers([8, "M", 16, "M", 16, "M"], n=2)
+    deep = _cnn_transfers([8, 8, "M", 16, 16, 16, "M", 16, 16, "M"], n=6)
+    assert shallow == deep == {"h2d": 0, "d2h": 0, "sync": 0}
 
 
 # --- a command on the stand-in ------------------------------------------------------------

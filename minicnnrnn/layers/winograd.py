@@ -70,6 +70,7 @@ def _default_workers():
 WORKERS = _default_workers()
 
 _G = numpy.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+_GG = {}  # (array type, dtype) -> kron(G, G) on that backend: copied to a GPU once, not once per layer
 
 
 def transform_kernels(W):
@@ -78,7 +79,10 @@ def transform_kernels(W):
     W: (3, 3, C_in, C_out). Returns U: (16, C_in, C_out), position a*4 + b first.
     kron(G, G)[a*4 + b, i*3 + j] = G[a, i] * G[b, j], so this is one matrix product.
     """
-    GG = xp.asarray(numpy.kron(_G, _G), dtype=W.dtype)
+    key = (type(W), W.dtype)
+    if key not in _GG:
+        _GG[key] = xp.asarray(numpy.kron(_G, _G), dtype=W.dtype)
+    GG = _GG[key]
     return (GG @ W.reshape(9, -1)).reshape(16, W.shape[2], W.shape[3])
 
 
