@@ -91,10 +91,11 @@ class _Mover:
         if isinstance(value, tuple):
             return tuple(self.inward(v) for v in value)
         if isinstance(value, dict):
-            before = self.arrays
+            if id(value) in self.moved:
+                return self.moved[id(value)][1]
             out = {k: self.inward(v) for k, v in value.items()}
-            if self.arrays > before:
-                self.moved.setdefault(id(value), (value, out))
+            if any(out[k] is not value[k] for k in value):
+                self.moved[id(value)] = (value, out)
                 return out
             return value
         return value
