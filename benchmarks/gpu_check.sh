@@ -15,7 +15,7 @@
 #    torch on CUDA (torch on the CPU, or none, where this torch has no CUDA);
 # and prints one summary table. Each step has its own time limit; a failed step is reported
 # in the table and the script goes on. Exit status 1 if any step failed. The limits add up to
-# 470 s; a typical run takes less (most of it the suite and the two training runs).
+# 475 s; a typical run takes less (most of it the suite and the two training runs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=runs/gpu_check
@@ -45,22 +45,23 @@ step() {  # step NAME LIMIT_S LOGFILE COMMAND...: run with a time limit, record 
 }
 
 echo "== GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not found')"
-step "install cupy-cuda12x + test extras" 45 "$OUT/install.log" \
-  bash -c 'python -m pip install --quiet cupy-cuda12x && python -m pip install --quiet -e ".[test]"'
+step "install cupy-cuda12x + test extras" 90 "$OUT/install.log" bash -c '
+  python -c "import cupy" 2>/dev/null || python -m pip install --quiet cupy-cuda12x || exit 1
+  python -c "import pytest, sklearn, minicnnrnn" 2>/dev/null || python -m pip install --quiet -e ".[test]"'
 step "CUDA device visible to CuPy" 20 "$OUT/device.log" \
   python -c "from minicnnrnn.core import backend; xp = backend.use('cupy'); print(xp.__name__, \
 getattr(xp, '__version__', ''), type(xp.zeros(1)).__name__, xp.cuda.runtime.getDeviceProperties(0)['name'] \
 if hasattr(xp.cuda, 'runtime') else '')"
 
-step "suite, MINICNNRNN_BACKEND=cupy" 140 "$OUT/suite_cupy.log" \
+step "suite, MINICNNRNN_BACKEND=cupy" 120 "$OUT/suite_cupy.log" \
   env MINICNNRNN_BACKEND=cupy python -m pytest -q -x -p no:cacheprovider
 
 JOB=(--epochs 3 --seed 0)
-step "main job --backend cupy (3 epochs)" 80 "$OUT/train_cupy.log" \
+step "main job --backend cupy (3 epochs)" 70 "$OUT/train_cupy.log" \
   python -m minicnnrnn.train --backend cupy "${JOB[@]}" --out "$OUT/run_cupy"
-step "main job --backend numpy (3 epochs)" 60 "$OUT/train_numpy.log" \
+step "main job --backend numpy (3 epochs)" 55 "$OUT/train_numpy.log" \
   python -m minicnnrnn.train --backend numpy "${JOB[@]}" --out "$OUT/run_numpy"
-step "NumPy vs CuPy agreement" 45 "$OUT/agree.log" \
+step "NumPy vs CuPy agreement" 40 "$OUT/agree.log" \
   python benchmarks/gpu_agree.py --runs "$OUT/run_numpy" "$OUT/run_cupy"
 
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
