@@ -22,7 +22,7 @@ OUT=runs/gpu_check
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "${GPU_CHECK_STAND_IN:-0}" = 1 ]; then
-  # Dry run of this script without a GPU: `cupy` is the strict test stand-in (tests/strict_device.py).
+  # Dry run of this script without a GPU: `cupy` is the strict test stand-in (tests/strict_device/).
   export MINICNNRNN_STRICT_DEVICE=1 PYTHONPATH="$PWD/tests/strict_site:$PYTHONPATH"
   echo "== GPU_CHECK_STAND_IN=1: every 'cupy' below is the CPU stand-in; timings mean nothing"
 fi

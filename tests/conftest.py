@@ -31,7 +31,7 @@ def pytest_addoption(parser):
         "--device",
         choices=("numpy", "strict"),
         default="numpy",
-        help="strict: run the suite on tests/strict_device.py, a CuPy stand-in that refuses implicit "
+        help="strict: run the suite on tests/strict_device/, a CuPy stand-in that refuses implicit "
         "host<->device conversions (selected as --backend cupy, in this process and in the commands "
         "tests start); tests marked host_only stay on NumPy",
     )

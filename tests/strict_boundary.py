@@ -34,7 +34,8 @@ from minicnnrnn.core import backend
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 # Callers whose host arrays are moved: test code, and the tutorials (NumPy-style teaching scripts).
 CALLER_DIRS = (TESTS_DIR + os.sep, os.path.join(os.path.dirname(TESTS_DIR), "tutorials") + os.sep)
-_SKIP_FILES = {os.path.join(TESTS_DIR, name) for name in ("strict_device.py", "strict_boundary.py")}
+_SKIP_FILES = {os.path.join(TESTS_DIR, "strict_boundary.py")}
+_SKIP_DIRS = (os.path.join(TESTS_DIR, "strict_device") + os.sep,)
 
 # Modules whose public functions take and return device arrays.
 COMPUTE_MODULES = (
@@ -67,7 +68,7 @@ _HOST_METHODS = {"state_dict", "load_state_dict"}  # optimiser state is host dat
 
 def _from_test():
     filename = os.path.abspath(inspect.currentframe().f_back.f_back.f_code.co_filename)
-    return filename.startswith(CALLER_DIRS) and filename not in _SKIP_FILES
+    return filename.startswith(CALLER_DIRS) and filename not in _SKIP_FILES and not filename.startswith(_SKIP_DIRS)
 
 
 class _Mover:

@@ -1,4 +1,4 @@
-"""The strict device stand-in (tests/strict_device.py): what it refuses, what it counts, and
+"""The strict device stand-in (tests/strict_device/): what it refuses, what it counts, and
 the transfers of a training step and of a beam-search batch (constant, docs/DESIGN.md).
 
 These tests install the stand-in themselves, so they run in the plain suite too."""

@@ -91,7 +91,7 @@ def use(name):
 
 def _install_test_device(module):
     """Test-only hook: from now on ``use("cupy")`` selects ``module`` (a CuPy stand-in, see
-    tests/strict_device.py) instead of CuPy; ``None`` undoes it. Not a user backend."""
+    tests/strict_device/) instead of CuPy; ``None`` undoes it. Not a user backend."""
     global _test_device
     _test_device = module
     if module is None:

@@ -1,7 +1,7 @@
 """Installs the strict device stand-in in commands that tests start (``--device strict``).
 
 conftest.py puts this folder on PYTHONPATH and sets MINICNNRNN_STRICT_DEVICE=1, so every
-``python -m minicnnrnn.<command>`` a test runs selects tests/strict_device.py as its
+``python -m minicnnrnn.<command>`` a test runs selects tests/strict_device/ as its
 ``cupy`` backend. Test-only: nothing in the package knows about it.
 """
 

@@ -1,41 +1,7 @@
-"""A strict stand-in for a GPU array library (test code only, never a user backend).
-
-``python -m pytest --device strict`` runs the suite with this module installed as the
-device behind ``--backend cupy`` (``backend._install_test_device``). Its arrays,
-:class:`StrictArray`, wrap NumPy arrays but are *not* ``numpy.ndarray``, and they refuse
-what CuPy refuses, so code that only works because NumPy and the device are the same
-library fails here, on a machine without a GPU:
-
-* ``numpy.asarray(a)`` / ``a.__array__()`` raise ``TypeError`` (CuPy: "Implicit conversion
-  to a NumPy array is not allowed");
-* a ``numpy.ndarray`` given to any ``xp`` function, ufunc, operator, index or indexed
-  assignment raises ``TypeError`` (NumPy *scalars* and Python numbers are fine, as in CuPy);
-* ``numpy.<function>(a)`` raises ``TypeError``: stricter than CuPy, which dispatches some of
-  them through ``__array_function__``; the package must say ``xp.<function>`` itself;
-  NumPy ufuncs are let through only where a NumPy scalar is an operand (``np.float32(2) * a``);
-* reductions and full indexing return 0-d device arrays, not NumPy scalars;
-* ``float(a)``, ``int(a)``, ``bool(a)``, ``a.item()``, ``a.tolist()``, formatting and
-  printing work as in CuPy (size-1 arrays only for the scalar conversions), but each is a
-  device->host copy and is counted; there is no ``__index__`` (CuPy has none), so a device
-  array cannot index a Python list or a NumPy array;
-* data moves only through ``xp.asarray``/``xp.array`` (host->device, counted) and
-  ``a.get()``/``xp.asnumpy(a)`` (device->host, counted);
-* object and string dtypes are refused (CuPy has neither).
-
-Where CuPy can be imported (no GPU needed), the stand-in also refuses every name that
-CuPy's namespace or ``cupy.ndarray`` lacks, and keyword arguments that CuPy's Python-level
-function signatures do not accept.
-
-``COUNTS`` holds the transfers: ``h2d`` (host->device), ``d2h`` (device->host, explicit or
-scalar), and ``sync`` (operations whose result size depends on the data, ``nonzero`` and
-boolean-mask indexing: CuPy copies a count back to the host for those).
-"""
+"""The stand-in's arrays and its transfer counters (see the package docstring)."""
 
 import collections
 import contextlib
-import functools
-import inspect
-import types
 
 import numpy
 
@@ -45,22 +11,6 @@ except Exception:  # pragma: no cover - depends on the machine
     _cupy = None
 
 COUNTS = collections.Counter()
-
-# Functions whose results are host values in CuPy too (dtype helpers and the like).
-_HOST_FUNCTIONS = {
-    "can_cast",
-    "dtype",
-    "finfo",
-    "iinfo",
-    "isscalar",
-    "issubdtype",
-    "min_scalar_type",
-    "ndim",
-    "promote_types",
-    "result_type",
-}
-# Functions whose output size depends on the data: CuPy synchronises to learn it.
-_SYNC_FUNCTIONS = {"nonzero", "flatnonzero", "argwhere", "unique", "extract", "compress"}
 
 
 def reset():
@@ -155,122 +105,6 @@ def _cupy_attr(path):
             return None
         obj = getattr(obj, part)
     return obj
-
-
-@functools.lru_cache(maxsize=None)
-def _cupy_keywords(path):
-    """Keyword names CuPy's function at ``path`` accepts, or None (any / unknown)."""
-    obj = _cupy_attr(path)
-    if obj is True or obj is None or not callable(obj):
-        return None
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return None
-    return frozenset(sig.parameters)
-
-
-def _device_function(fn, path):
-    keywords = _cupy_keywords(path)
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        if keywords is not None:
-            unknown = set(kwargs) - keywords
-            if unknown:
-                raise StrictError(f"cupy.{path} does not accept keyword(s) {sorted(unknown)}")
-        if path.rsplit(".", 1)[-1] in _SYNC_FUNCTIONS:
-            COUNTS["sync"] += 1
-        return _call(fn, f"xp.{path}", args, kwargs)
-
-    return call
-
-
-class StrictUfunc:
-    """A NumPy ufunc on device arrays (``xp.add``, ``xp.add.at``, ``xp.maximum.reduce``...)."""
-
-    def __init__(self, ufunc, path):
-        self._u = ufunc
-        self._path = path
-
-    def __call__(self, *args, **kwargs):
-        return _call(self._u, f"xp.{self._path}", args, kwargs)
-
-    def __getattr__(self, attr):
-        if _cupy_attr(f"{self._path}.{attr}") is None:
-            raise AttributeError(f"cupy.{self._path} has no attribute {attr!r}")
-        value = getattr(self._u, attr)
-        if callable(value):
-            return lambda *a, **k: _call(value, f"xp.{self._path}.{attr}", a, k)
-        return value
-
-    def __repr__(self):
-        return f"<strict ufunc {self._path}>"
-
-
-class _Cuda:
-    """``xp.cuda.Stream.null.synchronize()``: what backend.synchronize calls."""
-
-    class Stream:
-        class null:
-            @staticmethod
-            def synchronize():
-                COUNTS["synchronize"] += 1
-
-
-class StrictModule(types.ModuleType):
-    """The ``xp`` of the stand-in: NumPy's functions, on :class:`StrictArray` only."""
-
-    def __init__(self, name="strict_device", np_module=numpy, path=""):
-        super().__init__(name)
-        self._np = np_module
-        self._path = path
-        self._cache = {}
-
-    def __getattr__(self, attr):
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        if attr in self._cache:
-            return self._cache[attr]
-        path = f"{self._path}{attr}"
-        if _cupy_attr(path) is None:
-            raise AttributeError(f"cupy has no attribute {path!r} (the strict stand-in follows CuPy's namespace)")
-        value = getattr(self._np, attr)
-        if isinstance(value, numpy.ufunc):
-            value = StrictUfunc(value, path)
-        elif isinstance(value, types.ModuleType):
-            value = StrictModule(f"{self.__name__}.{attr}", value, path + ".")
-        elif isinstance(value, type) or not callable(value) or attr in _HOST_FUNCTIONS:
-            pass  # dtypes, constants (pi, inf, newaxis), host helpers
-        else:
-            value = _device_function(value, path)
-        self._cache[attr] = value
-        return value
-
-    # --- the edges: host <-> device -----------------------------------------------------
-    def asarray(self, a, dtype=None, **kwargs):
-        if isinstance(a, StrictArray):
-            return a if dtype is None else a.astype(dtype, copy=False)
-        if isinstance(a, (list, tuple)) and any(isinstance(v, StrictArray) for v in a):
-            raise StrictError("xp.asarray of a list holding device arrays: use xp.stack")
-        COUNTS["h2d"] += 1
-        return StrictArray(_check_dtype(numpy.array(a, dtype=dtype, copy=True)))
-
-    def array(self, a, dtype=None, copy=True, **kwargs):
-        if isinstance(a, StrictArray):
-            out = a._a.astype(dtype) if dtype is not None else a._a
-            return StrictArray(out.copy() if copy else out)
-        return self.asarray(a, dtype)
-
-    def asnumpy(self, a):
-        if isinstance(a, StrictArray):
-            return a.get()
-        return numpy.asarray(a)
-
-    ndarray = None  # set below to StrictArray
-    cuda = _Cuda
 
 
 def _binary(name):
@@ -445,33 +279,3 @@ for _name in (
     setattr(StrictArray, _name, _inplace(_name))
 for _name in ("__neg__", "__pos__", "__abs__", "__invert__"):
     setattr(StrictArray, _name, (lambda op: lambda self: StrictArray(op(self._a)))(getattr(numpy.ndarray, _name)))
-
-StrictModule.ndarray = StrictArray
-xp = StrictModule()
-
-
-def is_device(value):
-    return isinstance(value, StrictArray)
-
-
-def to_host_tree(value):
-    """Device arrays anywhere in lists/tuples/dicts -> NumPy (for test assertions; counted)."""
-    if isinstance(value, StrictArray):
-        return value.get()
-    if isinstance(value, list):
-        return [to_host_tree(v) for v in value]
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(to_host_tree(v) for v in value)
-    if isinstance(value, tuple):
-        return type(value)(*[to_host_tree(v) for v in value])
-    if isinstance(value, dict):
-        return {k: to_host_tree(v) for k, v in value.items()}
-    return value
-
-
-def install():
-    """Make ``--backend cupy`` (and $MINICNNRNN_BACKEND=cupy) select this stand-in."""
-    from minicnnrnn.core import backend
-
-    backend._install_test_device(xp)
-    return xp
