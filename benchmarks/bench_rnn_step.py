@@ -255,7 +255,7 @@ def run_child(kind, K, args):
         "--warmup",
         str(args.warmup),
         "--device",
-        args.device,
+        args.device if kind == "numpy" else (args.torch_device or args.device),
     ] + (["--threads", str(args.threads)] if args.threads else [])
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if out.returncode != 0:
@@ -310,6 +310,7 @@ def main():
         default="cpu",
         help="cuda: our step on CuPy (--backend cupy) against torch on the GPU",
     )
+    ap.add_argument("--torch-device", choices=("cpu", "cuda"), help="where torch runs (default: --device)")
     ap.add_argument("--child", choices=("numpy", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -81,6 +81,10 @@ def cnn(name):
 
 
 def compare_runs(run_np, run_cp, rows):
+    missing = [r for r in (run_np, run_cp) if not os.path.isfile(os.path.join(r, "metrics.json"))]
+    if missing:
+        rows.append((f"train runs: {', '.join(missing)} unfinished", float("inf"), 0.0))
+        return
     m_np = json.load(open(os.path.join(run_np, "metrics.json")))
     m_cp = json.load(open(os.path.join(run_cp, "metrics.json")))
     worst = max(abs(m_np[k] - m_cp[k]) for k in m_np)

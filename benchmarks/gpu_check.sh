@@ -7,7 +7,7 @@
 # 1. installs cupy-cuda12x (and the test extras) and checks that a CUDA device is visible;
 # 2. runs the test suite with MINICNNRNN_BACKEND=cupy (every test that selects the backend
 #    from the environment, plus the NumPy-vs-CuPy agreement tests that skip without a GPU);
-# 3. runs the main job `python -m minicnnrnn.train --backend cupy` (3 epochs) and the same
+# 3. runs the main job `python -m minicnnrnn.train --backend cupy` (2 epochs) and the same
 #    job on NumPy (same seed);
 # 4. checks NumPy-vs-CuPy agreement (benchmarks/gpu_agree.py, float32 tolerances, and the
 #    two runs of step 3);
@@ -15,7 +15,7 @@
 #    torch on CUDA (torch on the CPU, or none, where this torch has no CUDA);
 # and prints one summary table. Each step has its own time limit; a failed step is reported
 # in the table and the script goes on. Exit status 1 if any step failed. The limits add up to
-# 475 s; a typical run takes less (most of it the suite and the two training runs).
+# 460 s; a typical run takes less (most of it the suite and the two training runs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=runs/gpu_check
@@ -41,11 +41,11 @@ step() {  # step NAME LIMIT_S LOGFILE COMMAND...: run with a time limit, record 
   [ "$result" = PASS ] || STATUS=1
   ROWS+=("$(printf '%-34s %-16s %5ss  %s' "$name" "$result" "$took" "$log")")
   echo "== $name: $result in ${took}s (log: $log)"
-  tail -n 5 "$log"
+  tr '\r' '\n' <"$log" | grep -v '^ *$' | tail -n 5
 }
 
 echo "== GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not found')"
-step "install cupy-cuda12x + test extras" 90 "$OUT/install.log" bash -c '
+step "install cupy-cuda12x + test extras" 60 "$OUT/install.log" bash -c '
   python -c "import cupy" 2>/dev/null || python -m pip install --quiet cupy-cuda12x || exit 1
   python -c "import pytest, sklearn, minicnnrnn" 2>/dev/null || python -m pip install --quiet -e ".[test]"'
 step "CUDA device visible to CuPy" 20 "$OUT/device.log" \
@@ -53,13 +53,13 @@ step "CUDA device visible to CuPy" 20 "$OUT/device.log" \
 getattr(xp, '__version__', ''), type(xp.zeros(1)).__name__, xp.cuda.runtime.getDeviceProperties(0)['name'] \
 if hasattr(xp.cuda, 'runtime') else '')"
 
-step "suite, MINICNNRNN_BACKEND=cupy" 120 "$OUT/suite_cupy.log" \
+step "suite, MINICNNRNN_BACKEND=cupy" 110 "$OUT/suite_cupy.log" \
   env MINICNNRNN_BACKEND=cupy python -m pytest -q -x -p no:cacheprovider
 
-JOB=(--epochs 3 --seed 0)
-step "main job --backend cupy (3 epochs)" 70 "$OUT/train_cupy.log" \
+JOB=(--epochs 2 --seed 0)
+step "main job --backend cupy (2 epochs)" 90 "$OUT/train_cupy.log" \
   python -m minicnnrnn.train --backend cupy "${JOB[@]}" --out "$OUT/run_cupy"
-step "main job --backend numpy (3 epochs)" 55 "$OUT/train_numpy.log" \
+step "main job --backend numpy (2 epochs)" 60 "$OUT/train_numpy.log" \
   python -m minicnnrnn.train --backend numpy "${JOB[@]}" --out "$OUT/run_numpy"
 step "NumPy vs CuPy agreement" 40 "$OUT/agree.log" \
   python benchmarks/gpu_agree.py --runs "$OUT/run_numpy" "$OUT/run_cupy"
@@ -75,7 +75,7 @@ step "bench_vgg16 cupy vs torch-$TORCH_DEVICE" 40 "$OUT/bench_vgg16.log" \
 RNN=(--repeat 1 --steps 20 --warmup 3 --vocab 81 1000)
 [ "$TORCH_DEVICE" = cuda ] || RNN=(--repeat 1 --steps 3 --warmup 1 --vocab 81)  # torch-CPU is slow
 step "bench_rnn_step cuda vs torch-$TORCH_DEVICE" 40 "$OUT/bench_rnn_step.log" \
-  python benchmarks/bench_rnn_step.py --device cuda "${RNN[@]}"
+  python benchmarks/bench_rnn_step.py --device cuda --torch-device "$TORCH_DEVICE" "${RNN[@]}"
 
 echo
 echo "================ GPU check summary ================"
