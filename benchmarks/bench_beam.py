@@ -2,7 +2,7 @@
 
     python benchmarks/bench_beam.py [--images 1000] [--beams 3 5] [--vocab 81 1000] [--backend numpy]
 
-For each vocabulary size V (81 = NUS-WIDE concepts, 1000 = NUS-WIDE tags) and beam N it
+For each vocabulary size V (81 = NUS-WIDE concepts, 1000 = NUS-WIDE tags) and beam B it
 searches ``--images`` random CNN features at the paper's sizes (D = 4096, E = 64,
 H = 512) with a randomly initialised model, and reports:
 
@@ -14,9 +14,9 @@ H = 512) with a randomly initialised model, and reports:
 * the matmul-bound limit: this machine's sgemm peak (measured here, float32, in the
   same run) divided by the FLOPs per image; and the ratio measured / limit.
 
-Two settings per (V, N): ``forced`` (``--min-labels`` = ``--max-labels`` = 10, so every
+Two settings per (V, B): ``forced`` (``--min-labels`` = ``--max-labels`` = 10, so every
 image runs all 11 steps: 10 labels, then END; comparable with the issue's reference of
-~2,000 images/s at V = 81, N = 3, measured on a 2-core machine) and ``free`` (no minimum
+~2,000 images/s at V = 81, B = 3, measured on a 2-core machine) and ``free`` (no minimum
 length: the exact stopping rule ends each image as soon as no intermediate path can beat
 its best candidate, which an untrained model reaches after a few steps).
 """
@@ -127,7 +127,7 @@ def main(argv=None):
     peak = max(peak, sgemm_peak())
     print(f"sgemm peak (best seen) {peak / 1e9:.0f} GFLOP/s; load average now {os.getloadavg()[0]:.1f}")
     print(
-        f"{'V':>5} {'N':>2} {'setting':>7} {'rows/img':>8} {'images/s':>9} {'GFLOP/s':>8} "
+        f"{'V':>5} {'B':>2} {'setting':>7} {'rows/img':>8} {'images/s':>9} {'GFLOP/s':>8} "
         f"{'bound img/s':>11} {'ratio':>6}"
     )
     for K, beam, setting, rate, rows_per_image, flops in rows:

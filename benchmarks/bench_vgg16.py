@@ -54,7 +54,7 @@ def make_ours(batch, method, backend_name):
     kernels = {}
 
     def run():
-        vgg.forward(params, meta, images, ("logits",), method=method, kernel_cache=kernels)
+        vgg.vgg_forward(params, meta, images, ("logits",), method=method, kernel_cache=kernels)
         backend.synchronize()
 
     return run

@@ -76,7 +76,7 @@ def cnn(name):
     meta = vgg.make_meta()
     params = backend.params_to_device(vgg.init_params(meta, rng))
     x = backend.to_device(rng.standard_normal((2, 64, 64, 3)).astype(np.float32))
-    outs, _ = vgg.forward(params, meta, x, ("conv5_3",))
+    outs, _ = vgg.vgg_forward(params, meta, x, ("conv5_3",))
     return backend.to_host(outs["conv5_3"])
 
 

@@ -20,6 +20,7 @@ COMMANDS = {
     "train": ("minicnnrnn.train", "train the CNN-RNN or a baseline on CNN features and evaluate it"),
     "predict": ("minicnnrnn.predict", "beam search (§3.3) on images or features with a trained checkpoint"),
     "extract": ("minicnnrnn.extract", "CNN features of images, an image list or a whole dataset"),
+    "scale_out": ("minicnnrnn.scale_out", "extract as N shards on a Dask cluster, or merge `extract --shard` folders"),
     "convert": ("minicnnrnn.convert", "convert torchvision .pth or Keras .h5 weights without torch"),
     "pretrain": ("minicnnrnn.pretrain", "retrain the small CNN that ships with the package"),
     "gradcheck": ("minicnnrnn.gradcheck", "check every hand-written backward against finite differences"),

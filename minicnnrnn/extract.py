@@ -25,6 +25,10 @@ after every batch); rerunning the same command resumes after the last finished
 batch. A different image list, weights file, layer or resize mode in the same
 folder is refused unless ``--overwrite`` is given. A run in which no image at all
 could be read stops with an error and leaves no partial files behind.
+
+``--shard I/N`` extracts one contiguous slice of the image list (for spreading a
+big dataset over machines, :mod:`minicnnrnn.scaleout.shards`); the
+``minicnnrnn.scale_out`` command runs all shards on a Dask cluster and merges them.
 """
 
 import concurrent.futures
@@ -38,9 +42,11 @@ import numpy
 from tqdm import tqdm
 
 from minicnnrnn import datasets
-from minicnnrnn.cnn import preprocess, vgg
-from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.cnn import backbones, preprocess
+from minicnnrnn.core import backend, cli, fileio, limits
+from minicnnrnn.core import progress as report
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.scaleout import shards
 from minicnnrnn.tinyscenes import features
 from minicnnrnn.weights import keras_h5, torch_pickle
 
@@ -90,7 +96,7 @@ def images_from_dataset(name, root):
     """--dataset/--root: (every image of every split, train first, each once; {split: image count})."""
 
     data = datasets.load(name, root)
-    print(data.summary())
+    report.say(data.summary())
     paths = [p for split in data.splits.values() for p in split.paths]
     return list(dict.fromkeys(paths)), {name: len(split) for name, split in data.splits.items()}
 
@@ -111,13 +117,15 @@ def _load_weights(path):
         )
     if os.path.isfile(path) and not zipfile.is_zipfile(path):  # an .npz is a zip archive
         raise UserError(f"--weights {path}: not a .npz weights file (python -m minicnnrnn.convert writes one)")
-    params, meta = vgg.load(path)
+    params, meta = backbones.load(path)
+    limits.check_finite_params(params, f"--weights {path}")
+    preprocess.check_constants(meta["preprocess"], f"--weights {path}")
     return params, meta, os.path.abspath(path), features.file_sha256(path)
 
 
 def feature_dim(meta, layer):
     """Length of one image's feature row for ``layer`` (a conv/pool map flattened)."""
-    rows = {name: shape for name, shape, _, _ in vgg.layer_table(meta)}
+    rows = {name: shape for name, shape, _, _ in backbones.layer_table(meta)}
     if layer not in rows:
         raise UserError(f"--layer: {layer!r} is not a layer of this network; choose from {', '.join(rows)}")
     return int(numpy.prod(rows[layer]))
@@ -177,6 +185,15 @@ def _batches(paths, start, batch_size, meta, resize, workers):
             yield pending[0], [f.result() for f in pending[1]]
 
 
+def _new_memmap(path, shape):
+    """A new float32 .npy of ``shape`` opened as a memory map, its disk space reserved first
+    (fileio.reserve: a full disk is a one-line error, not a SIGBUS while writing rows)."""
+    fileio.check_target(path)
+    numpy.lib.format.open_memmap(path, mode="w+", dtype=numpy.float32, shape=shape).flush()
+    fileio.reserve(path)
+    return numpy.lib.format.open_memmap(path, mode="r+")
+
+
 def _start_or_resume(out, identity, n, dim, overwrite):
     """Open features.partial.npy and the progress record (fresh or resumed)."""
     partial, progress_path = os.path.join(out, "features.partial.npy"), os.path.join(out, "progress.json")
@@ -199,7 +216,7 @@ def _start_or_resume(out, identity, n, dim, overwrite):
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create the output folder ({exc.strerror}: {exc.filename})") from None
-    rows = numpy.lib.format.open_memmap(partial, mode="w+", dtype=numpy.float32, shape=(n, dim))
+    rows = _new_memmap(partial, (n, dim))
     progress = dict(identity, done=0, rows=0, skipped=[])
     fileio.save_json(progress_path, progress)
     return rows, progress
@@ -218,7 +235,7 @@ def _finish(out, rows, progress, paths, meta_record):
         os.replace(partial, os.path.join(out, "features.npy"))
     else:  # copy the filled rows into a file of the right length, a block at a time
         tmp = os.path.join(out, ".features.npy.tmp")
-        final = numpy.lib.format.open_memmap(tmp, mode="w+", dtype=numpy.float32, shape=(kept, rows.shape[1]))
+        final = _new_memmap(tmp, (kept, rows.shape[1]))
         for first in range(0, kept, 4096):
             stop = min(first + 4096, kept)
             final[first:stop] = rows[first:stop]
@@ -237,7 +254,7 @@ def extract(
     paths,
     out,
     weights=None,
-    layer="fc7",
+    layer=None,
     batch_size=16,
     resize=None,
     strict=False,
@@ -255,6 +272,7 @@ def extract(
     if batch_size < 1:
         raise UserError(f"--batch-size: must be at least 1, got {batch_size}")
     params, meta, weights_name, weights_sha = _load_weights(weights)
+    layer = layer or backbones.default_layer(meta)
     resize = resize or meta["preprocess"]["resize"]
     dim = feature_dim(meta, layer)
     identity = {
@@ -277,13 +295,13 @@ def extract(
     meta_path = os.path.join(out, "meta.json")
     if os.path.exists(meta_path) and not overwrite:
         _check_same_run(meta_path, identity, out)
-        print(f"{out}: already complete ({len(paths)} images); nothing to do")
+        report.say(f"{out}: already complete ({len(paths)} images); nothing to do")
         return record
     rows, progress = _start_or_resume(out, identity, len(paths), dim, overwrite)
     device_params = backend.params_to_device(params)
     kernel_cache = {}  # Winograd-transformed kernels, computed on the first batch and reused
     progress_path = os.path.join(out, "progress.json")
-    bar = tqdm(total=len(paths), initial=progress["done"], unit="img", desc="extract", dynamic_ncols=True)
+    bar = report.bar(len(paths), "extract", "img", initial=progress["done"], plain_lines=True)
     try:
         for first, results in _batches(paths, progress["done"], batch_size, meta, resize, workers):
             good = []
@@ -297,7 +315,7 @@ def extract(
                     progress["skipped"].append([index, paths[index], why])
             if good:
                 x = backend.to_device(numpy.stack(good))
-                outs, _ = vgg.forward(device_params, meta, x, outputs=(layer,), kernel_cache=kernel_cache)
+                outs, _ = backbones.compute(device_params, meta, x, outputs=(layer,), kernel_cache=kernel_cache)
                 h = backend.to_host(outs[layer]).reshape(len(good), -1)
                 rows[progress["rows"] : progress["rows"] + len(good)] = h
                 rows.flush()
@@ -313,7 +331,7 @@ def extract(
             os.remove(os.path.join(out, name))
         raise UserError(f"none of the {len(paths)} images could be read (first: {progress['skipped'][0][2]})")
     _finish(out, rows, progress, paths, record)
-    print(
+    report.say(
         f"wrote {out}/features.npy ({progress['rows']} x {dim} float32, layer {layer}); "
         f"{len(progress['skipped'])} unreadable image(s) skipped" + (", see skipped.txt" if progress["skipped"] else "")
     )
@@ -333,7 +351,11 @@ def main(argv=None):
     group.add_argument("--dataset", help="voc2007, coco2014, nuswide81 or nuswide1k (needs --root): all splits")
     parser.add_argument("--root", help="dataset folder for --dataset")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--layer", default="fc7", help="layer to store: fc7, fc6, conv5_3, pool5, logits, ...")
+    parser.add_argument(
+        "--layer",
+        help="layer to store: fc7, fc6, conv5_3, pool5, logits, ... (VGG; default fc7); "
+        "pool, logits, head, block15, ... (EfficientNet; default pool)",
+    )
     parser.add_argument("--batch-size", type=cli.positive_int, default=16, help="images per forward pass")
     parser.add_argument(
         "--resize",
@@ -346,6 +368,13 @@ def main(argv=None):
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    parser.add_argument(
+        "--shard",
+        type=shards.parse_shard,
+        metavar="I/N",
+        help="extract only shard I (0 <= I < N) of the image list, a contiguous slice; "
+        "merge the N folders with `python -m minicnnrnn.scale_out --merge` (docs/scale_out.md)",
+    )
     args = cli.parse(parser, argv, big_matrices=True)
     if args.dataset:
         if not args.root:
@@ -356,18 +385,22 @@ def main(argv=None):
         paths, source = images_from_list(args.image_list), {"image_list": os.path.abspath(args.image_list)}
     else:
         paths, source = images_from_args(args.images), {"images": "command line"}
-    extract(
-        paths,
-        args.out,
-        args.weights,
-        args.layer,
-        args.batch_size,
-        args.resize,
-        args.strict,
-        args.overwrite,
-        args.workers,
-        source,
-    )
+    if args.shard:
+        paths, shard = shards.select(paths, *args.shard)
+        source = dict(source, shard=shard)
+    with fileio.folder_lock(args.out):  # one extraction per folder at a time (a killed run's lock is stale)
+        extract(
+            paths,
+            args.out,
+            args.weights,
+            args.layer,
+            args.batch_size,
+            args.resize,
+            args.strict,
+            args.overwrite,
+            args.workers,
+            source,
+        )
     return 0
 
 

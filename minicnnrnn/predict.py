@@ -6,7 +6,7 @@
 
 For image files it runs the CNN the checkpoint was trained with (``config.cnn``: the
 built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc7) on
-the images (``preprocess.load_image`` then ``vgg.forward``), normalises the features as
+the images (``preprocess.load_image`` then ``vgg.vgg_forward``), normalises the features as
 training did (``config.feature_norm``, :func:`minicnnrnn.training.data.normalise`), then
 decodes each image's most probable prediction path by beam search (§3.3,
 :mod:`minicnnrnn.rnn.beam_search`), as the model's row of
@@ -16,16 +16,27 @@ probability of END, and the probability of the whole path (Eq. 6). ``--json`` pr
 the same (and every label's confidence score) as JSON instead.
 
 Checkpoints of the ``bce`` and ``softmax`` baselines have no path: they print their
-``--top-k`` most probable labels.
+``--top-k`` most probable labels. ``--out FILE.json`` or ``FILE.csv`` writes the
+predictions to a file (atomically) instead.
+
+An image that cannot be read is skipped with a warning line, like ``extract`` does; the
+exit status is non-zero only when none could be read (``--strict``: stop at the first).
+A model knows only the inputs it was trained on (its checkpoint's ``domain``): the
+built-in model knows 64x64 Tiny Scenes drawings, so an image that is not one (a real
+photo) gets one warning line on stderr and a ``"warning"`` field in the JSON
+(docs/inference.md says what to use for real photos).
 """
 
+import csv
+import io
 import json
 import os
+import sys
 
 import numpy as np
 
-from minicnnrnn.cnn import preprocess, vgg
-from minicnnrnn.core import backend, cli
+from minicnnrnn.cnn import backbones, preprocess
+from minicnnrnn.core import backend, cli, fileio, limits
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.rnn import beam_search
 from minicnnrnn.tinyscenes import features
@@ -43,7 +54,7 @@ def make_parser():
     p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by `python -m minicnnrnn.train`")
     p.add_argument("--features", help="predict from a (N, D) features .npy (or an `extract` folder) instead of images")
     p.add_argument("--image-list", help="with --features: a text file naming each row's image, one per line")
-    p.add_argument("--beam", type=int, default=None, help="beam size N (1 = greedy); default: the checkpoint's, or 3")
+    p.add_argument("--beam", type=int, default=None, help="beam size B (1 = greedy); default: the checkpoint's, or 3")
     p.add_argument(
         "--min-labels",
         type=int,
@@ -59,6 +70,8 @@ def make_parser():
     )
     p.add_argument("--batch-size", type=int, default=16, help="images per CNN batch")
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
+    p.add_argument("--out", help="write the predictions to FILE.json or FILE.csv (atomically) instead of printing them")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
     return p
 
 
@@ -79,21 +92,47 @@ def load_cnn(cnn, ckpt_path):
     if weights == "builtin":
         params, meta = features.load_builtin_cnn()
     else:
-        params, meta = vgg.load(weights)
-    return backend.params_to_device(params, np.float32), meta, cnn.get("layer") or "fc7"
+        params, meta = backbones.load(weights)
+        limits.check_finite_params(params, weights)
+        preprocess.check_constants(meta["preprocess"], weights)
+    return backend.params_to_device(params, np.float32), meta, cnn.get("layer") or backbones.default_layer(meta)
 
 
-def image_features(paths, cnn, ckpt_path, batch_size):
-    """Image files -> (n, D) float32 host features, the CNN run batch by batch on the backend."""
+def read_images(paths, meta, strict):
+    """(arrays, kept paths, their (w, h) sizes) of the readable images; an unreadable one is
+    skipped with a warning line on stderr (``strict``: its UserError stops the command)."""
+    arrays, kept, sizes = [], [], []
+    for path in paths:
+        try:
+            arrays.append(preprocess.load_image(path, meta))
+        except UserError as exc:
+            if strict:
+                raise UserError(f"{exc} (--strict; rerun without it to skip unreadable images)") from None
+            print(f"warning: skipped {exc}", file=sys.stderr)
+            continue
+        kept.append(path)
+        sizes.append(preprocess.header_size(path))
+    return arrays, kept, sizes
+
+
+def image_features(paths, cnn, ckpt_path, batch_size, strict=False):
+    """Image files -> ((n, D) float32 host features, the n readable paths, their (w, h)
+    sizes); the CNN runs batch by batch on the backend, unreadable images are skipped and
+    none readable is a UserError."""
     if batch_size < 1:
         raise UserError(f"--batch-size: must be positive, got {batch_size}")
     params, meta, layer = load_cnn(cnn, ckpt_path)
-    rows = []
+    rows, kept, sizes = [], [], []
     for start in range(0, len(paths), batch_size):
-        batch = np.stack([preprocess.load_image(p, meta) for p in paths[start : start + batch_size]])
-        outs, _ = vgg.forward(params, meta, backend.to_device(batch), outputs=(layer,))
-        rows.append(backend.to_host(outs[layer]).reshape(len(batch), -1))
-    return np.concatenate(rows)
+        arrays, good, good_sizes = read_images(paths[start : start + batch_size], meta, strict)
+        if arrays:
+            outs, _ = backbones.compute(params, meta, backend.to_device(np.stack(arrays)), outputs=(layer,))
+            rows.append(backend.to_host(outs[layer]).reshape(len(arrays), -1))
+        kept += good
+        sizes += good_sizes
+    if not kept:
+        raise UserError(f"none of the {len(paths)} image(s) could be read (see the warnings above)")
+    return np.concatenate(rows), kept, sizes
 
 
 def matrix_features(path, list_path):
@@ -108,10 +147,22 @@ def matrix_features(path, list_path):
         raise UserError(f"{path}: features file not found")
     try:
         feats = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc})") from None
-    if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
-        raise UserError(f"{path}: expected a numeric (N, D) matrix, got shape {feats.shape} and dtype {feats.dtype}")
+    except (OSError, ValueError, EOFError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"{path}: not a readable .npy file ({type(exc).__name__}: {first})") from None
+    if not isinstance(feats, np.ndarray):  # np.load gives an NpzFile for a .npz archive
+        names = ", ".join(feats.files[:4])
+        feats.close()
+        raise UserError(
+            f"{path}: a .npz archive (arrays {names}); --features takes one (N, D) .npy matrix, "
+            "e.g. the features.npy of an `extract` folder"
+        )
+    if feats.ndim != 2 or feats.dtype.kind not in "iuf":
+        raise UserError(
+            f"{path}: expected a real-valued (N, D) matrix, got shape {feats.shape} and dtype {feats.dtype}"
+        )
+    if feats.shape[1] < 1:
+        raise UserError(f"{path}: features have D = 0 columns (nothing describes the images)")
     if list_path is None:
         names = [f"{os.path.basename(path)}[{i}]" for i in range(len(feats))]
     else:
@@ -177,6 +228,12 @@ def search_options(args, cfg):
     beam = args.beam if args.beam is not None else cfg.beam
     min_labels = args.min_labels if args.min_labels is not None else cfg.min_labels
     if models.KINDS[cfg.model].paths:
+        if args.min_labels is None and args.max_labels is not None and 0 < args.max_labels < min_labels:
+            # the shortest path comes from the checkpoint: say so, rather than blame a flag not given
+            raise UserError(
+                f"--max-labels: {args.max_labels} is below the checkpoint's min_labels = {min_labels}; "
+                "pass --min-labels as well"
+            )
         beam_search.check_options(cfg.K, beam, args.max_labels, min_labels)
         return models.DecodeOptions(beam, args.max_labels, min_labels)
     top_k = args.top_k if args.top_k is not None else cfg.k
@@ -186,31 +243,70 @@ def search_options(args, cfg):
 
 
 def inputs(args, cfg):
-    """(features (n, D) host, names) from --features or from the image files."""
+    """(features (n, D) host, names, sizes) from --features or from the image files;
+    sizes: each image's (w, h), None for feature rows."""
     if args.features:
         if args.images:
             raise UserError("IMAGE: give either image files or --features, not both")
         I, names = matrix_features(args.features, args.image_list)
+        sizes = [None] * len(names)
     elif args.image_list:
         raise UserError("--image-list: only used with --features")
     elif not args.images:
         raise UserError("IMAGE: no image files given (or use --features FILE.npy)")
     else:
-        I, names = image_features(args.images, cfg.cnn or {}, args.checkpoint, args.batch_size), args.images
+        I, names, sizes = image_features(args.images, cfg.cnn or {}, args.checkpoint, args.batch_size, args.strict)
     if I.shape[1] != cfg.D:
         raise UserError(
             f"{args.features or args.checkpoint}: features have D = {I.shape[1]} but the model "
             f"expects D = {cfg.D} ({(cfg.cnn or {}).get('layer') or 'layer'} of its CNN)"
         )
-    return I, list(names)
+    return I, list(names), sizes
+
+
+def domain_warnings(domain, sizes):
+    """One warning text per input outside the model's domain (None inside it). A model
+    whose domain fixes an image size (the built-in one: 64x64 Tiny Scenes drawings) warns
+    about any image of another size: a real photo gives it confident nonsense."""
+    expected = tuple(domain.get("image_size") or ()) or None
+    if expected is None:
+        return [None] * len(sizes)
+    text = (
+        f"the model was trained on {domain['name']} ({expected[0]}x{expected[1]}), not on "
+        "images like this one; its labels mean little here (for real photos, train on "
+        "ImageNet CNN features: docs/inference.md)"
+    )
+    return [text if size is not None and tuple(size) != expected else None for size in sizes]
+
+
+def write_out(path, records):
+    """--out: the predictions as JSON (the --json list) or CSV (one row per image), atomically."""
+    if path.lower().endswith(".json"):
+        fileio.save_json(path, records)
+        return
+    if not path.lower().endswith(".csv"):
+        raise UserError(f"--out {path}: give a file name ending in .json or .csv")
+    text = io.StringIO()
+    fields = ["image", "labels", "probabilities", "end_probability", "log_probability", "warning"]
+    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for record in records:
+        row = dict(record, labels=";".join(record["labels"]))
+        row["probabilities"] = ";".join(f"{p:.6g}" for p in record["probabilities"])
+        writer.writerow(row)
+    fileio.save_text(path, text.getvalue())
 
 
 def main(argv=None):
     args = cli.parse(make_parser(), argv)
-    state = checkpoint.load(args.checkpoint)  # a bad config or unknown model is a one-line error
+    if args.out:
+        fileio.check_target(args.out)  # before the slow part: a folder or device is refused now
+        if not args.out.lower().endswith((".json", ".csv")):
+            raise UserError(f"--out {args.out}: give a file name ending in .json or .csv")
+    state = checkpoint.load(args.checkpoint)  # the whole schema check: one line for any damage
     cfg = state["config"]
     options = search_options(args, cfg)
-    I, names = inputs(args, cfg)
+    I, names, sizes = inputs(args, cfg)
     params = backend.params_to_device(state["params"], np.float32)
 
     decode = models.KINDS[cfg.model].decode
@@ -218,8 +314,19 @@ def main(argv=None):
     for block in chunks(I, args.features or "CNN", cfg.feature_norm):
         preds += image_predictions(decode(cfg, params, block, options), state["label_names"])
 
-    if args.json:
-        print(json.dumps([{"image": name, **pred} for name, pred in zip(names, preds)], indent=1))
+    warnings = domain_warnings(state["domain"], sizes)
+    outside = [name for name, w in zip(names, warnings) if w]
+    if outside:
+        first = next(w for w in warnings if w)
+        print(f"warning: {len(outside)} of {len(names)} image(s) (first: {outside[0]}): {first}", file=sys.stderr)
+    records = [
+        {"image": name, **pred, **({"warning": w} if w else {})} for name, pred, w in zip(names, preds, warnings)
+    ]
+    if args.out:
+        write_out(args.out, records)
+        print(f"wrote {args.out} ({len(records)} image(s))")
+    elif args.json:
+        print(json.dumps(records, indent=1))
     else:
         for name, pred in zip(names, preds):
             print(format_line(name, pred))

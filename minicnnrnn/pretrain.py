@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from minicnnrnn.cnn import preprocess, vgg
-from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.core import backend, cli, fileio, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.layers import loss
@@ -81,13 +81,13 @@ def train_epoch(params, meta, opt, images, labels, rng, args, step, total_steps)
         x = preprocess.normalise(images[rows], meta["preprocess"])
         flip = rng.random(len(rows)) < 0.5
         x[flip] = x[flip, :, ::-1]
-        outs, cache = vgg.forward(
+        outs, cache = vgg.vgg_forward(
             params, meta, backend.to_device(x), outputs=("logits",), train=True, rng=rng, dropout_p=args.dropout
         )
         value, dlogits = loss.sigmoid_cross_entropy(outs["logits"], backend.to_device(labels[rows]))
         if not math.isfinite(value):
             raise UserError(f"--lr: training diverged (loss {value}) at step {step}; try a smaller --lr")
-        opt.step(params, vgg.backward(dlogits, cache), optim.cosine_schedule(args.lr, step, total_steps))
+        opt.step(params, vgg.vgg_backward(dlogits, cache)[1], optim.cosine_schedule(args.lr, step, total_steps))
         total, batches, step = total + value, batches + 1, step + 1
     return total / max(1, batches), step
 
@@ -238,10 +238,9 @@ def main(argv=None):
             }
         )
         save_checkpoint(checkpoint, params, opt, meta, state)
-        print(
+        progress.say(
             f"epoch {state['epoch']}/{args.epochs}: loss {mean_loss:.4f}  test mAP {100 * test_map:.2f}%  "
-            f"{seconds:.0f} s ({len(images) / seconds:.0f} pictures/s)",
-            flush=True,
+            f"{seconds:.0f} s ({len(images) / seconds:.0f} pictures/s)"
         )
 
     test_map, aps = evaluate(params, meta, test_images, test_labels)

@@ -22,11 +22,12 @@ Everything random (initialisation, shuffles, dropout masks) comes from one host
 so ``--resume`` finishes with exactly the result of an uninterrupted run.
 """
 
+import contextlib
 import math
 import os
 import time
 
-from minicnnrnn.core import cli
+from minicnnrnn.core import cli, fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics, protocols
 from minicnnrnn.rnn import label_paths
@@ -95,6 +96,11 @@ def make_parser():
         "--out", default=None, help="output folder (default runs/<model>; --compare: one subfolder per model)"
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (without it, such a folder is refused)",
+    )
     return p
 
 
@@ -141,9 +147,19 @@ def main(argv=None):
     names = ("softmax", "bce", "no-rnn", "cnn-rnn") if args.compare else (args.model,)
     base = args.out or os.path.join("runs", "compare" if args.compare else args.model)
     outs = {name: os.path.join(base, name) if args.compare else base for name in names}
-    if args.resume:
-        for out in outs.values():
-            checkpoint.require_resumable(os.path.join(out, "checkpoint.npz"))
+    if args.resume and args.overwrite:
+        raise UserError("--overwrite: give either --resume (continue the run in --out) or --overwrite, not both")
+    with contextlib.ExitStack() as locks:
+        for out in outs.values():  # one run at a time per folder; a killed run's lock is stale
+            locks.enter_context(fileio.folder_lock(out))
+            if args.resume:
+                checkpoint.require_resumable(os.path.join(out, "checkpoint.npz"))
+            checkpoint.check_fresh_out(out, args.resume, args.overwrite)
+        return _train(args, names, outs, start)
+
+
+def _train(args, names, outs, start):
+    """Load the data, train and evaluate every model of ``names`` into ``outs``, print the tables."""
     data = train_data.load(args)
     norm = train_data.fit_feature_norm(args.feature_norm, data.train_features)
     data = data.with_norm(norm)

@@ -1,7 +1,7 @@
 """The host/device edge between test code and the package's compute functions (``--device strict``).
 
 Many unit tests are written NumPy-style: they build inputs with a NumPy generator, call a
-layer (``lstm.forward(w, mask, p, "relu")``) and compare with ``np.testing``. On a device
+layer (``lstm.lstm_forward(w, mask, p, "relu")``) and compare with ``np.testing``. On a device
 those calls need ``backend.to_device`` / ``to_host`` around them. Rather than rewrite every
 call, :func:`install` wraps the functions and methods of the *compute* modules (those whose
 arguments are device arrays: layers/, the model parts of rnn/ and cnn/,
@@ -42,8 +42,10 @@ COMPUTE_MODULES = (
     "minicnnrnn.layers.activations",
     "minicnnrnn.layers.conv",
     "minicnnrnn.layers.dense",
+    "minicnnrnn.layers.depthwise",
     "minicnnrnn.layers.dropout",
     "minicnnrnn.layers.loss",
+    "minicnnrnn.layers.pointwise",
     "minicnnrnn.layers.pool",
     "minicnnrnn.layers.winograd",
     "minicnnrnn.rnn.embedding",

@@ -145,5 +145,57 @@ def test_no_source_file_is_too_long():
 def test_the_checker_sees_a_cycle_and_a_crossing():
     """The graph reader is not blind: the real package has these known edges."""
     assert "minicnnrnn.core.backend" in GRAPH["minicnnrnn.rnn.lstm"]
-    assert "minicnnrnn.cnn.vgg" in GRAPH["minicnnrnn.extract"]
+    assert "minicnnrnn.cnn.backbones" in GRAPH["minicnnrnn.extract"]
     assert any(room_of(n) == "layers" for n in GRAPH["minicnnrnn.cnn.vgg"])
+
+
+# ---------------------------------------------------------------------------
+# One layer vocabulary (docs/DESIGN.md, "Layer API"): <layer>_forward beside <layer>_backward.
+# ---------------------------------------------------------------------------
+
+LAYER_ROOMS = ("layers", "cnn", "rnn")
+
+
+def _public_functions(path):
+    tree = ast.parse(path.read_text())
+    return {
+        node.name: node for node in tree.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
+    }
+
+
+def vocabulary_problems(path):
+    """What breaks the rule in one file: bare forward/backward names, a forward without its
+    backward (``<layer>_forward<suffix>`` pairs with ``<layer>_backward<suffix>`` or
+    ``<layer>_backward``), a backward whose arguments are not ``(d<out>..., cache, ...)``."""
+    functions, problems = _public_functions(path), []
+    for name, node in functions.items():
+        args = [a.arg for a in node.args.args]
+        if name in ("forward", "backward", "step_forward", "step_backward"):
+            problems.append(f"{path.name}: bare {name}()")
+        if "_forward" in name:
+            layer, suffix = name.split("_forward", 1)
+            if f"{layer}_backward{suffix}" not in functions and f"{layer}_backward" not in functions:
+                problems.append(f"{path.name}: {name}() has no {layer}_backward{suffix}()")
+        if "_backward" in name and (not args or not args[0].startswith("d") or "cache" not in args):
+            problems.append(f"{path.name}: {name}{tuple(args)} is not (d<out>..., cache)")
+    return problems
+
+
+def test_every_layer_follows_the_forward_backward_vocabulary():
+    files = [p for room in LAYER_ROOMS for p in sorted((PACKAGE / room).glob("*.py"))]
+    assert len(files) > 15
+    problems = [problem for path in files for problem in vocabulary_problems(path)]
+    assert problems == []
+    # The rule has something to check: every layer room defines forward/backward pairs.
+    for room in LAYER_ROOMS:
+        names = [n for p in (PACKAGE / room).glob("*.py") for n in _public_functions(p)]
+        assert sum("_backward" in n for n in names) >= 1, room
+
+
+def test_the_vocabulary_check_sees_a_bare_forward_and_a_missing_backward(tmp_path):
+    bad = tmp_path / "bad_layer.py"
+    bad.write_text(
+        "def forward(x):\n    pass\n\n\ndef thing_forward(x):\n    pass\n\n\ndef other_backward(x):\n    pass\n"
+    )
+    problems = vocabulary_problems(bad)
+    assert len(problems) == 3, problems

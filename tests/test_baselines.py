@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minicnnrnn.core import numgrad
-from minicnnrnn.layers import loss
+from minicnnrnn.layers import dropout, loss
 from minicnnrnn.rnn import baselines, label_paths, projection
 
 K, D, E, H, N = 5, 7, 4, 6, 3
@@ -34,7 +34,7 @@ def test_no_rnn_gradients(rng):
     I = rng.standard_normal((N, D))
     y = _labels(rng)
     inputs, targets, mask = label_paths.make_paths(y, label_paths.label_order(y))
-    drop = projection.make_dropout_mask(rng, inputs.shape + (E,), 0.5, np.float64)
+    drop = dropout.make_mask(inputs.shape + (E,), 0.5, rng, np.float64)
 
     def f_and_grads():
         scores, cache = baselines.no_rnn_forward(params, I, inputs, drop)
@@ -65,7 +65,7 @@ def test_classifier_gradients(kind, rng):
     params["b_l"] += rng.standard_normal(K) * 0.1
     I = rng.standard_normal((N, D))
     y = _labels(rng)
-    drop = projection.make_dropout_mask(rng, (N, E), 0.5, np.float64)
+    drop = dropout.make_mask((N, E), 0.5, rng, np.float64)
     check_grads(lambda: baselines.classifier_loss(kind, params, I, y, drop), params)
 
 

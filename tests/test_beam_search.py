@@ -349,3 +349,36 @@ def test_numpy_and_cupy_agree():
     np.testing.assert_array_equal(host.paths, device.paths)
     np.testing.assert_allclose(host.log_prob, device.log_prob, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(host.scores, device.scores, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# The plain one-image search (the readable version) and the fast batched one agree.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["relu", "conventional"])
+@pytest.mark.parametrize("beam, min_labels, max_labels", [(1, 0, None), (2, 1, None), (3, 0, 3), (4, 2, 4)])
+def test_fast_search_returns_the_plain_search_paths(variant, beam, min_labels, max_labels):
+    K = 7  # too many paths to enumerate cheaply: here the beam really prunes
+    p, I = random_model(K, 3, variant)
+    options = dict(beam_size=beam, min_labels=min_labels, max_labels=max_labels, variant=variant)
+    fast = run(p, I, **options)
+    params = backend.params_to_device(p)
+    for i in range(len(I)):
+        labels, log_prob = beam_search.beam_search_plain(params, backend.to_device(I[i]), **options)
+        assert path_of(fast, i) == labels
+        assert fast.log_prob[i] == pytest.approx(log_prob, rel=1e-9, abs=1e-9)
+
+
+def test_plain_search_with_the_no_rnn_step():
+    rng = np.random.default_rng(4)
+    p = baselines.init_no_rnn(6, D, E, H, rng, dtype=np.float64)
+    for name in ("U_l", "U_I_x", "U_o_x"):
+        p[name] *= 6.0
+    I = rng.standard_normal((5, D))
+    fast = run(p, I, beam_size=2, step_fn=baselines.no_rnn_step, min_labels=1)
+    for i in range(len(I)):
+        labels, _ = beam_search.beam_search_plain(
+            backend.params_to_device(p), backend.to_device(I[i]), 2, min_labels=1, step_fn=baselines.no_rnn_step
+        )
+        assert path_of(fast, i) == labels

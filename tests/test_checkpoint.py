@@ -8,7 +8,7 @@ import pytest
 
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.training import checkpoint
+from minicnnrnn.training import checkpoint, models
 from minicnnrnn.training.config import RunConfig
 
 CONFIG = RunConfig(model="cnn-rnn", K=3, D=5, E=4, H=6, variant="relu", cnn={"weights": "builtin", "layer": "fc7"})
@@ -18,10 +18,7 @@ def _state(rng):
     gen = np.random.default_rng(7)
     gen.random(5)  # advance it: the saved state must be the current one, not the seed's
     return {
-        "params": {
-            "U_l": rng.standard_normal((5, 4)).astype(np.float32),
-            "U_I_x": rng.standard_normal((5, 4)).astype(np.float32),
-        },
+        "params": models.KINDS["cnn-rnn"].init(CONFIG, rng),
         "opt": {"v/U_l": np.ones((5, 4), np.float32), "m/U_l": np.zeros((5, 4), np.float32)},
         "config": CONFIG,
         "label_names": ["cat", "dog", "sky"],

@@ -33,7 +33,7 @@ def _rel(a, b):
 )
 def test_winograd_matches_im2col(rng, N, H, W, C, F, pad):
     x, K, b = _problem(rng, N, H, W, C, F, np.float64)
-    ref = conv.forward_im2col(x, K, b, 1, pad)
+    ref = conv.conv_forward_im2col(x, K, b, 1, pad)
     out = winograd.conv3x3(x, K, b, pad)
     assert out.shape == ref.shape == (N, H + 2 * pad - 2, W + 2 * pad - 2, F)
     assert _rel(out, ref) < 1e-12
@@ -77,20 +77,20 @@ def test_block_plan_covers_the_layer_in_equal_shares(N, Th, Tw, tiles, workers):
 @pytest.mark.parametrize("method", ["winograd", "im2col"])
 def test_fused_relu_for_inference(rng, method):
     x, K, b = _problem(rng, 2, 6, 6, 8, 4)
-    plain, cache = conv.forward(x, K, b, 1, 1, method)
-    fused, no_cache = conv.forward(x, K, b, 1, 1, method, relu=True)
+    plain, cache = conv.conv_forward(x, K, b, 1, 1, method)
+    fused, no_cache = conv.conv_forward(x, K, b, 1, 1, method, relu=True)
     assert cache is not None and no_cache is None
     np.testing.assert_array_equal(backend.to_host(fused), np.maximum(backend.to_host(plain), 0))
 
 
 def test_im2col_chunks_agree_with_one_chunk(rng, monkeypatch):
     x, K, b = _problem(rng, 3, 6, 5, 4, 5, np.float64)
-    whole, cache = conv.forward(x, K, b, 1, 1, "im2col")
+    whole, cache = conv.conv_forward(x, K, b, 1, 1, "im2col")
     G = backend.to_device(rng.standard_normal(whole.shape))
-    dx, grads = conv.backward(G, cache)
+    dx, grads = conv.conv_backward(G, cache)
     monkeypatch.setattr(conv, "COLS_BUDGET_BYTES", 1)
-    assert _rel(conv.forward(x, K, b, 1, 1, "im2col")[0], whole) < 1e-14
-    dx1, grads1 = conv.backward(G, cache)
+    assert _rel(conv.conv_forward(x, K, b, 1, 1, "im2col")[0], whole) < 1e-14
+    dx1, grads1 = conv.conv_backward(G, cache)
     assert _rel(dx1, dx) < 1e-14 and _rel(grads1["W"], grads["W"]) < 1e-14
 
 
@@ -107,11 +107,11 @@ def test_col2im_is_the_adjoint_of_im2col(rng):
 def test_bad_arguments_raise():
     x, K, b = _problem(np.random.default_rng(0), 1, 5, 5, 8, 2)
     with pytest.raises(ValueError, match="Winograd"):
-        conv.forward(x, K, b, stride=2, method="winograd")
+        conv.conv_forward(x, K, b, stride=2, method="winograd")
     with pytest.raises(ValueError, match="does not match"):
-        conv.forward(x[..., :3], K, b)
+        conv.conv_forward(x[..., :3], K, b)
     with pytest.raises(ValueError, match="unknown method"):
-        conv.forward(x, K, b, method="fft")
+        conv.conv_forward(x, K, b, method="fft")
 
 
 def test_flops_of_vgg16_conv1_2():
@@ -135,9 +135,9 @@ def test_conv_matches_torch(torch, rng, stride, pad, method, kh, kw):
     x = rng.standard_normal((2, 9, 8, 8)).astype(np.float32)
     K = (rng.standard_normal((kh, kw, 8, 6)) * 0.2).astype(np.float32)
     b = rng.standard_normal(6).astype(np.float32)
-    out, cache = conv.forward(*map(backend.to_device, (x, K, b)), stride, pad, method)
+    out, cache = conv.conv_forward(*map(backend.to_device, (x, K, b)), stride, pad, method)
     G = rng.standard_normal(out.shape).astype(np.float32)
-    dx, grads = conv.backward(backend.to_device(G), cache)
+    dx, grads = conv.conv_backward(backend.to_device(G), cache)
 
     xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
     Kt = torch.tensor(K.transpose(3, 2, 0, 1), requires_grad=True)
@@ -152,9 +152,9 @@ def test_conv_matches_torch(torch, rng, stride, pad, method, kh, kw):
 
 def test_backward_without_input_gradient(rng):
     x, K, b = _problem(rng, 2, 5, 5, 3, 4, np.float64)
-    out, cache = conv.forward(x, K, b, 1, 1)
+    out, cache = conv.conv_forward(x, K, b, 1, 1)
     G = backend.to_device(rng.standard_normal(out.shape))
-    _, full = conv.backward(G, cache)
-    dx, grads = conv.backward(G, cache, input_grad=False)
+    _, full = conv.conv_backward(G, cache)
+    dx, grads = conv.conv_backward(G, cache, input_grad=False)
     assert dx is None
     np.testing.assert_array_equal(backend.to_host(grads["W"]), backend.to_host(full["W"]))

@@ -57,7 +57,7 @@ def test_tiny_fixture_matches_torch_outputs(tmp_path, layout):
     assert meta["preprocess"] == convert.TORCHVISION_PREPROCESS
     expected = np.load(FIXTURES / "tiny_vgg_expected.npz")
     names = ("conv2_2", "pool2", "fc6", "fc7", "logits")
-    outs, _ = vgg.forward(params, meta, expected["x"], outputs=names)
+    outs, _ = vgg.vgg_forward(params, meta, expected["x"], outputs=names)
     for name in names:
         assert relative_error(outs[name], expected[name]) <= 1e-4, name
 
@@ -187,7 +187,7 @@ def test_batchnorm_is_folded_into_the_convolutions(tmp_path, torch):
     params, meta = convert.convert(tmp_path / "bn.pth")
     x = np.random.default_rng(1).standard_normal((2, 16, 16, 3)).astype(np.float32)
     ref = torch_outputs(torch, model, TINY["config"], x, ("conv2_2", "logits"))
-    outs, _ = vgg.forward(params, meta, x, outputs=("conv2_2", "logits"))
+    outs, _ = vgg.vgg_forward(params, meta, x, outputs=("conv2_2", "logits"))
     for name in ref:
         assert relative_error(outs[name], ref[name]) <= 1e-4, name
 
@@ -209,7 +209,7 @@ def test_vgg16_both_formats_match_torch_at_224(tmp_path, torch):
         assert "138,357,544 parameters" in proc.stdout
         params, meta = vgg.load(tmp_path / "vgg16.npz")
         assert meta["config"] == vgg.VGG16_CONFIG and meta["input_size"] == 224
-        outs, _ = vgg.forward(params, meta, x, outputs=names)
+        outs, _ = vgg.vgg_forward(params, meta, x, outputs=names)
         for name in names:
             assert relative_error(outs[name], ref[name]) <= 1e-4, f"{layout} {name}"
         del params, outs

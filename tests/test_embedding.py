@@ -19,7 +19,7 @@ def test_embedding_backward_sums_repeated_tokens(rng):
     U_l = rng.standard_normal((5, 3))
     tokens = np.array([[1, 1], [4, 1]])
     dw = rng.standard_normal((2, 2, 3))
-    dU = embedding.embed_backward(dw, embedding.embed_forward(tokens, U_l)[1])
+    dU = embedding.embed_backward(dw, embedding.embed_forward(tokens, U_l)[1])["U_l"]
     np.testing.assert_allclose(dU[1], dw[0, 0] + dw[0, 1] + dw[1, 1])
     np.testing.assert_allclose(dU[4], dw[1, 0])
     assert np.all(dU[[0, 2, 3]] == 0)
@@ -31,6 +31,7 @@ def test_tied_scores_use_first_rows_only(rng):
     s, cache = embedding.tied_scores_forward(x, U_l, 5)
     np.testing.assert_allclose(s, x @ U_l[:5].T)  # Eq. 5: s = U_l^T x
     dx, dU = embedding.tied_scores_backward(ds, cache)
+    dU = dU["U_l"]
     assert dx.shape == x.shape and dU.shape == U_l.shape
     assert np.all(dU[5] == 0)  # START is never scored
 
@@ -47,8 +48,8 @@ def test_gradients_and_tying(rng):
 
     w, e_cache = embedding.embed_forward(tokens, U_l)
     _, s_cache = embedding.tied_scores_forward(w * y, U_l, 5)
-    dx, dU_scores = embedding.tied_scores_backward(G, s_cache)
-    dU_embed = embedding.embed_backward(dx * y, e_cache)
+    dx, score_grads = embedding.tied_scores_backward(G, s_cache)
+    dU_scores, dU_embed = score_grads["U_l"], embedding.embed_backward(dx * y, e_cache)["U_l"]
     assert numgrad.check(f, {"U_l": U_l}, {"U_l": dU_scores + dU_embed}) < 1e-6
     # Either part alone is wrong: the gradient really is the sum of both uses.
     assert numgrad.check(f, {"U_l": U_l}, {"U_l": dU_scores}) > 1e-2
@@ -62,7 +63,7 @@ def test_embedding_backward_matches_scatter_add_for_a_large_vocabulary(rng):
     V, E = 1002, 4
     tokens = rng.integers(0, 40, (6, 8))  # few distinct tokens, many repeats
     dw = rng.standard_normal((6, 8, E)).astype(np.float32)
-    dU = embedding.embed_backward(dw, embedding.embed_forward(tokens, np.zeros((V, E), np.float32))[1])
+    dU = embedding.embed_backward(dw, embedding.embed_forward(tokens, np.zeros((V, E), np.float32))[1])["U_l"]
     expected = np.zeros((V, E))
     np.add.at(expected, tokens.reshape(-1), dw.reshape(-1, E).astype(np.float64))
     assert dU.shape == (V, E) and dU.dtype == np.float32
@@ -76,5 +77,6 @@ def test_tied_scores_of_a_single_step(rng):
     s, cache = embedding.tied_scores_forward(x, U_l, 5)
     np.testing.assert_allclose(s, x @ U_l[:5].T)
     dx, dU = embedding.tied_scores_backward(ds, cache)
+    dU = dU["U_l"]
     np.testing.assert_allclose(dx, ds @ U_l[:5])
     np.testing.assert_allclose(dU[:5], ds.T @ x)

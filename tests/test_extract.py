@@ -41,10 +41,10 @@ def make_images(folder, n, seed=0):
 
 
 def direct_features(weights, paths, layer="fc7"):
-    """The reference: preprocess each image and run vgg.forward on all at once."""
+    """The reference: preprocess each image and run vgg.vgg_forward on all at once."""
     params, meta = vgg.load(weights)
     x = np.stack([preprocess.load_image(p, meta) for p in paths])
-    return vgg.forward(params, meta, x, outputs=(layer,))[0][layer].reshape(len(paths), -1)
+    return vgg.vgg_forward(params, meta, x, outputs=(layer,))[0][layer].reshape(len(paths), -1)
 
 
 def run(*args):
@@ -75,7 +75,7 @@ def test_conv_layer_rows_are_flattened_hwc(tmp_path, weights):
     features, _, meta = read_output(tmp_path / "f")
     params, vmeta = vgg.load(weights)
     x = np.stack([preprocess.load_image(p, vmeta, resize="warp") for p in paths])
-    maps = vgg.forward(params, vmeta, x, outputs=("conv2_2",))[0]["conv2_2"]  # (3, 8, 8, 16)
+    maps = vgg.vgg_forward(params, vmeta, x, outputs=("conv2_2",))[0]["conv2_2"]  # (3, 8, 8, 16)
     assert features.shape == (3, 8 * 8 * 16) and meta["resize"] == "warp"
     np.testing.assert_allclose(features[1].reshape(8, 8, 16), maps[1], rtol=1e-5, atol=1e-6)
     with pytest.raises(UserError, match="'fc9' is not a layer of this network; choose from conv1_1"):
@@ -136,7 +136,7 @@ def test_a_run_where_no_image_was_readable_leaves_nothing_to_resume(tmp_path, we
     out = tmp_path / "f"
     with pytest.raises(UserError, match=f"none of the 1 images could be read.*{image}: image file not found"):
         run("--weights", weights, "--images", image, "--out", out)
-    assert os.listdir(out) == []  # no partial rows or progress record left to resume from
+    assert not out.exists() or os.listdir(out) == []  # no partial rows or progress record left to resume from
     make_images(tmp_path / "imgs", 1)
     os.rename(tmp_path / "imgs" / "img00.jpg", image)
     assert run("--weights", weights, "--images", image, "--out", out) == 0
@@ -157,7 +157,7 @@ def test_bad_out_folder_and_weights_file_are_one_line_errors(tmp_path, weights):
 def test_an_interrupted_run_resumes_without_redoing_rows(tmp_path, weights, monkeypatch):
     paths = make_images(tmp_path / "imgs", 7)
     out, calls = tmp_path / "f", []
-    real_forward = vgg.forward
+    real_forward = vgg.vgg_forward
 
     def counting_forward(*args, **kwargs):
         calls.append(len(args[2]))
@@ -165,7 +165,7 @@ def test_an_interrupted_run_resumes_without_redoing_rows(tmp_path, weights, monk
             raise KeyboardInterrupt
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(extract.vgg, "forward", counting_forward)
+    monkeypatch.setattr(extract.backbones, "compute", counting_forward)
     interrupt_at = 3
     with pytest.raises(KeyboardInterrupt):
         run("--weights", weights, "--images", *paths, "--out", out, "--batch-size", 2)
@@ -241,7 +241,7 @@ def test_builtin_cnn_is_the_default(tmp_path):
     rows, _, record = read_output(tmp_path / "f")
     assert record["weights"] == "builtin" and record["input_size"] == meta["input_size"]
     x = np.stack([preprocess.load_image(p, meta) for p in paths])
-    want = vgg.forward(params, meta, x, outputs=("fc7",))[0]["fc7"]
+    want = vgg.vgg_forward(params, meta, x, outputs=("fc7",))[0]["fc7"]
     np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-6)
 
 

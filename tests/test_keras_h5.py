@@ -84,7 +84,7 @@ def test_keras2_layout_converts_to_the_same_network(tmp_path, options):
     for key in params:  # Keras kernels are HWIO and fc1 rows are (H, W, C): nothing is permuted
         np.testing.assert_array_equal(ours[key], params[key], err_msg=key)
     expected = np.load(FIXTURES / "tiny_vgg_expected.npz")
-    outs, _ = vgg.forward(ours, ours_meta, expected["x"], outputs=("logits",))
+    outs, _ = vgg.vgg_forward(ours, ours_meta, expected["x"], outputs=("logits",))
     scale = np.abs(expected["logits"]).max()
     np.testing.assert_allclose(outs["logits"], expected["logits"], rtol=1e-4, atol=1e-4 * scale)
 
@@ -215,7 +215,7 @@ def test_real_keras3_file_hed_vgg16_conv_part():
     x = preprocess.normalise(
         np.asarray(preprocess.resize_image(Image.fromarray(image), 32, "warp")), meta["preprocess"]
     )[None]
-    outs, _ = vgg.forward(params, small, x, outputs=("conv1_1", "conv5_3"))
+    outs, _ = vgg.vgg_forward(params, small, x, outputs=("conv1_1", "conv5_3"))
     assert outs["conv5_3"].shape == (1, 2, 2, 512) and np.isfinite(outs["conv5_3"]).all()
     for y, x0 in [(0, 0), (5, 17), (31, 31)]:
         want = np.maximum(_numpy_conv3x3(x[0], params["conv1_1/W"], params["conv1_1/b"], y, x0), 0)

@@ -45,7 +45,7 @@ def paper_step(w, r_prev, p, variant):
 def test_step_matches_literal_eq1(rng, variant, bias):
     p = make_params(rng, 3, 4, bias)
     w, r_prev = rng.standard_normal((2, 3)), rng.standard_normal((2, 4))
-    (o, r), _ = lstm.step_forward(w, r_prev, p, variant)
+    (o, r), _ = lstm.lstm_step_forward(w, r_prev, p, variant)
     o_ref, r_ref = paper_step(w, r_prev, p, variant)
     np.testing.assert_allclose(o, o_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(r, r_ref, rtol=1e-12, atol=1e-12)
@@ -59,10 +59,10 @@ def test_step_gradients(rng, variant, bias):
     Go, Gr = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
 
     def f():
-        (o, r), _ = lstm.step_forward(w, r_prev, p, variant)
+        (o, r), _ = lstm.lstm_step_forward(w, r_prev, p, variant)
         return float((o * Go).sum() + (r * Gr).sum())
 
-    dw, dr_prev, grads = lstm.step_backward(Go, Gr, lstm.step_forward(w, r_prev, p, variant)[1])
+    dw, dr_prev, grads = lstm.lstm_step_backward(Go, Gr, lstm.lstm_step_forward(w, r_prev, p, variant)[1])
     assert set(grads) == set(p)
     assert numgrad.check(f, dict(p, w=w, r=r_prev), dict(grads, w=dw, r=dr_prev)) < 1e-6
 
@@ -75,9 +75,9 @@ def test_sequence_gradients_with_mask(rng, variant):
     mask = np.array([[1, 1, 1], [1, 0, 1], [1, 0, 0], [1, 0, 1]])  # column 2 has a gap
 
     def f():
-        return float((lstm.forward(w_seq, mask, p, variant)[0] * G).sum())
+        return float((lstm.lstm_forward(w_seq, mask, p, variant)[0] * G).sum())
 
-    dw_seq, grads = lstm.backward(G, lstm.forward(w_seq, mask, p, variant)[1])
+    dw_seq, grads = lstm.lstm_backward(G, lstm.lstm_forward(w_seq, mask, p, variant)[1])
     assert numgrad.check(f, dict(p, w_seq=w_seq), dict(grads, w_seq=dw_seq)) < 1e-6
     # Padded steps neither produce output nor receive gradient.
     assert np.all(dw_seq[mask == 0] == 0)
@@ -90,18 +90,18 @@ def test_sequence_equals_chained_steps(rng, variant, start):
     p = make_params(rng, E, H)
     w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
     r0 = None if start == "zero" else rng.standard_normal((N, H))
-    o_seq, cache = lstm.forward(w_seq, np.ones((T, N)), p, variant, r0=r0)
-    dw_seq, grads = lstm.backward(G, cache)
+    o_seq, cache = lstm.lstm_forward(w_seq, np.ones((T, N)), p, variant, r0=r0)
+    dw_seq, grads = lstm.lstm_backward(G, cache)
 
     r, caches = (np.zeros((N, H)) if r0 is None else r0), []
     for t in range(T):
-        (o, r), c = lstm.step_forward(w_seq[t], r, p, variant)
+        (o, r), c = lstm.lstm_step_forward(w_seq[t], r, p, variant)
         np.testing.assert_allclose(o_seq[t], o, rtol=1e-13, atol=1e-13)
         caches.append(c)
     dr = np.zeros((N, H))
     total = {k: 0 for k in p}
     for t in reversed(range(T)):
-        dw, dr, g = lstm.step_backward(G[t], dr, caches[t])
+        dw, dr, g = lstm.lstm_step_backward(G[t], dr, caches[t])
         np.testing.assert_allclose(dw_seq[t], dw, rtol=1e-12, atol=1e-12)
         total = {k: total[k] + g[k] for k in p}
     for k in p:
@@ -115,10 +115,10 @@ def test_padding_is_invisible(rng, variant):
     p = make_params(rng, E, H)
     w_seq, G = rng.standard_normal((4, 2, E)), rng.standard_normal((4, 2, H))
     mask = np.array([[1, 1], [1, 1], [0, 1], [0, 1]])
-    o_seq, cache = lstm.forward(w_seq, mask, p, variant)
-    dw_seq, _ = lstm.backward(G, cache)
-    o_short, cache_short = lstm.forward(w_seq[:2, :1], np.ones((2, 1)), p, variant)
-    dw_short, _ = lstm.backward(G[:2, :1], cache_short)
+    o_seq, cache = lstm.lstm_forward(w_seq, mask, p, variant)
+    dw_seq, _ = lstm.lstm_backward(G, cache)
+    o_short, cache_short = lstm.lstm_forward(w_seq[:2, :1], np.ones((2, 1)), p, variant)
+    dw_short, _ = lstm.lstm_backward(G[:2, :1], cache_short)
     np.testing.assert_allclose(o_seq[:2, :1], o_short, rtol=1e-13)
     np.testing.assert_allclose(dw_seq[:2, :1], dw_short, rtol=1e-12)
     assert np.all(o_seq[2:, 0] == 0)
@@ -131,9 +131,9 @@ def test_padding_is_invisible(rng, variant):
 def test_initial_state(rng, variant):
     p = make_params(rng, 3, 4)
     w_seq, mask = rng.standard_normal((2, 2, 3)), np.ones((2, 2))
-    o_default, _ = lstm.forward(w_seq, mask, p, variant)
-    o_zero, _ = lstm.forward(w_seq, mask, p, variant, r0=np.zeros((2, 4)))
-    o_other, _ = lstm.forward(w_seq, mask, p, variant, r0=np.ones((2, 4)))
+    o_default, _ = lstm.lstm_forward(w_seq, mask, p, variant)
+    o_zero, _ = lstm.lstm_forward(w_seq, mask, p, variant, r0=np.zeros((2, 4)))
+    o_other, _ = lstm.lstm_forward(w_seq, mask, p, variant, r0=np.ones((2, 4)))
     np.testing.assert_array_equal(o_default, o_zero)
     assert not np.allclose(o_default, o_other)
 
@@ -142,8 +142,8 @@ def test_initial_state(rng, variant):
 def test_float32_stays_float32(rng, variant):
     p = make_params(rng, 3, 4, dtype=np.float32)
     w_seq = rng.standard_normal((2, 2, 3)).astype(np.float32)
-    o_seq, cache = lstm.forward(w_seq, np.ones((2, 2), bool), p, variant)
-    dw_seq, grads = lstm.backward(np.ones_like(o_seq), cache)
+    o_seq, cache = lstm.lstm_forward(w_seq, np.ones((2, 2), bool), p, variant)
+    dw_seq, grads = lstm.lstm_backward(np.ones_like(o_seq), cache)
     assert o_seq.dtype == dw_seq.dtype == np.float32
     assert all(g.dtype == np.float32 for g in grads.values())
 
@@ -151,7 +151,7 @@ def test_float32_stays_float32(rng, variant):
 def test_unknown_variant_is_rejected(rng):
     p = make_params(rng, 3, 4)
     with pytest.raises(ValueError, match="variant"):
-        lstm.step_forward(np.zeros((1, 3)), np.zeros((1, 4)), p, "gru")
+        lstm.lstm_step_forward(np.zeros((1, 3)), np.zeros((1, 4)), p, "gru")
 
 
 @pytest.mark.skipif(not cupy_available(), reason="CuPy with a CUDA device is not available")
@@ -166,8 +166,8 @@ def test_numpy_and_cupy_agree(rng, variant):
     for name in ("numpy", "cupy"):
         backend.use(name)
         dev = backend.params_to_device(p)
-        o, cache = lstm.forward(backend.to_device(w_seq), backend.to_device(mask), dev, variant)
-        dw, grads = lstm.backward(backend.to_device(G), cache)
+        o, cache = lstm.lstm_forward(backend.to_device(w_seq), backend.to_device(mask), dev, variant)
+        dw, grads = lstm.lstm_backward(backend.to_device(G), cache)
         results[name] = [backend.to_host(a) for a in (o, dw, *(grads[k] for k in sorted(grads)))]
     backend.use("numpy")
     for a, b in zip(results["numpy"], results["cupy"]):
@@ -182,10 +182,10 @@ def test_zero_start_shortcut_is_exact(rng, variant):
     p = make_params(rng, E, H)
     w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
     mask = np.array([[1, 1], [1, 0], [1, 1]])
-    o_skip, cache_skip = lstm.forward(w_seq, mask, p, variant)
-    o_full, cache_full = lstm.forward(w_seq, mask, p, variant, r0=np.zeros((N, H)))
+    o_skip, cache_skip = lstm.lstm_forward(w_seq, mask, p, variant)
+    o_full, cache_full = lstm.lstm_forward(w_seq, mask, p, variant, r0=np.zeros((N, H)))
     np.testing.assert_array_equal(o_skip, o_full)
-    (dw_skip, g_skip), (dw_full, g_full) = lstm.backward(G, cache_skip), lstm.backward(G, cache_full)
+    (dw_skip, g_skip), (dw_full, g_full) = lstm.lstm_backward(G, cache_skip), lstm.lstm_backward(G, cache_full)
     np.testing.assert_array_equal(dw_skip, dw_full)
     for k in p:
         np.testing.assert_allclose(g_skip[k], g_full[k], rtol=1e-14, atol=1e-15)
@@ -196,14 +196,49 @@ def test_scratch_buffers_do_not_leak_into_results(rng):
     call must not change when a later call (another shape, another dtype) runs."""
     p = make_params(rng, 3, 4)
     w1, G1 = rng.standard_normal((4, 2, 3)), rng.standard_normal((4, 2, 4))
-    dw1, g1 = lstm.backward(G1, lstm.forward(w1, np.ones((4, 2)), p)[1])
+    dw1, g1 = lstm.lstm_backward(G1, lstm.lstm_forward(w1, np.ones((4, 2)), p)[1])
     kept = [dw1.copy()] + [g1[k].copy() for k in sorted(g1)]
     w2, G2 = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 4))
-    lstm.backward(G2, lstm.forward(w2, np.ones((2, 5)), p)[1])
+    lstm.lstm_backward(G2, lstm.lstm_forward(w2, np.ones((2, 5)), p)[1])
     p32 = {k: v.astype(np.float32) for k, v in p.items()}
-    lstm.backward(G1.astype(np.float32), lstm.forward(w1.astype(np.float32), np.ones((4, 2)), p32)[1])
+    lstm.lstm_backward(G1.astype(np.float32), lstm.lstm_forward(w1.astype(np.float32), np.ones((4, 2)), p32)[1])
     for before, after in zip(kept, [dw1] + [g1[k] for k in sorted(g1)]):
         np.testing.assert_array_equal(before, after)
     # ... and a repeated call still gives the same answer.
-    dw1_again, _ = lstm.backward(G1, lstm.forward(w1, np.ones((4, 2)), p)[1])
+    dw1_again, _ = lstm.lstm_backward(G1, lstm.lstm_forward(w1, np.ones((4, 2)), p)[1])
     np.testing.assert_array_equal(dw1_again, kept[0])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_fast_sequence_equals_the_plain_loop(rng, variant, bias):
+    """The fast lstm_forward/lstm_backward compute what the plain step-by-step loop computes."""
+    T, N, E, H = 6, 4, 3, 5
+    p = make_params(rng, E, H, bias)
+    w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
+    mask = np.ones((T, N))
+    mask[4:, 1], mask[2:, 3] = 0, 0  # paths of different lengths
+    o_fast, c_fast = lstm.lstm_forward(w_seq, mask, p, variant)
+    o_plain, c_plain = lstm.lstm_forward_plain(w_seq, mask, p, variant)
+    np.testing.assert_allclose(o_fast, o_plain, rtol=1e-12, atol=1e-14)
+    (dw_fast, g_fast), (dw_plain, g_plain) = lstm.lstm_backward(G, c_fast), lstm.lstm_backward_plain(G, c_plain)
+    np.testing.assert_allclose(dw_fast, dw_plain, rtol=1e-11, atol=1e-13)
+    assert set(g_fast) == set(g_plain) == set(p)
+    for k in p:
+        np.testing.assert_allclose(g_fast[k], g_plain[k], rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_plain_sequence_gradients(rng, variant):
+    """The plain loop is itself checked against centred finite differences."""
+    T, N, E, H = 4, 3, 3, 4
+    p = make_params(rng, E, H)
+    w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
+    mask = np.ones((T, N))
+    mask[3:, 0] = 0
+    dw, grads = lstm.lstm_backward_plain(G, lstm.lstm_forward_plain(w_seq, mask, p, variant)[1])
+
+    def f():
+        return float(np.sum(lstm.lstm_forward_plain(w_seq, mask, p, variant)[0] * G))
+
+    assert numgrad.check(f, {**p, "w": w_seq}, {**grads, "w": dw}) < 1e-7

@@ -42,8 +42,8 @@ def test_sequence_matches_torch_autograd(torch, variant):
     mask = (np.arange(T)[:, None] < np.array([5, 3, 1, 4])[None, :]).astype(np.float64)
     G = rng.standard_normal((T, N, H))
 
-    o, cache = lstm.forward(arrays["w_seq"], mask, {k: arrays[k] for k in ("U_r", "U_w", "b_lstm")}, variant)
-    dw_seq, grads = lstm.backward(G, cache)
+    o, cache = lstm.lstm_forward(arrays["w_seq"], mask, {k: arrays[k] for k in ("U_r", "U_w", "b_lstm")}, variant)
+    dw_seq, grads = lstm.lstm_backward(G, cache)
     ours = dict(grads, w_seq=dw_seq)
 
     t = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()}

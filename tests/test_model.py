@@ -5,8 +5,8 @@ import pytest
 from conftest import cupy_available
 
 from minicnnrnn.core import backend, numgrad
-from minicnnrnn.layers import loss
-from minicnnrnn.rnn import lstm, model, projection
+from minicnnrnn.layers import dropout, loss
+from minicnnrnn.rnn import lstm, model, tokens
 
 K, D, E, H = 4, 5, 3, 4
 VARIANTS = lstm.VARIANTS
@@ -14,7 +14,7 @@ VARIANTS = lstm.VARIANTS
 
 def batch(K=K):
     """Paths (2, 0, 1), (3,) and (0, 1): inputs, targets, mask of shape (4, 3)."""
-    S, END = model.start_token(K), model.end_token(K)
+    S, END = tokens.start_token(K), tokens.end_token(K)
     inputs = np.array([[S, S, S], [2, 3, 0], [0, 0, 1], [1, 0, 0]])
     targets = np.array([[2, 3, 0], [0, END, 1], [1, 0, END], [END, 0, 0]])
     mask = np.array([[1, 1, 1], [1, 1, 1], [1, 0, 1], [1, 0, 0]], np.float64)
@@ -30,7 +30,7 @@ def problem(seed, variant, E=E, H=H, dtype=np.float64):
 
 
 def test_tokens():
-    assert model.end_token(20) == 20 and model.start_token(20) == 21
+    assert tokens.end_token(20) == 20 and tokens.start_token(20) == 21
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -72,7 +72,7 @@ def test_init_is_stable_at_paper_size(variant):
     inputs = rng.integers(0, K_big, (T, N))
     targets = rng.integers(0, K_big + 1, (T, N))
     mask = np.ones((T, N), np.float32)
-    o, _ = lstm.forward(p["U_l"][inputs], mask, p, variant)
+    o, _ = lstm.lstm_forward(p["U_l"][inputs], mask, p, variant)
     assert np.abs(o).max() < 5.0
     value, grads = model.path_loss(p, I, inputs, targets, mask, variant)
     assert abs(value / T - np.log(K_big + 1)) < 0.5
@@ -82,7 +82,7 @@ def test_init_is_stable_at_paper_size(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_path_loss_gradients(variant):
     rng, p, I, inputs, targets, mask = problem(1, variant)
-    drop = projection.make_dropout_mask(rng, (4, 3, E), 0.25, np.float64)
+    drop = dropout.make_mask((4, 3, E), 0.25, rng, np.float64)
     scores, _ = model.path_forward(p, I, inputs, mask, variant, drop)
     assert scores.shape == (4, 3, K + 1)
 
@@ -94,8 +94,8 @@ def test_path_loss_gradients(variant):
 
     assert numgrad.check(f, p, grads) < 1e-6
     # U_l's two uses: START is only an input, END only an output; both rows learn.
-    assert np.abs(grads["U_l"][model.start_token(K)]).max() > 0
-    assert np.abs(grads["U_l"][model.end_token(K)]).max() > 0
+    assert np.abs(grads["U_l"][tokens.start_token(K)]).max() > 0
+    assert np.abs(grads["U_l"][tokens.end_token(K)]).max() > 0
 
 
 def test_path_loss_equals_its_parts():
@@ -143,7 +143,7 @@ def test_numpy_and_cupy_agree(variant):
     rng = np.random.default_rng(6)
     p = model.init_params(K, D, E, H, rng, variant)
     I = rng.standard_normal((3, D)).astype(np.float32)
-    drop = projection.make_dropout_mask(rng, (4, 3, E), 0.5)
+    drop = dropout.make_mask((4, 3, E), 0.5, rng)
     results = {}
     for name in ("numpy", "cupy"):
         backend.use(name)

@@ -70,8 +70,8 @@ def test_top_k_decoding_is_the_metrics_top_k_and_paths_are_the_beam_search():
     params = dev(models.KINDS["bce"].init(bce, np.random.default_rng(3)))
     pred, scores = models.predict_sets(bce, params, I, batch_size=4)  # 3 blocks
     raw, _ = baselines.classifier_forward(params, dev(I))
-    # Blocks of 4 rows and one block of 9 may round differently in the BLAS: 1 ulp.
-    np.testing.assert_allclose(scores, host(baselines.classifier_confidence("bce", raw)), rtol=1e-6)
+    # Blocks of 4 images against one product: BLAS may pick another float32 kernel, so not bit-equal.
+    np.testing.assert_allclose(scores, host(baselines.classifier_confidence("bce", raw)), rtol=1e-5)
     np.testing.assert_array_equal(pred, metrics.topk_predictions(scores, 2))
     cnn_rnn = _cfg("cnn-rnn", beam=2, k=3, min_labels=1)
     params = dev(models.KINDS["cnn-rnn"].init(cnn_rnn, np.random.default_rng(3)))

@@ -16,23 +16,23 @@ def test_gradients_match_finite_differences(name):
 
 def test_pool_forward_by_hand():
     x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
-    out, _ = pool.forward(backend.to_device(x))
+    out, _ = pool.max_pool_forward(backend.to_device(x))
     assert backend.to_host(out)[0, :, :, 0].tolist() == [[5, 7], [13, 15]]
 
 
 def test_pool_tie_sends_gradient_to_first_member_only():
     x = backend.to_device(np.zeros((1, 2, 2, 1)))
-    out, cache = pool.forward(x)
-    dx = backend.to_host(pool.backward(backend.to_device(np.ones((1, 1, 1, 1))), cache))
+    out, cache = pool.max_pool_forward(x)
+    dx = backend.to_host(pool.max_pool_backward(backend.to_device(np.ones((1, 1, 1, 1))), cache))
     assert dx[0, :, :, 0].tolist() == [[1, 0], [0, 0]]
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 8, 3), (1, 7, 5, 4)])
 def test_pool_matches_torch(torch, rng, shape):
     x = rng.standard_normal(shape).astype(np.float32)
-    out, cache = pool.forward(backend.to_device(x))
+    out, cache = pool.max_pool_forward(backend.to_device(x))
     G = rng.standard_normal(out.shape).astype(np.float32)
-    dx = backend.to_host(pool.backward(backend.to_device(G), cache))
+    dx = backend.to_host(pool.max_pool_backward(backend.to_device(G), cache))
     xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
     ref = torch.nn.functional.max_pool2d(xt, 2, 2)
     (ref * torch.tensor(G.transpose(0, 3, 1, 2))).sum().backward()
@@ -63,7 +63,7 @@ def test_dropout_mask_is_inverted_and_seeded():
 
 def test_dropout_none_mask_is_identity_and_bad_p_raises():
     x = backend.to_device(np.ones((2, 3)))
-    out, cache = dropout.forward(x, None)
-    assert out is x and dropout.backward(x, cache) is x
+    out, cache = dropout.dropout_forward(x, None)
+    assert out is x and dropout.dropout_backward(x, cache) is x
     with pytest.raises(ValueError, match="dropout probability"):
         dropout.make_mask((2, 3), 1.0, np.random.default_rng(0))

@@ -70,9 +70,9 @@ def test_images_through_the_cnn_match_beam_search_on_its_features(tmp_path, caps
     code, out = run_predict(["--checkpoint", ckpt, "--json", *images], capsys)
     assert code == 0
     preds = json.loads(out)
-    # The same pipeline by hand: load_image -> vgg.forward -> beam search.
+    # The same pipeline by hand: load_image -> vgg.vgg_forward -> beam search.
     x = np.stack([preprocess.load_image(p, meta) for p in images])
-    feats = vgg.forward(cnn_params, meta, x, outputs=("fc6",))[0]["fc6"]
+    feats = vgg.vgg_forward(cnn_params, meta, x, outputs=("fc6",))[0]["fc6"]
     result = beam_search.beam_search(params, feats, beam_size=3)
     for i, pred in enumerate(preds):
         assert pred["image"] == images[i]
@@ -161,17 +161,25 @@ def run_cli(*args):
     )
 
 
-def test_unreadable_image_is_a_one_line_error(tmp_path):
+def test_unreadable_image_is_skipped_with_a_warning_and_strict_stops(tmp_path):
     cnn_path, _, _ = tiny_cnn(tmp_path)
     ckpt, _ = make_checkpoint(tmp_path, cnn={"weights": str(cnn_path), "layer": "fc6"})
-    good = write_images(tmp_path, 1)[0]
+    good = write_images(tmp_path, 2)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg at all")
-    proc = run_cli("--checkpoint", ckpt, good, bad)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0
+    # like extract: the good images are predicted, the bad one is one warning line
+    proc = run_cli("--checkpoint", ckpt, good[0], bad, good[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("warning: skipped")
     assert str(bad) in proc.stderr and "Traceback" not in proc.stderr
-    assert proc.stdout == ""
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()] == good
+    # --strict stops at the first unreadable image, printing nothing
+    proc = run_cli("--checkpoint", ckpt, good[0], bad, "--strict")
+    assert proc.returncode == 2 and proc.stdout == "" and "--strict" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and str(bad) in proc.stderr
+    # none readable: a non-zero exit
+    proc = run_cli("--checkpoint", ckpt, bad)
+    assert proc.returncode == 2 and proc.stdout == "" and "none of the 1 image" in proc.stderr
 
 
 @pytest.mark.parametrize(

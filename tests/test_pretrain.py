@@ -38,7 +38,7 @@ def test_training_steps_decrease_the_loss():
 
     def batch_loss():
         x = backend.to_device(preprocess.normalise(images, meta["preprocess"]))
-        outs, _ = vgg.forward(params, meta, x, outputs=("logits",))
+        outs, _ = vgg.vgg_forward(params, meta, x, outputs=("logits",))
         return pretrain.loss.sigmoid_cross_entropy(outs["logits"], backend.to_device(labels))[0]
 
     before = batch_loss()

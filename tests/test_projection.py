@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from minicnnrnn.core import numgrad
+from minicnnrnn.layers import dropout
 from minicnnrnn.rnn import projection
 
 
@@ -14,12 +15,12 @@ def make(rng, T=3, N=2, H=4, D=5, E=3):
 
 def test_forward_is_eq4(rng):
     params, o, I = make(rng)
-    x, _ = projection.forward(o, I, params)
+    x, _ = projection.projection_forward(o, I, params)
     expected = np.maximum(o @ params["U_o_x"] + (I @ params["U_I_x"])[None] + params["b_x"], 0)
     np.testing.assert_allclose(x, expected)
     np.testing.assert_allclose(projection.image_term(I, params), I @ params["U_I_x"])
     # A single step (N, H) works the same way (beam search).
-    x1, _ = projection.forward(o[1], I, params)
+    x1, _ = projection.projection_forward(o[1], I, params)
     np.testing.assert_allclose(x1, expected[1])
 
 
@@ -27,12 +28,12 @@ def test_forward_is_eq4(rng):
 def test_gradients(rng, with_dropout):
     params, o, I = make(rng)
     G = rng.standard_normal((3, 2, 3))
-    mask = projection.make_dropout_mask(rng, G.shape, 0.5, np.float64) if with_dropout else None
+    mask = dropout.make_mask(G.shape, 0.5, rng, np.float64) if with_dropout else None
 
     def f():
-        return float((projection.forward(o, I, params, mask)[0] * G).sum())
+        return float((projection.projection_forward(o, I, params, mask)[0] * G).sum())
 
-    do, dI, grads = projection.backward(G, projection.forward(o, I, params, mask)[1])
+    do, dI, grads = projection.projection_backward(G, projection.projection_forward(o, I, params, mask)[1])
     assert set(grads) == {"U_o_x", "U_I_x", "b_x"}
     assert numgrad.check(f, dict(params, o=o, I=I), dict(grads, o=do, I=dI)) < 1e-6
 
@@ -40,37 +41,26 @@ def test_gradients(rng, with_dropout):
 def test_no_bias_is_eq4_verbatim(rng):
     params, o, I = make(rng)
     del params["b_x"]
-    x, cache = projection.forward(o, I, params)
+    x, cache = projection.projection_forward(o, I, params)
     np.testing.assert_allclose(x, np.maximum(o @ params["U_o_x"] + I @ params["U_I_x"], 0))
-    assert "b_x" not in projection.backward(np.ones_like(x), cache)[2]
-
-
-def test_dropout_mask_is_scaled_and_seeded():
-    mask = projection.make_dropout_mask(np.random.default_rng(1), (200, 100), 0.5)
-    assert mask.dtype == np.float32
-    assert set(np.unique(mask)) == {0.0, 2.0}  # already holds 1 / (1 - p)
-    assert abs(mask.mean() - 1.0) < 0.02  # expectation kept
-    again = projection.make_dropout_mask(np.random.default_rng(1), (200, 100), 0.5)
-    np.testing.assert_array_equal(mask, again)
-    with pytest.raises(ValueError):
-        projection.make_dropout_mask(np.random.default_rng(1), (2,), 1.0)
+    assert "b_x" not in projection.projection_backward(np.ones_like(x), cache)[2]
 
 
 def test_dropout_zeroes_units(rng):
     params, o, I = make(rng)
     mask = np.zeros((3, 2, 3))
     mask[0] = 2.0
-    x, cache = projection.forward(o, I, params, mask)
+    x, cache = projection.projection_forward(o, I, params, mask)
     assert np.all(x[1:] == 0)
-    do, _, _ = projection.backward(np.ones_like(x), cache)
+    do, _, _ = projection.projection_backward(np.ones_like(x), cache)
     assert np.all(do[1:] == 0)
 
 
 def test_image_gradient_can_be_skipped(rng):
     params, o, I = make(rng)
-    x, cache = projection.forward(o, I, params)
-    do, dI, grads = projection.backward(np.ones_like(x), cache)
-    do2, dI2, grads2 = projection.backward(np.ones_like(x), cache, image_grad=False)
+    x, cache = projection.projection_forward(o, I, params)
+    do, dI, grads = projection.projection_backward(np.ones_like(x), cache)
+    do2, dI2, grads2 = projection.projection_backward(np.ones_like(x), cache, image_grad=False)
     assert dI2 is None and dI.shape == I.shape
     np.testing.assert_array_equal(do, do2)
     assert all(np.array_equal(grads[k], grads2[k]) for k in grads)
@@ -84,8 +74,8 @@ def test_precomputed_image_term(rng, with_bias):
         del params["b_x"]
     image = projection.image_and_bias(I, params)
     np.testing.assert_allclose(image, I @ params["U_I_x"] + params.get("b_x", 0.0))
-    x, _ = projection.forward(o, I, params)
-    x_pre, _ = projection.forward(o, None, params, image=image)
+    x, _ = projection.projection_forward(o, I, params)
+    x_pre, _ = projection.projection_forward(o, None, params, image=image)
     np.testing.assert_allclose(x_pre, x, rtol=1e-14, atol=1e-14)
-    x1, _ = projection.forward(o[1], None, params, image=image)
+    x1, _ = projection.projection_forward(o[1], None, params, image=image)
     np.testing.assert_allclose(x1, x[1], rtol=1e-14, atol=1e-14)

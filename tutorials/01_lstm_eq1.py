@@ -110,13 +110,13 @@ for name, array in inputs.items():
 
 # %% [markdown]
 # ## Compare with the package
-# `minicnnrnn.rnn.lstm.step_forward` takes the same weights in a dict with the paper's
+# `minicnnrnn.rnn.lstm.lstm_step_forward` takes the same weights in a dict with the paper's
 # names (`b_lstm` is the optional bias) and returns ((o, r), cache).
 
 # %%
 params = {"U_r": U_r, "U_w": U_w, "b_lstm": b}
-(pkg_out, pkg_r), pkg_cache = lstm.step_forward(w, r_prev, params, "relu")
-dw, dr_prev, grads = lstm.step_backward(G_o, G_r, pkg_cache)
+(pkg_out, pkg_r), pkg_cache = lstm.lstm_step_forward(w, r_prev, params, "relu")
+dw, dr_prev, grads = lstm.lstm_step_backward(G_o, G_r, pkg_cache)
 assert np.allclose(pkg_out, out) and np.allclose(pkg_r, r)
 assert np.allclose(dw, mine["w"]) and np.allclose(dr_prev, mine["r_prev"])
 assert all(np.allclose(grads[k], mine[k]) for k in ("U_r", "U_w")) and np.allclose(grads["b_lstm"], mine["b"])
@@ -124,7 +124,7 @@ print("package step_forward/step_backward agree with the from-scratch version")
 
 # %% [markdown]
 # ## A whole path, and why the initialisation matters
-# `lstm.forward` runs Eq. 1 over a time-major batch (T, N, E) starting from r(0) = 0,
+# `lstm.lstm_forward` runs Eq. 1 over a time-major batch (T, N, E) starting from r(0) = 0,
 # with a mask for paths shorter than T: at a padded step the state is kept and the
 # output is 0. Below, path 2 ends after 3 steps; its state then stays flat.
 #
@@ -137,10 +137,11 @@ print("package step_forward/step_backward agree with the from-scratch version")
 
 # %%
 from minicnnrnn.rnn import model  # noqa: E402 (imported where it is first needed)
+from minicnnrnn.rnn.tokens import start_token  # noqa: E402
 
 K, T, H_big = 10, (12 if FAST else 20), (16 if FAST else 128)
 params = model.init_params(K, 1, E, H_big, rng, "relu", dtype=np.float64)
-tokens = np.r_[model.start_token(K), rng.integers(0, K, T - 1)]
+tokens = np.r_[start_token(K), rng.integers(0, K, T - 1)]
 w_seq = np.stack([params["U_l"][tokens]] * 2, axis=1)  # (T, 2, E): the same labels twice
 mask = np.ones((T, 2))
 mask[3:, 1] = 0  # path 2: 3 steps, then padding
@@ -148,7 +149,7 @@ mask[3:, 1] = 0  # path 2: 3 steps, then padding
 
 def state_norms(p):
     with np.errstate(over="ignore", invalid="ignore"):  # the second run overflows
-        o_seq, seq_cache = lstm.forward(w_seq, mask, p, "relu")
+        o_seq, seq_cache = lstm.lstm_forward(w_seq, mask, p, "relu")
         return np.linalg.norm(seq_cache[3], axis=2)  # |r(t)|, t = 0 .. T, per path
 
 

@@ -119,8 +119,9 @@ assert numgrad.rel_error(dU_scores, numeric) > 1e-2 and numgrad.rel_error(dU_emb
 w_pkg, e_cache = embedding.embed_forward(a, U_l)
 s_pkg, s_cache = embedding.tied_scores_forward(w_pkg * y, U_l, K + 1)
 L_pkg, ds_pkg = loss.softmax_cross_entropy(s_pkg, b, np.ones(N))
-dx_pkg, dU_scores_pkg = embedding.tied_scores_backward(ds_pkg, s_cache)
-dU_embed_pkg = embedding.embed_backward(dx_pkg * y, e_cache)
+dx_pkg, score_grads_pkg = embedding.tied_scores_backward(ds_pkg, s_cache)
+dU_scores_pkg = score_grads_pkg["U_l"]
+dU_embed_pkg = embedding.embed_backward(dx_pkg * y, e_cache)["U_l"]
 assert np.isclose(L_pkg, L)
 assert np.allclose(dU_scores_pkg, dU_scores) and np.allclose(dU_embed_pkg, dU_embed)
 print("package embedding / tied scores / loss agree with the from-scratch version")

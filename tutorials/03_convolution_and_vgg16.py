@@ -91,7 +91,7 @@ def my_conv(x, W, b, s, p):
 for s, p in [(1, 1), (2, 0)]:
     mine = my_conv(x, W, b, s, p)
     assert np.allclose(mine, conv_loops(x, W, b, s, p))
-    assert np.allclose(mine, conv.forward(x, W, b, s, p, method="im2col")[0])
+    assert np.allclose(mine, conv.conv_forward(x, W, b, s, p, method="im2col")[0])
 print("im2col convolution == the loops == minicnnrnn.layers.conv (stride 1 pad 1, stride 2 pad 0)")
 
 # %% [markdown]
@@ -139,7 +139,7 @@ for s, p in [(1, 1), (2, 0)]:
         numgrad.rel_error(dW, numgrad.numerical_gradient(L, W)),
         numgrad.rel_error(db, numgrad.numerical_gradient(L, b)),
     ]
-    pdx, pgrads = conv.backward(G, conv.forward(x, W, b, s, p)[1])
+    pdx, pgrads = conv.conv_backward(G, conv.conv_forward(x, W, b, s, p)[1])
     assert np.allclose(pdx, dx) and np.allclose(pgrads["W"], dW) and np.allclose(pgrads["b"], db)
     print(
         f"stride {s} pad {p}: max relative error vs finite differences "
@@ -157,12 +157,14 @@ for s, p in [(1, 1), (2, 0)]:
 xp_ = rng.permutation(2 * 4 * 6 * 3).reshape(2, 4, 6, 3) * 0.1  # distinct values: no ties
 windows = xp_.reshape(2, 2, 2, 3, 2, 3)
 pooled = windows.max(axis=(2, 4))
-assert np.array_equal(pooled, pool.forward(xp_)[0])
+assert np.array_equal(pooled, pool.max_pool_forward(xp_)[0])
 Gp = rng.standard_normal(pooled.shape)
 winner = windows == pooled[:, :, None, :, None, :]  # one True per window
 dxp = (winner * Gp[:, :, None, :, None, :]).reshape(xp_.shape)
-assert np.allclose(dxp, pool.backward(Gp, pool.forward(xp_)[1]))
-err = numgrad.rel_error(dxp, numgrad.numerical_gradient(lambda _: float(np.sum(pool.forward(xp_)[0] * Gp)), xp_))
+assert np.allclose(dxp, pool.max_pool_backward(Gp, pool.max_pool_forward(xp_)[1]))
+err = numgrad.rel_error(
+    dxp, numgrad.numerical_gradient(lambda _: float(np.sum(pool.max_pool_forward(xp_)[0] * Gp)), xp_)
+)
 print(f"max-pool: reshape version == package; backward vs finite differences {err:.1e}")
 
 # %% [markdown]
@@ -266,7 +268,7 @@ side, C = (28, 64) if FAST else (112, 128)
 xw = rng.standard_normal((1, side, side, C))
 Ww = rng.standard_normal((3, 3, C, C)) / np.sqrt(9 * C)
 bw = rng.standard_normal(C)
-ref = conv.forward_im2col(xw, Ww, bw, 1, 1)
+ref = conv.conv_forward_im2col(xw, Ww, bw, 1, 1)
 err = np.abs(winograd.conv3x3(xw, Ww, bw, 1) - ref).max() / np.abs(ref).max()
 print(f"float64 Winograd vs im2col: max relative difference {err:.1e}")
 xw, Ww, bw = xw.astype(np.float32), Ww.astype(np.float32), bw.astype(np.float32)
@@ -282,8 +284,8 @@ def best_time(fn, repeats=3 if FAST else 5):
     return min(times)
 
 
-t_im2col = best_time(lambda: conv.forward(xw, Ww, bw, 1, 1, method="im2col"))
-t_wino = best_time(lambda: conv.forward(xw, Ww, bw, 1, 1, method="winograd"))
+t_im2col = best_time(lambda: conv.conv_forward(xw, Ww, bw, 1, 1, method="im2col"))
+t_wino = best_time(lambda: conv.conv_forward(xw, Ww, bw, 1, 1, method="winograd"))
 gflop = conv.flops(xw.shape, Ww.shape, 1, 1) / 1e9
 print(
     f"{side}x{side}x{C} -> {C}: im2col {t_im2col * 1e3:.1f} ms ({gflop / t_im2col:.0f} GFLOP/s), "

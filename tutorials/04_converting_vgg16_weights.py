@@ -178,7 +178,7 @@ print(
 
 # %%
 expected = np.load(FIXTURES / "tiny_vgg_expected.npz")
-outs, _ = vgg.forward(params, meta, expected["x"], outputs=("conv2_2", "fc7", "logits"))
+outs, _ = vgg.vgg_forward(params, meta, expected["x"], outputs=("conv2_2", "fc7", "logits"))
 for name, value in outs.items():
     error = np.abs(value - expected[name]).max() / np.abs(expected[name]).max()
     print(f"{name:8s} relative error vs torch: {error:.1e}")

@@ -164,12 +164,12 @@ y = labels[:2]
 
 
 def tiny_loss():
-    outs, _ = vgg.forward(tiny, tiny_meta, x, outputs=("logits",))
+    outs, _ = vgg.vgg_forward(tiny, tiny_meta, x, outputs=("logits",))
     return loss.sigmoid_cross_entropy(outs["logits"], y)[0]
 
 
-outs, cache = vgg.forward(tiny, tiny_meta, x, outputs=("logits",), train=True, dropout_p=0.0)
-grads = vgg.backward(loss.sigmoid_cross_entropy(outs["logits"], y)[1], cache)
+outs, cache = vgg.vgg_forward(tiny, tiny_meta, x, outputs=("logits",), train=True, dropout_p=0.0)
+_, grads = vgg.vgg_backward(loss.sigmoid_cross_entropy(outs["logits"], y)[1], cache)
 names = ["conv1_1/W", "conv2_1/b", "fc6/W", "logits/W"]
 err = numgrad.check(tiny_loss, {k: tiny[k] for k in names}, {k: grads[k] for k in names})
 print(f"max relative error, backward vs finite differences: {err:.1e}")
@@ -192,9 +192,9 @@ history = []
 for step in range(steps):
     rows = slice(16 * step, 16 * step + 16)
     xb = backend.to_device(preprocess.normalise(train_images[rows], net_meta["preprocess"]))
-    outs, cache = vgg.forward(net, net_meta, xb, outputs=("logits",), train=True, dropout_p=0.0)
+    outs, cache = vgg.vgg_forward(net, net_meta, xb, outputs=("logits",), train=True, dropout_p=0.0)
     value, dlogits = loss.sigmoid_cross_entropy(outs["logits"], backend.to_device(train_labels[rows]))
-    opt.step(net, vgg.backward(dlogits, cache), lr=3e-3)
+    opt.step(net, vgg.vgg_backward(dlogits, cache)[1], lr=3e-3)
     history.append(value)
 print(f"BCE loss: first 5 steps {np.mean(history[:5]):.2f} -> last 5 steps {np.mean(history[-5:]):.2f}")
 assert np.mean(history[-5:]) < np.mean(history[:5])

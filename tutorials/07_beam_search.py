@@ -8,10 +8,10 @@
 #     P(l_1, ..., l_k, END | I) = P(l_1 | I) P(l_2 | I, l_1) ... P(END | I, l_1, ..., l_k)
 #
 # There are sum_j K!/(K-j)! paths, far too many to try for K = 81, so the paper keeps
-# only the N most probable unfinished paths at each step (*beam search*, Fig. 5).
+# only the B most probable unfinished paths at each step (*beam search*, Fig. 5).
 # Here we write it for one image in plain Python, draw what it keeps at each step,
 # compare it with `minicnnrnn.rnn.beam_search` and with trying every path, and build a
-# case where greedy decoding (N = 1) goes wrong and a beam of 2 fixes it.
+# case where greedy decoding (B = 1) goes wrong and a beam of 2 fixes it.
 # Run it with `python tutorials/07_beam_search.py`.
 
 # %%
@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minicnnrnn.core import backend
-from minicnnrnn.rnn import beam_search, model, projection
+from minicnnrnn.rnn import beam_search, model, projection, tokens
 
 # Everything here is small, so MINICNNRNN_TUTORIAL_FAST=1 changes nothing.
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -34,7 +34,7 @@ os.makedirs(OUT, exist_ok=True)
 
 NAMES = ["person", "dog", "grass", "ball", "sky"]
 K = len(NAMES)
-END, START = model.end_token(K), model.start_token(K)
+END, START = tokens.end_token(K), tokens.start_token(K)
 D, E, H = 16, 8, 16
 
 # %% [markdown]
@@ -78,22 +78,22 @@ def step(labels, state):
 
 # %% [markdown]
 # ## Beam search for one image, as the paper describes it
-# `S` holds at most N unfinished paths (Eq. 7). At each step every path in `S` is
-# extended by its N most probable *allowed* outputs (a label already on the path is
-# not allowed, END is not allowed before `min_labels` labels), giving up to N x N
-# paths. Those ending with END become *candidates*; the N most probable of the others
+# `S` holds at most B unfinished paths (Eq. 7). At each step every path in `S` is
+# extended by its B most probable *allowed* outputs (a label already on the path is
+# not allowed, END is not allowed before `min_labels` labels), giving up to B x B
+# paths. Those ending with END become *candidates*; the B most probable of the others
 # are the new `S`.
 #
 # **When to stop.** Extending a path multiplies its probability by a number <= 1, so
 # once the best path in `S` is no more probable than the best candidate, nothing in
 # `S` can still win. We stop exactly then (or when `S` is empty) and answer the best
-# candidate. With N at least the number of paths nothing is ever dropped, so the answer
+# candidate. With B at least the number of paths nothing is ever dropped, so the answer
 # is the exact argmax of Eq. 6.
 
 # %%
 
 
-def beam_search_one(step, N, min_labels=0):
+def beam_search_one(step, B, min_labels=0):
     """Returns (best labels, best log P, trace); trace[t] = (S after step t, candidates of step t)."""
     S = [((), 0.0, None)]  # (labels, log P, state)
     best, best_logp, trace = (), -math.inf, []
@@ -102,21 +102,21 @@ def beam_search_one(step, N, min_labels=0):
         for labels, logp, state in S:
             lp, new_state = step(labels, state)
             allowed = [o for o in range(K + 1) if o not in labels and not (o == END and t < min_labels)]
-            for o in sorted(allowed, key=lambda o: -lp[o])[:N]:  # its N most probable outputs
+            for o in sorted(allowed, key=lambda o: -lp[o])[:B]:  # its B most probable outputs
                 expansions.append((labels + (o,), logp + lp[o], new_state))
         candidates = [e for e in expansions if e[0][-1] == END]
         for labels, logp, _ in candidates:
             if logp > best_logp:
                 best, best_logp = labels[:-1], logp
-        S = sorted([e for e in expansions if e[0][-1] != END], key=lambda e: -e[1])[:N]
+        S = sorted([e for e in expansions if e[0][-1] != END], key=lambda e: -e[1])[:B]
         trace.append((S, candidates))
         if not S or S[0][1] <= best_logp:  # the stopping rule
             break
     return best, best_logp, trace
 
 
-N = 2
-best, best_logp, trace = beam_search_one(step, N)
+B = 2
+best, best_logp, trace = beam_search_one(step, B)
 for t, (S, candidates) in enumerate(trace):
     kept = ", ".join(f"({' '.join(NAMES[l] for l in p)}) {math.exp(lp):.3g}" for p, lp, _ in S)
     ended = ", ".join(f"({' '.join(NAMES[l] for l in p[:-1])} END) {math.exp(lp):.3g}" for p, lp, _ in candidates)
@@ -126,8 +126,8 @@ print("answer:", [NAMES[l] for l in best], f"P = {math.exp(best_logp):.4f}")
 # %% [markdown]
 # ## Check: the package, and trying every path
 # `minicnnrnn.rnn.beam_search.beam_search` does the same for a whole batch of images at
-# once (the paths of all images sit in one (images x N) grid). For this small K we
-# can also score every path and take the argmax of Eq. 6. Watch N = 1, greedy
+# once (the paths of all images sit in one (images x B) grid). For this small K we
+# can also score every path and take the argmax of Eq. 6. Watch B = 1, greedy
 # decoding: it commits to the slightly more probable first label, "person", and ends
 # on a path less probable than the one a beam of 2 finds by also keeping "grass".
 
@@ -156,9 +156,9 @@ for n_beam in (1, 2, 3, len(paths)):
     mine = beam_search_one(step, n_beam)
     assert labels == mine[0] and np.isclose(result.log_prob[0], mine[1])
     found[n_beam] = labels
-    print(f"N = {n_beam:3d}: {[NAMES[l] for l in labels]}  P = {math.exp(result.log_prob[0]):.4f}")
+    print(f"B = {n_beam:3d}: {[NAMES[l] for l in labels]}  P = {math.exp(result.log_prob[0]):.4f}")
 assert labels == exact and np.isclose(result.log_prob[0], paths[exact])
-assert found[1] != exact == found[2]  # greedy misses the best path, N = 2 finds it
+assert found[1] != exact == found[2]  # greedy misses the best path, B = 2 finds it
 print(f"exhaustive over {len(paths)} paths: {[NAMES[l] for l in exact]}  P = {math.exp(paths[exact]):.4f}")
 
 # %% [markdown]
@@ -204,11 +204,11 @@ def draw(trace, best, title, filename):
     return path
 
 
-print("saved", draw(trace, best, f"beam search, N = {N}", "07_beam_search.png"))
+print("saved", draw(trace, best, f"beam search, B = {B}", "07_beam_search.png"))
 
 # %% [markdown]
 # ## When greedy decoding goes wrong
-# Greedy decoding (N = 1) commits to the most probable first label. Here is the
+# Greedy decoding (B = 1) commits to the most probable first label. Here is the
 # smallest model that shows the trap, written as a table of next-output probabilities
 # given the previous label (any function with the step signature can be searched):
 # "dog" is the most probable first label (0.40), but nothing follows it with
@@ -232,7 +232,7 @@ def table_step(params_, tokens, state, image_, variant):
 
 for n_beam in (1, 2):
     r = beam_search.beam_search(params, I, beam_size=n_beam, step_fn=table_step)
-    print(f"N = {n_beam}: {[NAMES[l] for l in r.paths[0, : r.lengths[0]]]}  P = {math.exp(r.log_prob[0]):.3f}")
+    print(f"B = {n_beam}: {[NAMES[l] for l in r.paths[0, : r.lengths[0]]]}  P = {math.exp(r.log_prob[0]):.3f}")
 greedy = beam_search.beam_search(params, I, beam_size=1, step_fn=table_step)
 beam2 = beam_search.beam_search(params, I, beam_size=2, step_fn=table_step)
 assert greedy.log_prob[0] < beam2.log_prob[0]
@@ -240,7 +240,7 @@ assert greedy.log_prob[0] < beam2.log_prob[0]
 table_trace = beam_search_one(lambda labels, state: (log_table[labels[-1] if labels else START], None), 2)
 print(
     "saved",
-    draw(table_trace[2], table_trace[0], "greedy would take 'dog'; N = 2 keeps 'person'", "07_greedy_vs_beam.png"),
+    draw(table_trace[2], table_trace[0], "greedy would take 'dog'; B = 2 keeps 'person'", "07_greedy_vs_beam.png"),
 )
 
 # %% [markdown]

@@ -21,12 +21,20 @@ EXIF orientation tags are ignored, as torchvision and Keras do, so features matc
 theirs.
 """
 
+import warnings
+
 import numpy
 from PIL import Image, UnidentifiedImageError
 
+from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
 
 RESIZE_MODES = ("crop", "warp")
+
+# Our own bound (core/limits.py: $MINICNNRNN_MAX_IMAGE_PIXELS) is checked before an image
+# is decoded; Pillow's multi-line warning about large images would only repeat it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+Image.MAX_IMAGE_PIXELS = None  # Pillow's own error limit: ours replaces it (checked in open_rgb)
 
 
 def to_rgb(image):
@@ -41,6 +49,8 @@ def to_rgb(image):
         return Image.alpha_composite(white, rgba).convert("RGB")
     if image.mode.startswith("I") or image.mode == "F":
         values = numpy.asarray(image, dtype=numpy.float64)
+        if not numpy.isfinite(values).all():
+            raise ValueError("a float image holding NaN or infinite pixel values")
         if image.mode.startswith("I;16") or (image.mode == "I" and values.max(initial=0) > 255):
             values = values / 257.0  # 16-bit 0..65535 -> 0..255
         elif image.mode == "F" and values.max(initial=0) <= 1.0:
@@ -50,25 +60,53 @@ def to_rgb(image):
     return image.convert("RGB")
 
 
-def resize_image(image, size, mode="crop"):
-    """An RGB PIL image -> a size x size PIL image, by "crop" or "warp" (module docstring)."""
+def resize_plan(image_size, size, mode="crop", where="image"):
+    """(width, height) an image of ``image_size`` (w, h) is resized to before its centre
+    crop ("crop"), or (size, size) ("warp"). Checked against the limits before any pixel
+    is made (core/limits.py): the aspect ratio and the resized image's pixel count, e.g.
+    a 1 x 60000 PNG would become 256 x 15 360 000 pixels (44 GB) under "crop"."""
     if mode not in RESIZE_MODES:
         raise UserError(f"--resize: {mode!r} is not one of {', '.join(RESIZE_MODES)}")
     if mode == "warp":
-        return image.resize((size, size), Image.BILINEAR)
+        return size, size
+    w, h = image_size
+    if min(w, h) < 1:
+        raise UserError(f"{where}: image has no pixels ({w} x {h})")
+    limits.check("MINICNNRNN_MAX_ASPECT", max(w, h) // min(w, h), where, f"the aspect ratio of this {w} x {h} image")
     short = int(round(size * 256 / 224))
-    w, h = image.size
     # Scale the shorter side to `short`; the longer side keeps the aspect ratio
     # (truncated, as torchvision does).
     new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    limits.check("MINICNNRNN_MAX_RESIZED_PIXELS", new_w * new_h, where, f"the resized image ({new_w} x {new_h}) pixels")
+    return new_w, new_h
+
+
+def resize_image(image, size, mode="crop", where="image"):
+    """An RGB PIL image -> a size x size PIL image, by "crop" or "warp" (module docstring).
+    ``where`` (the file) starts the error when the resize plan is over a limit."""
+    new_w, new_h = resize_plan(image.size, size, mode, where)
     image = image.resize((new_w, new_h), Image.BILINEAR)
+    if mode == "warp":
+        return image
     left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
     return image.crop((left, top, left + size, top + size))
+
+
+def check_constants(pre, where="preprocess"):
+    """UserError unless the normalisation constants (scale, mean, std) are finite: a NaN
+    mean would turn every image into NaN features (checked when weights are loaded)."""
+    values = [pre.get("scale"), *(pre.get("mean") or []), *(pre.get("std") or [])]
+    if not all(isinstance(v, (int, float)) and numpy.isfinite(v) for v in values):
+        raise UserError(
+            f"{where}: preprocess scale, mean and std must be finite numbers, "
+            f"got {pre.get('scale')}, {pre.get('mean')}, {pre.get('std')}"
+        )
 
 
 def normalise(pixels, pre):
     """pixels: (..., 3) uint8 RGB, e.g. (H, W, 3) -> float32 of the same shape in pre["channel_order"],
     (pixel * scale - mean) / std with mean and std given in that channel order."""
+    check_constants(pre)
     x = pixels.astype(numpy.float32)
     if pre["channel_order"] == "BGR":
         x = x[..., ::-1]
@@ -82,15 +120,28 @@ def open_rgb(path):
     path = str(path)
     try:
         with Image.open(path) as image:
+            w, h = image.size  # from the header: nothing is decoded yet
+            limits.check("MINICNNRNN_MAX_IMAGE_PIXELS", w * h, path, f"the pixel count of this {w} x {h} image")
             image.load()  # decode now, so a truncated file fails here
             return to_rgb(image)
     except FileNotFoundError:
         raise UserError(f"{path}: image file not found") from None
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image file Pillow can read") from None
+    except MemoryError:
+        raise UserError(f"{path}: not enough memory to decode this image") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path}: unreadable or truncated image ({first})") from None
+
+
+def header_size(path):
+    """(width, height) from an image file's header (nothing decoded), or None."""
+    try:
+        with Image.open(str(path)) as image:
+            return image.size
+    except Exception:  # unreadable: load_image reports it
+        return None
 
 
 def load_image(path, meta, resize=None):
@@ -100,5 +151,5 @@ def load_image(path, meta, resize=None):
     or "warp" to override ``meta["preprocess"]["resize"]``.
     """
     pre = meta["preprocess"]
-    image = resize_image(open_rgb(path), meta["input_size"], resize or pre["resize"])
+    image = resize_image(open_rgb(path), meta["input_size"], resize or pre["resize"], str(path))
     return normalise(numpy.asarray(image, dtype=numpy.uint8), pre)

@@ -121,7 +121,7 @@ def init_params(meta, rng, dtype=numpy.float32):
     return params
 
 
-def forward(
+def vgg_forward(
     params, meta, images, outputs=("fc7",), train=False, rng=None, dropout_p=0.5, method="auto", kernel_cache=None
 ):
     """Run the network up to the last requested output (§4: the paper's I is fc7).
@@ -132,7 +132,7 @@ def forward(
     outputs: names such as "conv5_3", "pool5", "fc6", "fc7", "logits".
     train: keep the caches for :func:`backward`, run to the logits and apply
     dropout (probability dropout_p, masks drawn from rng) after hidden fc layers.
-    method: convolution method, see :func:`minicnnrnn.layers.conv.forward`.
+    method: convolution method, see :func:`minicnnrnn.layers.conv.conv_forward`.
     kernel_cache: optional dict, for inference with fixed weights over many
     batches (feature extraction): the Winograd-transformed kernels are stored in
     it on the first call and reused afterwards. Use a new dict if params change.
@@ -144,14 +144,14 @@ def forward(
     names = [name for _, name, _ in net]
     outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
     if not outputs:
-        raise ValueError("vgg.forward: no output requested")
+        raise ValueError("vgg.vgg_forward: no output requested")
     unknown = [o for o in outputs if o not in names]
     if unknown:
         raise UserError(f"output {unknown[0]!r}: no such layer; this network has {', '.join(names)}")
     if images.ndim != 4 or images.shape[3] != 3:
         raise UserError(f"images: expected shape (N, S, S, 3), got {tuple(images.shape)}")
     if train and dropout_p > 0 and rng is None:
-        raise ValueError("vgg.forward: train=True with dropout needs rng (a numpy.random.Generator)")
+        raise ValueError("vgg.vgg_forward: train=True with dropout needs rng (a numpy.random.Generator)")
     todo = net[: len(net) if train else max(names.index(o) for o in outputs) + 1]
     run = dict(
         params=params,
@@ -193,11 +193,11 @@ def _run_layers(todo, h, run):
         if kind == "conv":
             W, U = params[f"{name}/W"], _cached_kernels(run, name)
             # For inference the ReLU is fused into the convolution (no cache, no extra pass).
-            h, step["layer"] = conv.forward(h, W, params[f"{name}/b"], 1, 1, run["method"], relu=not train, U=U)
+            h, step["layer"] = conv.conv_forward(h, W, params[f"{name}/b"], 1, 1, run["method"], relu=not train, U=U)
             if train:
                 h, step["relu"] = activations.relu_forward(h)
         elif kind == "pool":
-            h, step["layer"] = pool.forward(h)
+            h, step["layer"] = pool.max_pool_forward(h)
         else:
             if h.ndim == 4:  # first fc layer: flatten in (H, W, C) order
                 step["shape"] = h.shape
@@ -208,7 +208,7 @@ def _run_layers(todo, h, run):
                         f"images: the feature map {tuple(step['shape'][1:])} gives {h.shape[1]} "
                         f"features but {name} expects {shape[0]}; use {size}x{size} images"
                     )
-            h, step["layer"] = dense.forward(h, params[f"{name}/W"], params[f"{name}/b"])
+            h, step["layer"] = dense.dense_forward(h, params[f"{name}/W"], params[f"{name}/b"])
             if name != "logits":
                 h, step["relu"] = _relu(h, train)
         if name in run["outputs"]:
@@ -216,7 +216,7 @@ def _run_layers(todo, h, run):
         if kind == "fc" and name != "logits" and train:
             p = run["dropout_p"]
             mask = dropout.make_mask(h.shape, p, run["rng"], h.dtype) if p > 0 else None
-            h, step["drop"] = dropout.forward(h, mask)
+            h, step["drop"] = dropout.dropout_forward(h, mask)
         if train:
             steps.append(step)
     return h, outs, steps
@@ -239,31 +239,33 @@ def _relu(h, train):
     return xp.maximum(h, 0, out=h), None
 
 
-def backward(dlogits, cache):
+def vgg_backward(dlogits, cache, input_grad=False):
     """Backpropagate from the logits through the whole network.
 
-    dlogits: (N, num_classes); cache: from forward(..., train=True).
-    Returns {name: gradient} with the keys and shapes of params.
+    dlogits: (N, num_classes); cache: from vgg_forward(..., train=True).
+    Returns (dx, grads): dx is dL/dimages, (N, S, S, 3), when input_grad is True (else None),
+    and grads is {name: gradient} with the keys and shapes of params.
     """
     if cache is None:
-        raise ValueError("vgg.backward needs the cache of forward(..., train=True)")
+        raise ValueError("vgg.vgg_backward needs the cache of vgg_forward(..., train=True)")
     grads, d = {}, dlogits
     for step in reversed(cache):
         if "drop" in step:
-            d = dropout.backward(d, step["drop"])
+            d = dropout.dropout_backward(d, step["drop"])
         if "relu" in step:
             d = activations.relu_backward(d, step["relu"])
         if step["kind"] == "pool":
-            d = pool.backward(d, step["layer"])
+            d = pool.max_pool_backward(d, step["layer"])
             continue
-        if step is cache[0]:  # the first layer: no gradient for the images
-            d, g = conv.backward(d, step["layer"], input_grad=False)
+        if step["kind"] == "conv":
+            # The first layer's input is the image: its gradient is only computed when asked for.
+            d, g = conv.conv_backward(d, step["layer"], input_grad=input_grad or step is not cache[0])
         else:
-            d, g = (conv if step["kind"] == "conv" else dense).backward(d, step["layer"])
+            d, g = dense.dense_backward(d, step["layer"])
         grads[f"{step['name']}/W"], grads[f"{step['name']}/b"] = g["W"], g["b"]
         if "shape" in step:
             d = d.reshape(step["shape"])
-    return grads
+    return d, grads
 
 
 def layer_table(meta, size=None):

@@ -5,9 +5,9 @@ Every compute module writes its array code against ``xp``::
     from minicnnrnn.core.backend import xp
     y = xp.maximum(x, 0)
 
-``xp`` stands for whichever library :func:`use` selected last (NumPy unless the
-environment variable ``MINICNNRNN_BACKEND`` or a command's ``--backend`` says
-otherwise). All arrays of one computation must live on that backend; data moves
+``xp`` stands for whichever library :func:`use` selected last (NumPy until a command's
+``--backend``, whose default is the environment variable ``MINICNNRNN_BACKEND``, or a
+call of :func:`use` says otherwise). All arrays of one computation must live on that backend; data moves
 between host and device only through :func:`to_device` and :func:`to_host`, at
 the edges of a program (loading, saving, printing).
 
@@ -60,6 +60,12 @@ def _import_cupy():
             "backend 'cupy' requested but CuPy is not installed; "
             "install it with `pip install -e .[gpu]` (or cupy-cudaXXx for your CUDA) or use --backend numpy"
         ) from None
+    except Exception as exc:  # a broken CuPy install fails in many ways (RuntimeError, OSError, ...)
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise BackendError(
+            f"backend 'cupy' requested but CuPy fails to import ({type(exc).__name__}: {first_line}); "
+            "reinstall it or use --backend numpy"
+        ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver missing or broken
@@ -97,7 +103,7 @@ def _install_test_device(module):
     if module is None:
         use("numpy")
     else:
-        _from_environment()  # $MINICNNRNN_BACKEND=cupy now means the stand-in
+        use(from_environment() if from_environment() in BACKENDS else "numpy")  # cupy: the stand-in
 
 
 def name():
@@ -139,15 +145,8 @@ def synchronize():
         _selected.cuda.Stream.null.synchronize()
 
 
-def _from_environment():
-    requested = os.environ.get(ENV_VAR, "").strip().lower()
-    if requested and requested != "numpy":
-        try:
-            use(requested)
-        except BackendError:
-            # A library import must not crash on a bad environment; commands
-            # call use() again through --backend and report the error there.
-            pass
-
-
-_from_environment()
+def from_environment():
+    """The backend name ``$MINICNNRNN_BACKEND`` asks for ('numpy' when unset). Read when a
+    command starts (its ``--backend`` default), never at import: importing the package
+    selects NumPy and touches no GPU library, whatever the environment says."""
+    return os.environ.get(ENV_VAR, "numpy").strip().lower() or "numpy"

@@ -6,15 +6,16 @@ Each command builds its parser with :func:`make_parser`, parses with
 * ``--backend numpy|cupy`` (default: $MINICNNRNN_BACKEND or numpy) selects the
   array library before any array is made, and
 * a :class:`~minicnnrnn.core.errors.UserError` becomes ``error: <one line>`` on
-  stderr with exit status 2, never a traceback.
+  stderr with exit status 2, never a traceback; so do running out of memory
+  (``MemoryError``) and an operating-system error no reader caught (permission, disk
+  full, read-only file system: ``OSError``, named by its path).
 """
 
 import argparse
-import os
 import sys
 
 import minicnnrnn
-from minicnnrnn.core import backend, threads
+from minicnnrnn.core import backend, fileio, progress, threads
 from minicnnrnn.core.errors import UserError
 
 
@@ -30,9 +31,22 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help only where it says something: not when the
+    help already states its default, and not for None or on/off flags."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, True, argparse.SUPPRESS):
+            return text
+        if action.required or isinstance(action, argparse._VersionAction):
+            return text
+        return super()._get_help_string(action)
+
+
 def add_backend_argument(parser):
     """Add ``--backend`` to an argparse parser."""
-    default = os.environ.get(backend.ENV_VAR, "numpy").strip().lower() or "numpy"
+    default = backend.from_environment()
     parser.add_argument(
         "--backend",
         default=default,
@@ -43,9 +57,12 @@ def add_backend_argument(parser):
 
 
 def make_parser(prog, description):
-    """An ArgumentParser with the shared ``--backend`` and ``--version`` options already added."""
-    parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """An ArgumentParser with the shared ``--backend``, ``--version``, ``--quiet`` and ``--threads`` options."""
+    parser = OneLineParser(prog=prog, description=description, formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--version", action="version", version=f"minicnnrnn {minicnnrnn.__version__}")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars or progress lines (results and warnings still print)"
+    )
     parser.add_argument(
         "--threads",
         type=threads_argument,
@@ -93,6 +110,17 @@ def run(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except MemoryError:
+        print(
+            "error: out of memory (an input larger than this machine can hold; see docs/limits.md "
+            "for the size limits, or use smaller batches)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else "input/output"
+        print(f"error: {fileio.os_error_message(where, exc, 'failed')}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code or 0)
 
 
@@ -104,5 +132,6 @@ def parse(parser, argv=None, big_matrices=False):
     """
     args = parser.parse_args(argv)
     backend.use(args.backend)
+    progress.set_quiet(getattr(args, "quiet", False))
     threads.apply(getattr(args, "threads", "auto"), big_matrices)
     return args

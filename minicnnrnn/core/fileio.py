@@ -4,28 +4,105 @@ Every checkpoint, cache, weights file and metrics file goes through these
 helpers: the data is written to a temporary file in the same folder, flushed to
 disk, then renamed over the destination (``os.replace`` is atomic on POSIX and
 Windows). A reader therefore sees either the old file or the new one.
+
+Only regular files are replaced: a target that is a folder, a device (``/dev/null``) or a
+symbolic link is refused with one line, never turned into a plain file. The temp file's
+name carries the writer's process id (``.<name>.<pid>.<random>.tmp``); one left behind by
+a killed writer is removed by the next write into the same folder. :func:`folder_lock`
+keeps two runs from writing into one output folder at once.
 """
 
+import contextlib
+import errno
 import json
 import os
+import re
+import stat
 import tempfile
+import zipfile
 
 import numpy
 
+from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
+
+LOCK_NAME = ".minicnnrnn.lock"
+
+
+def pid_alive(pid):
+    """True if a process with this id exists (a lock or temp file of it is not stale)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temps(folder):
+    """Remove the temp files of dead writers (``.<name>.<pid>.<random>.tmp``) in ``folder``.
+    Returns the names removed."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = re.fullmatch(r"\..+\.(\d+)\.[^.]+\.tmp", name)
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+    return removed
+
+
+def check_target(path):
+    """UserError unless ``path`` is absent or a regular file (so writing it replaces no
+    folder, device or symbolic link)."""
+    path = os.fspath(path)
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # absent (a parent that is a file is reported when the folder is made)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot check the output path ({exc.strerror or exc})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UserError(f"{path}: is a symbolic link; refusing to replace it (write to the file it names instead)")
+    if stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{path}: is a folder; give a file name to write")
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{path}: is not a regular file (a device, pipe or socket); refusing to replace it")
+
+
+def os_error_message(path, exc, action="could not be written"):
+    """One line for an OSError while writing ``path``: permission, disk full, read-only."""
+    reason = {
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOSPC: "no space left on the device (disk full)",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return f"{path}: {action} ({reason})"
 
 
 def _atomic_write(path, write):
     """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it to ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    check_target(path)
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+        clean_stale_temps(folder)
+        prefix = f".{os.path.basename(path)}.{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     except (FileExistsError, NotADirectoryError):
         raise UserError(f"{path}: cannot write here (a parent of it is a file, not a folder)") from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+        raise UserError(f"{path}: cannot write here ({os_error_message(path, exc).split('(', 1)[-1]}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -41,7 +118,7 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         if isinstance(exc, OSError):
-            raise UserError(f"{path}: could not be written ({exc.strerror or exc})") from None
+            raise UserError(os_error_message(path, exc)) from None
         raise
 
 
@@ -50,15 +127,147 @@ def save_npz(path, **arrays):
     _atomic_write(path, lambda f: numpy.savez(f, **arrays))
 
 
+def _json_safe(obj):
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no NaN, and an
+    undefined number (a mAP without any positive) must read as null, never as a number."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def save_json(path, obj):
-    """Atomically write ``obj`` as indented JSON."""
-    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    """Atomically write ``obj`` as indented JSON (NaN and inf written as null)."""
+    text = json.dumps(_json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save_text(path, text):
     """Atomically write a text file."""
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def reserve(path):
+    """Allocate the disk blocks of the (sparse) file ``path`` now, so that writing it later
+    through a memory map cannot run out of space: on a full disk a write into a memory map
+    is a SIGBUS that kills the process with no message; here it is a one-line UserError.
+    Uses ``posix_fallocate`` where the file system has it, else writes zeros."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+                return
+            except (AttributeError, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+            block = b"\0" * (1 << 20)  # no fallocate: write the zeros ourselves
+            f.seek(0)
+            for start in range(0, size, len(block)):
+                f.write(block[: min(len(block), size - start)])
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        raise UserError(os_error_message(path, exc, "cannot reserve its space")) from None
+
+
+def save_figure(path, fig, **options):
+    """Atomically write a matplotlib figure (the format from ``path``'s extension)."""
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+    _atomic_write(path, lambda f: fig.savefig(f, format=fmt, **options))
+
+
+@contextlib.contextmanager
+def folder_lock(folder, tidy=True, what="--out"):
+    """Hold ``folder/.minicnnrnn.lock`` (holding this process's id) while a run writes into
+    ``folder``. A second run refuses in one line while the first holds it; the lock of a
+    process that no longer exists (a killed run) is stale and taken over. ``tidy``: the
+    folders made here are removed again if still empty at the end. ``what`` names the
+    folder's option in errors."""
+    folder = os.fspath(folder)
+    created, parent = [], os.path.abspath(folder)
+    while not os.path.isdir(parent) and parent != os.path.dirname(parent):
+        created.append(parent)  # the folders made here, innermost first
+        parent = os.path.dirname(parent)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        reason = os_error_message(folder, exc).split("(", 1)[-1]
+        raise UserError(f"{what} {folder}: cannot create the output folder ({reason}") from None
+    lock = os.path.join(folder, LOCK_NAME)
+    for _attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                with open(lock, encoding="ascii") as f:
+                    holder = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and pid_alive(holder):
+                raise UserError(
+                    f"{folder}: another run (process {holder}) is writing here; wait for it, "
+                    f"or choose another --out (remove {lock} if that process is not ours)"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock)  # stale: its process is gone
+        except OSError as exc:
+            raise UserError(os_error_message(lock, exc)) from None
+    else:
+        raise UserError(f"{lock}: could not take the lock (another run keeps taking it)")
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(f"{os.getpid()}\n")
+    clean_stale_temps(folder)
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(lock)
+            for made in created if tidy else ():  # a run that stopped before writing anything leaves no empty folder
+                os.rmdir(made)
+
+
+def check_npz_members(path):
+    """Before numpy reads a .npz: every member's inflated size under the limit
+    ($MINICNNRNN_MAX_MEMBER_BYTES, for compressed members) and every .npy header's shape
+    within the member's bytes. UserError naming the file otherwise."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    limits.check(
+                        "MINICNNRNN_MAX_MEMBER_BYTES", info.file_size, path, f"the inflated size of {info.filename}"
+                    )
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    version = numpy.lib.format.read_magic(f)
+                    read_header = (
+                        numpy.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else numpy.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read_header(f)
+                    header = f.tell()
+                count = int(numpy.prod(shape, dtype=object))
+                if dtype.itemsize and count * dtype.itemsize > info.file_size - header:
+                    raise UserError(
+                        f"{path}: {info.filename} declares shape {shape} ({count * dtype.itemsize:,} bytes) "
+                        f"but holds only {info.file_size - header:,} bytes"
+                    )
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(
+            f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
 
 
 def load_npz(path, required=()):
@@ -68,9 +277,14 @@ def load_npz(path, required=()):
         raise UserError(f"{path}: file not found")
     if os.path.isdir(path):
         raise UserError(f"{path}: is a folder, expected a .npz file")
-    with open(path, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
-            raise UserError(f"{path}: not a .npz file (it is not a zip archive)")
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if start != b"PK\x03\x04":  # every .npz is a zip archive
+        raise UserError(f"{path}: not a .npz file (it is not a zip archive)")
+    check_npz_members(path)
     try:
         with numpy.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

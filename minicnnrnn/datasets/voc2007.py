@@ -81,9 +81,23 @@ def find_year_folder(root):
 
 
 def _read_split_file(path):
-    """Rows of a split file as a list of lists of strings (whitespace-separated)."""
-    with open(require(path, "VOC split file"), encoding="ascii") as f:
-        return [line.split() for line in f if line.strip()]
+    """Rows of a split file as a list of lists of strings (whitespace-separated). The devkit's
+    files are plain ASCII; any other byte (a damaged or edited file) is a one-line error
+    naming the file and the line."""
+    try:
+        with open(require(path, "VOC split file"), "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the VOC split file ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}: line {line}: byte 0x{raw[exc.start]:02x} is not ASCII (a VOC split file holds "
+            "only image ids and 1/-1/0)"
+        ) from None
+    return [line.split() for line in text.splitlines() if line.strip()]
 
 
 def read_split(year_folder, split):

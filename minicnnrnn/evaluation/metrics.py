@@ -205,8 +205,9 @@ def average_precision(scores, truth, ignore=None, mode="sklearn"):
 
 
 def _mean_of_defined(aps):
-    """Mean of the per-class APs (K,) that are defined (not NaN); 0 when none is."""
-    return float(np.nanmean(aps)) if np.isfinite(aps).any() else 0.0
+    """Mean of the per-class APs (K,) that are defined (not NaN); NaN when none is (no
+    class has a test positive: mAP is undefined, not 0; metrics.json writes it as null)."""
+    return float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
 
 
 def mean_average_precision(scores, truth, ignore=None, mode="sklearn"):

@@ -75,7 +75,7 @@ def _batch_chunks(N, bytes_per_image):
     return [slice(n, min(N, n + step)) for n in range(0, N, step)]
 
 
-def forward_im2col(x, W, b, stride=1, pad=0):
+def conv_forward_im2col(x, W, b, stride=1, pad=0):
     """Convolution by im2col + one matrix product per chunk of the batch.
 
     x: (N, H, W, C_in), W: (KH, KW, C_in, C_out), b: (C_out,).
@@ -98,7 +98,7 @@ def uses_winograd(W_shape, stride):
     return tuple(W_shape[:2]) == (3, 3) and stride == 1 and W_shape[2] >= winograd.MIN_CHANNELS
 
 
-def forward(x, W, b, stride=1, pad=0, method="auto", relu=False, U=None):
+def conv_forward(x, W, b, stride=1, pad=0, method="auto", relu=False, U=None):
     """Convolution layer forward.
 
     x: (N, H, W, C_in) input feature maps; W: (KH, KW, C_in, C_out) kernels
@@ -125,16 +125,16 @@ def forward(x, W, b, stride=1, pad=0, method="auto", relu=False, U=None):
     if method == "winograd" or (method == "auto" and uses_winograd(W.shape, stride)):
         out = winograd.conv3x3(x, W, b, pad, relu, U)
     else:
-        out = forward_im2col(x, W, b, stride, pad)
+        out = conv_forward_im2col(x, W, b, stride, pad)
         if relu:
             xp.maximum(out, 0, out=out)
     return out, (None if relu else (x, W, stride, pad))
 
 
-def backward(dout, cache, input_grad=True):
+def conv_backward(dout, cache, input_grad=True):
     """Convolution layer backward.
 
-    dout: (N, Ho, Wo, C_out); cache: from forward(..., relu=False).
+    dout: (N, Ho, Wo, C_out); cache: from conv_forward(..., relu=False).
     Returns (dx (N, H, W, C_in),
     {"W": (KH, KW, C_in, C_out), "b": (C_out,)}); dx is None when input_grad is
     False (the network's first layer: nothing needs the gradient of the images).

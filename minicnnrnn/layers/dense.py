@@ -9,7 +9,7 @@ order, which is what `x.reshape(N, -1)` gives for an NHWC array.
 from minicnnrnn.core.backend import xp
 
 
-def forward(x, W, b):
+def dense_forward(x, W, b):
     """Affine map of a batch.
 
     x: (N, D_in), W: (D_in, D_out), b: (D_out,). Returns (out (N, D_out), cache).
@@ -18,7 +18,7 @@ def forward(x, W, b):
     return out, (x, W)
 
 
-def backward(dout, cache):
+def dense_backward(dout, cache):
     """Gradients of the affine map.
 
     dout: (N, D_out). Returns (dx (N, D_in), {"W": (D_in, D_out), "b": (D_out,)}).

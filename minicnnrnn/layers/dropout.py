@@ -26,7 +26,7 @@ def make_mask(shape, p, rng, dtype=numpy.float32):
     return backend.to_device(keep * (1.0 / (1.0 - p)), dtype)
 
 
-def forward(x, mask):
+def dropout_forward(x, mask):
     """Apply a mask from :func:`make_mask`.
 
     x: any shape; mask: same shape, or None for no dropout (evaluation).
@@ -37,7 +37,7 @@ def forward(x, mask):
     return x * mask, mask
 
 
-def backward(dout, cache):
+def dropout_backward(dout, cache):
     """Gradient through dropout: the same mask multiplies the upstream gradient.
 
     dout: same shape as the forward output. Returns dx.

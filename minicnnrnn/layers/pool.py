@@ -1,4 +1,4 @@
-"""2x2 max-pooling with stride 2 on NHWC feature maps, forward and backward.
+"""2x2 max-pooling with stride 2, and global average pooling, on NHWC feature maps, forward and backward.
 
 Each output pixel is the largest of a 2x2 window; VGG16 halves the spatial size
 this way after every block of convolutions. An odd last row or column is
@@ -9,6 +9,9 @@ The four members of a window are the strided views x[:, a::2, b::2] for
 reshaping copy. The backward pass sends each output's gradient to the member
 that won; on a tie the first member in that order wins (PyTorch does the same),
 so exactly one input receives it.
+
+Global average pooling (EfficientNet's last step before its classifier) averages
+each channel over the whole map: (N, H, W, C) -> (N, C).
 """
 
 from minicnnrnn.core.backend import xp
@@ -21,7 +24,7 @@ def _members(x, Ho, Wo):
     return [x[:, a : 2 * Ho : 2, b : 2 * Wo : 2, :] for a, b in _WINDOW]
 
 
-def forward(x):
+def max_pool_forward(x):
     """Max over non-overlapping 2x2 windows.
 
     x: (N, H, W, C). Returns (out (N, H // 2, W // 2, C), cache).
@@ -35,7 +38,7 @@ def forward(x):
     return out, (x, out)
 
 
-def backward(dout, cache):
+def max_pool_backward(dout, cache):
     """Gradient of max-pooling: each dout entry goes to its window's winner.
 
     dout: (N, Ho, Wo, C). Returns dx: (N, H, W, C), zero except at the winners.
@@ -49,3 +52,20 @@ def backward(dout, cache):
         taken |= wins
         dx[:, a : 2 * Ho : 2, b : 2 * Wo : 2, :] = dout * wins
     return dx
+
+
+def global_avg_pool_forward(x):
+    """Global average pooling: the mean of each channel over all pixels.
+
+    x: (N, H, W, C). Returns (out (N, C), cache = x.shape).
+    """
+    return x.mean(axis=(1, 2)), x.shape
+
+
+def global_avg_pool_backward(dout, cache):
+    """Gradient of global average pooling: each pixel gets dout / (H * W).
+
+    dout: (N, C). Returns dx: (N, H, W, C).
+    """
+    N, H, W, C = cache
+    return xp.broadcast_to(dout[:, None, None, :] / (H * W), (N, H, W, C)).copy()

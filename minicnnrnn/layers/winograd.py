@@ -242,7 +242,7 @@ def conv3x3(x, W, b, pad=1, relu=False, U=None):
     relu: apply ReLU to the output (fused, for inference);
     U: transform_kernels(W) if already computed (weights reused for many batches).
     Returns out: (N, H + 2*pad - 2, W + 2*pad - 2, C_out), equal to
-    conv.forward_im2col(x, W, b, 1, pad) up to float rounding.
+    conv.conv_forward_im2col(x, W, b, 1, pad) up to float rounding.
     """
     N, H, Wd, C = x.shape
     F = W.shape[3]

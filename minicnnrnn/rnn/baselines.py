@@ -62,8 +62,8 @@ def no_rnn_forward(params, I, inputs, dropout_mask=None):
     T, N = inputs.shape
     E = U_l.shape[1]
     w, embed_cache = embedding.embed_forward(inputs, U_l)  # Eq. 2
-    o, linear_cache = dense.forward(w.reshape(T * N, E), params["U_e"], params["b_e"])  # not Eq. 1
-    x, proj_cache = projection.forward(o.reshape(T, N, -1), I, params, dropout_mask)  # Eq. 4
+    o, linear_cache = dense.dense_forward(w.reshape(T * N, E), params["U_e"], params["b_e"])  # not Eq. 1
+    x, proj_cache = projection.projection_forward(o.reshape(T, N, -1), I, params, dropout_mask)  # Eq. 4
     scores, score_cache = embedding.tied_scores_forward(x, U_l, U_l.shape[0] - 1)  # Eq. 5
     return scores, (embed_cache, linear_cache, proj_cache, score_cache)
 
@@ -71,12 +71,12 @@ def no_rnn_forward(params, I, inputs, dropout_mask=None):
 def no_rnn_backward(dscores, cache):
     """Backward of :func:`no_rnn_forward`. dscores: (T, N, K+1). Returns grads like params."""
     embed_cache, linear_cache, proj_cache, score_cache = cache
-    dx, dU_l_scores = embedding.tied_scores_backward(dscores, score_cache)
-    do, _dI, grads = projection.backward(dx, proj_cache)
+    dx, score_grads = embedding.tied_scores_backward(dscores, score_cache)
+    do, _dI, grads = projection.projection_backward(dx, proj_cache)
     T, N, H = do.shape
-    dw, linear_grads = dense.backward(do.reshape(T * N, H), linear_cache)
+    dw, linear_grads = dense.dense_backward(do.reshape(T * N, H), linear_cache)
     grads["U_e"], grads["b_e"] = linear_grads["W"], linear_grads["b"]
-    grads["U_l"] = dU_l_scores + embedding.embed_backward(dw.reshape(T, N, -1), embed_cache)
+    grads["U_l"] = score_grads["U_l"] + embedding.embed_backward(dw.reshape(T, N, -1), embed_cache)["U_l"]
     return grads
 
 
@@ -119,9 +119,9 @@ def classifier_forward(params, I, dropout_mask=None):
     params: classifier dict (backend arrays); I: (N, D); dropout_mask: None or (N, E).
     Returns (scores (N, K), cache).
     """
-    h, dense_cache = dense.forward(I, params["U_I_x"], params["b_x"])  # image half of Eq. 4
+    h, dense_cache = dense.dense_forward(I, params["U_I_x"], params["b_x"])  # image half of Eq. 4
     a, relu_cache = activations.relu_forward(h)
-    x, drop_cache = dropout.forward(a, dropout_mask)
+    x, drop_cache = dropout.dropout_forward(a, dropout_mask)
     s, score_cache = embedding.tied_scores_forward(x, params["U_l"], params["U_l"].shape[0])
     s += params["b_l"]
     return s, (dense_cache, relu_cache, drop_cache, score_cache)
@@ -130,11 +130,11 @@ def classifier_forward(params, I, dropout_mask=None):
 def classifier_backward(dscores, cache):
     """Backward of :func:`classifier_forward`. dscores: (N, K). Returns grads like params."""
     dense_cache, relu_cache, drop_cache, score_cache = cache
-    dx, dU_l = embedding.tied_scores_backward(dscores, score_cache)
-    da = dropout.backward(dx, drop_cache)
+    dx, score_grads = embedding.tied_scores_backward(dscores, score_cache)
+    da = dropout.dropout_backward(dx, drop_cache)
     dh = activations.relu_backward(da, relu_cache)
-    _dI, dense_grads = dense.backward(dh, dense_cache)
-    return {"U_I_x": dense_grads["W"], "b_x": dense_grads["b"], "U_l": dU_l, "b_l": dscores.sum(axis=0)}
+    _dI, dense_grads = dense.dense_backward(dh, dense_cache)
+    return {"U_I_x": dense_grads["W"], "b_x": dense_grads["b"], "U_l": score_grads["U_l"], "b_l": dscores.sum(axis=0)}
 
 
 def label_distribution_cross_entropy(scores, y):

@@ -10,16 +10,16 @@ END). We work with log-probabilities, so the product becomes a sum.
 
 The search (Fig. 5), for every image at once:
 
-* ``S`` holds the *intermediate paths*: at most N paths that have not ended yet
+* ``S`` holds the *intermediate paths*: at most B (the beam size) paths that have not ended yet
   (Eq. 7), with their log-probabilities. At the start it holds the empty path.
 * One step: every path in ``S`` is fed to the model (its last label, or START at
-  the first step) and expanded with its N most probable *allowed* next outputs, giving
-  up to N x N paths. Allowed means: a label already on the path is masked (a label
+  the first step) and expanded with its B most probable *allowed* next outputs, giving
+  up to B x B paths. Allowed means: a label already on the path is masked (a label
   never appears twice); END is masked while the path has fewer than ``min_labels``
   labels (footnote 1); every label is masked once the path has ``max_labels`` labels,
   so END is the only way on. START is never an output.
 * Expansions that end with END go to the *candidate set* ``C`` (only its best member
-  matters, so that is all we keep). The N most probable of the other expansions form
+  matters, so that is all we keep). The B most probable of the other expansions form
   the new ``S``.
 * **Stopping rule.** Let ``best_C`` be the log-probability of the best candidate found
   so far (-inf before the first) and ``best_S`` that of the most probable path in ``S``.
@@ -31,11 +31,11 @@ The search (Fig. 5), for every image at once:
   would be no better than ``best_C``, so both readings return the same path, ours
   just stops sooner.
 
-Exactness: with a beam N at least as large as the number of possible paths, nothing is
+Exactness: with a beam B at least as large as the number of possible paths, nothing is
 ever pruned (every path is expanded with all K + 1 outputs and all expansions fit into
 ``S``), and the stopping rule only discards paths that cannot win, so the result is the
 exhaustive argmax of Eq. 6 (``tests/test_beam_search.py`` checks this against an
-enumeration of all paths). N = 1 is greedy decoding: take the most probable allowed
+enumeration of all paths). B = 1 is greedy decoding: take the most probable allowed
 output at every step.
 
 Per-label confidence scores (for AP and MAP@10, which rank all K labels): a label on
@@ -45,12 +45,15 @@ any live intermediate path during the search of that image (at least its first-s
 probability ``P(l | I)``). Probabilities are at most 1 and the offset is 2, so every
 emitted label outranks every non-emitted one, even when a step probability underflows.
 
-Layout: all images are searched together (in batches of ``batch_size`` images, to bound
-memory). The paths of the A images still searching are an (A, W) grid (W = N after the
+How this file reads: :func:`beam_search_plain` is the search above written for one image,
+with Python lists of paths; :func:`beam_search` is the fast version that every command runs,
+and ``tests/test_beam_search.py`` checks that both return the same paths. Its layout: all
+images are searched together (in batches of ``batch_size`` images, to bound
+memory). The paths of the A images still searching are an (A, W) grid (W = B after the
 first step), and the model runs on all A * W rows in one call per step; images that meet
 the stopping rule leave the grid. The image term ``I @ U_I_x + b_x`` of Eq. 4 is computed
 once per image (``projection.image_and_bias``). Nothing here loops over images in Python;
-the loops are over time steps and over the picks of the top-N.
+the loops are over time steps and over the picks of the top-B.
 """
 
 import collections
@@ -60,6 +63,7 @@ from minicnnrnn.core.backend import xp
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import loss
 from minicnnrnn.rnn import embedding, lstm, projection
+from minicnnrnn.rnn.tokens import end_token, start_token
 
 EMITTED_OFFSET = 2.0
 # Images searched together: bounds memory, and on the CPU keeps a step's arrays small enough
@@ -95,8 +99,8 @@ def cnn_rnn_step(params, tokens, state, image, variant="relu"):
     U_l = params["U_l"]
     w, _ = embedding.embed_forward(tokens, U_l)  # Eq. 2
     r_prev = xp.zeros((w.shape[0], params["U_r"].shape[0]), dtype=w.dtype) if state is None else state[0]
-    (o, r), _ = lstm.step_forward(w, r_prev, params, variant)  # Eq. 1
-    x, _ = projection.forward(o, None, params, image=image)  # Eq. 4
+    (o, r), _ = lstm.lstm_step_forward(w, r_prev, params, variant)  # Eq. 1
+    x, _ = projection.projection_forward(o, None, params, image=image)  # Eq. 4
     s, _ = embedding.tied_scores_forward(x, U_l, U_l.shape[0] - 1)  # Eq. 5
     return loss.log_softmax(s), (r,)
 
@@ -113,13 +117,54 @@ def check_options(K, beam_size, max_labels=None, min_labels=0):
     return L
 
 
+def beam_search_plain(params, I, beam_size=3, max_labels=None, min_labels=0, variant="relu", step_fn=None):
+    """§3.3 for one image, as the module docstring describes it: the readable version.
+
+    I: (D,) the CNN feature of one image; the other arguments as in :func:`beam_search`.
+    Returns (labels, log_prob): the best path's labels as a tuple of ints, in order, and
+    its log P with END (Eq. 6). :func:`beam_search` gives the same path for every image.
+    """
+    K = params["U_l"].shape[0] - 2
+    L = check_options(K, beam_size, max_labels, min_labels)
+    step_fn = step_fn or cnn_rnn_step
+    END, START = end_token(K), start_token(K)
+    image = projection.image_and_bias(I[None, :], params)  # (1, E): Eq. 4's image term, once
+    S = [((), 0.0, None)]  # intermediate paths: (labels, log P, model state)
+    best = ((), NEG_INF)  # the best candidate of C
+    for t in range(L + 1):  # t labels on every path in S
+        expansions = []
+        for labels, logp, state in S:
+            token = labels[-1] if labels else START
+            lp, new_state = step_fn(params, xp.asarray([token]), state, image, variant)
+            lp = backend.to_host(lp[0])  # (K + 1,) log-probabilities of the next output
+            allowed = [
+                j for j in range(K + 1) if (j == END and t >= min_labels) or (j != END and t < L and j not in labels)
+            ]
+            # Each path is expanded with its B most probable allowed outputs (ties: lowest token).
+            for j in sorted(allowed, key=lambda j: (-lp[j], j))[:beam_size]:
+                expansions.append((labels, j, logp + float(lp[j]), new_state))
+        for labels, j, total, _ in expansions:  # ended paths go to C
+            if j == END and total > best[1]:
+                best = (labels, total)
+        going_on = [(labels + (j,), total, state) for labels, j, total, state in expansions if j != END]
+        S = sorted(going_on, key=lambda path: -path[1])[:beam_size]  # stable: ties keep their order
+        if not S or S[0][1] <= best[1]:  # stopping rule: nothing in S can beat the best candidate
+            break
+    return best
+
+
+# ---------------------------------------------------------------------------
+# The fast version: every image at once, on arrays.
+# ---------------------------------------------------------------------------
+
+
 def beam_search(params, I, beam_size=3, max_labels=None, min_labels=0, variant="relu", step_fn=None, batch_size=None):
     """Most probable prediction path of each image (Eq. 6), by beam search (§3.3).
 
     params: model parameters on the backend (``U_l (K + 2, E)``, ``U_I_x (D, E)``, ... and
     whatever ``step_fn`` reads); I: (n, D) CNN features on the backend.
-    beam_size: N, paths kept per step (1 = greedy); max_labels: longest path, default K;
-    min_labels: k, END is not allowed before k labels (footnote 1); variant: LSTM variant;
+    beam_size: B, paths kept per step (1 = greedy); max_labels: longest path, default K;
+    min_labels: END is not allowed before this many labels (footnote 1); variant: LSTM variant;
     step_fn: the model's step, default :func:`cnn_rnn_step`; any function with its signature
     works (``baselines.no_rnn_step`` for the no-rnn baseline). It must return a fresh
     (R, K + 1) array (the search masks it in place) and its state as a tuple of arrays
@@ -189,12 +234,15 @@ def _argsort_stable(a):
     return xp.argsort(a, axis=-1) if backend.is_cupy() else xp.argsort(a, axis=-1, kind="stable")
 
 
-def _search(params, I, N, L, k, variant, step_fn):
-    """Beam search for one batch of images (shapes as in :func:`beam_search`)."""
+def _search(params, I, B, L, min_labels, variant, step_fn):
+    """Beam search for one batch of images (shapes as in :func:`beam_search`).
+
+    B: beam size; L: longest path; min_labels: END not allowed before that many labels.
+    """
     K = params["U_l"].shape[0] - 2
-    END, START = K, K + 1
+    END, START = end_token(K), start_token(K)
     n = I.shape[0]
-    M = min(N, K + 1)  # next outputs tried per path
+    M = min(B, K + 1)  # next outputs tried per path
     image = projection.image_and_bias(I, params)  # (n, E): once per image
     dt = image.dtype
 
@@ -219,7 +267,7 @@ def _search(params, I, N, L, k, variant, step_fn):
             break
         lp, state = step_fn(params, tokens, state, xp.repeat(image[act], W, axis=0), variant)
         step_rows += A * W
-        lp = _mask(lp.reshape(A, W, K + 1), path[:, :, :t], logp, t < k, t == L)
+        lp = _mask(lp.reshape(A, W, K + 1), path[:, :, :t], logp, t < min_labels, t == L)
         seen[act] = xp.maximum(seen[act], lp[:, :, :K].max(axis=1))
 
         # Expand every path with its M most probable allowed outputs: A x (W * M) paths.
@@ -242,9 +290,9 @@ def _search(params, I, N, L, k, variant, step_fn):
             new_steps[:, t] = nxt_lp[better, jb]
             best_steps[ids] = new_steps
 
-        # The N most probable paths that go on form the next S, best first.
+        # The B most probable paths that go on form the next S, best first.
         go_total = xp.where(ends, NEG_INF, total)
-        sel = _argsort_stable(-go_total)[:, :N]
+        sel = _argsort_stable(-go_total)[:, :B]
         new_logp = xp.take_along_axis(go_total, sel, axis=1)
 
         # Stopping rule: an image goes on only while its best path in S beats best_C.

@@ -29,7 +29,7 @@ def embed_forward(tokens, U_l):
 def embed_backward(dw, cache):
     """Backward of :func:`embed_forward`: scatter-add ``dw`` into the rows of U_l.
 
-    dw: S + (E,). Returns dU_l: (V, E). A token that appears several times
+    dw: S + (E,). Returns grads = {"U_l": dU_l (V, E)} (tokens have no gradient). A token that appears several times
     receives the sum of its gradients. The scatter is Eq. 2 read backwards, a
     one-hot matrix product, over only the U distinct tokens of the batch: a
     (U, M) @ (M, E) product instead of (V, M) @ (M, E), which matters when the
@@ -43,7 +43,7 @@ def embed_backward(dw, cache):
     one_hot = (which.reshape(-1, 1) == xp.arange(present.shape[0])).astype(dtype)  # (M, U)
     dU_l = xp.zeros((V, E), dtype=dtype)
     dU_l[present] = one_hot.T @ dw.reshape(flat.shape[0], E)
-    return dU_l
+    return {"U_l": dU_l}
 
 
 def tied_scores_forward(x, U_l, n_out):
@@ -61,7 +61,7 @@ def tied_scores_forward(x, U_l, n_out):
 def tied_scores_backward(ds, cache):
     """Backward of :func:`tied_scores_forward`.
 
-    ds: (..., n_out). Returns (dx (..., E), dU_l (V, E)); rows ``n_out ..`` of dU_l
+    ds: (..., n_out). Returns (dx (..., E), {"U_l": dU_l (V, E)}); rows ``n_out ..`` of dU_l
     (START) are zero because START is never scored.
     """
     x, U_l, n_out = cache
@@ -70,4 +70,4 @@ def tied_scores_backward(ds, cache):
     dx = (ds_rows @ U_l[:n_out]).reshape(x.shape)
     dU_l = xp.zeros_like(U_l)
     xp.matmul(ds_rows.T, x_rows, out=dU_l[:n_out])
-    return dx, dU_l
+    return dx, {"U_l": dU_l}

@@ -10,8 +10,8 @@ import numpy
 
 from minicnnrnn.core import backend
 from minicnnrnn.core.numgrad import check
-from minicnnrnn.layers import loss
-from minicnnrnn.rnn import embedding, lstm, model, projection
+from minicnnrnn.layers import dropout, loss
+from minicnnrnn.rnn import embedding, lstm, model, projection, tokens
 
 # ---------------------------------------------------------------------------
 # Small random problems (float64, drawn on the host so every backend agrees).
@@ -41,7 +41,7 @@ def _path_mask(lengths, T):
 
 
 def lstm_step_case(variant):
-    """Case function checking lstm.step_forward/step_backward for one variant."""
+    """Case function checking lstm.lstm_step_forward/step_backward for one variant."""
 
     def case(rng):
         N, E, H = 3, 4, 5
@@ -50,18 +50,18 @@ def lstm_step_case(variant):
         Go, Gr = _randn(rng, N, H), _randn(rng, N, H)
 
         def f():
-            (o, r), _ = lstm.step_forward(w, r_prev, params, variant)
+            (o, r), _ = lstm.lstm_step_forward(w, r_prev, params, variant)
             return _dot(o, Go) + _dot(r, Gr)
 
-        _, cache = lstm.step_forward(w, r_prev, params, variant)
-        dw, dr_prev, grads = lstm.step_backward(Go, Gr, cache)
+        _, cache = lstm.lstm_step_forward(w, r_prev, params, variant)
+        dw, dr_prev, grads = lstm.lstm_step_backward(Go, Gr, cache)
         return check(f, dict(params, w=w, r_prev=r_prev), dict(grads, w=dw, r_prev=dr_prev))
 
     return case
 
 
 def lstm_sequence_case(variant):
-    """Case function checking lstm.forward/backward (BPTT) with a padding mask."""
+    """Case function checking lstm.lstm_forward/backward (BPTT) with a padding mask."""
 
     def case(rng):
         T, N, E, H = 4, 3, 4, 5
@@ -71,10 +71,10 @@ def lstm_sequence_case(variant):
         r0 = _randn(rng, N, H, scale=0.5)
 
         def f():
-            return _dot(lstm.forward(w_seq, mask, params, variant, r0)[0], G)
+            return _dot(lstm.lstm_forward(w_seq, mask, params, variant, r0)[0], G)
 
-        _, cache = lstm.forward(w_seq, mask, params, variant, r0)
-        dw_seq, grads = lstm.backward(G, cache)
+        _, cache = lstm.lstm_forward(w_seq, mask, params, variant, r0)
+        dw_seq, grads = lstm.lstm_backward(G, cache)
         return check(f, dict(params, w_seq=w_seq), dict(grads, w_seq=dw_seq))
 
     return case
@@ -93,8 +93,8 @@ def embedding_tied_case(rng):
         return w, s, e_cache, s_cache
 
     w, s, e_cache, s_cache = forward()
-    dx, dU_scores = embedding.tied_scores_backward(G, s_cache)
-    dU_embed = embedding.embed_backward(dx * y, e_cache)
+    dx, score_grads = embedding.tied_scores_backward(G, s_cache)
+    dU_scores, dU_embed = score_grads["U_l"], embedding.embed_backward(dx * y, e_cache)["U_l"]
     return check(lambda: _dot(forward()[1], G), {"U_l": U_l}, {"U_l": dU_scores + dU_embed})
 
 
@@ -103,13 +103,13 @@ def projection_case(rng):
     T, N, H, D, E = 3, 2, 4, 5, 3
     params = {"U_o_x": _randn(rng, H, E), "U_I_x": _randn(rng, D, E), "b_x": _randn(rng, E)}
     o, I, G = _randn(rng, T, N, H), _randn(rng, N, D), _randn(rng, T, N, E)
-    mask = backend.to_device(projection.make_dropout_mask(rng, (T, N, E), 0.3, numpy.float64))
+    mask = dropout.make_mask((T, N, E), 0.3, rng, numpy.float64)
 
     def f():
-        return _dot(projection.forward(o, I, params, mask)[0], G)
+        return _dot(projection.projection_forward(o, I, params, mask)[0], G)
 
-    _, cache = projection.forward(o, I, params, mask)
-    do, dI, grads = projection.backward(G, cache)
+    _, cache = projection.projection_forward(o, I, params, mask)
+    do, dI, grads = projection.projection_backward(G, cache)
     return check(f, dict(params, o=o, I=I), dict(grads, o=do, I=dI))
 
 
@@ -140,11 +140,11 @@ def path_loss_case(variant):
         K, D, E, H, T, N = 4, 5, 3, 4, 3, 3
         params = backend.params_to_device(model.init_params(K, D, E, H, rng, variant, numpy.float64))
         I = _randn(rng, N, D)
-        S, END = model.start_token(K), model.end_token(K)
+        S, END = tokens.start_token(K), tokens.end_token(K)
         inputs = backend.to_device(numpy.array([[S, S, S], [2, 0, 1], [3, 0, 1]]))
         targets = backend.to_device(numpy.array([[2, 0, 1], [3, END, END], [END, 0, 0]]))
         mask = _path_mask([3, 2, 2], T)
-        drop = backend.to_device(projection.make_dropout_mask(rng, (T, N, E), 0.25, numpy.float64))
+        drop = dropout.make_mask((T, N, E), 0.25, rng, numpy.float64)
 
         def f():
             return model.path_loss(params, I, inputs, targets, mask, variant, drop)[0]

@@ -23,7 +23,7 @@ loop moves the results to the device.
 import numpy as np
 
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.rnn.model import end_token, start_token
+from minicnnrnn.rnn.tokens import end_token, start_token
 
 ORDERS = ("freq", "rare", "random")
 

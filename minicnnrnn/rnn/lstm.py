@@ -24,16 +24,20 @@ respect to ``r0`` is not returned: the model always starts from zero.
 Padding: paths in a batch have different lengths, so the sequence functions take
 ``mask: (T, N)``. Where ``mask[t, n] == 0`` the step is skipped: the state is carried
 over unchanged (``r(t) = r(t-1)``) and the output is ``o(t) = 0``.
+
+How this file reads: first the plain version, Eq. 1 for one step and a sequence as a
+Python loop over those steps (:func:`lstm_step_forward` / :func:`lstm_step_backward`,
+:func:`lstm_forward_plain` / :func:`lstm_backward_plain`). Below it, the fast version
+that training runs (:func:`lstm_forward` / :func:`lstm_backward`): the same numbers
+(``tests/test_lstm.py`` checks values and gradients against the plain loop), with the
+input products batched over all steps, gates computed in place and large temporaries
+kept in ``core/scratch.py``.
 """
 
-import math
-
-from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
+from minicnnrnn.core.scratch import scratch_array
 
 VARIANTS = ("relu", "conventional")
-
-_scratch = {}  # (purpose, backend, dtype) -> flat array, see _scratch_array
 
 
 def check_variant(variant):
@@ -42,34 +46,132 @@ def check_variant(variant):
         raise ValueError(f"unknown LSTM variant {variant!r}; choose one of {VARIANTS}")
 
 
-def _scratch_array(purpose, shape, dtype):
-    """An array for values that never leave this module, reused from call to call.
-
-    Training asks for the same large temporaries at every step (the gate gradients
-    are 3 MB at the paper's sizes). Allocated afresh each time, they often come from
-    memory the C allocator has just given back to the OS, and every 4 KiB page of it
-    then costs a page fault: at the paper's sizes with K = 1000 that was ~4,000
-    faults and a fifth of the step's time (benchmarks/bench_rnn_step.py). Keeping
-    them avoids that. The contents are junk on entry; not safe for two threads
-    training at once.
-    """
-    key = (purpose, backend.name(), xp.dtype(dtype).str)
-    size = math.prod(shape)
-    flat = _scratch.get(key)
-    if flat is None or flat.size < size:
-        flat = _scratch[key] = xp.empty(size, dtype=dtype)
-    return flat[:size].reshape(shape)
-
-
 def _split(g):
     """(..., 4H) -> the four (..., H) views x, i, f, o (no copies)."""
     H = g.shape[-1] // 4
     return g[..., :H], g[..., H : 2 * H], g[..., 2 * H : 3 * H], g[..., 3 * H :]
 
 
+def _gates(z, variant):
+    """Eq. 1's delta: pre-activations (N, 4H) -> gate values (N, 4H), order [x | i | f | o]."""
+    if variant == "relu":
+        return xp.maximum(z, 0)
+    H = z.shape[-1] // 4
+    # sigmoid(a) = (1 + tanh(a / 2)) / 2: no overflow for large |a|.
+    return xp.concatenate([xp.tanh(z[..., :H]), (xp.tanh(z[..., H:] * 0.5) + 1.0) * 0.5], axis=-1)
+
+
+def _output(r, o_gate, variant):
+    """Eq. 1 output o(t) from state r(t) and output gate o_t. Returns (o, squashed r)."""
+    if variant == "relu":
+        return r * o_gate, r
+    tanh_r = xp.tanh(r)
+    return tanh_r * o_gate, tanh_r
+
+
+def _gates_backward(dg, g, variant):
+    """Gradient w.r.t. gate values (N, 4H) -> w.r.t. pre-activations, from the gate values g.
+
+    ReLU' = [g > 0]; tanh' = 1 - g^2 for the candidate x; sigmoid' = g (1 - g) for i, f, o.
+    """
+    if variant == "relu":
+        return dg * (g > 0)
+    H = g.shape[-1] // 4
+    x, ifo = g[..., :H], g[..., H:]
+    return xp.concatenate([dg[..., :H] * (1.0 - x**2), dg[..., H:] * ifo * (1.0 - ifo)], axis=-1)
+
+
 # ---------------------------------------------------------------------------
-# The pieces of one step, shared by the step and the sequence functions.
+# The plain version: one step of Eq. 1, and a sequence as a loop over steps.
 # ---------------------------------------------------------------------------
+
+
+def lstm_step_forward(w, r_prev, params, variant="relu"):
+    """One step of Eq. 1.
+
+    w: (N, E) label embeddings w_k(t); r_prev: (N, H) states r(t-1) (zeros at t = 1);
+    params: U_r (H, 4H), U_w (E, 4H), optional b_lstm (4H,).
+    Returns ((o, r), cache) with o: (N, H) the output o(t) and r: (N, H) the state r(t).
+    """
+    check_variant(variant)
+    z = w @ params["U_w"] + r_prev @ params["U_r"]
+    if "b_lstm" in params:
+        z = z + params["b_lstm"]
+    g = _gates(z, variant)
+    x, i, f, o_gate = _split(g)
+    r = f * r_prev + i * x  # Eq. 1: the new state
+    o, squashed_r = _output(r, o_gate, variant)  # Eq. 1: the output
+    return (o, r), (w, r_prev, g, squashed_r, params, variant)
+
+
+def lstm_step_backward(do, dr, cache):
+    """Backward of :func:`lstm_step_forward`.
+
+    do: (N, H) gradient w.r.t. o(t); dr: (N, H) gradient w.r.t. r(t) (pass zeros
+    for the last step). Returns (dw (N, E), dr_prev (N, H), grads) with grads
+    holding U_r, U_w (and b_lstm if the forward had one).
+    """
+    w, r_prev, g, squashed_r, params, variant = cache
+    x, i, f, o_gate = _split(g)
+    d_o_gate = do * squashed_r  # o(t) = squashed_r * o_t
+    do_r = do * o_gate  # ... and its path into r(t)
+    if variant == "conventional":
+        do_r = do_r * (1.0 - squashed_r**2)  # through tanh(r(t))
+    dr = dr + do_r
+    # r(t) = f * r(t-1) + i * x
+    dz = _gates_backward(xp.concatenate([dr * i, dr * x, dr * r_prev, d_o_gate], axis=-1), g, variant)
+    dr_prev = dr * f + dz @ params["U_r"].T  # r(t-1) feeds the state update and the gates
+    dw = dz @ params["U_w"].T
+    grads = {"U_w": w.T @ dz, "U_r": r_prev.T @ dz}
+    if "b_lstm" in params:
+        grads["b_lstm"] = dz.sum(axis=0)
+    return dw, dr_prev, grads
+
+
+def lstm_forward_plain(w_seq, mask, params, variant="relu"):
+    """Eq. 1 over a padded batch of paths, one :func:`lstm_step_forward` per time step.
+
+    w_seq: (T, N, E); mask: (T, N) 1 real / 0 padding. Returns (o_seq (T, N, H), cache).
+    A padded row keeps its state, r(t) = r(t-1), and outputs o(t) = 0. This is the
+    readable reference for :func:`lstm_forward`, which computes the same numbers faster.
+    """
+    T, N, _ = w_seq.shape
+    H = params["U_r"].shape[0]
+    m = xp.asarray(mask).astype(w_seq.dtype)[:, :, None]  # (T, N, 1)
+    r = xp.zeros((N, H), dtype=w_seq.dtype)  # r(0) = 0
+    outputs, caches = [], []
+    for t in range(T):
+        (o, r_new), step_cache = lstm_step_forward(w_seq[t], r, params, variant)
+        r = m[t] * r_new + (1.0 - m[t]) * r  # padded rows carry r(t-1) over
+        outputs.append(o * m[t])
+        caches.append(step_cache)
+    return xp.stack(outputs), (m, caches)
+
+
+def lstm_backward_plain(do_seq, cache):
+    """Backpropagation through time for :func:`lstm_forward_plain`, one step at a time.
+
+    do_seq: (T, N, H). Returns (dw_seq (T, N, E), grads) as :func:`lstm_backward`.
+    """
+    m, caches = cache
+    dr = xp.zeros_like(do_seq[0])  # dL/dr(t) arriving from step t + 1
+    dws, grads = [], {}
+    for t in reversed(range(len(caches))):
+        # o(t) * m and r(t) = m r_new + (1 - m) r(t-1): the step sees the masked gradients.
+        dw, dr_prev, step_grads = lstm_step_backward(do_seq[t] * m[t], dr * m[t], caches[t])
+        dr = dr_prev + dr * (1.0 - m[t])
+        dws.append(dw)
+        for k, g in step_grads.items():
+            grads[k] = grads[k] + g if k in grads else g
+    return xp.stack(dws[::-1]), grads
+
+
+# ---------------------------------------------------------------------------
+# The fast version that training runs: the same numbers as the plain loop.
+# ---------------------------------------------------------------------------
+
+
+# The pieces of a step again, now in place (no temporaries), for the sequence below.
 
 
 def _activate(z, variant):
@@ -101,14 +203,6 @@ def _activate_backward(dg, g, variant):
     dg[..., :H] *= 1.0 - g[..., :H] ** 2
     dg[..., H:] *= g[..., H:] * (1.0 - g[..., H:])
     return dg
-
-
-def _output(r, o_gate, variant):
-    """Eq. 1 output o(t) from state r(t) and output gate o_t. Returns (o, squashed r)."""
-    if variant == "relu":
-        return r * o_gate, r
-    tanh_r = xp.tanh(r)
-    return tanh_r * o_gate, tanh_r
 
 
 def _cell_backward(do, dr, g, r_prev, squashed_r, variant, dz, m=None):
@@ -155,55 +249,11 @@ def _weight_grads(inputs, states, dz, params, zero_rows=0):
     return grads
 
 
-# ---------------------------------------------------------------------------
-# One step (used by beam search, which feeds one label at a time).
-# ---------------------------------------------------------------------------
-
-
-def step_forward(w, r_prev, params, variant="relu"):
-    """One step of Eq. 1.
-
-    w: (N, E) label embeddings w_k(t); r_prev: (N, H) states r(t-1) (zeros at t = 1);
-    params: U_r (H, 4H), U_w (E, 4H), optional b_lstm (4H,).
-    Returns ((o, r), cache) with o: (N, H) the output o(t) and r: (N, H) the state r(t).
-    """
-    check_variant(variant)
-    z = w @ params["U_w"]
-    z += r_prev @ params["U_r"]
-    if "b_lstm" in params:
-        z += params["b_lstm"]
-    g = _activate(z, variant)
-    x, i, f, o_gate = _split(g)
-    r = f * r_prev + i * x
-    o, squashed_r = _output(r, o_gate, variant)
-    return (o, r), (w, r_prev, g, squashed_r, params, variant)
-
-
-def step_backward(do, dr, cache):
-    """Backward of :func:`step_forward`.
-
-    do: (N, H) gradient w.r.t. o(t); dr: (N, H) gradient w.r.t. r(t) (pass zeros
-    for the last step). Returns (dw (N, E), dr_prev (N, H), grads) with grads
-    holding U_r, U_w (and b_lstm if the forward had one).
-    """
-    w, r_prev, g, squashed_r, params, variant = cache
-    dz = xp.empty_like(g)
-    dr_prev = _cell_backward(do, dr, g, r_prev, squashed_r, variant, dz)
-    dr_prev += dz @ params["U_r"].T
-    dw = dz @ params["U_w"].T
-    return dw, dr_prev, _weight_grads(w, r_prev, dz, params)
-
-
-# ---------------------------------------------------------------------------
-# A whole (padded) sequence, with backpropagation through time.
-# ---------------------------------------------------------------------------
-
-
-def forward(w_seq, mask, params, variant="relu", r0=None):
-    """Eq. 1 over a time-major batch of label paths.
+def lstm_forward(w_seq, mask, params, variant="relu", r0=None):
+    """Eq. 1 over a time-major batch of label paths: the fast version of :func:`lstm_forward_plain`.
 
     w_seq: (T, N, E) label embeddings; mask: (T, N), 1 for real steps and 0 for
-    padding (bool, int or float); params as in :func:`step_forward`;
+    padding (bool, int or float); params as in :func:`lstm_step_forward`;
     r0: optional (N, H) initial state, default r(0) = 0.
     Returns (o_seq (T, N, H), cache); o_seq is 0 at padded steps.
     """
@@ -221,7 +271,7 @@ def forward(w_seq, mask, params, variant="relu", r0=None):
     r[0] = 0 if r0 is None else r0
     o_seq = xp.empty((T, N, H), dtype=dtype)
     squashed = xp.empty((T, N, H), dtype=dtype) if variant == "conventional" else r[1:]
-    recurrent = _scratch_array("r @ U_r", (N, 4 * H), dtype)
+    recurrent = scratch_array("r @ U_r", (N, 4 * H), dtype)
     for t in range(T):
         if t > 0 or r0 is not None:  # r(0) = 0 adds nothing: skip that product
             xp.matmul(r[t], params["U_r"], out=recurrent)
@@ -241,8 +291,8 @@ def forward(w_seq, mask, params, variant="relu", r0=None):
     return o_seq, (w_seq, m, g, r, squashed, params, variant, r0 is None)
 
 
-def backward(do_seq, cache):
-    """Backpropagation through time for :func:`forward`.
+def lstm_backward(do_seq, cache):
+    """Backpropagation through time for :func:`lstm_forward` (fast; see :func:`lstm_backward_plain`).
 
     do_seq: (T, N, H) gradient w.r.t. o_seq. Returns (dw_seq (T, N, E), grads) with
     grads holding U_r, U_w (and b_lstm if used). Gradients are summed over all
@@ -251,9 +301,9 @@ def backward(do_seq, cache):
     w_seq, m, g, r, squashed, params, variant, zero_start = cache
     T, N, E = w_seq.shape
     H = r.shape[-1]
-    dz = _scratch_array("dz", g.shape, g.dtype)  # (T, N, 4H) gate gradients
+    dz = scratch_array("dz", g.shape, g.dtype)  # (T, N, 4H) gate gradients
     dr = xp.zeros((N, H), dtype=g.dtype)  # dL/dr(t) from step t + 1
-    recurrent_T = _scratch_array("U_r @ dz.T", (H, N), g.dtype)
+    recurrent_T = scratch_array("U_r @ dz.T", (H, N), g.dtype)
     for t in reversed(range(T)):
         dr = _cell_backward(do_seq[t] * m[t], dr, g[t], r[t], squashed[t], variant, dz[t], m[t])
         if t == 0:

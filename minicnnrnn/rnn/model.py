@@ -30,17 +30,7 @@ b_x    (E,)         Eq. 4 bias
 import numpy
 
 from minicnnrnn.layers import loss
-from minicnnrnn.rnn import embedding, lstm, projection
-
-
-def end_token(K):
-    """The END token that closes every path: K."""
-    return K
-
-
-def start_token(K):
-    """The START token fed at the first step: K + 1."""
-    return K + 1
+from minicnnrnn.rnn import embedding, lstm, projection, tokens
 
 
 def init_params(K, D, E, H, rng, variant="relu", dtype=numpy.float32):
@@ -82,7 +72,7 @@ def init_params(K, D, E, H, rng, variant="relu", dtype=numpy.float32):
     else:
         b_lstm[2 * H : 3 * H] = 1.0
     params = {
-        "U_l": normal(E, K + 2, E),
+        "U_l": normal(E, tokens.n_tokens(K), E),
         "U_r": normal(H, H, 4 * H, gain=0.5),
         "U_w": normal(E, E, 4 * H, gain=0.25),
         "b_lstm": b_lstm,
@@ -99,14 +89,14 @@ def path_forward(params, I, inputs, mask, variant, dropout_mask=None):
     params: dict as above (backend arrays); I: (N, D) image features;
     inputs: (T, N) integer tokens (START then labels); mask: (T, N) 1 real / 0 pad;
     variant: "relu" or "conventional"; dropout_mask: None or (T, N, E) scaled mask
-    for the Eq. 4 output (see projection.make_dropout_mask).
+    for the Eq. 4 output (see layers.dropout.make_mask).
     Returns (scores (T, N, K + 1), cache).
     """
     U_l = params["U_l"]
     n_out = U_l.shape[0] - 1  # K labels + END
     w, embed_cache = embedding.embed_forward(inputs, U_l)  # Eq. 2
-    o, lstm_cache = lstm.forward(w, mask, params, variant)  # Eq. 1
-    x, proj_cache = projection.forward(o, I, params, dropout_mask)  # Eq. 4
+    o, lstm_cache = lstm.lstm_forward(w, mask, params, variant)  # Eq. 1
+    x, proj_cache = projection.projection_forward(o, I, params, dropout_mask)  # Eq. 4
     scores, score_cache = embedding.tied_scores_forward(x, U_l, n_out)  # Eq. 5
     return scores, (embed_cache, lstm_cache, proj_cache, score_cache)
 
@@ -118,13 +108,13 @@ def path_backward(dscores, cache):
     (the CNN feature I is fixed, so no gradient for it is returned).
     """
     embed_cache, lstm_cache, proj_cache, score_cache = cache
-    dx, dU_l_scores = embedding.tied_scores_backward(dscores, score_cache)  # Eq. 5
-    do, _, grads = projection.backward(dx, proj_cache, image_grad=False)  # Eq. 4
-    dw, lstm_grads = lstm.backward(do, lstm_cache)  # Eq. 1
-    dU_l_embed = embedding.embed_backward(dw, embed_cache)  # Eq. 2
+    dx, score_grads = embedding.tied_scores_backward(dscores, score_cache)  # Eq. 5
+    do, _, grads = projection.projection_backward(dx, proj_cache, image_grad=False)  # Eq. 4
+    dw, lstm_grads = lstm.lstm_backward(do, lstm_cache)  # Eq. 1
+    embed_grads = embedding.embed_backward(dw, embed_cache)  # Eq. 2
     grads.update(lstm_grads)
-    dU_l_scores += dU_l_embed  # both uses
-    grads["U_l"] = dU_l_scores
+    score_grads["U_l"] += embed_grads["U_l"]  # Eq. 2 and Eq. 5 share U_l: both uses add up
+    grads["U_l"] = score_grads["U_l"]
     return grads
 
 

@@ -7,29 +7,15 @@
 image term ``I @ U_I_x`` (and the bias) is the same at every time step of a path, so it
 is computed once per image and broadcast over time. A caller that runs the steps one
 call at a time (beam search) computes it once with :func:`image_and_bias` and passes
-it to :func:`forward` as ``image=``.
+it to :func:`projection_forward` as ``image=``.
 
 Dropout (the paper uses rate 0.5 on the projection layers) is *inverted* dropout
 on ``x_t`` during training: the caller passes a mask drawn on the host (see
-:func:`make_dropout_mask`) whose entries are already scaled, i.e. ``0`` or
+``layers.dropout.make_mask``) whose entries are already scaled, i.e. ``0`` or
 ``1 / (1 - p)``, so that no rescaling is needed at test time (pass no mask).
 """
 
-import numpy
-
 from minicnnrnn.core.backend import xp
-
-
-def make_dropout_mask(rng, shape, p, dtype=numpy.float32):
-    """Host inverted-dropout mask: each entry is 0 with probability p, else 1/(1-p).
-
-    rng: numpy.random.Generator; shape: the shape of x, e.g. (T, N, E).
-    Returns a host numpy array (move it with ``backend.to_device``).
-    """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout rate must be in [0, 1), got {p}")
-    keep = rng.random(shape) >= p
-    return (keep / (1.0 - p)).astype(dtype)
 
 
 def image_term(I, params):
@@ -48,7 +34,7 @@ def image_and_bias(I, params):
     return term
 
 
-def forward(o, I, params, dropout_mask=None, image=None):
+def projection_forward(o, I, params, dropout_mask=None, image=None):
     """Eq. 4 with optional inverted dropout.
 
     o: (T, N, H) or (N, H) LSTM outputs; I: (N, D) image features;
@@ -68,7 +54,7 @@ def forward(o, I, params, dropout_mask=None, image=None):
     return x, (o, I, x, params, dropout_mask)
 
 
-def backward(dx, cache, image_grad=True):
+def projection_backward(dx, cache, image_grad=True):
     """Backward of :func:`forward`.
 
     dx: shaped like x. Returns (do shaped like o, dI (N, D), grads) with grads

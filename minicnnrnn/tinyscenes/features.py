@@ -83,7 +83,7 @@ def run_cnn(params, meta, images, layer="fc7", batch_size=256):
     out = None
     for start in range(0, len(images), batch_size):
         x = backend.to_device(preprocess.normalise(images[start : start + batch_size], meta["preprocess"]))
-        outs, _ = vgg.forward(params, meta, x, outputs=(layer,))
+        outs, _ = vgg.vgg_forward(params, meta, x, outputs=(layer,))
         h = backend.to_host(outs[layer]).reshape(len(x), -1)
         if out is None:
             out = np.empty((len(images), h.shape[1]), dtype=np.float32)

@@ -8,14 +8,18 @@ A checkpoint is one uncompressed ``.npz`` written atomically through :mod:`minic
 * ``opt/<name>``: the optimizer state (``optim.RMSprop.state_dict``: ``v/<param>`` and ``m/<param>``);
 * ``label_order``: (K,) int64, the training path order (§3.4);
 * ``meta``: a 0-d string holding JSON ``{"format", "config", "label_names", "epoch", "rng",
-  "extra"}`` where ``config`` is the run's :class:`~minicnnrnn.training.config.RunConfig` as
+  "extra", "domain", "data"}`` where ``domain`` says what inputs the model knows
+  (:func:`domain_of`: e.g. ``"tinyscenes-64px drawings"`` for the built-in CNN),
+  ``data`` is the training set's fingerprint (:func:`schema.fingerprint`, compared by
+  ``--resume``), and ``config`` is the run's :class:`~minicnnrnn.training.config.RunConfig` as
   a plain object (``RunConfig.to_dict``), ``rng`` is the state of the host
   ``numpy.random.Generator`` (so that ``--resume`` draws the same shuffles and dropout masks
   an uninterrupted run would) and ``extra`` holds anything else the trainer wants back (its
   log history).
 
 :func:`load` returns ``state = {"params", "config", "label_names", "label_order", "opt",
-"epoch", "rng", "extra"}`` with ``config`` a ``RunConfig`` again (docs/DESIGN.md); every
+"epoch", "rng", "extra", "domain", "data"}`` with ``config`` a ``RunConfig`` again
+(docs/DESIGN.md) after the whole schema check of :mod:`minicnnrnn.training.schema`; every
 problem with the file is a one-line :class:`~minicnnrnn.core.errors.UserError` naming it.
 """
 
@@ -26,9 +30,25 @@ import numpy as np
 
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.training import schema
 from minicnnrnn.training.config import RESUME_KEYS, RunConfig
 
 FORMAT = "minicnnrnn-checkpoint/1"
+BUILTIN_DOMAIN = "tinyscenes-64px drawings"
+BUILTIN_IMAGE_SIZE = (64, 64)
+
+
+def domain_of(cfg):
+    """The input domain of a model, from the CNN its features came from (``cfg.cnn``):
+    ``{"name", "image_size"}``. The built-in CNN knows only 64x64 Tiny Scenes drawings;
+    a converted ImageNet CNN (``weights``: a file) knows photos; a model trained on a
+    features file knows features made the same way."""
+    cnn = cfg.cnn or {}
+    if cnn.get("weights") == "builtin":
+        return {"name": BUILTIN_DOMAIN, "image_size": list(BUILTIN_IMAGE_SIZE)}
+    if cnn.get("weights"):
+        return {"name": f"photos through the CNN {cnn['weights']} ({cnn.get('layer') or 'fc7'})", "image_size": None}
+    return {"name": f"precomputed features {cnn.get('features') or ''}".strip(), "image_size": None}
 
 
 def save(path, state):
@@ -44,6 +64,8 @@ def save(path, state):
         "epoch": int(state.get("epoch", 0)),
         "rng": state.get("rng"),
         "extra": state.get("extra", {}),
+        "domain": state.get("domain") or domain_of(state["config"]),
+        "data": state.get("data"),
     }
     arrays["meta"] = np.array(json.dumps(meta))
     fileio.save_npz(path, **arrays)
@@ -71,28 +93,45 @@ def load(path):
         "opt": {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")},
         "label_order": arrays["label_order"],
         "config": config,
-        "label_names": list(meta.get("label_names", [])),
-        "epoch": int(meta.get("epoch", 0)),
+        "label_names": meta.get("label_names", []),
+        "epoch": meta.get("epoch", 0),
         "rng": meta.get("rng"),
         "extra": meta.get("extra", {}),
+        "domain": meta.get("domain") or domain_of(config),
+        "data": meta.get("data"),
     }
-    _check_consistent(path, state)
+    if not isinstance(state["extra"], dict):
+        raise UserError(f"{path}: corrupt checkpoint metadata (extra is not an object)")
+    if not isinstance(state["domain"], dict) or not isinstance(state["domain"].get("name"), str):
+        raise UserError(f"{path}: corrupt checkpoint metadata (domain is not an object with a name)")
+    schema.check(state, path)
     return state
 
 
-def _check_consistent(path, state):
-    """UserError naming ``path`` if the arrays disagree with the recorded config (K, D, label order)."""
-    config, K = state["config"], state["config"].K
-    if not state["params"]:
-        raise UserError(f"{path}: checkpoint holds no parameters")
-    if len(state["label_names"]) != K:
-        raise UserError(f"{path}: {len(state['label_names'])} label names for K = {K} labels")
-    order = state["label_order"]
-    if order.shape != (K,) or not np.array_equal(np.sort(order), np.arange(K)):
-        raise UserError(f"{path}: label_order is not a permutation of the {K} labels")
-    if "U_I_x" in state["params"] and state["params"]["U_I_x"].shape[0] != config.D:
-        rows = state["params"]["U_I_x"].shape[0]
-        raise UserError(f"{path}: U_I_x has {rows} rows but the config says D = {config.D}")
+def data_fingerprint(data):
+    """:func:`schema.fingerprint` of a ``train_data.TrainingData`` (its training split)."""
+    return schema.fingerprint(data.label_names, data.train_labels, data.train_features.shape)
+
+
+RUN_FILES = ("checkpoint.npz", "metrics.json", "per_class_AP.json", "log.csv", "loss.png")
+
+
+def check_fresh_out(out, resume, overwrite):
+    """Before a run writes into ``out``: refuse a folder that holds another run's files
+    unless ``--resume`` (continue it) or ``--overwrite`` (its run files are removed now)."""
+    found = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+    if not found or resume:
+        return
+    if not overwrite:
+        raise UserError(
+            f"{out}: holds another run ({', '.join(found)}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out"
+        )
+    for name in found:
+        try:
+            os.remove(os.path.join(out, name))
+        except OSError as exc:
+            raise UserError(fileio.os_error_message(os.path.join(out, name), exc, "could not be removed")) from None
 
 
 def check_compatible(path, state, config, keys=RESUME_KEYS):
@@ -116,15 +155,18 @@ def require_resumable(path):
         raise UserError(f"{path}: no checkpoint to resume from (--resume needs the same --out)")
 
 
-def resume(path, config, keys=RESUME_KEYS):
+def resume(path, config, keys=RESUME_KEYS, data=None):
     """Load ``path`` to continue a run configured as ``config``: (state, numpy Generator).
 
-    Checks that the ``keys`` fields of both configs agree (:func:`check_compatible`) and
-    rebuilds the random generator exactly where the checkpoint left it.
+    Checks that the ``keys`` fields of both configs agree (:func:`check_compatible`), that
+    the run's data fingerprint ``data`` (:func:`schema.fingerprint`; None: not compared)
+    is the checkpoint's, and rebuilds the random generator exactly where the checkpoint left it.
     """
     require_resumable(path)
     state = load(path)
     check_compatible(path, state, config, keys)
+    if data is not None:
+        schema.check_same_data(path, state["data"], data)
     return state, restore_rng(state["rng"], path)
 
 

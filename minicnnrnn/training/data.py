@@ -48,6 +48,7 @@ from minicnnrnn import datasets
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.tinyscenes import features, scenes
+from minicnnrnn.training import schema
 
 REAL_DATASETS = ("voc2007", "coco2014", "nuswide81", "nuswide1k")
 FEATURE_NORMS = ("l2", "scale", "none")
@@ -195,8 +196,10 @@ def load_npz(path):
 
     names = ("train_features", "train_labels", "test_features", "test_labels", "label_names")
     a = fileio.load_npz(path, required=names)
+    schema.check_unique_names([str(n) for n in a["label_names"].reshape(-1)], path)
     for split in ("train", "test"):
         f, y = a[f"{split}_features"], a[f"{split}_labels"]
+        schema.check_features(f, f"{path}: {split}_features")
         if f.ndim != 2 or y.ndim != 2 or len(f) != len(y) or len(f) == 0:
             raise UserError(
                 f"{path}: {split}_features {f.shape} and {split}_labels {y.shape} must be "
@@ -251,6 +254,7 @@ def read_features_folder(folder):
         )
     if not isinstance(meta, dict):
         raise UserError(f"{os.path.join(folder, 'meta.json')}: expected a JSON object")
+    schema.check_features(feats, os.path.join(folder, "features.npy"))
     return feats, paths, meta
 
 

@@ -20,9 +20,8 @@ import os
 import time
 
 import numpy as np
-from tqdm import tqdm
 
-from minicnnrnn.core import backend, fileio
+from minicnnrnn.core import backend, fileio, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.rnn import label_paths
@@ -44,14 +43,7 @@ def run_epoch(cfg, params, opt, data, order, rng, epoch):
     n_train = len(data.train_labels)
     perm = rng.permutation(n_train)
     total, norms, start = 0.0, [], time.perf_counter()
-    bar = tqdm(
-        total=n_train,
-        unit="img",
-        desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}",
-        leave=False,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
+    bar = progress.bar(n_train, f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}", "img", leave=False, mininterval=0.5)
     try:
         for step, s in enumerate(range(0, n_train, cfg.batch_size)):
             idx = np.sort(perm[s : s + cfg.batch_size])  # sorted rows read memory-mapped features in order
@@ -82,7 +74,7 @@ def _start(cfg, data, ckpt_path, resume):
     """(params on the device, optimizer, label order, first epoch, history, rng) of a fresh
     run, or of the run saved in ``ckpt_path`` when ``resume``."""
     if resume:
-        state, rng = checkpoint.resume(ckpt_path, cfg, config.RESUME_KEYS)
+        state, rng = checkpoint.resume(ckpt_path, cfg, config.RESUME_KEYS, checkpoint.data_fingerprint(data))
         params = backend.params_to_device(state["params"])
         opt = make_optimizer(cfg, params)
         try:
@@ -107,10 +99,9 @@ def fit(cfg, data, out, resume=False):
             kept = f"kept {ckpt_path} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
             raise UserError(f"training diverged: {exc}; {kept}; try a lower --lr") from None
         history.append(row)
-        print(
+        progress.say(
             f"{cfg.model} epoch {row['epoch']}/{cfg.epochs}: loss {row['loss']:.4f}  "
-            f"lr {row['lr']:.2e}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s",
-            flush=True,
+            f"lr {row['lr']:.2e}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s"
         )
         checkpoint.save(
             ckpt_path,
@@ -123,6 +114,7 @@ def fit(cfg, data, out, resume=False):
                 "epoch": epoch + 1,
                 "rng": checkpoint.rng_state(rng),
                 "extra": {"history": history},
+                "data": checkpoint.data_fingerprint(data),
             },
         )
         write_log(out, history)
@@ -147,7 +139,7 @@ def write_log(out, history):
     ax.set_ylabel("training loss per image")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "loss.png"), dpi=100)
+    fileio.save_figure(os.path.join(out, "loss.png"), fig, dpi=100)
     plt.close(fig)
 
 

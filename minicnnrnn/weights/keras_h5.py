@@ -138,10 +138,18 @@ def read_layers(path):
     f = _open(path)
     if f is None:
         raise UserError(f"{path}: not an HDF5 file")
-    with f:
-        root = _keras2_root(f)
-        if root is not None:
-            return _keras2_layers(path, root)
-        if _is_keras3(f):
-            return _keras3_layers(f)
+    try:
+        with f:
+            root = _keras2_root(f)
+            if root is not None:
+                return _keras2_layers(path, root)
+            if _is_keras3(f):
+                return _keras3_layers(f)
+    except UserError:
+        raise
+    except MemoryError:
+        raise UserError(f"{path}: a damaged HDF5 file (it asks for more memory than this machine has)") from None
+    except Exception as exc:  # h5py reports a damaged file as KeyError, OSError, ValueError, RuntimeError, ...
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"{path}: damaged HDF5 file ({type(exc).__name__}: {first})") from None
     raise UserError(f"{path}: an HDF5 file but not Keras weights (no layer_names attribute and no vars groups)")

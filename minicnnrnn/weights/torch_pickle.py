@@ -39,6 +39,7 @@ import zipfile
 
 import numpy
 
+from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -276,6 +277,8 @@ def _zip_member_bytes(path, zf, info):
     """A zip member's bytes as a uint8 array. torch stores members uncompressed, so
     the bytes are memory-mapped in place (no copy; pages are read when used)."""
     if info.compress_type != zipfile.ZIP_STORED or info.file_size == 0:
+        # A compressed member may inflate to far more than the file's size: bound it first.
+        limits.check("MINICNNRNN_MAX_MEMBER_BYTES", info.file_size, path, f"the inflated size of {info.filename}")
         return numpy.frombuffer(zf.read(info), dtype=numpy.uint8)
     with open(path, "rb") as f:  # the local header: 30 bytes, then the name and an extra field
         f.seek(info.header_offset)
@@ -339,6 +342,18 @@ def _to_numpy(ref, byteorder, source):
         last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
         if last >= flat.size:
             raise UserError(f"{source}: a tensor of size {ref.size} reaches past the end of its storage")
+        numel = int(numpy.prod(ref.size, dtype=object))  # exact, even for absurd sizes
+        limits.check(
+            "MINICNNRNN_MAX_TENSOR_ELEMENTS", numel, source, f"the element count of a tensor of size {ref.size}"
+        )
+        if numel > flat.size - min(ref.offset, flat.size):
+            # A tensor of a state_dict never has more elements than its storage; a stride-0
+            # view that does (a 419-byte file asking for 2^29 elements) is refused before
+            # anything is allocated.
+            raise UserError(
+                f"{source}: a tensor of size {ref.size} has {numel:,} elements but its storage "
+                f"holds {max(flat.size - ref.offset, 0):,} after offset {ref.offset}"
+            )
         view = numpy.lib.stride_tricks.as_strided(
             flat[ref.offset :], shape=ref.size, strides=[s * dtype.itemsize for s in ref.stride], writeable=False
         )
