@@ -2,6 +2,7 @@
 
     python benchmarks/bench_rnn_step.py            # vocabularies 81 and 1000, 3 rounds
     python benchmarks/bench_rnn_step.py --steps 50 --vocab 81 --repeat 5 --threads 1
+    python benchmarks/bench_rnn_step.py --device cuda   # ours on CuPy vs torch on the GPU
 
 A step is what ``train`` does per mini-batch: forward through Eq. 2, 1, 4, 5 and the
 softmax loss, backpropagation through time, gradient clipping and an rmsprop update
@@ -99,12 +100,18 @@ def threading(threads):
     return "; ".join(libs + env)
 
 
-def child_numpy(K, steps, warmup, threads):
+def child_numpy(K, steps, warmup, threads, device="cpu"):
+    from minicnnrnn.core import backend
     from minicnnrnn.rnn import model
     from minicnnrnn.training import optim
 
     blas = threading(threads)
     params, I, inputs, targets, mask, dropout = make_problem(K)
+    if device == "cuda":  # our code on CuPy: everything moved once, before timing
+        backend.use("cupy")
+        params = backend.params_to_device(params)
+        I, inputs, targets, mask, dropout = (backend.to_device(a) for a in (I, inputs, targets, mask, dropout))
+        blas = "CuPy on CUDA"
     opt = optim.RMSprop(params, momentum=0.9, weight_decay=1e-4)
 
     def step():
@@ -113,7 +120,9 @@ def child_numpy(K, steps, warmup, threads):
         opt.step(params, grads, LR)
         return value
 
-    ms, faults, first = timed(step, steps, warmup)
+    ms, faults, first = timed(step, steps, warmup)  # the loss is a float: each step ends synchronised
+    if device == "cuda":  # the matmul floor and the phases are CPU measurements
+        return {"ms": ms, "faults": faults, "loss": first, "matmul_ms": float("nan"), "phases": {}, "threading": blas}
     distinct = len(np.unique(inputs))
     return {
         "ms": ms,
@@ -188,16 +197,17 @@ def matmul_bound(K, steps, distinct_tokens):
     return timed(step, steps, 3)[0]
 
 
-def child_torch(K, steps, warmup, threads):
+def child_torch(K, steps, warmup, threads, device="cpu"):
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     blas = threading(threads)
     host, I, inputs, targets, mask, dropout = make_problem(K)
-    p = {k: torch.tensor(v, requires_grad=True) for k, v in host.items()}
-    I, dropout = torch.tensor(I), torch.tensor(dropout)
-    inputs, targets = torch.tensor(inputs), torch.tensor(targets)
+    dev = torch.device(device)
+    p = {k: torch.tensor(v, requires_grad=True, device=dev) for k, v in host.items()}
+    I, dropout = torch.tensor(I, device=dev), torch.tensor(dropout, device=dev)
+    inputs, targets = torch.tensor(inputs, device=dev), torch.tensor(targets, device=dev)
     opt = torch.optim.RMSprop(list(p.values()), lr=LR, alpha=0.9, momentum=0.9, weight_decay=1e-4)
 
     def forward():
@@ -244,6 +254,8 @@ def run_child(kind, K, args):
         str(args.steps),
         "--warmup",
         str(args.warmup),
+        "--device",
+        args.device if kind == "numpy" else (args.torch_device or args.device),
     ] + (["--threads", str(args.threads)] if args.threads else [])
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if out.returncode != 0:
@@ -292,11 +304,18 @@ def main():
         default=None,
         help="BLAS / intra-op threads in both children (default: each library's default)",
     )
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: our step on CuPy (--backend cupy) against torch on the GPU",
+    )
+    ap.add_argument("--torch-device", choices=("cpu", "cuda"), help="where torch runs (default: --device)")
     ap.add_argument("--child", choices=("numpy", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         fn = child_numpy if args.child == "numpy" else child_torch
-        print(json.dumps(fn(args.vocab[0], args.steps, args.warmup, args.threads)))
+        print(json.dumps(fn(args.vocab[0], args.steps, args.warmup, args.threads, args.device)))
         return
     print(
         f"one training step: batch {N}, {T} steps, D {D}, E {E}, H {H}; median of {args.steps} steps, "

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_vgg16.py            # batch 1 and 8: Winograd, im2col, torch-CPU, sgemm
     python benchmarks/bench_vgg16.py --quick    # batch 1: our default path and torch-CPU, 3 passes
+    python benchmarks/bench_vgg16.py --quick --backend cupy --torch-device cuda   # both on the GPU
 
 Each implementation runs in its own child process (this script with --child),
 which builds the model, does one warm-up pass, and then times one forward pass
@@ -59,7 +60,7 @@ def make_ours(batch, method, backend_name):
     return run
 
 
-def make_torch(batch):
+def make_torch(batch, device="cpu"):
     """A function running torchvision's VGG16 layout, built from torch.nn layers, once."""
     import torch
 
@@ -81,11 +82,14 @@ def make_torch(batch):
         nn.Dropout(),
         nn.Linear(4096, 1000),
     ).eval()
-    images = torch.randn(batch, 3, SIZE, SIZE)
+    model = model.to(device)
+    images = torch.randn(batch, 3, SIZE, SIZE, device=device)
 
     def run():
         with torch.inference_mode():
             model(images)
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     return run
 
@@ -100,9 +104,12 @@ def make_sgemm(n=SGEMM_N):
 def serve(args):
     """Child process: build, warm up, then time one pass per "run" line read from stdin."""
     kind, batch = args[0], int(args[1])
-    run = {"ours": lambda: make_ours(batch, args[2], args[3]), "torch": lambda: make_torch(batch), "sgemm": make_sgemm}[
-        kind
-    ]()
+    makers = {
+        "ours": lambda: make_ours(batch, args[2], args[3]),
+        "torch": lambda: make_torch(batch, args[2]),
+        "sgemm": make_sgemm,
+    }
+    run = makers[kind]()
     run()  # first touch of buffers, thread pools
     print("ready", flush=True)
     for line in sys.stdin:
@@ -163,6 +170,7 @@ def main():
     )
     parser.add_argument("--no-torch", action="store_true", help="skip the torch-CPU reference")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    parser.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"], help="where the torch reference runs")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -183,9 +191,9 @@ def main():
     for batch in args.batches:
         labels = [
             f"minicnnrnn {m}" + ("" if args.backend == "numpy" else f" ({args.backend})") for m in args.methods
-        ] + (["torch-cpu"] if has_torch else [])
+        ] + ([f"torch-{args.torch_device}"] if has_torch else [])
         children = [Child(["ours", str(batch), m, args.backend]) for m in args.methods]
-        children += [Child(["torch", str(batch)])] if has_torch else []
+        children += [Child(["torch", str(batch), args.torch_device])] if has_torch else []
         times = {label: [] for label in labels}
         for _ in range(args.passes):  # in turn, pass after pass
             peak = max(peak, 2 * SGEMM_N**3 / sgemm.time_pass() / 1e9)
@@ -201,7 +209,7 @@ def main():
     )
     for batch, label, times, rss in rows:
         best, median, worst = (batch / t for t in (min(times), statistics.median(times), max(times)))
-        torch_times = [r[2] for r in rows if r[0] == batch and r[1] == "torch-cpu"]
+        torch_times = [r[2] for r in rows if r[0] == batch and r[1].startswith("torch-")]
         ratio = f"{best / (batch / min(torch_times[0])):7.2f}x" if torch_times else "      -"
         print(
             f"{batch:>5}  {label:<20} {best:>10.2f} {median:>7.2f} {worst:>6.2f} {best * gflop:>8.0f} "

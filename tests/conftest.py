@@ -23,11 +23,47 @@ _SESSION_CACHE = tempfile.mkdtemp(prefix="minicnnrnn-test-cache-")
 os.environ["MINICNNRNN_CACHE"] = _SESSION_CACHE
 
 
+STRICT_SITE = pathlib.Path(__file__).resolve().parent / "strict_site"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        choices=("numpy", "strict"),
+        default="numpy",
+        help="strict: run the suite on tests/strict_device/, a CuPy stand-in that refuses implicit "
+        "host<->device conversions (selected as --backend cupy, in this process and in the commands "
+        "tests start); tests marked host_only stay on NumPy",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "host_only: numpy-only by nature (file formats, converters): never on a device")
+    config.addinivalue_line("markers", "strict_device: needs --device strict (transfer counts)")
+    if config.getoption("--device") == "strict":
+        import strict_boundary
+        import strict_device
+
+        strict_device.install()
+        strict_boundary.install()
+        os.environ[backend.ENV_VAR] = "cupy"
+        os.environ["MINICNNRNN_STRICT_DEVICE"] = "1"
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(STRICT_SITE), str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
+
+
+def strict_device_active():
+    """True under ``--device strict`` (the stand-in is what ``cupy`` selects)."""
+    return os.environ.get("MINICNNRNN_STRICT_DEVICE") == "1"
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 def cupy_available():
+    """True when ``--backend cupy`` works here: real CuPy with a GPU, or the strict stand-in."""
     try:
         backend.use("cupy")
     except backend.BackendError:
@@ -57,8 +93,38 @@ def rng():
 
 
 @pytest.fixture(autouse=True)
-def _numpy_backend_by_default():
-    """Each test starts on the backend chosen by $MINICNNRNN_BACKEND (numpy unless set)."""
+def _numpy_backend_by_default(request, monkeypatch):
+    """Each test starts on the backend chosen by $MINICNNRNN_BACKEND (numpy unless set; cupy,
+    i.e. the stand-in, under --device strict); tests marked host_only always on NumPy."""
     wanted = os.environ.get(backend.ENV_VAR, "numpy").strip().lower() or "numpy"
+    if request.node.get_closest_marker("host_only"):
+        wanted = "numpy"
+        monkeypatch.setenv(backend.ENV_VAR, "numpy")  # and so do the commands it starts
+    if request.node.get_closest_marker("strict_device") and not strict_device_active():
+        pytest.skip("needs the strict device stand-in: python -m pytest --device strict")
     backend.use(wanted if wanted in backend.BACKENDS else "numpy")
     yield
+
+
+def dev(value):
+    """Host arrays (alone or in dicts/lists/tuples) -> the selected backend (no-op on NumPy)."""
+    if isinstance(value, np.ndarray):
+        return backend.to_device(value)
+    if isinstance(value, dict):
+        return {k: dev(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(dev(v) for v in value)
+    return value
+
+
+def host(value):
+    """Backend arrays (alone, in dicts/lists/tuples or namedtuples) -> NumPy."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return backend.to_host(value)
+    if isinstance(value, dict):
+        return {k: host(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*[host(v) for v in value])
+    if isinstance(value, (list, tuple)):
+        return type(value)(host(v) for v in value)
+    return value

@@ -292,7 +292,7 @@ def test_float32_matches_float64():
 
 def markov_step(table):
     """A step function whose next-output distribution depends only on the previous token."""
-    log_table = np.log(table)
+    log_table = backend.to_device(np.log(table))
 
     def step(params, tokens, state, image, variant):
         return log_table[tokens], ()

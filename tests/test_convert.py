@@ -14,6 +14,9 @@ from minicnnrnn.cnn import vgg
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.weights import torch_pickle
 
+# Converters and file formats are numpy-only by nature: --device strict runs them on NumPy.
+pytestmark = pytest.mark.host_only
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 sys.path.insert(0, str(FIXTURES))

@@ -14,6 +14,9 @@ from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.weights import keras_h5
 
+# Converters and file formats are numpy-only by nature: --device strict runs them on NumPy.
+pytestmark = pytest.mark.host_only
+
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
 

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import dev, host
 
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
@@ -35,12 +36,12 @@ def test_the_table_holds_the_models_of_tables_1_to_3():
 def test_every_kind_inits_trains_and_decodes(name):
     cfg = _cfg(name)
     kind = models.KINDS[name]
-    params = kind.init(cfg, np.random.default_rng(1))
+    params = dev(kind.init(cfg, np.random.default_rng(1)))
     I, labels, order = _batch()
-    value, grads = kind.batch_loss(cfg, params, I, labels, order, np.random.default_rng(2))
+    value, grads = kind.batch_loss(cfg, params, dev(I), labels, order, np.random.default_rng(2))
     assert np.isfinite(value) and value > 0 and set(grads) == set(params)
     assert all(grads[k].shape == params[k].shape for k in params)
-    decoded = kind.decode(cfg, params, I, models.DecodeOptions(beam=2, max_labels=3))
+    decoded = kind.decode(cfg, params, dev(I), models.DecodeOptions(beam=2, max_labels=3))
     assert decoded.scores.shape == (N, K) and decoded.labels.shape[0] == N
     assert (decoded.lengths <= 3).all() and decoded.labels.shape[1] <= 3
     for i, n in enumerate(decoded.lengths):
@@ -52,30 +53,30 @@ def test_every_kind_inits_trains_and_decodes(name):
 
 def test_cnn_rnn_batch_loss_is_the_path_loss_with_the_rng_dropout_mask():
     cfg = _cfg("cnn-rnn", dropout=0.3)
-    params = models.KINDS["cnn-rnn"].init(cfg, np.random.default_rng(1))
+    params = dev(models.KINDS["cnn-rnn"].init(cfg, np.random.default_rng(1)))
     I, labels, order = _batch()
-    value, grads = models.KINDS["cnn-rnn"].batch_loss(cfg, params, I, labels, order, np.random.default_rng(5))
+    value, grads = models.KINDS["cnn-rnn"].batch_loss(cfg, params, dev(I), labels, order, np.random.default_rng(5))
     inputs, targets, mask = label_paths.make_paths(labels, order)
     dropout_mask = dropout.make_mask(inputs.shape + (E,), 0.3, np.random.default_rng(5))
-    expected, expected_grads = model.path_loss(params, I, inputs, targets, mask, "relu", dropout_mask)
+    expected, expected_grads = model.path_loss(params, dev(I), *dev((inputs, targets, mask)), "relu", dropout_mask)
     assert value == expected
     for k in params:
-        np.testing.assert_array_equal(grads[k], expected_grads[k])
+        np.testing.assert_array_equal(host(grads[k]), host(expected_grads[k]))
 
 
 def test_top_k_decoding_is_the_metrics_top_k_and_paths_are_the_beam_search():
     I, labels, order = _batch()
     bce = _cfg("bce", k=2)
-    params = models.KINDS["bce"].init(bce, np.random.default_rng(3))
+    params = dev(models.KINDS["bce"].init(bce, np.random.default_rng(3)))
     pred, scores = models.predict_sets(bce, params, I, batch_size=4)  # 3 blocks
-    raw, _ = baselines.classifier_forward(params, I)
+    raw, _ = baselines.classifier_forward(params, dev(I))
     # Blocks of 4 images against one product: BLAS may pick another float32 kernel, so not bit-equal.
-    np.testing.assert_allclose(scores, baselines.classifier_confidence("bce", raw), rtol=1e-5)
+    np.testing.assert_allclose(scores, host(baselines.classifier_confidence("bce", raw)), rtol=1e-5)
     np.testing.assert_array_equal(pred, metrics.topk_predictions(scores, 2))
     cnn_rnn = _cfg("cnn-rnn", beam=2, k=3, min_labels=1)
-    params = models.KINDS["cnn-rnn"].init(cnn_rnn, np.random.default_rng(3))
+    params = dev(models.KINDS["cnn-rnn"].init(cnn_rnn, np.random.default_rng(3)))
     pred, scores = models.predict_sets(cnn_rnn, params, I)
-    result = beam_search.beam_search(params, I, 2, max_labels=3, min_labels=1)
+    result = host(beam_search.beam_search(params, dev(I), 2, max_labels=3, min_labels=1))
     np.testing.assert_array_equal(scores, result.scores)
     assert [set(np.flatnonzero(row)) for row in pred] == [set(p[p >= 0]) for p in result.paths]
 

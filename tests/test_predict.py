@@ -233,6 +233,7 @@ def test_feature_size_mismatch_and_features_only_checkpoint(tmp_path):
         predict.main(["--checkpoint", str(tmp_path / "missing.npz"), image])
 
 
+@pytest.mark.host_only  # checks the default backend, numpy
 def test_help_and_backend_flag():
     proc = run_cli("--help")
     assert proc.returncode == 0 and "--backend" in proc.stdout and "--features" in proc.stdout

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import dev, host
 
 from minicnnrnn import pretrain
 from minicnnrnn.cnn import preprocess, vgg
@@ -149,8 +150,10 @@ def test_adam_first_step_moves_each_weight_by_lr():
     and weight decay adds lambda * W to the gradients of weight matrices ("/W") only."""
     params = {"fc/W": np.array([[1.0, -2.0]]), "fc/b": np.array([0.5, 0.5])}
     grads = {"fc/W": np.array([[0.3, 4.0]]), "fc/b": np.array([-0.01, 2.0])}
+    params, grads = dev(params), dev(grads)
     opt = pretrain.make_optimizer(params, weight_decay=0.5)
     opt.step(params, grads, lr=0.1)
+    params = host(params)
     # fc/W gradients with decay: 0.3 + 0.5 = 0.8 > 0 and 4.0 - 1.0 = 3.0 > 0: both move by -0.1
     np.testing.assert_allclose(params["fc/W"], [[0.9, -2.1]], rtol=1e-6)
     np.testing.assert_allclose(params["fc/b"], [0.6, 0.4], rtol=1e-6)

@@ -14,6 +14,9 @@ import pytest
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.weights import torch_pickle
 
+# Converters and file formats are numpy-only by nature: --device strict runs them on NumPy.
+pytestmark = pytest.mark.host_only
+
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
 

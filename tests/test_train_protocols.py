@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import dev
 
 from minicnnrnn import predict, train
 from minicnnrnn.core import cli
@@ -115,7 +116,7 @@ def test_voc2007_uses_the_devkit_protocol_and_prints_table_4(voc, tmp_path, caps
     cfg, params, data = _load_run(out, voc["args"])
     assert (cfg.ap_mode, cfg.k, cfg.min_labels) == ("voc07", 3, 0)
     # metrics.json is the 11-point AP with "difficult" ignored, recomputed here from the predictions.
-    pred, scores = models.predict_sets(cfg, params, data.test_features)
+    pred, scores = models.predict_sets(cfg, dev(params), data.test_features)
     ignore = voc["values"]["test"] == 0
     truth = voc["values"]["test"] == 1
     expected, ap = metrics.evaluate_with_ap(pred, scores, truth, ignore, ap_mode="voc07")
@@ -142,7 +143,7 @@ def test_explicit_flags_win_over_the_protocol(voc, tmp_path, capsys):
     assert "not directly comparable" in capsys.readouterr().out
     cfg, params, data = _load_run(out, voc["args"])
     assert (cfg.ap_mode, cfg.k, cfg.min_labels) == ("sklearn", 2, 1)
-    pred, scores = models.predict_sets(cfg, params, data.test_features)
+    pred, scores = models.predict_sets(cfg, dev(params), data.test_features)
     assert set(pred.sum(1)) <= {1, 2}
     expected = metrics.evaluate(pred, scores, voc["values"]["test"] == 1, voc["values"]["test"] == 0, "sklearn")
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(expected)
@@ -279,7 +280,7 @@ def test_predict_applies_the_training_normalisation(tmp_path, capsys, norm):
     printed = [set(p["labels"]) for p in json.loads(capsys.readouterr().out)]
     cfg = dataclasses.replace(state["config"], k=state["config"].K)  # predict's default: up to K labels
     rows = train_data.Rows(test_features, norm=state["config"].feature_norm)
-    pred, _ = models.predict_sets(cfg, state["params"], rows)
+    pred, _ = models.predict_sets(cfg, dev(state["params"]), rows)
     assert printed == [{state["label_names"][j] for j in np.flatnonzero(row)} for row in pred]
     assert len({frozenset(p) for p in printed}) >= 2  # not one answer for all
 

@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from minicnnrnn.core import backend
 from minicnnrnn.rnn import beam_search, model, projection, tokens
 
 # Everything here is small, so MINICNNRNN_TUTORIAL_FAST=1 changes nothing.
@@ -222,10 +223,11 @@ table[2, [3, END]] = [0.50, 0.30]  # after grass
 table[3, END] = 0.80  # after ball
 table /= table.sum(axis=1, keepdims=True)
 log_table = np.log(table)
+log_table_on_backend = backend.to_device(log_table)  # the search calls the step with backend tokens
 
 
 def table_step(params_, tokens, state, image_, variant):
-    return log_table[tokens], ()
+    return log_table_on_backend[tokens], ()
 
 
 for n_beam in (1, 2):

@@ -27,6 +27,7 @@ ENV_VAR = "MINICNNRNN_BACKEND"
 
 _selected = numpy  # the module that ``xp`` forwards to
 _name = "numpy"
+_test_device = None  # test-only: a stand-in that "cupy" selects instead of CuPy
 
 
 class BackendError(UserError):
@@ -86,9 +87,23 @@ def use(name):
     global _selected, _name
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
-    _selected = numpy if name == "numpy" else _import_cupy()
+    if name == "numpy":
+        _selected = numpy
+    else:
+        _selected = _test_device if _test_device is not None else _import_cupy()
     _name = name
     return _selected
+
+
+def _install_test_device(module):
+    """Test-only hook: from now on ``use("cupy")`` selects ``module`` (a CuPy stand-in, see
+    tests/strict_device/) instead of CuPy; ``None`` undoes it. Not a user backend."""
+    global _test_device
+    _test_device = module
+    if module is None:
+        use("numpy")
+    else:
+        use(from_environment() if from_environment() in BACKENDS else "numpy")  # cupy: the stand-in
 
 
 def name():
@@ -102,9 +117,9 @@ def is_cupy():
 
 def to_device(array, dtype=None):
     """Host array (or anything array-like) -> array on the selected backend."""
-    if dtype is not None:
-        array = numpy.asarray(array, dtype=dtype)
-    return _selected.asarray(array)
+    if dtype is not None and not (_selected is not numpy and isinstance(array, _selected.ndarray)):
+        array = numpy.asarray(array, dtype=dtype)  # convert on the host, before the copy
+    return _selected.asarray(array, dtype=dtype)
 
 
 def to_host(array):

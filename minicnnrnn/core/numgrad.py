@@ -22,10 +22,11 @@ TOLERANCE = 1e-6
 def numerical_gradient(f, x, h=1e-5):
     """Centred finite differences of the scalar ``f(x)`` w.r.t. every entry of x.
 
-    x: contiguous float64 array (on the backend), perturbed in place and restored.
+    x: contiguous float64 array (on the backend, or a host array that ``f`` moves itself),
+    perturbed in place and restored.
     Returns an array shaped like x.
     """
-    grad = xp.zeros_like(x)
+    grad = numpy.zeros_like(x) if isinstance(x, numpy.ndarray) else xp.zeros_like(x)  # host or device x
     flat, grad_flat = x.reshape(-1), grad.reshape(-1)  # views of x and grad
     for j in range(flat.size):
         old = flat[j].item()

@@ -70,6 +70,7 @@ def _default_workers():
 WORKERS = _default_workers()
 
 _G = numpy.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+_GG = {}  # (array type, dtype) -> kron(G, G) on that backend: copied to a GPU once, not once per layer
 
 
 def transform_kernels(W):
@@ -78,7 +79,10 @@ def transform_kernels(W):
     W: (3, 3, C_in, C_out). Returns U: (16, C_in, C_out), position a*4 + b first.
     kron(G, G)[a*4 + b, i*3 + j] = G[a, i] * G[b, j], so this is one matrix product.
     """
-    GG = xp.asarray(numpy.kron(_G, _G), dtype=W.dtype)
+    key = (type(W), W.dtype)
+    if key not in _GG:
+        _GG[key] = xp.asarray(numpy.kron(_G, _G), dtype=W.dtype)
+    GG = _GG[key]
     return (GG @ W.reshape(9, -1)).reshape(16, W.shape[2], W.shape[3])
 
 
@@ -250,7 +254,7 @@ def conv3x3(x, W, b, pad=1, relu=False, U=None):
     out = xp.empty((N, 2 * Th, 2 * Tw, F), dtype=x.dtype)
     tile_bytes = 16 * max(C, F) * x.itemsize  # one tile's transformed input (or output)
     if backend.is_cupy():
-        nb, rb = _plan_blocks(N, Th, Tw, BLOCK_BYTES_GPU // tile_bytes, 1)
+        nb, rb = _plan_blocks(N, Th, Tw, max(1, BLOCK_BYTES_GPU // tile_bytes), 1)
     else:
         tiles = max(MIN_TILES, min(TILES_PER_CHANNEL * max(C, F), BLOCK_BYTES_CPU // tile_bytes))
         nb, rb = _plan_blocks(N, Th, Tw, tiles, WORKERS)

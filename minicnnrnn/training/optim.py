@@ -62,12 +62,16 @@ def cosine_schedule(base_lr, step, total_steps):
 
 
 def global_norm(grads):
-    """√(Σ_arrays Σ_elements ∇²) of a dict of gradient arrays, as a Python float."""
-    total = 0.0
+    """√(Σ_arrays Σ_elements ∇²) of a dict of gradient arrays, as a Python float.
+
+    The sum stays on the device; only the total comes back (one device->host copy per step,
+    not one per parameter)."""
+    total = None
     for g in grads.values():
         flat = g.reshape(-1)
-        total += float(xp.dot(flat, flat))  # a dot product: no squared temporary
-    return math.sqrt(total)
+        sq = xp.dot(flat, flat).astype(xp.float64)  # a dot product: no squared temporary
+        total = sq if total is None else total + sq
+    return math.sqrt(float(total)) if total is not None else 0.0
 
 
 def clip_by_global_norm(grads, max_norm):
