@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import minicnnrnn
 from minicnnrnn import train
 from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
@@ -53,9 +54,16 @@ def _run(npz, out, *extra):
 def test_outputs_of_a_run(tiny_npz, tmp_path):
     out = tmp_path / "run"
     assert _run(tiny_npz, out) == 0
-    result = json.loads((out / "metrics.json").read_text())
+    record = json.loads((out / "metrics.json").read_text())
+    result = record["metrics"]
     assert list(result) == list(metrics.METRIC_KEYS)
     assert all(0.0 <= v <= 100.0 for v in result.values())
+    run = record["run"]
+    assert (run["dataset"], run["k"], run["model"], run["seed"]) == (f"npz:{tiny_npz.name}", 3, "cnn-rnn", 0)
+    assert run["version"] == minicnnrnn.__version__ and 1 <= run["scored_epoch"] <= 3
+    assert 0 <= record["labels_per_image"] <= 3
+    best = checkpoint.load(out / "best.npz")  # the validation-chosen epoch, a checkpoint predict reads
+    assert best["epoch"] == run["scored_epoch"]
     state = checkpoint.load(out / "checkpoint.npz")
     assert state["epoch"] == 3 and state["label_names"] == ["a", "b", "c", "d", "e"]
     cfg = state["config"]
@@ -77,7 +85,7 @@ def test_baselines_train_and_learn(tiny_npz, tmp_path, name):
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert min(float(r["loss"]) for r in rows[1:]) < float(rows[0]["loss"])
     assert checkpoint.load(out / "checkpoint.npz")["config"].model == name
-    result = json.loads((out / "metrics.json").read_text())
+    result = json.loads((out / "metrics.json").read_text())["metrics"]
     chance = 100 * np.load(tiny_npz)["test_labels"].mean()  # mAP of a random ranking, about
     assert result["mAP"] > chance + 10
 
@@ -193,7 +201,7 @@ def _greedy(params, I, K, k):
 
 
 def test_predict_decodes_with_beam_search(tiny_npz, tmp_path):
-    _run(tiny_npz, tmp_path / "d", "--epochs", "2")
+    _run(tiny_npz, tmp_path / "d", "--epochs", "2", "--gate-lr-scale", "1")  # 2 epochs: learns to emit labels
     state = checkpoint.load(tmp_path / "d" / "checkpoint.npz")
     cfg = dataclasses.replace(state["config"], beam=1)  # beam 1 = greedy
     rows = train_data.Rows(np.load(tiny_npz)["test_features"], norm=cfg.feature_norm)

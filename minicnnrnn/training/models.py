@@ -7,7 +7,8 @@
 * ``kind.batch_loss(cfg, params, I, labels, order, rng) -> (loss, grads)``: the loss of
   one mini-batch and its gradients (§3.4);
 * ``kind.decode(cfg, params, I, options) -> Decoded``: the predicted labels of a block of
-  images, with their probabilities and a confidence score for every label.
+  images, with their probabilities and a ranking score for every label (the path models:
+  P(label in path), ``rnn/presence.py``; the classifiers: their sigmoid or softmax).
 
 ========== ====================== ================================= =================================
 kind       parameters             loss of a batch                   decoding
@@ -32,19 +33,26 @@ import numpy as np
 
 from minicnnrnn.core import backend
 from minicnnrnn.layers import dropout, loss
-from minicnnrnn.rnn import baselines, beam_search, label_paths, model
+from minicnnrnn.rnn import baselines, beam_search, label_paths, model, presence
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
     """How to decode. beam: beam width B (§3.3, path models); max_labels: the longest path,
     or the k of top-k for classifiers (None: K); min_labels: the shortest path (footnote 1);
-    batch_size: images searched together by beam search (None: its backend default)."""
+    batch_size: images searched together by beam search (None: its backend default);
+    ranking: compute the path models' ranking scores P(label in path) (False: only the
+    predicted labels are needed, ``scores`` is then the beam search's confidences);
+    samples, seed: the ancestral sampling of ``presence.presence`` where it is not exact.
+    The presence is that of the model's own paths: at most K labels, at least min_labels."""
 
     beam: int = 3
     max_labels: typing.Optional[int] = None
     min_labels: int = 0
     batch_size: typing.Optional[int] = None
+    ranking: bool = True
+    samples: int = presence.DEFAULT_SAMPLES
+    seed: int = 0
 
 
 @dataclasses.dataclass
@@ -53,9 +61,12 @@ class Decoded:
 
     labels: (n, L) int64 label indices, padded with -1; lengths: (n,) labels per image;
     probabilities: (n, L) each predicted label's probability (its step probability on the
-    path, or the classifier's confidence); scores: (n, K) a confidence per label, for
-    ranking (MAP@10, AP); end_probability, log_probability: (n,) the probability of END
-    after the path and log P of the whole path (Eq. 6), None for the classifiers.
+    path, or the classifier's confidence); scores: (n, K) a score per label for ranking
+    (MAP@10, AP): P(label in path) for the path models (``presence.presence``), the
+    sigmoid / softmax for the classifiers; end_probability, log_probability: (n,) the
+    probability of END after the path and log P of the whole path (Eq. 6), None for the
+    classifiers; scores_stderr: (n, K) the Monte-Carlo standard error of a sampled presence
+    (zeros where exact), None for the classifiers.
     """
 
     labels: np.ndarray
@@ -64,6 +75,7 @@ class Decoded:
     scores: np.ndarray
     end_probability: typing.Optional[np.ndarray] = None
     log_probability: typing.Optional[np.ndarray] = None
+    scores_stderr: typing.Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +167,18 @@ def _decode_path(cfg, params, I, options, step_fn=None):
     )
     paths, lengths, log_prob, step_log_probs, scores = (backend.to_host(a) for a in result[:5])
     step_probs = np.exp(step_log_probs)  # (n, L + 1): the labels' steps, then END's
+    stderr = None
+    if options.ranking:  # rank by P(label in path), not by the beam's confidences
+        scores, stderr, _ = presence.presence(
+            params,
+            I,
+            step_fn,
+            cfg.variant,
+            max_labels=None,
+            min_labels=options.min_labels,
+            samples=options.samples,
+            seed=options.seed,
+        )
     return Decoded(
         labels=paths,
         lengths=lengths,
@@ -162,6 +186,7 @@ def _decode_path(cfg, params, I, options, step_fn=None):
         scores=scores,
         end_probability=step_probs[np.arange(len(paths)), lengths],
         log_probability=log_prob,
+        scores_stderr=stderr,
     )
 
 
@@ -193,19 +218,25 @@ KINDS = {
 }
 
 
-def predict_sets(cfg, params, features, batch_size=512):
+def predict_sets(cfg, params, features, batch_size=512, ranking=True):
     """The label set of every image, for the metrics (§4.1): path models predict the labels
     of their beam-search path (at most ``cfg.k``, at least ``cfg.min_labels``), classifiers
     their ``cfg.k`` most confident labels.
 
     features: (n, D) host rows, already normalised (``train_data.Rows``), decoded
-    ``batch_size`` at a time. Returns host (pred01 (n, K) uint8, scores (n, K) float32).
+    ``batch_size`` at a time; ranking: False skips the path models' presence
+    probabilities (model selection needs only the sets). Returns host (pred01 (n, K)
+    uint8, scores (n, K) float32: the ranking scores of ``Decoded.scores``). The presence
+    samples are seeded by ``cfg.seed`` and the block's position, so the result does not
+    depend on anything else.
     """
     kind = KINDS[cfg.model]
-    options = DecodeOptions(cfg.beam, min(cfg.k, cfg.K), cfg.min_labels, batch_size)
     pred = np.zeros((len(features), cfg.K), np.uint8)
     scores = np.zeros((len(features), cfg.K), np.float32)
     for start in range(0, len(features), batch_size):
+        options = DecodeOptions(
+            cfg.beam, min(cfg.k, cfg.K), cfg.min_labels, batch_size, ranking, seed=cfg.seed * 1_000_003 + start
+        )
         decoded = kind.decode(cfg, params, backend.to_device(features[start : start + batch_size]), options)
         rows, cols = np.nonzero(decoded.labels >= 0)
         pred[start + rows, decoded.labels[rows, cols]] = 1
