@@ -106,6 +106,13 @@ def make_parser():
         help="AP for mAP: VOC 2007 11-point or non-interpolated; default: voc07 for voc2007, else sklearn",
     )
     p.add_argument(
+        "--presence-samples",
+        type=cli.positive_int,
+        default=RunConfig.presence_samples,
+        help="sampled paths per test image for the path models' ranking scores P(label in path), "
+        "where exact enumeration is too costly (docs/training.md)",
+    )
+    p.add_argument(
         "--out", default=None, help="output folder (default runs/<model>; --compare: one subfolder per model)"
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")

@@ -69,6 +69,7 @@ class RunConfig:
     k: int = 3  # labels per image for the top-k metrics (and the longest path)
     min_labels: int = 0  # shortest predicted path (footnote 1)
     ap_mode: str = "sklearn"  # "voc07" (11-point) or "sklearn" (non-interpolated)
+    presence_samples: int = 100  # paths per image for P(label in path) where not exact (rnn/presence.py)
 
     def to_dict(self):
         """The plain, JSON-able dict a checkpoint stores."""
@@ -153,4 +154,5 @@ def from_args(args, data, norm):
         k=k,
         min_labels=min_labels,
         ap_mode=args.ap_mode or proto["ap_mode"],
+        presence_samples=args.presence_samples,
     )

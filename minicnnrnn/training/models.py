@@ -33,7 +33,7 @@ import numpy as np
 
 from minicnnrnn.core import backend
 from minicnnrnn.layers import dropout, loss
-from minicnnrnn.rnn import baselines, beam_search, label_paths, model, presence
+from minicnnrnn.rnn import alignment, baselines, beam_search, label_paths, model, presence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,27 +113,33 @@ def _init_classifier(cfg, rng):
 # ---------------------------------------------------------------------------
 
 
-def _path_batch(cfg, labels, order, rng):
+def _path_batch(cfg, labels, order, rng, params=None, I=None, step_fn=None):
     """The label paths of a batch and their dropout mask, on the device.
 
     labels: (N, K) host 0/1; order: (K,) the training label order. Returns inputs,
     targets, mask (T, N) (label_paths.make_paths; ``mask`` is 1 on the path, 0 on padding)
-    and dropout_mask (T, N, E) of 0 and 1/(1-p) for the Eq. 4 output.
+    and dropout_mask (T, N, E) of 0 and 1/(1-p) for the Eq. 4 output. With
+    ``cfg.label_order`` pla or mla each path follows the model's own predictions instead
+    (``alignment.aligned_paths``: params, the batch's features I and the model's step).
     """
-    inputs, targets, mask = (backend.to_device(a) for a in label_paths.make_paths(labels, order))
+    if cfg.label_order in alignment.ALIGNED:
+        paths = alignment.aligned_paths(params, I, labels, cfg.label_order, cfg.variant, step_fn)
+    else:
+        paths = label_paths.make_paths(labels, order)
+    inputs, targets, mask = (backend.to_device(a) for a in paths)
     dropout_mask = dropout.make_mask(inputs.shape + (cfg.E,), cfg.dropout, rng)
     return inputs, targets, mask, dropout_mask
 
 
 def _cnn_rnn_loss(cfg, params, I, labels, order, rng):
     """Softmax cross-entropy of the paths, summed over their steps and divided by N."""
-    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng)
+    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng, params, I)
     return model.path_loss(params, I, inputs, targets, mask, cfg.variant, dropout_mask)
 
 
 def _no_rnn_loss(cfg, params, I, labels, order, rng):
     """The same loss as the CNN-RNN's, of the no-rnn scores."""
-    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng)
+    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng, params, I, baselines.no_rnn_step)
     scores, cache = baselines.no_rnn_forward(params, I, inputs, dropout_mask)
     value, dscores = loss.softmax_cross_entropy(scores, targets, mask)
     return value, baselines.no_rnn_backward(dscores, cache)
@@ -235,7 +241,13 @@ def predict_sets(cfg, params, features, batch_size=512, ranking=True):
     scores = np.zeros((len(features), cfg.K), np.float32)
     for start in range(0, len(features), batch_size):
         options = DecodeOptions(
-            cfg.beam, min(cfg.k, cfg.K), cfg.min_labels, batch_size, ranking, seed=cfg.seed * 1_000_003 + start
+            cfg.beam,
+            min(cfg.k, cfg.K),
+            cfg.min_labels,
+            batch_size,
+            ranking,
+            samples=cfg.presence_samples,
+            seed=cfg.seed * 1_000_003 + start,
         )
         decoded = kind.decode(cfg, params, backend.to_device(features[start : start + batch_size]), options)
         rows, cols = np.nonzero(decoded.labels >= 0)
