@@ -78,7 +78,7 @@ def main(argv=None):
     print("| decoding | " + " | ".join(f"{s} C-F1 | {s} O-F1 | {s} L/img" for s in splits) + " |")
     for name, (c, step) in variants.items():
         cells = []
-        for s, (f, y) in splits.items():
+        for f, y in splits.values():
             r = score(c, params, f, y, step, opts.presence and name in ("default", "r(t) = 0 when decoding"))
             cells += [f"{r['C-F1']:.1f}", f"{r['O-F1']:.1f}", f"{r['L/img']:.2f}"]
             cells += [f"mAP {r['mAP']:.1f}"] if "mAP" in r else []
