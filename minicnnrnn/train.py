@@ -139,7 +139,7 @@ LPI = "L/img"  # the table's labels-per-image column
 def matched_rows(data, cfg, results):
     """BCE at matched operating points (evaluation/operating_points.py), when both bce and
     cnn-rnn ran: {row title: evaluate()-like result} in the printing order."""
-    if "bce" not in results or "cnn-rnn" not in results:
+    if "scores" not in results.get("bce", {}) or "pred" not in results.get("cnn-rnn", {}):
         return {}
     scores = results["bce"]["scores"]
     picks = {
@@ -159,7 +159,7 @@ def results_table(data, cfg, results):
     layout (protocols.report: Tables 1-3, or Table 4's per-class AP).
     cfg: a RunConfig of the runs (k, min_labels and ap_mode are the same for all models)."""
     ours = {models.KINDS[name].title: result for name, result in results.items()}
-    rows = {n: dict(r["metrics"], **{LPI: r["labels_per_image"]}) for n, r in ours.items()}
+    rows = {n: dict(r["metrics"], **{LPI: r.get("labels_per_image")}) for n, r in ours.items()}
     rows.update(
         {n: dict(r["metrics"], **{LPI: r["labels_per_image"]}) for n, r in matched_rows(data, cfg, results).items()}
     )
