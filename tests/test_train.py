@@ -13,7 +13,7 @@ from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.rnn import model
-from minicnnrnn.training import checkpoint, loop, models
+from minicnnrnn.training import checkpoint, loop, models, selection
 from minicnnrnn.training import data as train_data
 
 K, D = 5, 12
@@ -213,3 +213,37 @@ def test_predict_decodes_with_beam_search(tiny_npz, tmp_path):
     assert 0 < pred.sum(1).mean() and pred.sum(1).max() <= 3 and scores.shape == pred.shape
     at_least, _ = models.predict_sets(dataclasses.replace(cfg, min_labels=3), state["params"], rows)
     assert (at_least.sum(1) == 3).all()  # footnote 1: exactly k here
+
+
+def test_compare_keeps_the_finished_rows_when_a_model_fails(tiny_npz, tmp_path, monkeypatch, capsys):
+    original = loop.fit
+
+    def fit(cfg, data, out, resume=False):
+        if cfg.model == "no-rnn":
+            raise UserError("training diverged: loss nan (gradient norm nan) at epoch 1, step 2")
+        return original(cfg, data, out, resume)
+
+    monkeypatch.setattr(loop, "fit", fit)
+    with pytest.raises(UserError, match="^no-rnn: training diverged"):
+        _run(tiny_npz, tmp_path / "cmp", "--compare", "--epochs", "1")
+    printed = capsys.readouterr().out
+    table = printed[printed.index("test set, k = 3") :]
+    for title in ("Softmax", "Binary cross-entropy", "CNN-RNN", "BCE at CNN-RNN's counts", "BCE >= 0.5"):
+        assert title in table
+    assert "No RNN" not in table and "L/img" in table
+
+
+def test_validation_split_chooses_the_scored_epoch(tiny_npz, tmp_path):
+    out = tmp_path / "v"
+    _run(tiny_npz, out, "--epochs", "4", "--val-fraction", "0.2")
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    scores = [float(r["val_score"]) for r in rows]
+    chosen = int(np.argmax(scores)) + 1  # the first of ties
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["run"]["scored_epoch"] == chosen == checkpoint.load(out / "best.npz")["epoch"]
+    data = train_data.load_npz(str(tiny_npz))
+    a, b = (selection.split_validation(data, 0.2, 5) for _ in range(2))
+    np.testing.assert_array_equal(a.val_features.rows, b.val_features.rows)
+    assert len(a.val_labels) == 32 and len(a.train_labels) == 128
+    assert not set(a.val_features.rows) & set(a.train_features.rows)
+    assert not np.array_equal(a.val_features.rows, selection.split_validation(data, 0.2, 6).val_features.rows)
