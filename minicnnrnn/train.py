@@ -77,6 +77,12 @@ def make_parser():
         help="hold out this fraction of the training images (seeded by --seed) and keep the epoch "
         "with the best validation O-F1 + C-F1 (0: keep the last epoch)",
     )
+    p.add_argument(
+        "--tune-decoding",
+        action="store_true",
+        help="path models: also choose the beam width (--beam or 5) and the shortest path "
+        "(0 .. k labels) on the validation split, after training",
+    )
     p.add_argument("--clip", type=float, default=RunConfig.clip, help="clip gradients to this global norm (0: off)")
     p.add_argument("--dropout", type=float, default=RunConfig.dropout, help="dropout on the projection (paper: 0.5)")
     p.add_argument("--seed", type=cli.non_negative_int, default=RunConfig.seed, help="seed of everything random")
@@ -125,6 +131,8 @@ def check_args(args):
         raise UserError(f"--dropout: must be in [0, 1), got {args.dropout}")
     if not 0 <= args.val_fraction < 1:
         raise UserError(f"--val-fraction: must be in [0, 1), got {args.val_fraction}")
+    if args.tune_decoding and args.val_fraction == 0:
+        raise UserError("--tune-decoding: needs a validation split (--val-fraction > 0)")
     for name in ("lr", "recurrent_lr_scale", "gate_lr_scale"):
         value = getattr(args, name)
         if value is not None and not (value > 0 and math.isfinite(value)):

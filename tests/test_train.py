@@ -247,3 +247,12 @@ def test_validation_split_chooses_the_scored_epoch(tiny_npz, tmp_path):
     assert len(a.val_labels) == 32 and len(a.train_labels) == 128
     assert not set(a.val_features.rows) & set(a.train_features.rows)
     assert not np.array_equal(a.val_features.rows, selection.split_validation(data, 0.2, 6).val_features.rows)
+
+
+def test_tune_decoding_picks_beam_and_min_labels_on_validation(tiny_npz, tmp_path):
+    out = tmp_path / "t"
+    _run(tiny_npz, out, "--epochs", "2", "--tune-decoding", "--gate-lr-scale", "1")
+    decoding = json.loads((out / "metrics.json").read_text())["run"]["decoding"]
+    assert decoding["beam"] in (3, 5) and 0 <= decoding["min_labels"] <= 3
+    with pytest.raises(UserError, match="--tune-decoding: needs a validation split"):
+        _run(tiny_npz, out, "--tune-decoding", "--val-fraction", "0")

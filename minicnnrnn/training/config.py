@@ -64,6 +64,7 @@ class RunConfig:
     # Model selection: this fraction of the training images (seeded) is held out, and the
     # epoch with the best validation O-F1 + C-F1 is the model (0: the last epoch)
     val_fraction: float = 0.0
+    tune_decoding: bool = False  # choose beam and min_labels of the path models on validation too
     # Decoding and evaluation (§3.3, §4.1)
     beam: int = 3  # beam width B
     k: int = 3  # labels per image for the top-k metrics (and the longest path)
@@ -150,6 +151,7 @@ def from_args(args, data, norm):
         dropout=args.dropout,
         seed=args.seed,
         val_fraction=args.val_fraction,
+        tune_decoding=args.tune_decoding,
         beam=args.beam,
         k=k,
         min_labels=min_labels,

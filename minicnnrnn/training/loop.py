@@ -205,11 +205,15 @@ def train_and_evaluate(cfg, data, out, resume=False):
     """fit + evaluate; writes OUT/metrics.json (``{"metrics": {...}, "labels_per_image",
     "run": run_record()}``) and OUT/per_class_AP.json. Returns the evaluate() result."""
     params, history = fit(cfg, data, out, resume)
+    chosen = None
+    if cfg.tune_decoding and models.KINDS[cfg.model].paths and data.val_labels is not None:
+        cfg, chosen = selection.tune_decoding(cfg, params, data)
+        print(f"{cfg.model}: decoding chosen on validation: beam {cfg.beam}, min-labels {cfg.min_labels}", flush=True)
     result = evaluate(cfg, params, data)
     record = {
         "metrics": result["metrics"],
         "labels_per_image": result["labels_per_image"],
-        "run": run_record(cfg, history),
+        "run": dict(run_record(cfg, history), **({"decoding": chosen} if chosen else {})),
     }
     fileio.save_json(os.path.join(out, "metrics.json"), record)
     per_class = {

@@ -70,3 +70,18 @@ def best_epoch(history):
         if row.get("val_score") is not None and row["val_score"] > score:
             best, score = row["epoch"], row["val_score"]
     return best, score
+
+
+def tune_decoding(cfg, params, data):
+    """The path models' decoding settings chosen on validation (``--tune-decoding``): the
+    beam width in (cfg.beam, 5) and the shortest path ``min_labels`` in 0 .. k, by
+    :func:`selection_score`; the run's own settings win ties. Returns (cfg with the chosen
+    beam and min_labels, {"beam", "min_labels", "val_score"})."""
+    best_cfg, best = cfg, validation_row(cfg, params, data)["val_score"]
+    for beam in dict.fromkeys((cfg.beam, 5)):
+        for min_labels in range(cfg.k + 1):
+            trial = dataclasses.replace(cfg, beam=beam, min_labels=min_labels)
+            score = validation_row(trial, params, data)["val_score"]
+            if score > best:
+                best_cfg, best = trial, score
+    return best_cfg, {"beam": best_cfg.beam, "min_labels": best_cfg.min_labels, "val_score": best}
