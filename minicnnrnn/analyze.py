@@ -12,6 +12,7 @@ the checkpoint was trained on. This file is the command; the work is in
 ``minicnnrnn/analysis/``.
 """
 
+import os
 import time
 
 from minicnnrnn.analysis import collect, per_class, report
@@ -37,11 +38,21 @@ def make_parser():
     return p
 
 
+def _load_scored(path):
+    """The model that train scored: OUT/best.npz (the epoch chosen on validation) when it sits
+    beside OUT/checkpoint.npz, else the file itself."""
+    best = os.path.join(os.path.dirname(os.path.abspath(path)), "best.npz")
+    if os.path.basename(path) == "checkpoint.npz" and os.path.isfile(best):
+        print(f"{path}: analysing {best} beside it, the epoch train chose on validation and scored")
+        path = best
+    return checkpoint.load(path)
+
+
 def main(argv=None):
     args = cli.parse(make_parser(), argv)
     start, cpu = time.perf_counter(), time.process_time()
-    state = checkpoint.load(args.checkpoint)
-    other = checkpoint.load(args.compare_with) if args.compare_with else None
+    state = _load_scored(args.checkpoint)
+    other = _load_scored(args.compare_with) if args.compare_with else None
     data = train_data.load(args)
     collect.check_fits(state, data, args.checkpoint)
     if other is not None:

@@ -29,9 +29,9 @@ import time
 
 from minicnnrnn.core import cli, fileio
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.evaluation import metrics, protocols
+from minicnnrnn.evaluation import metrics, operating_points, protocols
 from minicnnrnn.rnn import label_paths
-from minicnnrnn.training import checkpoint, config, loop, models
+from minicnnrnn.training import checkpoint, config, loop, models, selection
 from minicnnrnn.training import data as train_data
 from minicnnrnn.training.config import RunConfig
 
@@ -64,6 +64,26 @@ def make_parser():
         help="learning rate of the LSTM's U_r relative to --lr; default 0.01 for --variant relu "
         "(its state is unbounded, docs/training.md) and 1 for conventional",
     )
+    p.add_argument(
+        "--gate-lr-scale",
+        type=float,
+        default=None,
+        help="learning rate of the LSTM's U_w and b_lstm relative to --lr; default 0.1 for --variant "
+        "relu (a forget gate above 1 compounds along long paths, docs/training.md) and 1 for conventional",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="hold out this fraction of the training images (seeded by --seed) and keep the epoch "
+        "with the best validation O-F1 + C-F1 (0: keep the last epoch)",
+    )
+    p.add_argument(
+        "--tune-decoding",
+        action="store_true",
+        help="path models: also choose the beam width (--beam or 5) and the shortest path "
+        "(0 .. k labels) on the validation split, after training",
+    )
     p.add_argument("--clip", type=float, default=RunConfig.clip, help="clip gradients to this global norm (0: off)")
     p.add_argument("--dropout", type=float, default=RunConfig.dropout, help="dropout on the projection (paper: 0.5)")
     p.add_argument("--seed", type=cli.non_negative_int, default=RunConfig.seed, help="seed of everything random")
@@ -93,6 +113,13 @@ def make_parser():
         help="AP for mAP: VOC 2007 11-point or non-interpolated; default: voc07 for voc2007, else sklearn",
     )
     p.add_argument(
+        "--presence-samples",
+        type=cli.positive_int,
+        default=RunConfig.presence_samples,
+        help="sampled paths per test image for the path models' ranking scores P(label in path), "
+        "where exact enumeration is too costly (docs/training.md)",
+    )
+    p.add_argument(
         "--out", default=None, help="output folder (default runs/<model>; --compare: one subfolder per model)"
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
@@ -108,7 +135,11 @@ def check_args(args):
     """One-line errors for impossible settings, before any data is loaded."""
     if not 0 <= args.dropout < 1:
         raise UserError(f"--dropout: must be in [0, 1), got {args.dropout}")
-    for name in ("lr", "recurrent_lr_scale"):
+    if not 0 <= args.val_fraction < 1:
+        raise UserError(f"--val-fraction: must be in [0, 1), got {args.val_fraction}")
+    if args.tune_decoding and args.val_fraction == 0:
+        raise UserError("--tune-decoding: needs a validation split (--val-fraction > 0)")
+    for name in ("lr", "recurrent_lr_scale", "gate_lr_scale"):
         value = getattr(args, name)
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise UserError(f"--{name.replace('_', '-')}: must be a positive number, got {value}")
@@ -116,13 +147,38 @@ def check_args(args):
         raise UserError(f"--clip: must be a number >= 0, got {args.clip}")
 
 
+LPI = "L/img"  # the table's labels-per-image column
+
+
+def matched_rows(data, cfg, results):
+    """BCE at matched operating points (evaluation/operating_points.py), when both bce and
+    cnn-rnn ran: {row title: evaluate()-like result} in the printing order."""
+    if "scores" not in results.get("bce", {}) or "pred" not in results.get("cnn-rnn", {}):
+        return {}
+    scores = results["bce"]["scores"]
+    picks = {
+        "BCE at CNN-RNN's counts": operating_points.top_per_image(scores, results["cnn-rnn"]["pred"].sum(axis=1)),
+        f"BCE >= 0.5 (at most {cfg.k})": operating_points.thresholded(scores, 0.5, cap=cfg.k),
+    }
+    rows = {}
+    for title, pred in picks.items():
+        result, _ = metrics.evaluate_with_ap(pred, scores, data.test_labels, data.test_ignore, ap_mode=cfg.ap_mode)
+        rows[title] = {"metrics": result, "labels_per_image": float(pred.sum(axis=1).mean())}
+    return rows
+
+
 def results_table(data, cfg, results):
-    """The text printed at the end: our metrics table, and for a real benchmark its table
-    in the paper's layout (protocols.report: Tables 1-3, or Table 4's per-class AP).
+    """The text printed at the end: our metrics table (with the labels per image, and BCE at
+    the CNN-RNN's operating points), and for a real benchmark its table in the paper's
+    layout (protocols.report: Tables 1-3, or Table 4's per-class AP).
     cfg: a RunConfig of the runs (k, min_labels and ap_mode are the same for all models)."""
     ours = {models.KINDS[name].title: result for name, result in results.items()}
+    rows = {n: dict(r["metrics"], **{LPI: r.get("labels_per_image")}) for n, r in ours.items()}
+    rows.update(
+        {n: dict(r["metrics"], **{LPI: r["labels_per_image"]}) for n, r in matched_rows(data, cfg, results).items()}
+    )
     top_k = metrics.format_table(
-        {n: r["metrics"] for n, r in ours.items()}, title=f"{data.name}: test set, k = {cfg.k} (percent)"
+        rows, columns=metrics.METRIC_KEYS + (LPI,), title=f"{data.name}: test set, k = {cfg.k} (percent)"
     )
     if data.name not in train_data.REAL_DATASETS:
         return top_k
@@ -160,19 +216,29 @@ def main(argv=None):
 
 def _train(args, names, outs, start):
     """Load the data, train and evaluate every model of ``names`` into ``outs``, print the tables."""
-    data = train_data.load(args)
+    data = selection.split_validation(train_data.load(args), args.val_fraction, args.seed)
     norm = train_data.fit_feature_norm(args.feature_norm, data.train_features)
     data = data.with_norm(norm)
     print(data.summary(), flush=True)
-    results = {}
+    results, failures = {}, []
     for name in names:
         args.model = name
         cfg = config.from_args(args, data, norm)
-        results[name] = loop.train_and_evaluate(cfg, data, outs[name], args.resume)
+        try:
+            results[name] = loop.train_and_evaluate(cfg, data, outs[name], args.resume)
+        except UserError as exc:
+            if not args.compare:
+                raise
+            failures.append(f"{name}: {exc}")  # the others still run, and their rows are printed
+            print(f"{name}: failed ({exc})", flush=True)
+            continue
         print(f"{name}: outputs in {outs[name]}", flush=True)
-    print()
-    print(results_table(data, cfg, results))
+    if results:
+        print()
+        print(results_table(data, cfg, results))
     print(f"total time {time.perf_counter() - start:.0f} s (data, training and evaluation)")
+    if failures:
+        raise UserError("; ".join(failures))
     return 0
 
 

@@ -60,7 +60,7 @@ def test_analyze_writes_every_file_and_per_class_recall_averages_to_c_r(trained,
     assert set(table) == {"cnn-rnn", "bce"}
     for kind, rows in table.items():
         assert set(rows) == set(train_data.load_builtin(N_TRAIN, N_TEST).label_names)
-        reported = json.loads((trained[kind] / "metrics.json").read_text())["C-R"]  # train's C-R, percent
+        reported = json.loads((trained[kind] / "metrics.json").read_text())["metrics"]["C-R"]  # train's C-R, percent
         recalls = [r["recall"] for r in rows.values() if r["recall"] is not None]
         assert 100 * np.mean(recalls) == pytest.approx(reported, abs=1e-9)
         assert all(r["support"] >= 0 and 0 <= r["precision"] <= 1 for r in rows.values())
@@ -156,7 +156,7 @@ def test_compare_has_warp_and_knn_rows_on_the_builtin_data(tmp_path, capsys):
     rows = {line.split("  ")[0].strip() for line in table.splitlines()[3:] if line.strip()}
     assert {"WARP", "KNN", "CNN-RNN", "Binary cross-entropy"} <= rows
     for kind in ("warp", "knn"):
-        metrics = json.loads((tmp_path / kind / "metrics.json").read_text())
+        metrics = json.loads((tmp_path / kind / "metrics.json").read_text())["metrics"]
         assert 0 < metrics["O-F1"] <= 100 and 0 < metrics["mAP"] <= 100
 
 

@@ -324,7 +324,7 @@ def test_voc_recipe_commands_on_the_fixture(voc_root, tmp_path, rng):
     assert np.load(os.path.join(feats, "features.npy")).shape == (5, 16)
     assert train.main(["--dataset", "voc2007", "--root", root, "--features", feats, "--epochs", "1", "--out", run]) == 0
     with open(os.path.join(run, "metrics.json")) as f:
-        assert list(json.load(f)) == ["C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1", "MAP@10", "mAP"]
+        assert list(json.load(f)["metrics"]) == ["C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1", "MAP@10", "mAP"]
 
 
 def test_coco_keeps_each_annotations_area_and_box(coco_root):

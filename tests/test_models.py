@@ -9,7 +9,7 @@ from conftest import dev, host
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.layers import dropout
-from minicnnrnn.rnn import baselines, beam_search, label_paths, model
+from minicnnrnn.rnn import baselines, beam_search, label_paths, model, presence
 from minicnnrnn.training import models
 from minicnnrnn.training.config import RunConfig
 
@@ -77,7 +77,11 @@ def test_top_k_decoding_is_the_metrics_top_k_and_paths_are_the_beam_search():
     params = dev(models.KINDS["cnn-rnn"].init(cnn_rnn, np.random.default_rng(3)))
     pred, scores = models.predict_sets(cnn_rnn, params, I)
     result = host(beam_search.beam_search(params, dev(I), 2, max_labels=3, min_labels=1))
-    np.testing.assert_array_equal(scores, result.scores)
+    _, beam_scores = models.predict_sets(cnn_rnn, params, I, ranking=False)
+    np.testing.assert_array_equal(beam_scores, result.scores)
+    # ranked by P(label in path) of the model's own paths (exact: K = 5 is small)
+    expected, _, method = presence.presence(params, dev(I), min_labels=1, exact_limit=10**6)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
     assert [set(np.flatnonzero(row)) for row in pred] == [set(p[p >= 0]) for p in result.paths]
 
 

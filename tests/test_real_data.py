@@ -97,7 +97,7 @@ def test_coco_tiny_end_to_end_extract_train_predict(shared_data, tmp_path):
         "--out",
         str(run),
     )
-    metrics_json = json.loads((run / "metrics.json").read_text())
+    metrics_json = json.loads((run / "metrics.json").read_text())["metrics"]
     assert list(metrics_json) == ["C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1", "MAP@10", "mAP"]
     assert all(0 <= v <= 100 for v in metrics_json.values()) and "O-F1" in out
     photos = sorted((root / "val2017").glob("*.jpg"))[:2]

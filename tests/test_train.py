@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from conftest import dev
 
+import minicnnrnn
 from minicnnrnn import train
 from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.rnn import model
-from minicnnrnn.training import checkpoint, loop, models
+from minicnnrnn.training import checkpoint, loop, models, selection
 from minicnnrnn.training import data as train_data
 
 K, D = 5, 12
@@ -54,9 +55,16 @@ def _run(npz, out, *extra):
 def test_outputs_of_a_run(tiny_npz, tmp_path):
     out = tmp_path / "run"
     assert _run(tiny_npz, out) == 0
-    result = json.loads((out / "metrics.json").read_text())
+    record = json.loads((out / "metrics.json").read_text())
+    result = record["metrics"]
     assert list(result) == list(metrics.METRIC_KEYS)
     assert all(0.0 <= v <= 100.0 for v in result.values())
+    run = record["run"]
+    assert (run["dataset"], run["k"], run["model"], run["seed"]) == (f"npz:{tiny_npz.name}", 3, "cnn-rnn", 0)
+    assert run["version"] == minicnnrnn.__version__ and 1 <= run["scored_epoch"] <= 3
+    assert 0 <= record["labels_per_image"] <= 3
+    best = checkpoint.load(out / "best.npz")  # the validation-chosen epoch, a checkpoint predict reads
+    assert best["epoch"] == run["scored_epoch"]
     state = checkpoint.load(out / "checkpoint.npz")
     assert state["epoch"] == 3 and state["label_names"] == ["a", "b", "c", "d", "e"]
     cfg = state["config"]
@@ -78,7 +86,7 @@ def test_baselines_train_and_learn(tiny_npz, tmp_path, name):
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert min(float(r["loss"]) for r in rows[1:]) < float(rows[0]["loss"])
     assert checkpoint.load(out / "checkpoint.npz")["config"].model == name
-    result = json.loads((out / "metrics.json").read_text())
+    result = json.loads((out / "metrics.json").read_text())["metrics"]
     chance = 100 * np.load(tiny_npz)["test_labels"].mean()  # mAP of a random ranking, about
     assert result["mAP"] > chance + 10
 
@@ -194,7 +202,7 @@ def _greedy(params, I, K, k):
 
 
 def test_predict_decodes_with_beam_search(tiny_npz, tmp_path):
-    _run(tiny_npz, tmp_path / "d", "--epochs", "2")
+    _run(tiny_npz, tmp_path / "d", "--epochs", "2", "--gate-lr-scale", "1")  # 2 epochs: learns to emit labels
     state = checkpoint.load(tmp_path / "d" / "checkpoint.npz")
     cfg = dataclasses.replace(state["config"], beam=1)  # beam 1 = greedy
     rows = train_data.Rows(np.load(tiny_npz)["test_features"], norm=cfg.feature_norm)
@@ -206,3 +214,46 @@ def test_predict_decodes_with_beam_search(tiny_npz, tmp_path):
     assert 0 < pred.sum(1).mean() and pred.sum(1).max() <= 3 and scores.shape == pred.shape
     at_least, _ = models.predict_sets(dataclasses.replace(cfg, min_labels=3), dev(state["params"]), rows)
     assert (at_least.sum(1) == 3).all()  # footnote 1: exactly k here
+
+
+def test_compare_keeps_the_finished_rows_when_a_model_fails(tiny_npz, tmp_path, monkeypatch, capsys):
+    original = loop.fit
+
+    def fit(cfg, data, out, resume=False):
+        if cfg.model == "no-rnn":
+            raise UserError("training diverged: loss nan (gradient norm nan) at epoch 1, step 2")
+        return original(cfg, data, out, resume)
+
+    monkeypatch.setattr(loop, "fit", fit)
+    with pytest.raises(UserError, match="^no-rnn: training diverged"):
+        _run(tiny_npz, tmp_path / "cmp", "--compare", "--epochs", "1")
+    printed = capsys.readouterr().out
+    table = printed[printed.index("test set, k = 3") :]
+    for title in ("Softmax", "Binary cross-entropy", "CNN-RNN", "BCE at CNN-RNN's counts", "BCE >= 0.5"):
+        assert title in table
+    assert "No RNN" not in table and "L/img" in table
+
+
+def test_validation_split_chooses_the_scored_epoch(tiny_npz, tmp_path):
+    out = tmp_path / "v"
+    _run(tiny_npz, out, "--epochs", "4", "--val-fraction", "0.2")
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    scores = [float(r["val_score"]) for r in rows]
+    chosen = int(np.argmax(scores)) + 1  # the first of ties
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["run"]["scored_epoch"] == chosen == checkpoint.load(out / "best.npz")["epoch"]
+    data = train_data.load_npz(str(tiny_npz))
+    a, b = (selection.split_validation(data, 0.2, 5) for _ in range(2))
+    np.testing.assert_array_equal(a.val_features.rows, b.val_features.rows)
+    assert len(a.val_labels) == 32 and len(a.train_labels) == 128
+    assert not set(a.val_features.rows) & set(a.train_features.rows)
+    assert not np.array_equal(a.val_features.rows, selection.split_validation(data, 0.2, 6).val_features.rows)
+
+
+def test_tune_decoding_picks_beam_and_min_labels_on_validation(tiny_npz, tmp_path):
+    out = tmp_path / "t"
+    _run(tiny_npz, out, "--epochs", "2", "--tune-decoding", "--gate-lr-scale", "1")
+    decoding = json.loads((out / "metrics.json").read_text())["run"]["decoding"]
+    assert decoding["beam"] in (3, 5) and 0 <= decoding["min_labels"] <= 3
+    with pytest.raises(UserError, match="--tune-decoding: needs a validation split"):
+        _run(tiny_npz, out, "--tune-decoding", "--val-fraction", "0")

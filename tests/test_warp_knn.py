@@ -101,7 +101,7 @@ def test_train_warp_and_knn_beat_chance(tmp_path, name):
     )
     out = tmp_path / name
     train.main(["--dataset", f"npz:{npz}", "--out", str(out), "--model", name, "--epochs", "5", "--k", "2"])
-    result = json.loads((out / "metrics.json").read_text())
+    result = json.loads((out / "metrics.json").read_text())["metrics"]
     assert result["O-F1"] > 60  # chance (2 random labels of 5, 1.75 true) is about 40
     state = checkpoint.load(out / "checkpoint.npz")
     assert state["config"].model == name
@@ -113,6 +113,6 @@ def test_warp_and_knn_on_iaprtc12(shared_data, tmp_path, capsys):
         pytest.skip(f"{npz} not present")
     for name, extra in (("knn", []), ("warp", ["--epochs", "2"])):
         train.main(["--dataset", f"npz:{npz}", "--model", name, "--out", str(tmp_path / name), *extra])
-        result = json.loads((tmp_path / name / "metrics.json").read_text())
+        result = json.loads((tmp_path / name / "metrics.json").read_text())["metrics"]
         assert 0 < result["O-F1"] <= 100 and 0 < result["MAP@10"] <= 100
         assert ("KNN" if name == "knn" else "WARP") in capsys.readouterr().out

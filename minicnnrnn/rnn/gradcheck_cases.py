@@ -11,7 +11,7 @@ import numpy
 from minicnnrnn.core import backend
 from minicnnrnn.core.numgrad import check
 from minicnnrnn.layers import dropout, loss
-from minicnnrnn.rnn import embedding, lstm, model, projection, tokens
+from minicnnrnn.rnn import alignment, embedding, lstm, model, projection, tokens
 
 # ---------------------------------------------------------------------------
 # Small random problems (float64, drawn on the host so every backend agrees).
@@ -155,6 +155,27 @@ def path_loss_case(variant):
     return case
 
 
+def aligned_loss_case(how):
+    """Case function: the path loss on PLA/MLA-aligned paths (alignment.py), the alignment
+    recomputed inside every finite difference (it is piecewise constant in the parameters)."""
+
+    def case(rng):
+        K, D, E, H, N = 5, 4, 3, 4, 3
+        params = backend.params_to_device(model.init_params(K, D, E, H, rng, "relu", numpy.float64))
+        params["U_l"] *= 2.0  # distinct step probabilities: no near-ties in the assignment
+        I = _randn(rng, N, D)
+        labels = numpy.array([[1, 0, 1, 1, 0], [0, 1, 0, 0, 0], [1, 1, 0, 0, 1]])
+        drop = dropout.make_mask((4, N, E), 0.25, rng, numpy.float64)
+
+        def f():
+            return alignment.aligned_path_loss(params, I, labels, how, "relu", drop)[0]
+
+        _, grads = alignment.aligned_path_loss(params, I, labels, how, "relu", drop)
+        return check(f, params, grads)
+
+    return case
+
+
 CASES = [
     ("lstm step (relu)", lstm_step_case("relu")),
     ("lstm step (conventional)", lstm_step_case("conventional")),
@@ -166,4 +187,6 @@ CASES = [
     ("sigmoid cross-entropy", sigmoid_loss_case),
     ("path loss end to end (relu)", path_loss_case("relu")),
     ("path loss end to end (conventional)", path_loss_case("conventional")),
+    ("path loss on MLA-aligned paths", aligned_loss_case("mla")),
+    ("path loss on PLA-aligned paths", aligned_loss_case("pla")),
 ]

@@ -25,7 +25,7 @@ import numpy as np
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.rnn.tokens import end_token, start_token
 
-ORDERS = ("freq", "rare", "random")
+ORDERS = ("freq", "rare", "random", "pla", "mla")  # pla, mla: each image in the model's order (alignment.py)
 
 
 def label_order(train_labels, how="freq", seed=0):
@@ -33,7 +33,9 @@ def label_order(train_labels, how="freq", seed=0):
 
     train_labels: (N, K) 0/1 labels of the training set.
     how: "freq" (most frequent first, as in the paper), "rare" (least frequent first) or
-         "random" (one fixed permutation drawn from ``seed``; the paper's "fixed random order").
+         "random" (one fixed permutation drawn from ``seed``; the paper's "fixed random order");
+         "pla" and "mla" order each image's path anew by the model's predictions
+         (``rnn/alignment.py``): their fixed order is "freq", kept for the record.
     Returns order: (K,) int64, a permutation of 0..K-1; ``order[0]`` comes first in a path.
     Ties in frequency are broken by label index, so the order is deterministic.
     """
@@ -42,7 +44,7 @@ def label_order(train_labels, how="freq", seed=0):
     if how == "random":
         return np.random.default_rng(seed).permutation(K).astype(np.int64)
     counts = (labels > 0).sum(axis=0)
-    if how == "freq":
+    if how in ("freq", "pla", "mla"):
         key = -counts
     elif how == "rare":
         key = counts
@@ -108,3 +110,24 @@ def path_to_labels(tokens, K):
     tokens = np.asarray(tokens, dtype=np.int64)
     out[tokens[(tokens >= 0) & (tokens < K)]] = 1
     return out
+
+
+def paths_from_sequences(sequences, K):
+    """Padded, time-major paths (as :func:`make_paths`) of label sequences given one by one.
+
+    sequences: N int arrays, image n's labels in the order of its path (distinct labels in
+    0..K-1). Returns (inputs, targets, mask) (T, N) with T = 1 + the longest sequence.
+    """
+    N = len(sequences)
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    T = int(lengths.max(initial=0)) + 1
+    END, START = end_token(K), start_token(K)
+    inputs = np.full((T, N), END, dtype=np.int64)
+    targets = np.full((T, N), END, dtype=np.int64)
+    inputs[0] = START
+    for n, seq in enumerate(sequences):
+        seq = np.asarray(seq, dtype=np.int64)
+        inputs[1 : 1 + seq.size, n] = seq
+        targets[: seq.size, n] = seq
+    mask = (np.arange(T)[:, None] <= lengths[None, :]).astype(np.float32)
+    return inputs, targets, mask

@@ -19,7 +19,20 @@ from minicnnrnn.rnn import beam_search
 from minicnnrnn.training import models
 
 # Settings a --resume must share with the checkpoint (the others may change, e.g. --epochs).
-RESUME_KEYS = ("model", "K", "D", "E", "H", "variant", "dataset", "label_order", "seed", "batch_size", "feature_norm")
+RESUME_KEYS = (
+    "model",
+    "K",
+    "D",
+    "E",
+    "H",
+    "variant",
+    "dataset",
+    "label_order",
+    "seed",
+    "batch_size",
+    "feature_norm",
+    "val_fraction",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,19 +52,25 @@ class RunConfig:
     dataset: str = "builtin"  # --dataset: builtin | npz:NAME | voc2007 | ...
     feature_norm: typing.Optional[dict] = None  # train_data.fit_feature_norm result; None: none
     # Training (§3.4)
-    label_order: str = "freq"  # order of the labels on a training path: freq | rare | random
+    label_order: str = "freq"  # order of the labels on a training path: freq | rare | random | pla | mla
     epochs: int = 20
     batch_size: int = 64  # images per mini-batch
     lr: float = 1e-3  # initial rmsprop learning rate (cosine-decayed)
     recurrent_lr_scale: typing.Optional[float] = None  # U_r's rate / lr; from_args: 0.01 (relu) or 1
+    gate_lr_scale: typing.Optional[float] = None  # U_w's and b_lstm's rate / lr; from_args: 0.1 (relu) or 1
     clip: float = 5.0  # global gradient norm (0: no clipping)
     dropout: float = 0.5  # on the Eq. 4 output
     seed: int = 0
+    # Model selection: this fraction of the training images (seeded) is held out, and the
+    # epoch with the best validation O-F1 + C-F1 is the model (0: the last epoch)
+    val_fraction: float = 0.0
+    tune_decoding: bool = False  # choose beam and min_labels of the path models on validation too
     # Decoding and evaluation (§3.3, §4.1)
     beam: int = 3  # beam width B
     k: int = 3  # labels per image for the top-k metrics (and the longest path)
     min_labels: int = 0  # shortest predicted path (footnote 1)
     ap_mode: str = "sklearn"  # "voc07" (11-point) or "sklearn" (non-interpolated)
+    presence_samples: int = 100  # paths per image for P(label in path) where not exact (rnn/presence.py)
 
     def to_dict(self):
         """The plain, JSON-able dict a checkpoint stores."""
@@ -107,9 +126,11 @@ def from_args(args, data, norm):
     k = min(proto["k"] if args.k is None else args.k, K)
     min_labels = min(proto["min_labels"], k) if args.min_labels is None else args.min_labels
     beam_search.check_options(K, args.beam, k, min_labels)
-    scale = args.recurrent_lr_scale
+    scale, gate_scale = args.recurrent_lr_scale, args.gate_lr_scale
     if scale is None:  # the ReLU LSTM's state is unbounded: its U_r learns slower (docs/training.md)
         scale = 0.01 if args.variant == "relu" else 1.0
+    if gate_scale is None:  # ... and so do its input weights and gate biases
+        gate_scale = 0.1 if args.variant == "relu" else 1.0
     return RunConfig(
         model=args.model,
         K=K,
@@ -125,11 +146,15 @@ def from_args(args, data, norm):
         batch_size=args.batch_size,
         lr=args.lr,
         recurrent_lr_scale=scale,
+        gate_lr_scale=gate_scale,
         clip=args.clip,
         dropout=args.dropout,
         seed=args.seed,
+        val_fraction=args.val_fraction,
+        tune_decoding=args.tune_decoding,
         beam=args.beam,
         k=k,
         min_labels=min_labels,
         ap_mode=args.ap_mode or proto["ap_mode"],
+        presence_samples=args.presence_samples,
     )

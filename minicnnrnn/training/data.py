@@ -134,19 +134,25 @@ class TrainingData:
     test_ignore: np.ndarray = None  # (N_test, K) bool: VOC "difficult", left out of the metrics
     cnn: dict = None  # which CNN made the features (for predict)
     test_areas: np.ndarray = None  # (N_test, K) float32: object size per label (Fig. 8; COCO), or None
+    val_features: Rows = None  # held out of the training images for model selection (training/selection.py)
+    val_labels: np.ndarray = None
 
     def summary(self):
         (n, D), K = self.train_features.shape, self.train_labels.shape[1]
+        val = "" if self.val_labels is None else f" / {len(self.val_labels)} validation"
         return (
-            f"{self.name}: {n} train / {len(self.test_labels)} test images, D = {D}, K = {K}, "
+            f"{self.name}: {n} train{val} / {len(self.test_labels)} test images, D = {D}, K = {K}, "
             f"{self.train_labels.sum(1).mean():.2f} labels per training image"
         )
 
     def with_norm(self, norm):
-        """The same data with both splits' features normalised by ``norm``."""
-        train, test = self.train_features, self.test_features
+        """The same data with every split's features normalised by ``norm``."""
+        train, test, val = self.train_features, self.test_features, self.val_features
         return dataclasses.replace(
-            self, train_features=Rows(train.array, train.rows, norm), test_features=Rows(test.array, test.rows, norm)
+            self,
+            train_features=Rows(train.array, train.rows, norm),
+            test_features=Rows(test.array, test.rows, norm),
+            val_features=None if val is None else Rows(val.array, val.rows, norm),
         )
 
 

@@ -21,18 +21,22 @@ import time
 
 import numpy as np
 
+from minicnnrnn import __version__
 from minicnnrnn.core import backend, fileio, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.rnn import label_paths
-from minicnnrnn.training import checkpoint, config, models, optim
+from minicnnrnn.training import checkpoint, config, models, optim, selection
 
-LOG_FIELDS = ("epoch", "loss", "grad_norm", "lr", "seconds", "images_per_s")
+LOG_FIELDS = ("epoch", "loss", "grad_norm", "lr", "seconds", "images_per_s", "val_O-F1", "val_C-F1", "val_score")
 
 
 def make_optimizer(cfg, params):
-    """rmsprop with the paper's momentum and weight decay; the ReLU LSTM's U_r learns slower."""
+    """rmsprop with the paper's momentum and weight decay; the ReLU LSTM's U_r (and its
+    U_w and b_lstm, ``gate_lr_scale``) learn slower (docs/training.md, "Stability")."""
     scale = {"U_r": cfg.recurrent_lr_scale} if "U_r" in params else {}
+    if cfg.gate_lr_scale is not None:  # None: a checkpoint from before the option, full rate
+        scale.update({name: cfg.gate_lr_scale for name in ("U_w", "b_lstm") if name in params})
     return optim.RMSprop(params, lr_scale=scale)
 
 
@@ -102,37 +106,49 @@ def fit_once(cfg, data, out):
 
 
 def fit(cfg, data, out, resume=False):
-    """Train (or continue) a model; returns (params on the device, history)."""
+    """Train (or continue) a model. With a validation split (``data.val_labels``) every
+    epoch is scored on it and the best epoch's parameters are written to OUT/best.npz
+    (training/selection.py). Returns (params on the device: the best epoch's with a
+    validation split, else the last epoch's; history)."""
     if models.KINDS[cfg.model].fit is not None:
         return fit_once(cfg, data, out)
-    ckpt_path = os.path.join(out, "checkpoint.npz")
+    ckpt_path, best_path = os.path.join(out, "checkpoint.npz"), os.path.join(out, "best.npz")
     params, opt, order, first_epoch, history, rng = _start(cfg, data, ckpt_path, resume)
+    validate = data.val_labels is not None
+    _, best_score = selection.best_epoch(history)
     for epoch in range(first_epoch, cfg.epochs):
         try:
             row = run_epoch(cfg, params, opt, data, order, rng, epoch)
         except FloatingPointError as exc:
             kept = f"kept {ckpt_path} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
             raise UserError(f"training diverged: {exc}; {kept}; try a lower --lr") from None
+        val = ""
+        if validate:
+            row.update(selection.validation_row(cfg, params, data))
+            val = f"  val O-F1 {row['val_O-F1']:.1f} C-F1 {row['val_C-F1']:.1f}"
         history.append(row)
         progress.say(
             f"{cfg.model} epoch {row['epoch']}/{cfg.epochs}: loss {row['loss']:.4f}  "
-            f"lr {row['lr']:.2e}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s"
+            f"lr {row['lr']:.2e}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s{val}"
         )
-        checkpoint.save(
-            ckpt_path,
-            {
-                "params": backend.params_to_host(params),
-                "opt": opt.state_dict(),
-                "config": cfg,
-                "label_names": data.label_names,
-                "label_order": order,
-                "epoch": epoch + 1,
-                "rng": checkpoint.rng_state(rng),
-                "extra": {"history": history},
-                "data": checkpoint.data_fingerprint(data),
-            },
-        )
+        state = {
+            "params": backend.params_to_host(params),
+            "opt": opt.state_dict(),
+            "config": cfg,
+            "label_names": data.label_names,
+            "label_order": order,
+            "epoch": epoch + 1,
+            "rng": checkpoint.rng_state(rng),
+            "extra": {"history": history},
+            "data": checkpoint.data_fingerprint(data),
+        }
+        if validate and row["val_score"] > best_score:  # first of ties: a later epoch must beat it
+            best_score = row["val_score"]
+            checkpoint.save(best_path, dict(state, opt={}, extra={"history": history, "selected": "validation"}))
+        checkpoint.save(ckpt_path, state)
         write_log(out, history)
+    if validate and os.path.exists(best_path):
+        params = backend.params_to_device(checkpoint.load(best_path)["params"])
     return params, history
 
 
@@ -141,7 +157,7 @@ def write_log(out, history):
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=LOG_FIELDS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: row[k] for k in LOG_FIELDS} for row in history)
+    writer.writerows({k: row.get(k, "") for k in LOG_FIELDS} for row in history)
     fileio.save_text(os.path.join(out, "log.csv"), text.getvalue())
     import matplotlib  # slow to import: only when there is a curve to draw
 
@@ -160,18 +176,53 @@ def write_log(out, history):
 
 def evaluate(cfg, params, data):
     """Decode and score the test split (§4.1). Returns ``{"metrics": {the 8 keys of
-    metrics.METRIC_KEYS}, "per_class_ap": [K]}`` in percent (NaN AP: a class without
-    test positives). AP is ``cfg.ap_mode``; VOC "difficult" entries are ignored."""
+    metrics.METRIC_KEYS}, "per_class_ap": [K], "labels_per_image": float, "pred": (n, K)
+    uint8, "scores": (n, K)}``, metrics in percent (NaN AP: a class without test
+    positives). AP is ``cfg.ap_mode``; VOC "difficult" entries are ignored. The ranking
+    metrics use ``Decoded.scores``: P(label in path) for the path models."""
     pred, scores = models.predict_sets(cfg, params, data.test_features)
     result, ap = metrics.evaluate_with_ap(pred, scores, data.test_labels, data.test_ignore, ap_mode=cfg.ap_mode)
-    return {"metrics": result, "per_class_ap": [float(a) for a in ap]}
+    return {
+        "metrics": result,
+        "per_class_ap": [float(a) for a in ap],
+        "labels_per_image": float(pred.sum(axis=1).mean()) if len(pred) else 0.0,
+        "pred": pred,
+        "scores": scores,
+    }
+
+
+def run_record(cfg, history):
+    """What metrics.json says about the run: dataset, k, model, seed, package version, and
+    the epoch that was scored (chosen on validation, or the last)."""
+    chosen, _ = selection.best_epoch(history)
+    return {
+        "dataset": cfg.dataset,
+        "k": cfg.k,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "version": __version__,
+        "label_order": cfg.label_order,
+        "epochs": cfg.epochs,
+        "val_fraction": cfg.val_fraction,
+        "scored_epoch": chosen if chosen is not None else (history[-1]["epoch"] if history else 0),
+    }
 
 
 def train_and_evaluate(cfg, data, out, resume=False):
-    """fit + evaluate; writes OUT/metrics.json and OUT/per_class_AP.json. Returns the evaluate() result."""
-    params, _ = fit(cfg, data, out, resume)
+    """fit + evaluate; writes OUT/metrics.json (``{"metrics": {...}, "labels_per_image",
+    "run": run_record()}``) and OUT/per_class_AP.json. Returns the evaluate() result."""
+    params, history = fit(cfg, data, out, resume)
+    chosen = None
+    if cfg.tune_decoding and models.KINDS[cfg.model].paths and data.val_labels is not None:
+        cfg, chosen = selection.tune_decoding(cfg, params, data)
+        print(f"{cfg.model}: decoding chosen on validation: beam {cfg.beam}, min-labels {cfg.min_labels}", flush=True)
     result = evaluate(cfg, params, data)
-    fileio.save_json(os.path.join(out, "metrics.json"), result["metrics"])
+    record = {
+        "metrics": result["metrics"],
+        "labels_per_image": result["labels_per_image"],
+        "run": dict(run_record(cfg, history), **({"decoding": chosen} if chosen else {})),
+    }
+    fileio.save_json(os.path.join(out, "metrics.json"), record)
     per_class = {
         name: (ap if math.isfinite(ap) else None)  # JSON has no NaN: null = no positives
         for name, ap in zip(data.label_names, result["per_class_ap"])

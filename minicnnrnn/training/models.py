@@ -7,7 +7,8 @@
 * ``kind.batch_loss(cfg, params, I, labels, order, rng) -> (loss, grads)``: the loss of
   one mini-batch and its gradients (§3.4);
 * ``kind.decode(cfg, params, I, options) -> Decoded``: the predicted labels of a block of
-  images, with their probabilities and a confidence score for every label.
+  images, with their probabilities and a ranking score for every label (the path models:
+  P(label in path), ``rnn/presence.py``; the classifiers: their sigmoid or softmax).
 
 ========== ====================== ================================= =================================
 kind       parameters             loss of a batch                   decoding
@@ -41,19 +42,26 @@ from minicnnrnn.baselines import knn, warp
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import dropout, loss
-from minicnnrnn.rnn import baselines, beam_search, label_paths, model
+from minicnnrnn.rnn import alignment, baselines, beam_search, label_paths, model, presence
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
     """How to decode. beam: beam width B (§3.3, path models); max_labels: the longest path,
     or the k of top-k for classifiers (None: K); min_labels: the shortest path (footnote 1);
-    batch_size: images searched together by beam search (None: its backend default)."""
+    batch_size: images searched together by beam search (None: its backend default);
+    ranking: compute the path models' ranking scores P(label in path) (False: only the
+    predicted labels are needed, ``scores`` is then the beam search's confidences);
+    samples, seed: the ancestral sampling of ``presence.presence`` where it is not exact.
+    The presence is that of the model's own paths: at most K labels, at least min_labels."""
 
     beam: int = 3
     max_labels: typing.Optional[int] = None
     min_labels: int = 0
     batch_size: typing.Optional[int] = None
+    ranking: bool = True
+    samples: int = presence.DEFAULT_SAMPLES
+    seed: int = 0
 
 
 @dataclasses.dataclass
@@ -62,9 +70,12 @@ class Decoded:
 
     labels: (n, L) int64 label indices, padded with -1; lengths: (n,) labels per image;
     probabilities: (n, L) each predicted label's probability (its step probability on the
-    path, or the classifier's confidence); scores: (n, K) a confidence per label, for
-    ranking (MAP@10, AP); end_probability, log_probability: (n,) the probability of END
-    after the path and log P of the whole path (Eq. 6), None for the classifiers.
+    path, or the classifier's confidence); scores: (n, K) a score per label for ranking
+    (MAP@10, AP): P(label in path) for the path models (``presence.presence``), the
+    sigmoid / softmax for the classifiers; end_probability, log_probability: (n,) the
+    probability of END after the path and log P of the whole path (Eq. 6), None for the
+    classifiers; scores_stderr: (n, K) the Monte-Carlo standard error of a sampled presence
+    (zeros where exact), None for the classifiers.
     """
 
     labels: np.ndarray
@@ -73,6 +84,7 @@ class Decoded:
     scores: np.ndarray
     end_probability: typing.Optional[np.ndarray] = None
     log_probability: typing.Optional[np.ndarray] = None
+    scores_stderr: typing.Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,27 +124,33 @@ def _init_classifier(cfg, rng):
 # ---------------------------------------------------------------------------
 
 
-def _path_batch(cfg, labels, order, rng):
+def _path_batch(cfg, labels, order, rng, params=None, I=None, step_fn=None):
     """The label paths of a batch and their dropout mask, on the device.
 
     labels: (N, K) host 0/1; order: (K,) the training label order. Returns inputs,
     targets, mask (T, N) (label_paths.make_paths; ``mask`` is 1 on the path, 0 on padding)
-    and dropout_mask (T, N, E) of 0 and 1/(1-p) for the Eq. 4 output.
+    and dropout_mask (T, N, E) of 0 and 1/(1-p) for the Eq. 4 output. With
+    ``cfg.label_order`` pla or mla each path follows the model's own predictions instead
+    (``alignment.aligned_paths``: params, the batch's features I and the model's step).
     """
-    inputs, targets, mask = (backend.to_device(a) for a in label_paths.make_paths(labels, order))
+    if cfg.label_order in alignment.ALIGNED:
+        paths = alignment.aligned_paths(params, I, labels, cfg.label_order, cfg.variant, step_fn)
+    else:
+        paths = label_paths.make_paths(labels, order)
+    inputs, targets, mask = (backend.to_device(a) for a in paths)
     dropout_mask = dropout.make_mask(inputs.shape + (cfg.E,), cfg.dropout, rng)
     return inputs, targets, mask, dropout_mask
 
 
 def _cnn_rnn_loss(cfg, params, I, labels, order, rng):
     """Softmax cross-entropy of the paths, summed over their steps and divided by N."""
-    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng)
+    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng, params, I)
     return model.path_loss(params, I, inputs, targets, mask, cfg.variant, dropout_mask)
 
 
 def _no_rnn_loss(cfg, params, I, labels, order, rng):
     """The same loss as the CNN-RNN's, of the no-rnn scores."""
-    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng)
+    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng, params, I, baselines.no_rnn_step)
     scores, cache = baselines.no_rnn_forward(params, I, inputs, dropout_mask)
     value, dscores = loss.softmax_cross_entropy(scores, targets, mask)
     return value, baselines.no_rnn_backward(dscores, cache)
@@ -166,6 +184,18 @@ def _decode_path(cfg, params, I, options, step_fn=None):
     )
     paths, lengths, log_prob, step_log_probs, scores = (backend.to_host(a) for a in result[:5])
     step_probs = np.exp(step_log_probs)  # (n, L + 1): the labels' steps, then END's
+    stderr = None
+    if options.ranking:  # rank by P(label in path), not by the beam's confidences
+        scores, stderr, _ = presence.presence(
+            params,
+            I,
+            step_fn,
+            cfg.variant,
+            max_labels=None,
+            min_labels=options.min_labels,
+            samples=options.samples,
+            seed=options.seed,
+        )
     return Decoded(
         labels=paths,
         lengths=lengths,
@@ -173,6 +203,7 @@ def _decode_path(cfg, params, I, options, step_fn=None):
         scores=scores,
         end_probability=step_probs[np.arange(len(paths)), lengths],
         log_probability=log_prob,
+        scores_stderr=stderr,
     )
 
 
@@ -248,19 +279,31 @@ KINDS = {
 }
 
 
-def predict_sets(cfg, params, features, batch_size=512):
+def predict_sets(cfg, params, features, batch_size=512, ranking=True):
     """The label set of every image, for the metrics (§4.1): path models predict the labels
     of their beam-search path (at most ``cfg.k``, at least ``cfg.min_labels``), classifiers
     their ``cfg.k`` most confident labels.
 
     features: (n, D) host rows, already normalised (``train_data.Rows``), decoded
-    ``batch_size`` at a time. Returns host (pred01 (n, K) uint8, scores (n, K) float32).
+    ``batch_size`` at a time; ranking: False skips the path models' presence
+    probabilities (model selection needs only the sets). Returns host (pred01 (n, K)
+    uint8, scores (n, K) float32: the ranking scores of ``Decoded.scores``). The presence
+    samples are seeded by ``cfg.seed`` and the block's position, so the result does not
+    depend on anything else.
     """
     kind = KINDS[cfg.model]
-    options = DecodeOptions(cfg.beam, min(cfg.k, cfg.K), cfg.min_labels, batch_size)
     pred = np.zeros((len(features), cfg.K), np.uint8)
     scores = np.zeros((len(features), cfg.K), np.float32)
     for start in range(0, len(features), batch_size):
+        options = DecodeOptions(
+            cfg.beam,
+            min(cfg.k, cfg.K),
+            cfg.min_labels,
+            batch_size,
+            ranking,
+            samples=cfg.presence_samples,
+            seed=cfg.seed * 1_000_003 + start,
+        )
         decoded = kind.decode(cfg, params, backend.to_device(features[start : start + batch_size]), options)
         rows, cols = np.nonzero(decoded.labels >= 0)
         pred[start + rows, decoded.labels[rows, cols]] = 1

@@ -1,0 +1,204 @@
+"""P(label in path): a per-label presence probability of the path models, for ranking.
+
+The CNN-RNN (§3.2) defines a distribution over prediction paths, Eq. 6::
+
+    P(l_1, ..., l_T, END | I) = prod_t P(l_t | I, l_1, ..., l_{t-1}) * P(END | I, l_1, ..., l_T)
+
+Beam search (§3.3) returns its most probable path, which says which labels to predict but
+not how likely each of the other labels is. The ranking metrics (MAP@10, per-class AP,
+mAP; §4.1) need one number per label, so we rank by the probability that the label is on
+a path drawn from the model:
+
+    presence(l | I) = P(l in path | I) = sum_t P(l_t = l | I)
+
+(a label never appears twice on a path, so the events "l at step t" are disjoint). The
+paths obey the decoder's rules: no label twice, END not before ``min_labels`` labels, at
+most ``max_labels`` labels (then END is forced); each step's probabilities are the model's
+softmax renormalised over the allowed outputs. Two ways to compute it:
+
+* **exact** (:func:`exact_presence`): enumerate every prefix of at most ``max_labels - 1``
+  labels, breadth first, and add ``P(prefix) * P(l | prefix)`` for every label. A prefix
+  of t labels has K (K - 1) ... (K - t + 1) variants, so this costs
+  :func:`n_prefixes` model rows per image: 401 for K = 20 and paths of at most 3 labels,
+  84,682 for K = 291 (iaprtc12) - exact only where that is cheap.
+* **sampled** (:func:`sampled_presence`): S paths per image by ancestral sampling (seeded,
+  uniforms drawn on the host, so CPU and GPU draw the same paths), with the Rao-Blackwell
+  estimate ``presence(l) ~ (1/S) sum_s sum_t P(l | prefix_t^s) [l not on prefix_t^s]``:
+  the expected count of l at each visited step instead of the 0/1 count of the sampled
+  label. It is unbiased (the prefixes are drawn from the model) and has far less variance
+  than counting: the first step is exact (every sample starts from START) and a label that
+  is never drawn still gets its probability at each step. Cost: S x (path length + 1) rows
+  per image. Its standard error per entry is the sample standard deviation of the S
+  per-path sums over sqrt(S) (returned as ``stderr``; measured in docs/training.md).
+
+:func:`presence` picks exact when it needs at most ``exact_limit`` rows per image and
+sampling otherwise. ``tests/test_presence.py`` checks exact against a brute-force sum over
+all complete paths, and sampling against exact.
+
+``step_fn`` is the model's decoding step with the signature of
+``beam_search.cnn_rnn_step`` (``baselines.no_rnn_step`` for the no-rnn model); ``image``
+is the precomputed Eq. 4 image term. Shapes: n images, K labels, S samples, R rows.
+"""
+
+import math
+
+import numpy as np
+
+from minicnnrnn.core import backend
+from minicnnrnn.core.backend import xp
+from minicnnrnn.rnn import beam_search, projection
+from minicnnrnn.rnn.tokens import end_token, start_token
+
+DEFAULT_SAMPLES = 100
+DEFAULT_EXACT_LIMIT = 500  # model rows per image below which exact enumeration is used
+_ROWS = 16384  # model rows evaluated together (bounds memory)
+
+
+def n_prefixes(K, max_labels):
+    """Model rows per image of :func:`exact_presence`: prefixes of 0 .. max_labels - 1 labels,
+    sum_t K! / (K - t)!."""
+    total, count = 0, 1
+    for t in range(max_labels):
+        total += count
+        count *= K - t
+    return total
+
+
+def _allowed_log_probs(lp, used, t, L, min_labels):
+    """Renormalised log-probabilities of the allowed next outputs (the others -inf), in place.
+
+    lp: (R, K + 1) the model's log-softmax; used: (R, K) bool, labels on the prefix; t: the
+    prefix length; L: longest path; min_labels: END is not allowed while t < min_labels.
+    """
+    K = lp.shape[1] - 1
+    lp[:, :K][used] = -np.inf
+    if t < min_labels:
+        lp[:, K] = -np.inf
+    if t >= L:
+        lp[:, :K] = -np.inf
+    top = lp.max(axis=1, keepdims=True)
+    lp -= top + xp.log(xp.exp(lp - top).sum(axis=1, keepdims=True))
+    return lp
+
+
+def exact_presence(params, image, step_fn, variant="relu", max_labels=None, min_labels=0):
+    """P(l in path) of every label, by enumerating all prefixes (module docstring).
+
+    image: (n, E) Eq. 4 image term on the backend. Returns (n, K) float64 host array.
+    Rows: :func:`n_prefixes` per image; images are processed in blocks of at most
+    ``_ROWS`` rows per step.
+    """
+    K = params["U_l"].shape[0] - 2
+    L = K if max_labels is None else int(max_labels)
+    n = image.shape[0]
+    out = np.zeros((n, K))
+    per_image = max(1, math.factorial(K) // math.factorial(K - max(L - 1, 0)))  # prefixes at the widest depth
+    block = max(1, _ROWS // per_image)
+    for s in range(0, n, block):
+        out[s : s + block] = _exact_block(params, image[s : s + block], step_fn, variant, L, min_labels)
+    return out
+
+
+def _exact_block(params, image, step_fn, variant, L, min_labels):
+    K = params["U_l"].shape[0] - 2
+    n = image.shape[0]
+    presence = xp.zeros((n, K), dtype=xp.float64)
+    owner = xp.arange(n)  # image of each prefix row (sorted)
+    logp = xp.zeros(n, dtype=xp.float64)  # log P(prefix)
+    used = xp.zeros((n, K), dtype=bool)
+    tokens = xp.full(n, start_token(K), dtype=xp.int64)
+    state = None
+    for t in range(L):  # prefixes of t labels; at t == L only END is left
+        lp, state = step_fn(params, tokens, state, image[owner], variant)
+        lp = _allowed_log_probs(lp.astype(xp.float64), used, t, L, min_labels)
+        joint = logp[:, None] + lp[:, :K]  # log P(prefix, next = l)
+        # every image has the same number of prefixes, its rows are consecutive
+        presence += xp.exp(joint).reshape(n, -1, K).sum(axis=1)
+        if t + 1 == L:
+            break
+        rows, labels = xp.nonzero(joint > -np.inf)  # children: every allowed label
+        owner, logp = owner[rows], joint[rows, labels]
+        used = used[rows]
+        used[xp.arange(rows.size), labels] = True
+        tokens = labels
+        state = tuple(a[rows] for a in state)
+    return backend.to_host(presence)
+
+
+def sampled_presence(params, image, step_fn, variant="relu", max_labels=None, min_labels=0, samples=100, seed=0):
+    """Rao-Blackwellised ancestral-sampling estimate of P(l in path) (module docstring).
+
+    image: (n, E) on the backend; samples: S paths per image; seed: the host generator's
+    seed (the same seed gives the same numbers on every backend, to float rounding).
+    Returns (presence (n, K), stderr (n, K)) float64 host arrays.
+    """
+    K = params["U_l"].shape[0] - 2
+    L = K if max_labels is None else int(max_labels)
+    n = image.shape[0]
+    rng = np.random.default_rng(seed)
+    mean, stderr = np.zeros((n, K)), np.zeros((n, K))
+    block = max(1, _ROWS // samples)
+    for s in range(0, n, block):
+        m, e = _sampled_block(params, image[s : s + block], step_fn, variant, L, min_labels, samples, rng)
+        mean[s : s + block], stderr[s : s + block] = m, e
+    return mean, stderr
+
+
+def _sampled_block(params, image, step_fn, variant, L, min_labels, S, rng):
+    K = params["U_l"].shape[0] - 2
+    END = end_token(K)
+    n = image.shape[0]
+    R = n * S
+    per_path = xp.zeros((R, K), dtype=xp.float64)  # sum_t P(l | prefix_t) of each sampled path
+    alive = xp.arange(R)  # rows whose path has not ended
+    used = xp.zeros((R, K), dtype=bool)
+    tokens = xp.full(R, start_token(K), dtype=xp.int64)
+    rows_image = xp.repeat(image, S, axis=0)
+    state = None
+    for t in range(L + 1):
+        u = backend.to_device(rng.random(R))  # drawn for every row, alive or not: fixed stream
+        if alive.size == 0:
+            continue
+        lp, state = step_fn(params, tokens, state, rows_image[alive], variant)
+        lp = _allowed_log_probs(lp.astype(xp.float64), used[alive], t, L, min_labels)
+        p = xp.exp(lp)
+        per_path[alive] += p[:, :K]
+        cdf = xp.cumsum(p, axis=1)
+        nxt = xp.minimum((cdf < (u[alive] * cdf[:, -1])[:, None]).sum(axis=1), K)
+        # a zero-probability output can never be drawn: step past it to the next allowed one
+        nxt = xp.where(p[xp.arange(nxt.size), nxt] > 0, nxt, xp.argmax(p, axis=1))
+        go = nxt != END
+        keep = xp.nonzero(go)[0]
+        alive, tokens = alive[keep], nxt[keep]
+        used[alive, tokens] = True
+        state = tuple(a[keep] for a in state)
+    per_path = backend.to_host(per_path).reshape(n, S, K)
+    mean = per_path.mean(axis=1)
+    sd = per_path.std(axis=1, ddof=1) if S > 1 else np.zeros_like(mean)
+    return mean, sd / math.sqrt(S)
+
+
+def presence(
+    params, I, step_fn=None, variant="relu", max_labels=None, min_labels=0, samples=None, seed=0, exact_limit=None
+):
+    """P(l in path | I) of every label for a block of images, exact where cheap.
+
+    params: model parameters on the backend; I: (n, D) CNN features on the backend;
+    step_fn: the model's step (None: ``beam_search.cnn_rnn_step``); max_labels: longest
+    path (None: K); min_labels: shortest path; samples: S for sampling (None:
+    ``DEFAULT_SAMPLES``); seed: sampling seed; exact_limit: enumerate when
+    :func:`n_prefixes` is at most this (None: ``DEFAULT_EXACT_LIMIT``).
+    Returns (presence (n, K) float64 host, stderr (n, K) host (zeros when exact), method
+    "exact" or "sampled").
+    """
+    K = params["U_l"].shape[0] - 2
+    L = K if max_labels is None else int(max_labels)
+    step_fn = step_fn or beam_search.cnn_rnn_step
+    limit = DEFAULT_EXACT_LIMIT if exact_limit is None else exact_limit
+    image = projection.image_and_bias(I, params)
+    if n_prefixes(K, L) <= limit:
+        p = exact_presence(params, image, step_fn, variant, L, min_labels)
+        return p, np.zeros_like(p), "exact"
+    S = DEFAULT_SAMPLES if samples is None else int(samples)
+    p, err = sampled_presence(params, image, step_fn, variant, L, min_labels, S, seed)
+    return p, err, "sampled"
