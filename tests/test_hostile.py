@@ -260,3 +260,21 @@ def test_broken_cupy_import_is_one_line_and_numpy_still_works(tmp_path):
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "CuPy fails to import (RuntimeError: CUDA driver version is insufficient)" in proc.stderr
+
+
+def test_npy_with_a_damaged_header_is_one_line(tmp_path):
+    # found by tests/test_fuzz.py: numpy parses the header with Python's tokenizer, whose errors
+    # (SyntaxError, tokenize.TokenError) are not ValueErrors
+    from minicnnrnn import predict
+    from minicnnrnn.training import data as train_data
+
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    np.save(folder / "features.npy", np.zeros((5, 4), np.float32))
+    raw = bytearray((folder / "features.npy").read_bytes())
+    raw[raw.index(b"(5, 4)") + 6] = 0x82
+    (folder / "features.npy").write_bytes(bytes(raw))
+    (folder / "images.txt").write_text("".join(f"/x/{i}.jpg\n" for i in range(5)))
+    (folder / "meta.json").write_text("{}")
+    assert "not a readable .npy file" in one_line(lambda: predict.matrix_features(str(folder / "features.npy"), None))
+    assert "unreadable features folder" in one_line(lambda: train_data.read_features_folder(str(folder)))
