@@ -5,6 +5,7 @@ seconds; the memory-bomb cases run in a subprocess whose peak RSS is checked.
 """
 
 import errno
+import io
 import json
 import os
 import struct
@@ -181,8 +182,6 @@ def test_npz_member_bounds(tmp_path, monkeypatch):
     # a .npy header that declares 10^12 elements over a few bytes
     path = tmp_path / "liar.npz"
     header = {"descr": "<f4", "fortran_order": False, "shape": (10**12,)}
-    import io
-
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, header)
     with zipfile.ZipFile(path, "w") as zf:
