@@ -277,3 +277,25 @@ def test_npy_with_a_damaged_header_is_one_line(tmp_path):
     (folder / "meta.json").write_text("{}")
     assert "not a readable .npy file" in one_line(lambda: predict.matrix_features(str(folder / "features.npy"), None))
     assert "unreadable features folder" in one_line(lambda: train_data.read_features_folder(str(folder)))
+
+
+def test_damaged_tiff_gives_one_line_without_pillow_warnings(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(buf, format="TIFF")
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for k in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        entry = ifd + 2 + 12 * k
+        if struct.unpack("<H", data[entry : entry + 2])[0] == 277:  # SamplesPerPixel: 1000 values far away
+            data[entry + 4 : entry + 12] = struct.pack("<II", 1000, 10**6)
+    path = tmp_path / "tag.tif"
+    path.write_bytes(bytes(data))  # Pillow warns "Tag data larger than file" (2 lines) on it
+    meta = {"input_size": 16, "preprocess": CROP}
+    code = (
+        "import warnings; warnings.simplefilter('default')\n"  # show every warning, as a user's Python may
+        "from minicnnrnn.cnn import preprocess; from minicnnrnn.core import cli\n"
+        f"cli.run(lambda a: preprocess.load_image({str(path)!r}, {meta!r}) is None)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Warning" not in proc.stderr, proc.stderr
