@@ -205,7 +205,7 @@ def _start_or_resume(out, identity, n, dim, overwrite):
         progress = _check_same_run(progress_path, identity, out)
         try:
             rows = numpy.lib.format.open_memmap(partial, mode="r+")
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # a damaged header: ValueError, SyntaxError, tokenize.TokenError, ...
             raise UserError(f"{partial}: unreadable ({type(exc).__name__}); pass --overwrite to start again") from None
         if rows.shape != (n, dim) or rows.dtype != numpy.float32:
             raise UserError(

@@ -147,7 +147,7 @@ def matrix_features(path, list_path):
         raise UserError(f"{path}: features file not found")
     try:
         feats = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except Exception as exc:  # a damaged header raises ValueError, SyntaxError, tokenize.TokenError, ...
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise UserError(f"{path}: not a readable .npy file ({type(exc).__name__}: {first})") from None
     if not isinstance(feats, np.ndarray):  # np.load gives an NpzFile for a .npz archive

@@ -25,10 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from minicnnrnn import convert
+from minicnnrnn import convert, predict
 from minicnnrnn.cnn import preprocess
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.datasets import voc2007
 from minicnnrnn.training import checkpoint, models
 from minicnnrnn.training import data as train_data
 from minicnnrnn.training.config import RunConfig
@@ -236,3 +237,28 @@ def test_mutated_image(tmp_path, fmt, edits):
 @given(data=st.binary(max_size=512))
 def test_random_bytes_as_an_image(tmp_path, data):
     survives(lambda p: preprocess.load_image(p, META), _write(tmp_path, "r.img", data))
+
+
+@functools.cache
+def features_bytes():
+    buf = io.BytesIO()
+    np.save(buf, np.random.default_rng(0).random((5, 4)).astype(np.float32))
+    return buf.getvalue()
+
+
+def _read_features(path):
+    feats, names = predict.matrix_features(path, None)
+    for block in predict.chunks(feats, path, {"mode": "l2"}):
+        assert block.shape[1] == feats.shape[1]
+
+
+@BUDGET
+@given(edits=MUTATIONS)
+def test_mutated_features_npy_for_predict(tmp_path, edits):
+    survives(_read_features, _write(tmp_path, "f.npy", mutate(features_bytes(), edits)))
+
+
+@BUDGET
+@given(data=st.binary(max_size=200))
+def test_random_bytes_as_a_voc_split_file(tmp_path, data):
+    survives(voc2007._read_split_file, _write(tmp_path, "train.txt", data))

@@ -5,6 +5,7 @@ seconds; the memory-bomb cases run in a subprocess whose peak RSS is checked.
 """
 
 import errno
+import io
 import json
 import os
 import struct
@@ -181,8 +182,6 @@ def test_npz_member_bounds(tmp_path, monkeypatch):
     # a .npy header that declares 10^12 elements over a few bytes
     path = tmp_path / "liar.npz"
     header = {"descr": "<f4", "fortran_order": False, "shape": (10**12,)}
-    import io
-
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, header)
     with zipfile.ZipFile(path, "w") as zf:
@@ -260,3 +259,43 @@ def test_broken_cupy_import_is_one_line_and_numpy_still_works(tmp_path):
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "CuPy fails to import (RuntimeError: CUDA driver version is insufficient)" in proc.stderr
+
+
+def test_npy_with_a_damaged_header_is_one_line(tmp_path):
+    # found by tests/test_fuzz.py: numpy parses the header with Python's tokenizer, whose errors
+    # (SyntaxError, tokenize.TokenError) are not ValueErrors
+    from minicnnrnn import predict
+    from minicnnrnn.training import data as train_data
+
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    np.save(folder / "features.npy", np.zeros((5, 4), np.float32))
+    raw = bytearray((folder / "features.npy").read_bytes())
+    raw[raw.index(b"(5, 4)") + 6] = 0x82
+    (folder / "features.npy").write_bytes(bytes(raw))
+    (folder / "images.txt").write_text("".join(f"/x/{i}.jpg\n" for i in range(5)))
+    (folder / "meta.json").write_text("{}")
+    assert "not a readable .npy file" in one_line(lambda: predict.matrix_features(str(folder / "features.npy"), None))
+    assert "unreadable features folder" in one_line(lambda: train_data.read_features_folder(str(folder)))
+
+
+def test_damaged_tiff_gives_one_line_without_pillow_warnings(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(buf, format="TIFF")
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for k in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        entry = ifd + 2 + 12 * k
+        if struct.unpack("<H", data[entry : entry + 2])[0] == 277:  # SamplesPerPixel: 1000 values far away
+            data[entry + 4 : entry + 12] = struct.pack("<II", 1000, 10**6)
+    path = tmp_path / "tag.tif"
+    path.write_bytes(bytes(data))  # Pillow warns "Tag data larger than file" (2 lines) on it
+    meta = {"input_size": 16, "preprocess": CROP}
+    code = (
+        "import warnings; warnings.simplefilter('default')\n"  # show every warning, as a user's Python may
+        "from minicnnrnn.cnn import preprocess; from minicnnrnn.core import cli\n"
+        f"cli.run(lambda a: preprocess.load_image({str(path)!r}, {meta!r}) is None)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Warning" not in proc.stderr, proc.stderr

@@ -34,6 +34,9 @@ RESIZE_MODES = ("crop", "warp")
 # Our own bound (core/limits.py: $MINICNNRNN_MAX_IMAGE_PIXELS) is checked before an image
 # is decoded; Pillow's multi-line warning about large images would only repeat it.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Pillow's multi-line notes about damaged files ("Tag data larger than file", ...): the file
+# either decodes or gives our one-line error.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 Image.MAX_IMAGE_PIXELS = None  # Pillow's own error limit: ours replaces it (checked in open_rgb)
 
 

@@ -113,7 +113,7 @@ def data_fingerprint(data):
     return schema.fingerprint(data.label_names, data.train_labels, data.train_features.shape)
 
 
-RUN_FILES = ("checkpoint.npz", "metrics.json", "per_class_AP.json", "log.csv", "loss.png")
+RUN_FILES = ("checkpoint.npz", "best.npz", "metrics.json", "per_class_AP.json", "log.csv", "loss.png")
 
 
 def check_fresh_out(out, resume, overwrite):

@@ -252,7 +252,7 @@ def read_features_folder(folder):
             meta = json.load(f)
         with open(os.path.join(folder, "images.txt"), encoding="utf-8") as f:
             paths = [os.path.realpath(line.rstrip("\n")) for line in f if line.strip()]
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except Exception as exc:  # a damaged .npy header raises SyntaxError or tokenize.TokenError too
         raise UserError(f"{folder}: unreadable features folder ({type(exc).__name__}: {exc})") from None
     if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number) or len(feats) != len(paths):
         raise UserError(
