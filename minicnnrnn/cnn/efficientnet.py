@@ -31,13 +31,11 @@ Output names for :func:`efficientnet_forward`: ``stem``, ``block0`` ... ``block1
 ``pool``, ``logits``.
 """
 
-import json
-
 import numpy
 
-from minicnnrnn.cnn import vgg
-from minicnnrnn.core import backend, fileio
-from minicnnrnn.core.backend import to_host, xp
+from minicnnrnn.cnn import weights_file
+from minicnnrnn.core import backend
+from minicnnrnn.core.backend import xp
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import activations, conv, dense, depthwise, pointwise, pool
 
@@ -297,13 +295,7 @@ def layer_table(meta, size=None):
 
 def validate_meta(meta, where):
     """Raise a one-line UserError (prefixed with `where`) if meta is not a valid EfficientNet description."""
-
-    def bad(what):
-        raise UserError(f"{where}: meta {what}")
-
-    def is_int(v, low=1):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
+    bad, is_int = weights_file.meta_error(where), weights_file.is_int
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         bad(f"'format' must be {FORMAT!r}")
     for key in ("stem", "head", "input_size"):
@@ -322,39 +314,19 @@ def validate_meta(meta, where):
         if blk["in"] != c_in:
             bad(f"block {i} takes {blk['in']} channels, the layer before gives {c_in}")
         c_in = blk["out"]
-    vgg._validate_preprocess(meta.get("preprocess"), bad)
+    weights_file.validate_preprocess(meta.get("preprocess"), bad)
 
 
 def check_params(params, meta, where):
     """One-line UserError for a missing, unexpected or wrongly shaped parameter."""
-    shapes = param_shapes(meta)
-    for key, shape in shapes.items():
-        if key not in params:
-            raise UserError(f"{where}: missing array {key!r} (the blocks in meta need it)")
-        if tuple(params[key].shape) != shape or params[key].dtype.kind != "f":
-            raise UserError(
-                f"{where}: array {key!r} is {params[key].dtype} {tuple(params[key].shape)}, meta needs float {shape}"
-            )
-    extra = sorted(set(params) - set(shapes))
-    if extra:
-        raise UserError(f"{where}: unexpected array {extra[0]!r} (not in the network described by meta)")
+    weights_file.check_arrays(params, param_shapes(meta), where, "the blocks in meta")
 
 
 def save(path, params, meta):
     """Write params and meta to a weights .npz, atomically."""
-    validate_meta(meta, str(path))
-    host = {k: to_host(v) for k, v in params.items()}
-    check_params(host, meta, str(path))
-    fileio.save_npz(path, meta=numpy.array(json.dumps(meta)), **host)
+    weights_file.save(path, params, meta, validate_meta, param_shapes, "the blocks in meta")
 
 
 def load(path):
     """Read a weights .npz. Returns (params {name: host array}, meta); one-line UserError if invalid."""
-    arrays = fileio.load_npz(path, required=("meta",))
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except ValueError as exc:
-        raise UserError(f"{path}: meta is not valid JSON ({exc})") from None
-    validate_meta(meta, str(path))
-    check_params(arrays, meta, str(path))
-    return arrays, meta
+    return weights_file.load(path, validate_meta, param_shapes, "the blocks in meta")

@@ -82,15 +82,20 @@ def dropout_case(rng):
     )
 
 
+def _with_biases(params, rng):
+    """Give every bias small random values (initialisers make them 0), so every term is exercised."""
+    for key in params:
+        if key.endswith("/b"):
+            params[key] += _randn(rng, *params[key].shape) * 0.1
+    return params
+
+
 TINY_META = vgg.make_meta(config=[4, "M", 6, "M"], fc=[5], num_classes=3, input_size=8)
 
 
 def tiny_vgg_case(rng):
     """A two-block VGG with one hidden fc layer and dropout, logits w.r.t. every parameter and the images."""
-    params = backend.params_to_device(vgg.init_params(TINY_META, rng, F64))
-    for key in params:  # non-zero biases, so every term is exercised
-        if key.endswith("/b"):
-            params[key] += _randn(rng, *params[key].shape) * 0.1
+    params = _with_biases(backend.params_to_device(vgg.init_params(TINY_META, rng, F64)), rng)
     images = _randn(rng, 2, 8, 8, 3)
     G = _randn(rng, 2, 3)
 
@@ -161,10 +166,7 @@ def tiny_efficientnet_case(rng):
     ReLU6 kinks: with random weights a few pre-activations may sit within h of 0 or 6;
     a small image keeps the chance low and the seed is fixed.
     """
-    params = backend.params_to_device(efficientnet.init_params(TINY_EFFICIENTNET, rng, F64))
-    for key in params:
-        if key.endswith("/b"):
-            params[key] += _randn(rng, *params[key].shape) * 0.1
+    params = _with_biases(backend.params_to_device(efficientnet.init_params(TINY_EFFICIENTNET, rng, F64)), rng)
     images = _randn(rng, 2, 7, 7, 3)
     G = _randn(rng, 2, 3)
 
@@ -179,10 +181,7 @@ def tiny_efficientnet_case(rng):
 def tiny_vgg_from_layer_case(rng):
     """The same VGG backpropagated from its hidden fc layer (``start="fc6"``, the I of a
     two-fc network's fc7), w.r.t. the images and the layers below: Fig. 10's path."""
-    params = backend.params_to_device(vgg.init_params(TINY_META, rng, F64))
-    for key in params:
-        if key.endswith("/b"):
-            params[key] += _randn(rng, *params[key].shape) * 0.1
+    params = _with_biases(backend.params_to_device(vgg.init_params(TINY_META, rng, F64)), rng)
     images = _randn(rng, 2, 8, 8, 3)
     G = _randn(rng, 2, 5)
 

@@ -23,12 +23,11 @@ the weights file is the .npz described in DESIGN.md (the same keys plus a
 JSON ``meta`` string).
 """
 
-import json
-
 import numpy
 
-from minicnnrnn.core import backend, fileio
-from minicnnrnn.core.backend import to_host, xp
+from minicnnrnn.cnn import weights_file
+from minicnnrnn.core import backend
+from minicnnrnn.core.backend import xp
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import activations, conv, dense, dropout, pool, winograd
 
@@ -309,13 +308,7 @@ def layer_table(meta, size=None):
 
 def validate_meta(meta, where):
     """Raise a one-line UserError (prefixed with `where`) if meta is not a valid network description."""
-
-    def bad(what):
-        raise UserError(f"{where}: meta {what}")
-
-    def is_int(v, low=1):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
+    bad, is_int = weights_file.meta_error(where), weights_file.is_int
     if not isinstance(meta, dict):
         bad("is not a JSON object")
     if meta.get("format") != FORMAT:
@@ -331,49 +324,12 @@ def validate_meta(meta, where):
     size = meta.get("input_size")
     if not is_int(size) or size < 2 ** config.count("M"):
         bad(f"'input_size' must be an int of at least {2 ** config.count('M')}, got {size!r}")
-    _validate_preprocess(meta.get("preprocess"), bad)
-
-
-def _validate_preprocess(pre, bad):
-    if not isinstance(pre, dict):
-        bad("'preprocess' must be an object")
-    if pre.get("channel_order") not in ("RGB", "BGR"):
-        bad(f"'preprocess.channel_order' must be \"RGB\" or \"BGR\", got {pre.get('channel_order')!r}")
-    if pre.get("resize") not in ("crop", "warp"):
-        bad(f"'preprocess.resize' must be \"crop\" or \"warp\", got {pre.get('resize')!r}")
-    if not isinstance(pre.get("scale"), (int, float)) or pre.get("scale") <= 0:
-        bad(f"'preprocess.scale' must be a positive number, got {pre.get('scale')!r}")
-    for key in ("mean", "std"):
-        v = pre.get(key)
-        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(t, (int, float)) for t in v)):
-            bad(f"'preprocess.{key}' must be a list of 3 numbers, got {v!r}")
-    if min(pre["std"]) <= 0:
-        bad(f"'preprocess.std' must be positive, got {pre['std']!r}")
-
-
-def _check_params(params, meta, where):
-    """One-line UserError for a missing, unexpected or wrongly shaped parameter."""
-    shapes = param_shapes(meta)
-    for key, shape in shapes.items():
-        if key not in params:
-            raise UserError(f"{where}: missing array {key!r} (the config in meta needs it)")
-        if tuple(params[key].shape) != shape:
-            raise UserError(
-                f"{where}: array {key!r} has shape {tuple(params[key].shape)}, the config in meta needs {shape}"
-            )
-        if params[key].dtype.kind != "f":
-            raise UserError(f"{where}: array {key!r} has dtype {params[key].dtype}, expected a float type")
-    extra = sorted(set(params) - set(shapes))
-    if extra:
-        raise UserError(f"{where}: unexpected array {extra[0]!r} (not in the network described by meta)")
+    weights_file.validate_preprocess(meta.get("preprocess"), bad)
 
 
 def save(path, params, meta):
     """Write params (host or device arrays) and meta to a weights .npz, atomically."""
-    validate_meta(meta, str(path))
-    host = {k: to_host(v) for k, v in params.items()}
-    _check_params(host, meta, str(path))
-    fileio.save_npz(path, meta=numpy.array(json.dumps(meta)), **host)
+    weights_file.save(path, params, meta, validate_meta, param_shapes)
 
 
 def load(path):
@@ -382,11 +338,4 @@ def load(path):
     Raises a one-line UserError naming the file for a missing file, bad meta, or a
     missing or wrongly shaped array.
     """
-    arrays = fileio.load_npz(path, required=("meta",))
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except ValueError as exc:
-        raise UserError(f"{path}: meta is not valid JSON ({exc})") from None
-    validate_meta(meta, str(path))
-    _check_params(arrays, meta, str(path))
-    return arrays, meta
+    return weights_file.load(path, validate_meta, param_shapes)
