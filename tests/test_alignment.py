@@ -4,6 +4,7 @@ PLA keeps correct predictions in place, and training with pla/mla runs."""
 import itertools
 
 import numpy as np
+from conftest import dev
 
 from minicnnrnn.rnn import alignment, gradcheck_cases, label_paths, model
 
@@ -44,7 +45,7 @@ def test_paths_from_sequences_matches_make_paths():
 def test_rollout_is_greedy_without_repeats():
     rng = np.random.default_rng(1)
     params = model.init_params(5, 3, 4, 6, rng, dtype=np.float64)
-    pred, logp = alignment.rollout(params, rng.standard_normal((4, 3)), 5)
+    pred, logp = alignment.rollout(dev(params), dev(rng.standard_normal((4, 3))), 5)
     assert pred.shape == (5, 4) and logp.shape == (5, 4, 5)
     assert all(len(set(pred[:, n])) == 5 for n in range(4))
     assert (pred[0] == logp[0].argmax(axis=1)).all()

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import dev, host
 from PIL import Image
 
 from minicnnrnn import convert, extract, predict
@@ -89,7 +90,7 @@ def test_matches_torch_on_real_photos(lite0, torch, shared_data):
     params, meta, state = lite0
     paths = coco_photos(shared_data, 4)
     x = np.stack([preprocess.load_image(p, meta) for p in paths])
-    outs, _ = efficientnet.efficientnet_forward(params, meta, x, outputs=("block3", "pool", "logits"))
+    outs = host(efficientnet.efficientnet_forward(dev(params), meta, dev(x), outputs=("block3", "pool", "logits"))[0])
     with torch.no_grad():
         pooled, logits = torch_reference(torch, state)(torch.from_numpy(x.transpose(0, 3, 1, 2)))
     assert outs["pool"].shape == (4, 1280) and outs["logits"].shape == (4, 1000)
@@ -104,7 +105,7 @@ def test_top5_of_real_photos_are_plausible(lite0, shared_data, capsys):
     params, meta, _ = lite0
     paths = coco_photos(shared_data, 6)
     x = np.stack([preprocess.load_image(p, meta) for p in paths])
-    logits = efficientnet.efficientnet_forward(params, meta, x, outputs=("logits",))[0]["logits"]
+    logits = host(efficientnet.efficientnet_forward(dev(params), meta, dev(x), outputs=("logits",))[0]["logits"])
     names = imagenet.class_names()
     tops = imagenet.top_k(logits, k=5)
     with capsys.disabled():
@@ -135,7 +136,7 @@ def test_random_small_network_any_size(rng):
     )
     params = efficientnet.init_params(meta, rng)
     x = rng.standard_normal((2, 37, 41, 3)).astype(np.float32)
-    outs, _ = efficientnet.efficientnet_forward(params, meta, x, outputs=("stem", "block2", "logits"))
+    outs = host(efficientnet.efficientnet_forward(dev(params), meta, dev(x), outputs=("stem", "block2", "logits"))[0])
     assert outs["stem"].shape == (2, 19, 21, 8) and outs["block2"].shape == (2, 10, 11, 16)
     assert outs["logits"].shape == (2, 5)
 
@@ -174,7 +175,7 @@ def test_extract_with_an_efficientnet_weights_file(tmp_path, rng):
     extract.main([*common, "--out", str(tmp_path / "g"), "--layer", "logits"])
     rows = np.load(tmp_path / "g" / "features.npy")
     x = np.stack([preprocess.load_image(p, meta) for p in sorted(folder.glob("*.png"))])
-    want = efficientnet.efficientnet_forward(params, meta, x, outputs=("logits",))[0]["logits"]
+    want = host(efficientnet.efficientnet_forward(dev(params), meta, dev(x), outputs=("logits",))[0]["logits"])
     np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(UserError, match="no such layer|not a layer"):
         extract.main([*common, "--out", str(tmp_path / "h"), "--layer", "fc7"])

@@ -5,6 +5,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import dev
 
 from minicnnrnn.rnn import baselines, beam_search, model, presence, projection
 
@@ -47,7 +48,7 @@ def _brute_force(params, I, max_labels, min_labels):
 @pytest.mark.parametrize("max_labels, min_labels", [(K, 0), (2, 0), (3, 1)])
 def test_exact_equals_the_sum_over_all_paths(setup, max_labels, min_labels):
     params, I = setup
-    p, err, method = presence.presence(params, I, max_labels=max_labels, min_labels=min_labels)
+    p, err, method = presence.presence(dev(params), dev(I), max_labels=max_labels, min_labels=min_labels)
     assert method == "exact" and not err.any()
     np.testing.assert_allclose(p, _brute_force(params, I, max_labels, min_labels), rtol=1e-10, atol=1e-12)
     assert (p >= 0).all() and (p <= 1 + 1e-12).all()
@@ -57,16 +58,16 @@ def test_exact_equals_the_sum_over_all_paths(setup, max_labels, min_labels):
 @pytest.mark.parametrize("max_labels, min_labels", [(K, 0), (3, 1)])
 def test_sampling_agrees_with_exact_within_its_error(setup, max_labels, min_labels):
     params, I = setup
-    exact, _, _ = presence.presence(params, I, max_labels=max_labels, min_labels=min_labels)
+    exact, _, _ = presence.presence(dev(params), dev(I), max_labels=max_labels, min_labels=min_labels)
     est, err, method = presence.presence(
-        params, I, max_labels=max_labels, min_labels=min_labels, samples=400, seed=3, exact_limit=0
+        dev(params), dev(I), max_labels=max_labels, min_labels=min_labels, samples=400, seed=3, exact_limit=0
     )
     assert method == "sampled" and (err > 0).any()
     z = np.abs(est - exact) / np.maximum(err, 1e-12)
     assert z.max() < 5 and np.abs(est - exact).max() < 0.03
-    again, _, _ = presence.presence(params, I, max_labels=max_labels, samples=400, seed=3, exact_limit=0)
+    again, _, _ = presence.presence(dev(params), dev(I), max_labels=max_labels, samples=400, seed=3, exact_limit=0)
     np.testing.assert_array_equal(
-        again, presence.presence(params, I, max_labels=max_labels, samples=400, seed=3, exact_limit=0)[0]
+        again, presence.presence(dev(params), dev(I), max_labels=max_labels, samples=400, seed=3, exact_limit=0)[0]
     )
 
 
@@ -74,7 +75,9 @@ def test_no_rnn_step_and_sizes():
     rng = np.random.default_rng(1)
     params = baselines.init_no_rnn(K, D, E, H, rng)
     I = rng.standard_normal((2, D)).astype(np.float32)
-    exact, _, _ = presence.presence(params, I, step_fn=baselines.no_rnn_step, max_labels=3)
-    est, _, _ = presence.presence(params, I, step_fn=baselines.no_rnn_step, max_labels=3, samples=300, exact_limit=0)
+    exact, _, _ = presence.presence(dev(params), dev(I), step_fn=baselines.no_rnn_step, max_labels=3)
+    est, _, _ = presence.presence(
+        dev(params), dev(I), step_fn=baselines.no_rnn_step, max_labels=3, samples=300, exact_limit=0
+    )
     assert np.abs(est - exact).max() < 0.05
     assert presence.n_prefixes(20, 3) == 401 and presence.n_prefixes(K, K) == 1 + 4 + 12 + 24

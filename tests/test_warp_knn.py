@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import dev, host
 
 from minicnnrnn import train
 from minicnnrnn.baselines import knn, warp
@@ -55,14 +56,14 @@ def test_rank_weights():
 
 
 def test_knn_votes_of_the_nearest_training_images():
-    X = knn.unit_rows(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]]))
-    Y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]], np.float32)
-    index, sim = knn.neighbours(knn.unit_rows(np.array([[1.0, 0.05]])), X, 2)
-    assert list(index[0]) == [0, 1]
-    v = knn.vote(index, sim, Y, 2)
+    X = knn.unit_rows(dev(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])))
+    Y = dev(np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]], np.float32))
+    index, sim = knn.neighbours(knn.unit_rows(dev(np.array([[1.0, 0.05]]))), X, 2)
+    assert list(host(index)[0]) == [0, 1]
+    v = host(knn.vote(index, sim, Y, 2))
     assert v[0, 0] == pytest.approx(1.0) and 0.4 < v[0, 1] < 0.6 and v[0, 2] == 0
-    loo, _ = knn.neighbours(X[:1], X, 1, exclude=np.array([0]))
-    assert loo[0, 0] == 1  # leave-one-out: an image is not its own neighbour
+    loo, _ = knn.neighbours(X[:1], X, 1, exclude=dev(np.array([0])))
+    assert host(loo)[0, 0] == 1  # leave-one-out: an image is not its own neighbour
 
 
 def test_fit_knn_chooses_k_by_leave_one_out(rng):
@@ -74,7 +75,7 @@ def test_fit_knn_chooses_k_by_leave_one_out(rng):
     params = knn.fit_knn(cfg, X, Y, np.random.default_rng(0))
     assert int(params["k"][0]) in knn.K_GRID and params["X"].shape == (300, 6)
     np.testing.assert_allclose(np.linalg.norm(params["X"], axis=1), 1, rtol=1e-5)
-    votes = knn.knn_scores(params, centres)
+    votes = host(knn.knn_scores(dev(params), dev(centres)))
     np.testing.assert_array_equal(votes.argmax(axis=1), np.arange(4))
 
 

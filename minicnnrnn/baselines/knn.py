@@ -72,8 +72,8 @@ def fit_knn(cfg, features, labels, rng):
     grid = [k for k in K_GRID if k < N] or [1]
     votes = {k: [] for k in grid}
     for start in range(0, len(queries), _BLOCK):
-        rows = queries[start : start + _BLOCK]
-        index, sim = neighbours(X[rows], X, max(grid), exclude=backend.to_device(rows))
+        rows = backend.to_device(queries[start : start + _BLOCK])  # a device index for device rows
+        index, sim = neighbours(X[rows], X, max(grid), exclude=rows)
         for k in grid:
             votes[k].append(backend.to_host(vote(index, sim, Y, k)))
     truth = np.asarray(labels)[queries]
