@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from minicnnrnn import train
+from minicnnrnn.core import backend
 from minicnnrnn.rnn import alignment, label_paths, model
 from minicnnrnn.tinyscenes import features, scenes
 from minicnnrnn.training import checkpoint, optim
@@ -216,7 +217,9 @@ state = checkpoint.load(os.path.join(run_dir, "cnn-rnn", "best.npz"))
 norm = state["config"].feature_norm
 I3 = train_data.normalise(I_train[:3], norm)
 Y3 = Y_train[:3]
-pred, logp = alignment.rollout(state["params"], I3, int(Y3.sum(1).max()))
+# the model runs on the backend (NumPy or CuPy); the rollout hands back host arrays
+params_dev, I3_dev = backend.params_to_device(state["params"]), backend.to_device(np.asarray(I3, np.float32))
+pred, logp = alignment.rollout(params_dev, I3_dev, int(Y3.sum(1).max()))
 freq = label_paths.label_order(Y_train, "freq")
 for how in ("mla", "pla"):
     for n, seq in enumerate(alignment.align(Y3, pred, logp, how)):
