@@ -174,13 +174,19 @@ def write_log(out, history):
     plt.close(fig)
 
 
-def evaluate(cfg, params, data):
+def evaluate(cfg, params, data, ranking_cfg=None):
     """Decode and score the test split (§4.1). Returns ``{"metrics": {the 8 keys of
     metrics.METRIC_KEYS}, "per_class_ap": [K], "labels_per_image": float, "pred": (n, K)
     uint8, "scores": (n, K)}``, metrics in percent (NaN AP: a class without test
     positives). AP is ``cfg.ap_mode``; VOC "difficult" entries are ignored. The ranking
-    metrics use ``Decoded.scores``: P(label in path) for the path models."""
-    pred, scores = models.predict_sets(cfg, params, data.test_features)
+    metrics use ``Decoded.scores``: P(label in path) for the path models, under
+    ``ranking_cfg``'s decoding rules when given (``--tune-decoding`` changes how the label
+    sets are decoded, not the paths' distribution that ranks the labels)."""
+    if ranking_cfg is None:
+        pred, scores = models.predict_sets(cfg, params, data.test_features)
+    else:  # label sets decoded by cfg, ranking scores of the model's own paths (ranking_cfg)
+        pred, _ = models.predict_sets(cfg, params, data.test_features, ranking=False)
+        _, scores = models.predict_sets(ranking_cfg, params, data.test_features)
     result, ap = metrics.evaluate_with_ap(pred, scores, data.test_labels, data.test_ignore, ap_mode=cfg.ap_mode)
     return {
         "metrics": result,
@@ -212,11 +218,12 @@ def train_and_evaluate(cfg, data, out, resume=False):
     """fit + evaluate; writes OUT/metrics.json (``{"metrics": {...}, "labels_per_image",
     "run": run_record()}``) and OUT/per_class_AP.json. Returns the evaluate() result."""
     params, history = fit(cfg, data, out, resume)
-    chosen = None
+    chosen, ranking_cfg = None, None
     if cfg.tune_decoding and models.KINDS[cfg.model].paths and data.val_labels is not None:
+        ranking_cfg = cfg
         cfg, chosen = selection.tune_decoding(cfg, params, data)
         print(f"{cfg.model}: decoding chosen on validation: beam {cfg.beam}, min-labels {cfg.min_labels}", flush=True)
-    result = evaluate(cfg, params, data)
+    result = evaluate(cfg, params, data, ranking_cfg)
     record = {
         "metrics": result["metrics"],
         "labels_per_image": result["labels_per_image"],
