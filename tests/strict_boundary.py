@@ -55,6 +55,8 @@ COMPUTE_MODULES = (
     "minicnnrnn.rnn.beam_search",
     "minicnnrnn.rnn.baselines",
     "minicnnrnn.cnn.vgg",
+    "minicnnrnn.cnn.efficientnet",
+    "minicnnrnn.cnn.backbones",
     "minicnnrnn.training.optim",
 )
 _HOST_FUNCTIONS = {
@@ -63,6 +65,7 @@ _HOST_FUNCTIONS = {
     ("minicnnrnn.rnn.baselines", "init_no_rnn"),
     ("minicnnrnn.rnn.baselines", "init_classifier"),
     ("minicnnrnn.cnn.vgg", "init_params"),
+    ("minicnnrnn.cnn.efficientnet", "init_params"),
     ("minicnnrnn.training.optim", "cosine_schedule"),
 }
 _HOST_METHODS = {"state_dict", "load_state_dict"}  # optimiser state is host data by contract
