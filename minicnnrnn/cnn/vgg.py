@@ -105,7 +105,7 @@ def init_params(meta, rng, dtype=numpy.float32):
     """Random host parameters: He-normal weights for ReLU layers, zero biases.
 
     rng: numpy.random.Generator. Returns {name: numpy array}; move them with
-    ``backend.params_to_device`` before calling :func:`forward`.
+    ``backend.params_to_device`` before calling :func:`vgg_forward`.
     """
     params = {}
     for kind, name, shape in layers(meta):
@@ -129,7 +129,7 @@ def vgg_forward(
     normalised as ``meta["preprocess"]`` says (S = meta["input_size"] when an fc
     output is asked for; conv/pool outputs work for any S).
     outputs: names such as "conv5_3", "pool5", "fc6", "fc7", "logits".
-    train: keep the caches for :func:`backward`, run to the logits and apply
+    train: keep the caches for :func:`vgg_backward`, run to the logits and apply
     dropout (probability dropout_p, masks drawn from rng) after hidden fc layers.
     method: convolution method, see :func:`minicnnrnn.layers.conv.conv_forward`.
     kernel_cache: optional dict, for inference with fixed weights over many

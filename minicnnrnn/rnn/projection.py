@@ -41,7 +41,7 @@ def projection_forward(o, I, params, dropout_mask=None, image=None):
     params: U_o_x (H, E), U_I_x (D, E), optional b_x (E,);
     dropout_mask: None (no dropout) or an array shaped like x holding 0 or 1/(1-p);
     image: None, or the (N, E) ``image_and_bias(I, params)`` already computed by the
-    caller; then I is not read here (pass it anyway if you will call :func:`backward`).
+    caller; then I is not read here (pass it anyway if you will call :func:`projection_backward`).
     Returns (x, cache) with x: (T, N, E) or (N, E).
     """
     if image is None:
@@ -55,7 +55,7 @@ def projection_forward(o, I, params, dropout_mask=None, image=None):
 
 
 def projection_backward(dx, cache, image_grad=True):
-    """Backward of :func:`forward`.
+    """Backward of :func:`projection_forward`.
 
     dx: shaped like x. Returns (do shaped like o, dI (N, D), grads) with grads
     holding U_o_x, U_I_x (and b_x if used). With ``image_grad=False`` dI is None
