@@ -1,18 +1,24 @@
 """Pretrain the small built-in CNN on the Tiny Scenes *pretrain* split.
 
 This plays the part of the ImageNet training of VGG16 in the paper (§4): a CNN
-learns to see the objects on pictures the CNN-RNN never meets, and is then kept
-fixed; its fc7 activations become the image representation ``I`` of Eq. 4.
+learns to see on pictures the CNN-RNN never meets, and is then kept fixed; its
+fc7 activations become the image representation ``I`` of Eq. 4. As ImageNet's
+classes are not COCO's labels, the default ``--task attributes`` is a *source
+task* that never names one of the 20 target labels (other object kinds, where
+objects are, which colours: :mod:`minicnnrnn.tinyscenes.source_task`).
+``--task labels`` trains on the 20 target labels themselves instead (the
+in-domain setting this project shipped before; see docs/training.md for what the
+difference does to the comparison of methods).
 
 The network is a VGG in miniature, built by :mod:`minicnnrnn.cnn.vgg` from a config
 list (3x3 convolutions + ReLU, 2x2 max-pools, then fc6, fc7 and a K-way
-classifier), trained with one independent sigmoid per label (binary
+classifier), trained with one independent sigmoid per output (binary
 cross-entropy, the "Binary cross-entropy" model of Table 3) by our hand-written
 backward pass and Adam. Each epoch ends with an atomic checkpoint; running an
 interrupted command again resumes from it (the checkpoint is removed when the
 run completes). The result is a weights file (see
 docs/DESIGN.md) plus a ``.json`` record: its SHA-256, the command, the time
-taken and the test mAP.
+taken and the mAP on held-out pretrain pictures (never a train or test picture).
 
     python -m minicnnrnn.pretrain --out minicnnrnn/weights/tinyscenes_cnn.npz
 
@@ -35,14 +41,14 @@ from minicnnrnn.core import backend, cli, fileio, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.layers import loss
-from minicnnrnn.tinyscenes import features, scenes
+from minicnnrnn.tinyscenes import features, scenes, source_task
 from minicnnrnn.training import optim
 
 CONFIG = [8, "M", 16, "M", 32, "M", 64, "M"]
 FC = [256, 256]
 DEFAULT_OUT = os.path.join("runs", "pretrain", "tinyscenes_cnn.npz")
 # The settings that define a run: a checkpoint is only resumed when they all agree.
-RUN_KEYS = ("epochs", "n_pretrain", "n_test", "size", "batch_size", "lr", "weight_decay", "dropout", "seed")
+RUN_KEYS = ("task", "epochs", "n_pretrain", "n_heldout", "size", "batch_size", "lr", "weight_decay", "dropout", "seed")
 
 
 def make_optimizer(params, weight_decay):
@@ -51,7 +57,25 @@ def make_optimizer(params, weight_decay):
     return optim.Adam(params, weight_decay, decayed=[k for k in params if k.endswith("/W")])
 
 
-def make_meta(images, size):
+# What the CNN learns to answer: (number of outputs, their names).
+TASKS = {
+    "attributes": (source_task.A, source_task.ATTRIBUTE_NAMES),
+    "labels": (scenes.K, scenes.LABEL_NAMES),
+}
+
+
+def load_task(task, n, size, cache_dir=None):
+    """The first ``n`` pretrain pictures and what ``task`` asks of them.
+
+    Returns ``(images (n, S, S, 3) uint8, targets (n, C) uint8)`` with C = A (30 source-task
+    answers) for "attributes" or K (20 target labels) for "labels".
+    """
+    if task == "attributes":
+        return source_task.load(n, size, cache_dir)
+    return scenes.load("pretrain", n, size, cache_dir)
+
+
+def make_meta(images, size, task="attributes"):
     """The weights file's meta, with per-channel mean and std measured on (the first 2000) pictures."""
     sample = images[:2000].reshape(-1, 3).astype(np.float64) / 255.0
     preprocess = {
@@ -61,17 +85,17 @@ def make_meta(images, size):
         "std": [round(float(s), 4) for s in sample.std(0)],
         "resize": "warp",
     }
-    meta = vgg.make_meta(
-        CONFIG, FC, scenes.K, size, preprocess, source="python -m minicnnrnn.pretrain on the Tiny Scenes pretrain split"
-    )
-    meta["label_names"] = list(scenes.LABEL_NAMES)
+    outputs, names = TASKS[task]
+    source = f"python -m minicnnrnn.pretrain --task {task} on the Tiny Scenes pretrain split"
+    meta = vgg.make_meta(CONFIG, FC, outputs, size, preprocess, source=source)
+    meta["label_names"] = list(names)  # the outputs' names: source-task answers or target labels
     return meta
 
 
 def train_epoch(params, meta, opt, images, labels, rng, args, step, total_steps):
     """One pass over the pictures in a random order. Returns (mean loss, step count after it).
 
-    images: (N, S, S, 3) uint8, labels: (N, K) uint8, both host. Pictures are
+    images: (N, S, S, 3) uint8, labels: (N, C) uint8 targets, both host. Pictures are
     mirrored left-right at random (every scene makes sense mirrored).
     """
     order = rng.permutation(len(images))
@@ -93,9 +117,9 @@ def train_epoch(params, meta, opt, images, labels, rng, args, step, total_steps)
 
 
 def evaluate(params, meta, images, labels):
-    """(test mAP, per-label APs (K,)) of the logits; non-interpolated AP per label, averaged.
+    """(mAP, per-output APs (C,)) of the logits; non-interpolated AP per output, averaged.
 
-    images: (N, S, S, 3) uint8, labels: (N, K) uint8, both host.
+    images: (N, S, S, 3) uint8, labels: (N, C) uint8, both host.
     """
     scores = features.run_cnn(params, meta, images, layer="logits")
     aps = metrics.average_precision(scores, labels, mode="sklearn")
@@ -130,11 +154,23 @@ def build_parser():
     p = cli.make_parser(
         "python -m minicnnrnn.pretrain",
         "Train the small built-in VGG-style CNN on the Tiny Scenes pretrain split "
-        "(per-label sigmoid cross-entropy, Adam) and write a weights file + .json record.",
+        "(per-output sigmoid cross-entropy, Adam) and write a weights file + .json record.",
+    )
+    p.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        default="attributes",
+        help="what the CNN learns: 'attributes', a source task that names no target label (the paper's "
+        "transfer setting, the shipped file), or 'labels', the 20 target labels themselves",
     )
     p.add_argument("--epochs", type=cli.positive_int, default=4, help="passes over the pretrain split")
     p.add_argument("--n-pretrain", type=cli.positive_int, default=12000, help="pretrain pictures")
-    p.add_argument("--n-test", type=cli.positive_int, default=2000, help="test pictures for the reported mAP")
+    p.add_argument(
+        "--n-heldout",
+        type=cli.positive_int,
+        default=2000,
+        help="pretrain pictures held out (after the first --n-pretrain) for the reported mAP",
+    )
     p.add_argument("--size", type=cli.positive_int, default=64, help="picture side in pixels (input_size of the CNN)")
     p.add_argument("--batch-size", type=cli.positive_int, default=16)
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (cosine-decayed to 0)")
@@ -190,11 +226,14 @@ def main(argv=None):
     _check_writable(args.out, "--out")
     _check_writable(checkpoint, "--checkpoint")
     t0, load_at_start = time.perf_counter(), (os.getloadavg() if hasattr(os, "getloadavg") else ())
-    images, labels = scenes.load("pretrain", args.n_pretrain, args.size, args.cache_dir)
-    test_images, test_labels = scenes.load("test", args.n_test, args.size, args.cache_dir)
+    # one stream of pretrain pictures: the first n_pretrain train the CNN, the next n_heldout score it
+    all_images, all_targets = load_task(args.task, args.n_pretrain + args.n_heldout, args.size, args.cache_dir)
+    images, labels = all_images[: args.n_pretrain], all_targets[: args.n_pretrain]
+    held_images, held_labels = all_images[args.n_pretrain :], all_targets[args.n_pretrain :]
     data_seconds = time.perf_counter() - t0
     print(
-        f"data: {len(images)} pretrain + {len(test_images)} test pictures of {args.size}x{args.size} "
+        f"data: {len(images)} pretrain + {len(held_images)} held-out pictures of {args.size}x{args.size}, "
+        f"task {args.task} ({labels.shape[1]} outputs) "
         f"({data_seconds:.1f} s, generated or from cache)"
     )
 
@@ -210,7 +249,7 @@ def main(argv=None):
         rng.bit_generator.state = state["rng"]
         print(f"resuming {checkpoint} after epoch {state['epoch']}")
     else:
-        meta = make_meta(images, args.size)
+        meta = make_meta(images, args.size, args.task)
         params = backend.params_to_device(vgg.init_params(meta, rng))
         opt = make_optimizer(params, args.weight_decay)
         state = {"settings": settings, "epoch": 0, "step": 0, "train_seconds": 0.0, "history": []}
@@ -225,7 +264,7 @@ def main(argv=None):
         )
         backend.synchronize()
         seconds = time.perf_counter() - t
-        test_map, _ = evaluate(params, meta, test_images, test_labels)
+        held_map, _ = evaluate(params, meta, held_images, held_labels)
         state["epoch"] += 1
         state["train_seconds"] += seconds
         state["rng"] = rng.bit_generator.state
@@ -233,17 +272,17 @@ def main(argv=None):
             {
                 "epoch": state["epoch"],
                 "loss": round(mean_loss, 5),
-                "test_mAP": round(test_map, 5),
+                "heldout_mAP": round(held_map, 5),
                 "seconds": round(seconds, 1),
             }
         )
         save_checkpoint(checkpoint, params, opt, meta, state)
         progress.say(
-            f"epoch {state['epoch']}/{args.epochs}: loss {mean_loss:.4f}  test mAP {100 * test_map:.2f}%  "
+            f"epoch {state['epoch']}/{args.epochs}: loss {mean_loss:.4f}  held-out mAP {100 * held_map:.2f}%  "
             f"{seconds:.0f} s ({len(images) / seconds:.0f} pictures/s)"
         )
 
-    test_map, aps = evaluate(params, meta, test_images, test_labels)
+    held_map, aps = evaluate(params, meta, held_images, held_labels)
     vgg.save(args.out, params, meta)
     record = {
         "file": os.path.basename(args.out),
@@ -255,12 +294,14 @@ def main(argv=None):
             "name": "tinyscenes",
             "generator_version": scenes.GENERATOR_VERSION,
             "pretrain_pictures": args.n_pretrain,
-            "test_pictures": args.n_test,
+            "heldout_pictures": args.n_heldout,
+            "task": args.task,
+            "source_version": source_task.SOURCE_VERSION,
             "size": args.size,
         },
         "parameters": n_params,
-        "test_mAP": round(test_map, 5),
-        "test_AP": {name: round(float(a), 4) for name, a in zip(scenes.LABEL_NAMES, aps)},
+        "heldout_mAP": round(held_map, 5),
+        "heldout_AP": {name: round(float(a), 4) for name, a in zip(meta["label_names"], aps)},
         "train_seconds": round(state["train_seconds"], 1),
         "data_seconds": round(data_seconds, 1),
         "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
@@ -272,7 +313,7 @@ def main(argv=None):
     os.remove(checkpoint)  # the run is complete: running the command again trains afresh
     print(
         f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB) and {features.sidecar_path(args.out)}: "
-        f"test mAP {100 * test_map:.2f}%, training {state['train_seconds']:.0f} s"
+        f"held-out mAP {100 * held_map:.2f}% ({args.task}), training {state['train_seconds']:.0f} s"
     )
     return 0
 

@@ -11,9 +11,9 @@ from minicnnrnn import pretrain
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend, fileio
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.tinyscenes import features, scenes
+from minicnnrnn.tinyscenes import features, scenes, source_task
 
-TINY = ["--n-pretrain", "48", "--n-test", "24", "--size", "32", "--batch-size", "16", "--epochs", "2"]
+TINY = ["--n-pretrain", "48", "--n-heldout", "24", "--size", "32", "--batch-size", "16", "--epochs", "2"]
 
 
 def _args(tmp_path, *extra):
@@ -31,7 +31,7 @@ def _args(tmp_path, *extra):
 def test_training_steps_decrease_the_loss():
     """Several Adam steps on 32 pictures lower the BCE loss on those pictures."""
     images, labels = scenes.generate(32, seed=5, size=32)
-    meta = pretrain.make_meta(images, 32)
+    meta = pretrain.make_meta(images, 32, task="labels")
     rng = np.random.default_rng(0)
     params = backend.params_to_device(vgg.init_params(meta, rng))
     opt = pretrain.make_optimizer(params, weight_decay=0.0)
@@ -54,15 +54,34 @@ def test_run_writes_weights_record_and_checkpoint(tmp_path, capsys):
     assert pretrain.main(_args(tmp_path)) == 0
     params, meta = vgg.load(tmp_path / "cnn.npz")
     assert meta["config"] == pretrain.CONFIG and meta["fc"] == pretrain.FC
-    assert meta["num_classes"] == scenes.K and meta["label_names"] == scenes.LABEL_NAMES
+    # the default task is the source task: its outputs name no target label
+    assert meta["num_classes"] == source_task.A and meta["label_names"] == source_task.ATTRIBUTE_NAMES
+    assert not set(meta["label_names"]) & set(scenes.LABEL_NAMES)
     record = json.loads((tmp_path / "cnn.json").read_text())
     assert record["sha256"] == features.file_sha256(tmp_path / "cnn.npz")
-    assert 0.0 < record["test_mAP"] <= 1.0 and len(record["history"]) == 2
+    assert record["settings"]["task"] == "attributes" and record["dataset"]["task"] == "attributes"
+    assert 0.0 < record["heldout_mAP"] <= 1.0 and len(record["history"]) == 2
     assert record["command"].startswith("python -m minicnnrnn.pretrain --n-pretrain 48")
     assert not os.path.exists(tmp_path / "ckpt.npz")  # removed once the run is complete
     # the record's checksum is what load_builtin_cnn verifies
     loaded, _ = features.load_builtin_cnn(str(tmp_path / "cnn.npz"))
     assert all(np.array_equal(loaded[k], params[k]) for k in params)
+
+
+def test_labels_task_trains_on_the_target_labels(tmp_path):
+    assert pretrain.main(_args(tmp_path, "--task", "labels")) == 0
+    _, meta = vgg.load(tmp_path / "cnn.npz")
+    assert meta["num_classes"] == scenes.K and meta["label_names"] == scenes.LABEL_NAMES
+
+
+def test_heldout_pictures_are_pretrain_pictures_after_the_training_ones(tmp_path):
+    """The reported mAP is scored on pretrain-seed pictures the CNN did not train on, never on test pictures."""
+    images, answers = pretrain.load_task("attributes", 48 + 24, 32, str(tmp_path))
+    first, _ = scenes.generate(48, scenes.SPLIT_SEEDS["pretrain"], 32)
+    test, _ = scenes.generate(24, scenes.SPLIT_SEEDS["test"], 32)
+    np.testing.assert_array_equal(images[:48], first)
+    assert not any((images[48:] == t).all() for t in test)
+    assert answers.shape == (72, source_task.A)
 
 
 def _interrupt_in_second_epoch(monkeypatch, folder):
@@ -127,7 +146,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, bad, match):
         pretrain.main(_args(tmp_path) + bad)
 
 
-@pytest.mark.parametrize("bad", [["--epochs", "0"], ["--n-test", "-3"], ["--seed", "-1"], ["--size", "x"]])
+@pytest.mark.parametrize("bad", [["--epochs", "0"], ["--n-heldout", "-3"], ["--seed", "-1"], ["--size", "x"]])
 def test_bad_counts_stop_in_argparse_with_one_line(tmp_path, capsys, bad):
     with pytest.raises(SystemExit) as exit_info:
         pretrain.main(_args(tmp_path) + bad)

@@ -380,6 +380,11 @@ def lamp(c, rng, x, y, h):
 # ---------------------------------------------------------------- clutter
 
 
+# The distractors' kinds, in the order clutter() numbers them. They are no label of the
+# target task; the pretraining source task (tinyscenes/source_task.py) asks for them.
+CLUTTER_KINDS = ("bush", "rock", "ball", "box", "blob")
+
+
 def clutter(c, rng, y0, y1):
     """One distractor between rows y0 and y1 that is not a label: a bush, rock, ball, box or blob.
 
@@ -387,6 +392,7 @@ def clutter(c, rng, y0, y1):
     the sun, bright colours like cars) so that colour alone is never enough.
     """
     kind = int(rng.integers(5))
+    c.owner = CLUTTER_KINDS[kind]  # only the source task's owner map names them (not labels)
     x, y, s = rng.uniform(0.0, 1.0), rng.uniform(y0, y1), rng.uniform(0.03, 0.1)
     if kind == 0:  # bush
         green = jitter(rng, (50, 130, 50), 30)

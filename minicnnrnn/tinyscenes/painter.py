@@ -177,6 +177,7 @@ def _table_with_cup(c, rng, x, y, w, labels):
 
 def _frame(c, rng, x, y, w):
     """A picture frame or window on an indoor wall: clutter with sharp edges."""
+    c.owner = "frame"  # not a label; a kind of the source task (tinyscenes/source_task.py)
     c.rect(x, y, x + w, y + w * rng.uniform(0.6, 1.2), dr.jitter(rng, dr.pick(rng, dr.WOOD + [(40, 40, 40)]), 20))
     inner = dr.jitter(rng, dr.pick(rng, dr.BRIGHT + [(150, 200, 230)]), 40)
     c.rect(x + 0.1 * w, y + 0.1 * w, x + 0.9 * w, y + w * 0.5, inner)

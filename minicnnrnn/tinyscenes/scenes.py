@@ -229,23 +229,20 @@ def render(rng, size=64, objects=False):
 
 
 def _render_range(args):
-    """Pictures start..stop-1 of a seed (a top-level function so worker processes can run it)."""
-    seed, start, stop, size, objects = args
-    n = stop - start
-    images = np.empty((n, size, size, 3), dtype=np.uint8)
-    labels = np.empty((n, K), dtype=np.uint8)
-    owners = np.empty((n, size, size), dtype=np.uint8) if objects else None
-    areas = np.empty((n, K), dtype=np.float32) if objects else None
-    for i in range(start, stop):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
-        drawn = render(rng, size, objects)
-        images[i - start], labels[i - start] = drawn[:2]
-        if objects:
-            owners[i - start], areas[i - start] = drawn[2:]
-    return images, labels, owners, areas
+    """Pictures start..stop-1 of a seed (a top-level function so worker processes can run it).
+
+    ``draw(rng, size)`` returns one picture's tuple of arrays; the result stacks each of them.
+    """
+    seed, start, stop, size, draw = args
+    rows = [draw(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,))), size) for i in range(start, stop)]
+    return tuple(np.stack(column) for column in zip(*rows))
 
 
-def generate(n, seed, size=64, workers=None, objects=False):
+def _render_objects(rng, size):
+    return render(rng, size, objects=True)
+
+
+def generate(n, seed, size=64, workers=None, objects=False, draw=None):
     """Generate ``n`` pictures from ``seed``.
 
     Returns ``images: (n, size, size, 3) uint8`` (RGB) and ``labels: (n, K) uint8``
@@ -255,6 +252,8 @@ def generate(n, seed, size=64, workers=None, objects=False):
     start method (Linux, macOS), elsewhere the pictures are drawn in this process.
     objects: also return ``owners (n, size, size) uint8`` and ``areas (n, K) float32``
     (see :func:`render`); images and labels are the same either way.
+    draw: another top-level ``draw(rng, size) -> tuple of arrays`` to run instead of
+    :func:`render` (the pretraining source task uses it); its arrays are returned stacked.
     """
     n, size = int(n), int(size)
     if n < 1:
@@ -263,14 +262,15 @@ def generate(n, seed, size=64, workers=None, objects=False):
         raise UserError(f"size: pictures must be at least 16 pixels wide, got {size}")
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if n >= 4000 else 1
-    chunks = [(seed, a, min(n, a + CHUNK), size, bool(objects)) for a in range(0, n, CHUNK)]
+    draw = draw or (_render_objects if objects else render)
+    chunks = [(seed, a, min(n, a + CHUNK), size, draw) for a in range(0, n, CHUNK)]
     if workers > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
         # fork, not spawn: spawn would re-run the caller's script in every worker
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             parts = pool.map(_render_range, chunks)
     else:
         parts = [_render_range(ch) for ch in chunks]
-    return tuple(np.concatenate([p[j] for p in parts]) for j in range(4 if objects else 2))
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))
 
 
 def dataset_key(split, n, size=64):
