@@ -34,8 +34,8 @@ import numpy as np
 from minicnnrnn import pretrain
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend, numgrad
-from minicnnrnn.layers import loss
 from minicnnrnn.evaluation import metrics
+from minicnnrnn.layers import loss
 from minicnnrnn.tinyscenes import features, scenes, source_task, stats
 
 FAST = os.environ.get("MINICNNRNN_TUTORIAL_FAST") == "1"
