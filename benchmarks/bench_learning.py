@@ -12,12 +12,16 @@ pla, mla), plus BCE at the CNN-RNN's (freq) per-image label counts and BCE thres
 shipped CNN) and ``iaprtc12`` (``../shared/data/iaprtc12/iaprtc12.npz`` when present; a
 seeded subset of ``--iapr-train`` / ``--iapr-test`` images, the same for every method).
 The table (markdown) goes to stdout and to ``--out``/table.md; every run's metrics.json
-stays under ``--out``.
+stays under ``--out``. Column ``val`` is the validation O-F1 + C-F1 that chose each run's
+epoch (and, with ``--tune-decoding``, its beam and shortest path): the only figure a
+setting may be chosen by.
 """
 
 import argparse
 import contextlib
+import csv
 import io
+import json
 import os
 import sys
 import time
@@ -34,7 +38,7 @@ from minicnnrnn.training import data as train_data  # noqa: E402
 IAPR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "iaprtc12", "iaprtc12.npz")
 IAPR_FALLBACK = "/work/shared/data/iaprtc12/iaprtc12.npz"
 ORDERS = ("freq", "rare", "random", "pla", "mla")
-COLUMNS = ("C-F1", "O-F1", "MAP@10", "mAP", "L/img")
+COLUMNS = ("C-F1", "O-F1", "MAP@10", "mAP", "L/img", "val")
 
 
 def iapr_subset(n_train, n_test, folder):
@@ -61,8 +65,10 @@ def iapr_subset(n_train, n_test, folder):
 def run_seed(dataset, seed, opts, out):
     """Every method on one dataset and seed: {row title: {column: value}}."""
     argv = ["--dataset", dataset, "--seed", str(seed), "--epochs", str(opts.epochs), "--hidden", str(opts.hidden)]
+    argv += ["--embed", str(opts.embed)]
     argv += ["--n-train", str(opts.n_train), "--n-test", str(opts.n_test)]
     argv += ["--presence-samples", str(opts.samples), "--val-fraction", str(opts.val_fraction)]
+    argv += ["--tune-decoding"] if opts.tune_decoding else []
     args = train.make_parser().parse_args(argv)
     backend.use(args.backend)
     data = selection.split_validation(train_data.load(args), args.val_fraction, seed)
@@ -83,13 +89,34 @@ def run_seed(dataset, seed, opts, out):
             rows[title] = {c: float("nan") for c in COLUMNS}
             continue
         results[(name, order)] = result
-        rows[title] = dict(result["metrics"], **{"L/img": result["labels_per_image"]})
+        val = validation_score(os.path.join(out, f"{name}-{order}"))
+        rows[title] = dict(result["metrics"], **{"L/img": result["labels_per_image"], "val": val})
         print(f"  {dataset} seed {seed} {title}: {time.perf_counter() - start:.0f} s", flush=True)
-    if ("bce", "freq") in results and ("cnn-rnn", "freq") in results:
-        both = {"bce": results[("bce", "freq")], "cnn-rnn": results[("cnn-rnn", "freq")]}
-        for title, r in train.matched_rows(data, cfg, both).items():
-            rows[title.replace("CNN-RNN's", "CNN-RNN freq")] = dict(r["metrics"], **{"L/img": r["labels_per_image"]})
+    # the best CNN-RNN setting of this seed, chosen on validation only, and BCE at its label counts
+    tried = [o for o in opts.orders if ("cnn-rnn", o) in results]
+    best = max(tried, key=lambda o: rows[f"CNN-RNN {o}"]["val"], default=None)
+    if best is not None:
+        rows["CNN-RNN, order chosen on validation"] = dict(rows[f"CNN-RNN {best}"])
+        print(f"  {dataset} seed {seed}: validation chose CNN-RNN {best}", flush=True)
+    for order, name in (("freq", "CNN-RNN freq"), (best, "the chosen CNN-RNN")):
+        if ("bce", "freq") in results and ("cnn-rnn", order) in results:
+            both = {"bce": results[("bce", "freq")], "cnn-rnn": results[("cnn-rnn", order)]}
+            for title, r in train.matched_rows(data, cfg, both).items():
+                if order == best or "counts" in title:  # the thresholded row does not depend on the order
+                    row = dict(r["metrics"], **{"L/img": r["labels_per_image"]})
+                    rows.setdefault(title.replace("CNN-RNN's", name), row)
     return rows
+
+
+def validation_score(folder):
+    """The validation O-F1 + C-F1 that chose the run's scored epoch (and its decoding, when tuned)."""
+    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
+        run = json.load(f)["run"]
+    if "decoding" in run:
+        return float(run["decoding"]["val_score"])
+    with open(os.path.join(folder, "log.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return float(next(r["val_score"] for r in rows if int(r["epoch"]) == run["scored_epoch"]))
 
 
 def table(per_seed, seeds):
@@ -116,12 +143,18 @@ def main(argv=None):
     p.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--embed", type=int, default=64, help="label embedding size E")
     p.add_argument("--n-train", type=int, default=2000, help="built-in training images")
     p.add_argument("--n-test", type=int, default=500, help="built-in test images")
     p.add_argument("--iapr-train", type=int, default=2000)
     p.add_argument("--iapr-test", type=int, default=500)
     p.add_argument("--samples", type=int, default=30, help="--presence-samples")
     p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--tune-decoding",
+        action="store_true",
+        help="path models choose beam and shortest path on validation (train --tune-decoding)",
+    )
     p.add_argument("--out", default=os.path.join("runs", "bench_learning"))
     opts = p.parse_args(argv)
     os.makedirs(opts.out, exist_ok=True)
@@ -137,9 +170,11 @@ def main(argv=None):
         per_seed = [run_seed(dataset, s, opts, os.path.join(opts.out, name, str(s))) for s in opts.seeds]
         parts.append(f"**{name}** (k = 3)\n\n" + table(per_seed, opts.seeds))
     sizes = (
-        f"settings: epochs {opts.epochs}, H {opts.hidden}, E 64, built-in {opts.n_train} train / {opts.n_test} test, "
+        f"settings: epochs {opts.epochs}, H {opts.hidden}, E {opts.embed}, "
+        f"built-in {opts.n_train} train / {opts.n_test} test, "
         f"iaprtc12 subset {opts.iapr_train} / {opts.iapr_test}, validation {opts.val_fraction}, "
-        f"{opts.samples} presence samples; {time.perf_counter() - start:.0f} s"
+        f"{opts.samples} presence samples{', decoding tuned on validation' if opts.tune_decoding else ''}; "
+        f"{time.perf_counter() - start:.0f} s"
     )
     text = "\n\n".join(parts + [sizes]) + "\n"
     with open(os.path.join(opts.out, "table.md"), "w", encoding="utf-8") as f:

@@ -67,7 +67,7 @@ TASKS = {
 def load_task(task, n, size, cache_dir=None):
     """The first ``n`` pretrain pictures and what ``task`` asks of them.
 
-    Returns ``(images (n, S, S, 3) uint8, targets (n, C) uint8)`` with C = A (30 source-task
+    Returns ``(images (n, S, S, 3) uint8, targets (n, C) uint8)`` with C = A (86 source-task
     answers) for "attributes" or K (20 target labels) for "labels".
     """
     if task == "attributes":
@@ -163,7 +163,7 @@ def build_parser():
         help="what the CNN learns: 'attributes', a source task that names no target label (the paper's "
         "transfer setting, the shipped file), or 'labels', the 20 target labels themselves",
     )
-    p.add_argument("--epochs", type=cli.positive_int, default=4, help="passes over the pretrain split")
+    p.add_argument("--epochs", type=cli.positive_int, default=8, help="passes over the pretrain split")
     p.add_argument("--n-pretrain", type=cli.positive_int, default=12000, help="pretrain pictures")
     p.add_argument(
         "--n-heldout",

@@ -15,20 +15,24 @@ def test_pictures_and_labels_are_those_of_the_plain_generator():
 
 def test_no_answer_is_a_target_label():
     assert not set(source_task.ATTRIBUTE_NAMES) & set(scenes.LABEL_NAMES)
-    assert len(set(source_task.ATTRIBUTE_NAMES)) == source_task.A == 30
+    assert len(set(source_task.ATTRIBUTE_NAMES)) == source_task.A == 86
 
 
 def test_answers_of_a_drawn_owner_map():
-    """A rock in the top-left cell, a target object filling the bottom row, an all-blue picture."""
+    """A rock in the top-left cell, a red target object filling the bottom row, the rest blue."""
     image = np.zeros((16, 16, 3), dtype=np.uint8) + np.array(source_task.PALETTE["blue"], dtype=np.uint8)
-    owners = np.zeros((32, 32), dtype=np.uint8)
-    owners[0:4, 0:4] = source_task.OWNER_IDS["rock"]  # 16 of 64 pixels of cell (0, 0)
+    image[12:] = source_task.PALETTE["red"]
+    owners = np.zeros((32, 32), dtype=np.uint8)  # 2 drawing pixels per picture pixel, 4 per grid cell
+    owners[0:2, 0:2] = source_task.OWNER_IDS["rock"]  # 4 of 16 drawing pixels of cell (0, 0)
     owners[24:, :] = source_task.OWNER_IDS["person"]  # every target label is the same "object" number
     got = dict(zip(source_task.ATTRIBUTE_NAMES, source_task.answers(image, owners)))
     assert got["rock"] == 1 and got["bush"] == 0 and got["frame"] == 0
     assert got["object_at_r0c0"] == 1 and got["object_at_r0c1"] == 0
-    assert all(got[f"object_at_r3c{c}"] == 1 for c in range(4))
-    assert got["colour_blue"] == 1 and got["colour_green"] == 0
+    assert all(got[f"object_at_r{r}c{c}"] == 1 for r in (6, 7) for c in range(8))
+    assert got["object_at_r5c0"] == 0
+    assert got["colour_blue"] == 1 and got["colour_red"] == 1 and got["colour_green"] == 0
+    # the rock's picture pixel is blue, but too few to count; the object row is red
+    assert got["object_colour_red"] == 1 and got["object_colour_blue"] == 0
 
 
 def test_every_kind_occurs_and_answers_vary():

@@ -109,9 +109,9 @@ print(f"P(boat | person, water) = {has['boat'][both].mean():.2f}   ({both.sum()}
 # `python -m minicnnrnn.pretrain`) was never taught the 20 labels. As VGG16 learned
 # ImageNet's classes and is then used for COCO's, it learned a *source task* on the
 # pretrain split (`minicnnrnn.tinyscenes.source_task`): which distractors are visible
-# (bush, rock, ball, box, blob, frame), where objects are on a 4 x 4 grid, which
-# colours cover the picture. Its record holds the AP of each answer on held-out
-# pretrain pictures.
+# (bush, rock, ball, box, blob, frame), where objects are on an 8 x 8 grid, which
+# colours cover the picture and which cover the things in it. Its record holds the
+# AP of each answer on held-out pretrain pictures.
 
 # %%
 record = json.load(open(features.sidecar_path(features.WEIGHTS_PATH), encoding="utf-8"))
@@ -173,7 +173,7 @@ for i in range(6):
 # The CNN is a VGG in miniature: 3x3 convolutions with ReLU, 2x2 max-pools, then
 # fc6, fc7 and one logit per output, trained with a sigmoid cross-entropy per output
 # (independent binary classifiers, as Table 3's "Binary cross-entropy"). Its outputs
-# are the source task's 30 answers, not the labels.
+# are the source task's 86 answers, not the labels.
 #
 # First we check the whole hand-written backward pass (conv, pool, dense, ReLU,
 # loss) against centred finite differences on a tiny float64 network.

@@ -9,13 +9,16 @@ a train or test picture) to answer questions that never name a target label:
 * **other object kinds** (6): is a bush, rock, ball, box, blob or picture frame
   visible? These are the distractors the painter adds to every scene
   (:func:`minicnnrnn.tinyscenes.drawing.clutter`); no target label is one of them;
-* **where things are** (16): does any object, of any kind, cover at least
-  ``CELL_COVER`` of each cell of a 4 x 4 grid? It is told *that* an object is
+* **where things are** (64): does any object, of any kind, cover at least
+  ``CELL_COVER`` of each cell of an 8 x 8 grid? It is told *that* an object is
   there, never *which* label it is;
 * **colours** (8): does each colour of a small palette cover at least
   ``COLOUR_COVER`` of the picture?
+* **colours of things** (8): does each palette colour cover at least
+  ``OBJECT_COLOUR_COVER`` of the picture *on objects* (any kind, the background
+  excluded)?
 
-A BCE head on fc7 has to learn the 20 labels from features made for these 30
+A BCE head on fc7 has to learn the 20 labels from features made for these 86
 questions, as the paper's heads learn COCO labels from ImageNet features. The
 answers come from the drawing itself (an owner map of kinds, see
 :class:`minicnnrnn.tinyscenes.drawing.Canvas`), so the pictures are byte-identical
@@ -27,13 +30,14 @@ import numpy as np
 from minicnnrnn.tinyscenes import cache, drawing, painter, scenes
 
 # Bump when a change alters any answer: it is part of the cache key.
-SOURCE_VERSION = 1
+SOURCE_VERSION = 2
 
 OBJECT_KINDS = list(drawing.CLUTTER_KINDS) + ["frame"]
-GRID = 4
+GRID = 8
 CELL_COVER = 0.1  # fraction of a grid cell that objects must cover
 KIND_COVER = 0.002  # fraction of the picture a kind must cover to count as visible
 COLOUR_COVER = 0.04  # fraction of the picture a palette colour must cover
+OBJECT_COLOUR_COVER = 0.01  # fraction of the picture a palette colour must cover on objects
 # Palette of named colours; each pixel counts for its nearest (Euclidean RGB).
 PALETTE = {
     "black": (20, 20, 25),
@@ -49,8 +53,9 @@ ATTRIBUTE_NAMES = (
     OBJECT_KINDS
     + [f"object_at_r{r}c{c}" for r in range(GRID) for c in range(GRID)]
     + [f"colour_{name}" for name in PALETTE]
+    + [f"object_colour_{name}" for name in PALETTE]
 )
-A = len(ATTRIBUTE_NAMES)  # 30
+A = len(ATTRIBUTE_NAMES)  # 86
 # Owner numbers for the source task's map: 1 for every target-label object (which one
 # is not told), 2.. for the other kinds.
 TARGET_OBJECT = 1
@@ -70,7 +75,10 @@ def answers(image, owners):
     pixels = image.reshape(-1, 1, 3).astype(np.float32)
     nearest = ((pixels - palette[None]) ** 2).sum(axis=2).argmin(axis=1)
     colours = np.bincount(nearest, minlength=len(palette)) / len(nearest) >= COLOUR_COVER
-    return np.concatenate([kinds, cells.ravel() >= CELL_COVER, colours]).astype(np.uint8)
+    f = owners.shape[0] // image.shape[0]
+    on_object = (owners[f // 2 :: f, f // 2 :: f] > 0).reshape(-1)
+    object_colours = np.bincount(nearest[on_object], minlength=len(palette)) / len(nearest) >= OBJECT_COLOUR_COVER
+    return np.concatenate([kinds, cells.ravel() >= CELL_COVER, colours, object_colours]).astype(np.uint8)
 
 
 def render_source(rng, size):
