@@ -54,3 +54,19 @@ def test_rollout_is_greedy_without_repeats():
 def test_gradient_of_aligned_losses():
     for how in alignment.ALIGNED:
         assert gradcheck_cases.aligned_loss_case(how)(np.random.default_rng(2)) < 1e-6
+
+
+def test_overflowing_rollout_steps_fall_back_to_the_labels_left():
+    """From the first non-finite step of a rollout on (a free-running ReLU LSTM can overflow)
+    the model has no opinion: the aligned steps before it follow the model, the rest take the
+    labels left in label order; always a permutation of the image's labels, never an error."""
+    labels = np.array([[1, 0, 1, 1, 0]])
+    logp = np.log(np.full((3, 1, 5), 0.2))
+    logp[0, 0, 3] = np.log(0.9)  # step 0 clearly prefers label 3
+    logp[1:] = np.nan  # steps 1 and 2 overflowed
+    pred = np.array([[3], [0], [0]])
+    for how in ("mla", "pla"):
+        (seq,) = alignment.align(labels, pred, logp, how)
+        assert seq.tolist() == [3, 0, 2], how
+    (seq,) = alignment.align(labels, pred, np.full((3, 1, 5), np.nan), "mla")
+    assert seq.tolist() == [0, 2, 3]

@@ -105,10 +105,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_npz, tmp_path,
     _run(tiny_npz, tmp_path / "full", *args)
     original = loop.run_epoch
 
-    def interrupted(cfg, params, opt, data, order, rng, epoch):
+    def interrupted(cfg, params, opt, data, order, rng, epoch, *rest):
         if epoch == 2:
             raise KeyboardInterrupt
-        return original(cfg, params, opt, data, order, rng, epoch)
+        return original(cfg, params, opt, data, order, rng, epoch, *rest)
 
     monkeypatch.setattr(loop, "run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -124,19 +124,42 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_npz, tmp_path,
     assert len(list(csv.DictReader((tmp_path / "cut" / "log.csv").open()))) == 4
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_npz, tmp_path, monkeypatch):
-    out = tmp_path / "nan"
+def _poison_path_loss(monkeypatch, bad):
+    """Make model.path_loss return a NaN loss on the calls for which ``bad(call number)``."""
     calls = {"n": 0}
     original = model.path_loss
 
     def poisoned(*a, **kw):
         calls["n"] += 1
         value, grads = original(*a, **kw)
-        return (float("nan") if calls["n"] == 7 else value), grads  # 5 batches per epoch
+        return (float("nan") if bad(calls["n"]) else value), grads  # 5 batches per epoch
 
     monkeypatch.setattr(model, "path_loss", poisoned)
-    with pytest.raises(UserError, match=r"training diverged: loss nan .* epoch 2, step 2.*kept .*epoch 1"):
+
+
+def test_a_diverged_epoch_runs_again_at_half_the_learning_rate(tiny_npz, tmp_path, monkeypatch, capsys):
+    _run(tiny_npz, tmp_path / "clean")
+    _poison_path_loss(monkeypatch, lambda n: n == 7)  # epoch 2, step 2, once
+    out = tmp_path / "nan"
+    _run(tiny_npz, out)
+    assert "diverged (loss nan" in capsys.readouterr().out
+    clean, rows = (list(csv.DictReader((p / "log.csv").open())) for p in (tmp_path / "clean", out))
+    assert len(rows) == len(clean) >= 3 and rows[0]["lr"] == clean[0]["lr"]
+    for row, ref in zip(rows[1:], clean[1:]):  # halved from the diverged epoch on
+        assert float(row["lr"]) == pytest.approx(float(ref["lr"]) / 2)
+    state = checkpoint.load(out / "checkpoint.npz")
+    assert state["extra"]["lr_factor"] == 0.5 and state["extra"]["halvings"] == 1
+    assert all(np.isfinite(p).all() for p in state["params"].values())
+
+
+def test_nan_loss_that_persists_stops_and_keeps_last_good_checkpoint(tiny_npz, tmp_path, monkeypatch):
+    out = tmp_path / "nan"
+    _poison_path_loss(monkeypatch, lambda n: n >= 7)
+    with pytest.raises(
+        UserError, match=r"training diverged: loss nan .* epoch 2, step \d, after 3 halvings .*kept .*epoch 1"
+    ) as err:
         _run(tiny_npz, out)
+    assert "\n" not in str(err.value)
     state = checkpoint.load(out / "checkpoint.npz")
     assert state["epoch"] == 1
     assert all(np.isfinite(p).all() for p in state["params"].values())
@@ -257,3 +280,14 @@ def test_tune_decoding_picks_beam_and_min_labels_on_validation(tiny_npz, tmp_pat
     assert decoding["beam"] in (3, 5) and 0 <= decoding["min_labels"] <= 3
     with pytest.raises(UserError, match="--tune-decoding: needs a validation split"):
         _run(tiny_npz, out, "--tune-decoding", "--val-fraction", "0")
+
+
+def test_resume_refuses_a_tampered_learning_rate_back_off(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    _run(tiny_npz, out, "--epochs", "2")
+    state = checkpoint.load(out / "checkpoint.npz")
+    state["extra"]["lr_factor"], state["extra"]["halvings"] = 8.0, 1
+    checkpoint.save(out / "checkpoint.npz", state)
+    with pytest.raises(UserError, match="corrupt checkpoint metadata \\(learning-rate back-off") as err:
+        _run(tiny_npz, out, "--epochs", "3", "--resume")
+    assert "\n" not in str(err.value)

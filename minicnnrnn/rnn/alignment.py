@@ -79,16 +79,23 @@ def align(labels, pred, logp, how):
     for n, row in enumerate(np.asarray(labels)):
         truth = np.flatnonzero(row)
         m = truth.size
+        # A free-running ReLU LSTM can overflow on long rollouts (its gates grow with its
+        # state, docs/training.md "Stability" 4.): from the first step that is not finite on,
+        # the model has no opinion, so those steps take the labels that are left, in order.
+        finite = np.isfinite(logp[:m, n]).all(axis=1)
+        m_ok = int(np.argmin(finite)) if not finite.all() else m
         seq = np.full(m, -1, dtype=np.int64)
-        steps, todo = np.arange(m), truth
+        steps, todo = np.arange(m_ok), truth
         if how == "pla":
-            hit = np.isin(pred[:m, n], truth)
-            seq[hit] = pred[:m, n][hit]
-            steps, todo = np.flatnonzero(~hit), truth[~np.isin(truth, seq[hit])]
-        if todo.size:
+            hit = np.isin(pred[:m_ok, n], truth)
+            seq[:m_ok][hit] = pred[:m_ok, n][hit]
+            steps, todo = np.flatnonzero(~hit), truth[~np.isin(truth, seq[:m_ok][hit])]
+        if todo.size and steps.size:
             cost = -logp[steps[:, None], n, todo[None, :]]  # (steps, labels)
             rows, cols = linear_sum_assignment(cost)
             seq[steps[rows]] = todo[cols]
+        left = truth[~np.isin(truth, seq)]
+        seq[seq < 0] = left  # the steps from m_ok on (and nothing else: every used step has a label)
         sequences.append(seq)
     return sequences
 

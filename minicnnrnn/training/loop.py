@@ -29,6 +29,9 @@ from minicnnrnn.rnn import label_paths
 from minicnnrnn.training import checkpoint, config, models, optim, selection
 
 LOG_FIELDS = ("epoch", "loss", "grad_norm", "lr", "seconds", "images_per_s", "val_O-F1", "val_C-F1", "val_score")
+# A diverged epoch is run again from its start at half the learning rate, at most this many
+# times in a run, before training stops with an error (docs/training.md, "Stability").
+MAX_LR_HALVINGS = 3
 
 
 def make_optimizer(cfg, params):
@@ -40,10 +43,12 @@ def make_optimizer(cfg, params):
     return optim.RMSprop(params, lr_scale=scale)
 
 
-def run_epoch(cfg, params, opt, data, order, rng, epoch):
-    """One pass over the shuffled training set. Returns the epoch's log row (a dict)."""
+def run_epoch(cfg, params, opt, data, order, rng, epoch, lr_factor=1.0):
+    """One pass over the shuffled training set. Returns the epoch's log row (a dict).
+    Raises FloatingPointError at the first step whose loss or gradient is not finite.
+    lr_factor: multiplies the scheduled learning rate (halved after a diverged epoch)."""
     batch_loss = models.KINDS[cfg.model].batch_loss
-    lr = optim.cosine_schedule(cfg.lr, epoch, cfg.epochs)  # once per epoch
+    lr = lr_factor * optim.cosine_schedule(cfg.lr, epoch, cfg.epochs)  # once per epoch
     n_train = len(data.train_labels)
     perm = rng.permutation(n_train)
     total, norms, start = 0.0, [], time.perf_counter()
@@ -85,11 +90,62 @@ def _start(cfg, data, ckpt_path, resume):
             opt.load_state_dict(state["opt"])
         except (KeyError, ValueError) as exc:
             raise UserError(f"{ckpt_path}: optimizer state does not fit this model ({exc})") from None
-        return params, opt, state["label_order"], state["epoch"], state["extra"].get("history", []), rng
+        return params, opt, state["label_order"], state["epoch"], state["extra"], rng
     rng = np.random.default_rng(cfg.seed)
     order = label_paths.label_order(data.train_labels, cfg.label_order, cfg.seed)
     params = backend.params_to_device(models.KINDS[cfg.model].init(cfg, rng))
-    return params, make_optimizer(cfg, params), order, 0, [], rng
+    return params, make_optimizer(cfg, params), order, 0, {}, rng
+
+
+def _snapshot(params, opt, rng):
+    """What a diverged epoch is rolled back to: copies of the parameters (on the device), the
+    optimizer state and the random stream at the start of the epoch."""
+    return {k: v.copy() for k, v in params.items()}, opt.state_dict(), rng.bit_generator.state
+
+
+def _restore(snapshot, params, opt, rng):
+    saved, opt_state, rng_state = snapshot
+    for k in params:
+        params[k][...] = saved[k]
+    opt.load_state_dict(opt_state)
+    rng.bit_generator.state = rng_state
+
+
+def _backoff_state(saved, path):
+    """The learning-rate back-off a resumed run continues with ({} for a fresh run), checked."""
+    backoff = {k: saved[k] for k in ("lr_factor", "halvings") if k in saved}
+    halvings = backoff.get("halvings", 0)
+    if not (isinstance(halvings, int) and 0 <= halvings <= MAX_LR_HALVINGS) or backoff.get("lr_factor", 1.0) != (
+        0.5**halvings
+    ):
+        raise UserError(f"{path}: corrupt checkpoint metadata (learning-rate back-off {backoff})")
+    return backoff
+
+
+def run_epoch_or_back_off(cfg, params, opt, data, order, rng, epoch, extra, ckpt_path):
+    """:func:`run_epoch`; when it diverges (a non-finite loss or gradient), roll the model,
+    optimizer and random stream back to the start of the epoch and run it again with the
+    learning rate halved from then on (``extra["lr_factor"]``, kept in the checkpoint), at
+    most MAX_LR_HALVINGS times per run; then a one-line UserError."""
+    snapshot = _snapshot(params, opt, rng)
+    while True:
+        factor = extra.get("lr_factor", 1.0)
+        try:
+            return run_epoch(cfg, params, opt, data, order, rng, epoch, factor)
+        except FloatingPointError as exc:
+            if extra.get("halvings", 0) >= MAX_LR_HALVINGS:
+                kept = f"kept {ckpt_path} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
+                raise UserError(
+                    f"training diverged: {exc}, after {MAX_LR_HALVINGS} halvings of the learning rate; "
+                    f"{kept}; try a lower --lr"
+                ) from None
+            _restore(snapshot, params, opt, rng)
+            extra["lr_factor"], extra["halvings"] = factor / 2, extra.get("halvings", 0) + 1
+            print(
+                f"note: {cfg.model} diverged ({exc}); running epoch {epoch + 1} again from its start "
+                f"with the learning rate halved (x{extra['lr_factor']:g} from now on)",
+                flush=True,
+            )
 
 
 def fit_once(cfg, data, out):
@@ -113,15 +169,13 @@ def fit(cfg, data, out, resume=False):
     if models.KINDS[cfg.model].fit is not None:
         return fit_once(cfg, data, out)
     ckpt_path, best_path = os.path.join(out, "checkpoint.npz"), os.path.join(out, "best.npz")
-    params, opt, order, first_epoch, history, rng = _start(cfg, data, ckpt_path, resume)
+    params, opt, order, first_epoch, saved, rng = _start(cfg, data, ckpt_path, resume)
+    history = saved.get("history", [])
+    backoff = _backoff_state(saved, ckpt_path)
     validate = data.val_labels is not None
     _, best_score = selection.best_epoch(history)
     for epoch in range(first_epoch, cfg.epochs):
-        try:
-            row = run_epoch(cfg, params, opt, data, order, rng, epoch)
-        except FloatingPointError as exc:
-            kept = f"kept {ckpt_path} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
-            raise UserError(f"training diverged: {exc}; {kept}; try a lower --lr") from None
+        row = run_epoch_or_back_off(cfg, params, opt, data, order, rng, epoch, backoff, ckpt_path)
         val = ""
         if validate:
             row.update(selection.validation_row(cfg, params, data))
@@ -139,7 +193,7 @@ def fit(cfg, data, out, resume=False):
             "label_order": order,
             "epoch": epoch + 1,
             "rng": checkpoint.rng_state(rng),
-            "extra": {"history": history},
+            "extra": {"history": history, **backoff},
             "data": checkpoint.data_fingerprint(data),
         }
         if validate and row["val_score"] > best_score:  # first of ties: a later epoch must beat it
