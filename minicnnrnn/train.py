@@ -56,7 +56,12 @@ def make_parser():
     )
     p.add_argument("--epochs", type=cli.non_negative_int, default=RunConfig.epochs, help="passes over the training set")
     p.add_argument("--batch-size", type=cli.positive_int, default=RunConfig.batch_size, help="images per mini-batch N")
-    p.add_argument("--lr", type=float, default=RunConfig.lr, help="initial rmsprop learning rate")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=RunConfig.lr,
+        help="initial rmsprop learning rate (halved after a diverged epoch, which is run again; at most 3 times)",
+    )
     p.add_argument(
         "--recurrent-lr-scale",
         type=float,
