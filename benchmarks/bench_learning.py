@@ -102,9 +102,9 @@ def run_seed(dataset, seed, opts, out):
         if ("bce", "freq") in results and ("cnn-rnn", order) in results:
             both = {"bce": results[("bce", "freq")], "cnn-rnn": results[("cnn-rnn", order)]}
             for title, r in train.matched_rows(data, cfg, both).items():
-                if order == best or "counts" in title:  # the thresholded row does not depend on the order
-                    row = dict(r["metrics"], **{"L/img": r["labels_per_image"]})
-                    rows.setdefault(title.replace("CNN-RNN's", name), row)
+                # setdefault: the thresholded row does not depend on the order; keep its first copy
+                row = dict(r["metrics"], **{"L/img": r["labels_per_image"]})
+                rows.setdefault(title.replace("CNN-RNN's", name), row)
     return rows
 
 

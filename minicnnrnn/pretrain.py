@@ -228,12 +228,12 @@ def main(argv=None):
     t0, load_at_start = time.perf_counter(), (os.getloadavg() if hasattr(os, "getloadavg") else ())
     # one stream of pretrain pictures: the first n_pretrain train the CNN, the next n_heldout score it
     all_images, all_targets = load_task(args.task, args.n_pretrain + args.n_heldout, args.size, args.cache_dir)
-    images, labels = all_images[: args.n_pretrain], all_targets[: args.n_pretrain]
-    held_images, held_labels = all_images[args.n_pretrain :], all_targets[args.n_pretrain :]
+    images, targets = all_images[: args.n_pretrain], all_targets[: args.n_pretrain]
+    held_images, held_targets = all_images[args.n_pretrain :], all_targets[args.n_pretrain :]
     data_seconds = time.perf_counter() - t0
     print(
         f"data: {len(images)} pretrain + {len(held_images)} held-out pictures of {args.size}x{args.size}, "
-        f"task {args.task} ({labels.shape[1]} outputs) "
+        f"task {args.task} ({targets.shape[1]} outputs) "
         f"({data_seconds:.1f} s, generated or from cache)"
     )
 
@@ -260,11 +260,11 @@ def main(argv=None):
     while state["epoch"] < args.epochs:
         t = time.perf_counter()
         mean_loss, state["step"] = train_epoch(
-            params, meta, opt, images, labels, rng, args, state["step"], steps_per_epoch * args.epochs
+            params, meta, opt, images, targets, rng, args, state["step"], steps_per_epoch * args.epochs
         )
         backend.synchronize()
         seconds = time.perf_counter() - t
-        held_map, _ = evaluate(params, meta, held_images, held_labels)
+        held_map, _ = evaluate(params, meta, held_images, held_targets)
         state["epoch"] += 1
         state["train_seconds"] += seconds
         state["rng"] = rng.bit_generator.state
@@ -282,7 +282,7 @@ def main(argv=None):
             f"{seconds:.0f} s ({len(images) / seconds:.0f} pictures/s)"
         )
 
-    held_map, aps = evaluate(params, meta, held_images, held_labels)
+    held_map, aps = evaluate(params, meta, held_images, held_targets)
     vgg.save(args.out, params, meta)
     record = {
         "file": os.path.basename(args.out),

@@ -71,7 +71,8 @@ def align(labels, pred, logp, how):
 
     labels: (N, K) 0/1 host; pred: (T, N) and logp: (T, N, K) from :func:`rollout` with
     T >= the largest label count; how: "mla" or "pla". Returns a list of N int64 arrays,
-    image n's labels in path order.
+    image n's labels in path order. Steps from an image's first non-finite ``logp`` on
+    (an overflowing rollout) take its remaining labels in label order.
     """
     if how not in ALIGNED:
         raise ValueError(f"unknown alignment {how!r}")
@@ -81,7 +82,7 @@ def align(labels, pred, logp, how):
         m = truth.size
         # A free-running ReLU LSTM can overflow on long rollouts (its gates grow with its
         # state, docs/training.md "Stability" 4.): from the first step that is not finite on,
-        # the model has no opinion, so those steps take the labels that are left, in order.
+        # the model has no opinion, so those steps take the labels that are left, in label order.
         finite = np.isfinite(logp[:m, n]).all(axis=1)
         m_ok = int(np.argmin(finite)) if not finite.all() else m
         seq = np.full(m, -1, dtype=np.int64)
@@ -89,13 +90,13 @@ def align(labels, pred, logp, how):
         if how == "pla":
             hit = np.isin(pred[:m_ok, n], truth)
             seq[:m_ok][hit] = pred[:m_ok, n][hit]
-            steps, todo = np.flatnonzero(~hit), truth[~np.isin(truth, seq[:m_ok][hit])]
+            steps, todo = np.flatnonzero(~hit), truth[~np.isin(truth, seq)]
         if todo.size and steps.size:
             cost = -logp[steps[:, None], n, todo[None, :]]  # (steps, labels)
             rows, cols = linear_sum_assignment(cost)
             seq[steps[rows]] = todo[cols]
         left = truth[~np.isin(truth, seq)]
-        seq[seq < 0] = left  # the steps from m_ok on (and nothing else: every used step has a label)
+        seq[seq < 0] = left  # steps m_ok .. m-1: every step before them has its label already
         sequences.append(seq)
     return sequences
 

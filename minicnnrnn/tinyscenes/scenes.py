@@ -202,6 +202,13 @@ def _cap(rng, labels, keep):
 # ---------------------------------------------------------------- one picture
 
 
+def label_vector(labels):
+    """A set of label names as the 0/1 vector ``(K,) uint8`` in LABEL_NAMES order."""
+    y = np.zeros(K, dtype=np.uint8)
+    y[[INDEX[name] for name in labels]] = 1
+    return y
+
+
 def render(rng, size=64, objects=False):
     """Draw one picture. Returns ``(image (size, size, 3) uint8, labels (K,) uint8)``.
 
@@ -213,8 +220,7 @@ def render(rng, size=64, objects=False):
     and labels are byte-identical with and without ``objects`` (no extra random draws).
     """
     kind, night, labels = sample_scene(rng)
-    y = np.zeros(K, dtype=np.uint8)
-    y[[INDEX[name] for name in labels]] = 1
+    y = label_vector(labels)
     if not objects:
         return painter.paint(rng, size, kind, night, labels), y
     image, drawn = painter.paint(rng, size, kind, night, labels, owner_ids=OWNER_IDS)
@@ -239,6 +245,7 @@ def _render_range(args):
 
 
 def _render_objects(rng, size):
+    """:func:`render` with the object maps, as a top-level function worker processes can run."""
     return render(rng, size, objects=True)
 
 

@@ -75,7 +75,8 @@ def answers(image, owners):
     pixels = image.reshape(-1, 1, 3).astype(np.float32)
     nearest = ((pixels - palette[None]) ** 2).sum(axis=2).argmin(axis=1)
     colours = np.bincount(nearest, minlength=len(palette)) / len(nearest) >= COLOUR_COVER
-    f = owners.shape[0] // image.shape[0]
+    f = owners.shape[0] // image.shape[0]  # drawing pixels per picture pixel (SUPERSAMPLE)
+    # a picture pixel is "on an object" when the centre of its f x f drawing pixels is
     on_object = (owners[f // 2 :: f, f // 2 :: f] > 0).reshape(-1)
     object_colours = np.bincount(nearest[on_object], minlength=len(palette)) / len(nearest) >= OBJECT_COLOUR_COVER
     return np.concatenate([kinds, cells.ravel() >= CELL_COVER, colours, object_colours]).astype(np.uint8)
@@ -85,10 +86,8 @@ def render_source(rng, size):
     """One picture with its source-task answers: ``(image (S, S, 3) uint8, labels (K,) uint8,
     answers (A,) uint8)``; image and labels are those of :func:`scenes.render` for ``rng``."""
     kind, night, labels = scenes.sample_scene(rng)
-    y = np.zeros(scenes.K, dtype=np.uint8)
-    y[[scenes.INDEX[name] for name in labels]] = 1
     image, owners = painter.paint(rng, size, kind, night, labels, owner_ids=OWNER_IDS)
-    return image, y, answers(image, owners)
+    return image, scenes.label_vector(labels), answers(image, owners)
 
 
 def load(n, size=64, cache_dir=None):

@@ -104,6 +104,7 @@ def _snapshot(params, opt, rng):
 
 
 def _restore(snapshot, params, opt, rng):
+    """Put the parameters (in place), optimizer state and random stream back as :func:`_snapshot` took them."""
     saved, opt_state, rng_state = snapshot
     for k in params:
         params[k][...] = saved[k]
@@ -112,38 +113,39 @@ def _restore(snapshot, params, opt, rng):
 
 
 def _backoff_state(saved, path):
-    """The learning-rate back-off a resumed run continues with ({} for a fresh run), checked."""
+    """The learning-rate back-off ``{"halvings", "lr_factor"}`` a resumed run continues with
+    ({} for a fresh run). Only the count is state; the factor, 0.5 ** halvings, is written
+    beside it for whoever reads the checkpoint, and a pair that disagrees is refused."""
     backoff = {k: saved[k] for k in ("lr_factor", "halvings") if k in saved}
     halvings = backoff.get("halvings", 0)
-    if not (isinstance(halvings, int) and 0 <= halvings <= MAX_LR_HALVINGS) or backoff.get("lr_factor", 1.0) != (
-        0.5**halvings
-    ):
+    valid = isinstance(halvings, int) and 0 <= halvings <= MAX_LR_HALVINGS
+    if not valid or backoff.get("lr_factor", 1.0) != 0.5**halvings:
         raise UserError(f"{path}: corrupt checkpoint metadata (learning-rate back-off {backoff})")
     return backoff
 
 
-def run_epoch_or_back_off(cfg, params, opt, data, order, rng, epoch, extra, ckpt_path):
+def run_epoch_or_back_off(cfg, params, opt, data, order, rng, epoch, backoff, ckpt_path):
     """:func:`run_epoch`; when it diverges (a non-finite loss or gradient), roll the model,
     optimizer and random stream back to the start of the epoch and run it again with the
-    learning rate halved from then on (``extra["lr_factor"]``, kept in the checkpoint), at
-    most MAX_LR_HALVINGS times per run; then a one-line UserError."""
+    learning rate halved from then on (``backoff``, kept in the checkpoint, is updated in
+    place), at most MAX_LR_HALVINGS times per run; then a one-line UserError."""
     snapshot = _snapshot(params, opt, rng)
     while True:
-        factor = extra.get("lr_factor", 1.0)
+        halvings = backoff.get("halvings", 0)
         try:
-            return run_epoch(cfg, params, opt, data, order, rng, epoch, factor)
+            return run_epoch(cfg, params, opt, data, order, rng, epoch, 0.5**halvings)
         except FloatingPointError as exc:
-            if extra.get("halvings", 0) >= MAX_LR_HALVINGS:
+            if halvings >= MAX_LR_HALVINGS:
                 kept = f"kept {ckpt_path} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
                 raise UserError(
                     f"training diverged: {exc}, after {MAX_LR_HALVINGS} halvings of the learning rate; "
                     f"{kept}; try a lower --lr"
                 ) from None
             _restore(snapshot, params, opt, rng)
-            extra["lr_factor"], extra["halvings"] = factor / 2, extra.get("halvings", 0) + 1
+            backoff["halvings"], backoff["lr_factor"] = halvings + 1, 0.5 ** (halvings + 1)
             print(
                 f"note: {cfg.model} diverged ({exc}); running epoch {epoch + 1} again from its start "
-                f"with the learning rate halved (x{extra['lr_factor']:g} from now on)",
+                f"with the learning rate halved (x{backoff['lr_factor']:g} from now on)",
                 flush=True,
             )
 
