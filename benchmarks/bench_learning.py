@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minicnnrnn import train  # noqa: E402
 from minicnnrnn.core import backend  # noqa: E402
+from minicnnrnn.rnn import lstm  # noqa: E402
 from minicnnrnn.training import config, loop, selection  # noqa: E402
 from minicnnrnn.training import data as train_data  # noqa: E402
 
@@ -65,7 +66,7 @@ def iapr_subset(n_train, n_test, folder):
 def run_seed(dataset, seed, opts, out):
     """Every method on one dataset and seed: {row title: {column: value}}."""
     argv = ["--dataset", dataset, "--seed", str(seed), "--epochs", str(opts.epochs), "--hidden", str(opts.hidden)]
-    argv += ["--embed", str(opts.embed)]
+    argv += ["--embed", str(opts.embed)] + (["--variant", opts.variant] if opts.variant else [])
     argv += ["--n-train", str(opts.n_train), "--n-test", str(opts.n_test)]
     argv += ["--presence-samples", str(opts.samples), "--val-fraction", str(opts.val_fraction)]
     argv += ["--tune-decoding"] if opts.tune_decoding else []
@@ -144,6 +145,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--embed", type=int, default=64, help="label embedding size E")
+    p.add_argument("--variant", choices=lstm.VARIANTS, help="LSTM of Eq. 1 (default: train's --variant default)")
     p.add_argument("--n-train", type=int, default=2000, help="built-in training images")
     p.add_argument("--n-test", type=int, default=500, help="built-in test images")
     p.add_argument("--iapr-train", type=int, default=2000)
@@ -169,8 +171,9 @@ def main(argv=None):
             dataset = f"npz:{path}"
         per_seed = [run_seed(dataset, s, opts, os.path.join(opts.out, name, str(s))) for s in opts.seeds]
         parts.append(f"**{name}** (k = 3)\n\n" + table(per_seed, opts.seeds))
+    variant = opts.variant or train.make_parser().get_default("variant")
     sizes = (
-        f"settings: epochs {opts.epochs}, H {opts.hidden}, E {opts.embed}, "
+        f"settings: epochs {opts.epochs}, H {opts.hidden}, E {opts.embed}, LSTM {variant}, "
         f"built-in {opts.n_train} train / {opts.n_test} test, "
         f"iaprtc12 subset {opts.iapr_train} / {opts.iapr_test}, validation {opts.val_fraction}, "
         f"{opts.samples} presence samples{', decoding tuned on validation' if opts.tune_decoding else ''}; "

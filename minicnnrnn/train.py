@@ -30,7 +30,7 @@ import time
 from minicnnrnn.core import cli, fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics, operating_points, protocols
-from minicnnrnn.rnn import label_paths
+from minicnnrnn.rnn import label_paths, lstm
 from minicnnrnn.training import checkpoint, config, loop, models, selection
 from minicnnrnn.training import data as train_data
 from minicnnrnn.training.config import RunConfig
@@ -66,15 +66,15 @@ def make_parser():
         "--recurrent-lr-scale",
         type=float,
         default=None,
-        help="learning rate of the LSTM's U_r relative to --lr; default 0.01 for --variant relu "
-        "(its state is unbounded, docs/training.md) and 1 for conventional",
+        help="learning rate of the LSTM's U_r relative to --lr; default 0.01 for the ReLU variants "
+        "(bounded, relu: their gates are not squashed, docs/training.md) and 1 for conventional",
     )
     p.add_argument(
         "--gate-lr-scale",
         type=float,
         default=None,
-        help="learning rate of the LSTM's U_w and b_lstm relative to --lr; default 0.1 for --variant "
-        "relu (a forget gate above 1 compounds along long paths, docs/training.md) and 1 for conventional",
+        help="learning rate of the LSTM's U_w and b_lstm relative to --lr; default 0.1 for the ReLU "
+        "variants (bounded, relu; docs/training.md) and 1 for conventional",
     )
     p.add_argument(
         "--val-fraction",
@@ -94,7 +94,13 @@ def make_parser():
     p.add_argument("--seed", type=cli.non_negative_int, default=RunConfig.seed, help="seed of everything random")
     p.add_argument("--embed", type=cli.positive_int, default=64, help="label embedding size E (§4)")
     p.add_argument("--hidden", type=cli.positive_int, default=512, help="recurrent layer size H (§4)")
-    p.add_argument("--variant", default="relu", choices=("relu", "conventional"), help="LSTM of Eq. 1")
+    p.add_argument(
+        "--variant",
+        default="bounded",
+        choices=lstm.VARIANTS,
+        help="LSTM of Eq. 1: bounded (ReLU gates capped at 1, so the state grows at most 1 per step; "
+        "the default), relu (the paper's uncapped ReLU) or conventional (sigmoid / tanh)",
+    )
     p.add_argument(
         "--label-order", default=RunConfig.label_order, choices=label_paths.ORDERS, help="training path order (§3.4)"
     )

@@ -28,7 +28,10 @@ def paper_step(w, r_prev, p, variant):
     def sig(a):
         return 1 / (1 + np.exp(-a))
 
-    acts = [relu] * 4 if variant == "relu" else [np.tanh, sig, sig, sig]
+    def capped(a):
+        return np.minimum(np.maximum(a, 0), 1)
+
+    acts = {"relu": [relu] * 4, "bounded": [capped] * 4, "conventional": [np.tanh, sig, sig, sig]}[variant]
     gates = [
         acts[k](
             r_prev @ p["U_r"][:, k * H : (k + 1) * H] + w @ p["U_w"][:, k * H : (k + 1) * H] + b[k * H : (k + 1) * H]
@@ -37,7 +40,7 @@ def paper_step(w, r_prev, p, variant):
     ]
     x, i, f, o = gates
     r = f * r_prev + i * x
-    return (r if variant == "relu" else np.tanh(r)) * o, r
+    return (np.tanh(r) if variant == "conventional" else r) * o, r
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -242,3 +245,18 @@ def test_plain_sequence_gradients(rng, variant):
         return float(np.sum(lstm.lstm_forward_plain(w_seq, mask, p, variant)[0] * G))
 
     assert numgrad.check(f, {**p, "w": w_seq}, {**grads, "w": dw}) < 1e-7
+
+
+def test_bounded_state_grows_at_most_one_per_step(rng):
+    """Capped ReLU gates: 0 <= r(t) <= t however large the weights; the paper's ReLU runs away."""
+    T, N, E, H = 40, 8, 4, 16
+    p = {k: 3.0 * v for k, v in make_params(rng, E, H).items()}  # weights far too large on purpose
+    w_seq, mask = rng.standard_normal((T, N, E)), np.ones((T, N))
+    _, cache = lstm.lstm_forward(w_seq, mask, p, "bounded")
+    r = cache[3]  # r[t] = r(t), t = 0 .. T
+    steps = np.arange(T + 1)[:, None, None]
+    assert (r >= 0).all() and (r <= steps + 1e-12).all()
+    assert r.max() > 1  # the bound is reached in part: the state does accumulate
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, relu_cache = lstm.lstm_forward(w_seq, mask, p, "relu")
+    assert not (np.abs(relu_cache[3]) <= steps).all()

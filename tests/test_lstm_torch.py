@@ -17,11 +17,13 @@ def torch_eq1(torch, w_seq, mask, U_r, U_w, b, variant):
         x, i, f, o = z.split(H, dim=1)
         if variant == "relu":
             x, i, f, o = (torch.relu(a) for a in (x, i, f, o))
+        elif variant == "bounded":
+            x, i, f, o = (torch.clamp(a, 0, 1) for a in (x, i, f, o))
         else:
             x, i, f, o = torch.tanh(x), torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
         m = mask[t].unsqueeze(1)
         r = m * (f * r + i * x) + (1 - m) * r
-        outs.append(m * (r if variant == "relu" else torch.tanh(r)) * o)
+        outs.append(m * (torch.tanh(r) if variant == "conventional" else r) * o)
     return torch.stack(outs)
 
 

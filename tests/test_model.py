@@ -54,8 +54,8 @@ def test_init_params(variant):
 
 
 def test_init_gate_biases():
-    """relu: 0 for the candidate x, 0.5 for the gates i, f, o; conventional: the usual forget bias 1."""
-    expected = {"relu": [0.0, 0.5, 0.5, 0.5], "conventional": [0.0, 0.0, 1.0, 0.0]}
+    """relu, bounded: 0 for the candidate x, 0.5 for the gates i, f, o; conventional: the usual forget bias 1."""
+    expected = {"relu": [0.0, 0.5, 0.5, 0.5], "bounded": [0.0, 0.5, 0.5, 0.5], "conventional": [0.0, 0.0, 1.0, 0.0]}
     for variant, per_block in expected.items():
         b = model.init_params(K, D, E, H, np.random.default_rng(0), variant)["b_lstm"]
         np.testing.assert_array_equal(b, np.repeat(per_block, H))  # blocks [x | i | f | o]

@@ -59,6 +59,21 @@ def test_update_is_in_place_and_keeps_dtype(rng):
     assert np.all(array < start)  # a positive gradient moves every weight down
 
 
+def test_subnormal_weights_become_zero():
+    """Weights and moments below float32's smallest normal number leave the step as 0; others keep their value."""
+    tiny = np.finfo(np.float32).tiny
+    theta = np.array([tiny / 4, -tiny / 1000, tiny, 0.5, -2.0], np.float32)
+    assert (np.abs(theta[:2]) < tiny).all() and (theta[:2] != 0).all()  # the first two are subnormal
+    params = {"w": theta.copy()}
+    opt = optim.RMSprop(params, weight_decay=0.0)
+    opt.v["w"][:] = tiny / 8  # the moments decay towards subnormal numbers too
+    opt.m["w"][:] = -tiny / 8
+    opt.step(params, {"w": np.zeros_like(theta)}, lr=0.0)  # a step that moves nothing
+    np.testing.assert_array_equal(backend.to_host(params["w"]), [0, 0, tiny, 0.5, -2.0])
+    np.testing.assert_array_equal(backend.to_host(opt.v["w"]), 0)
+    np.testing.assert_array_equal(backend.to_host(opt.m["w"]), 0)
+
+
 def test_clip_by_global_norm(rng):
     grads = {"a": np.full(4, 3.0), "b": np.array([8.0])}
     # global norm = sqrt(4*9 + 64) = 10

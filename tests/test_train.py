@@ -61,6 +61,7 @@ def test_outputs_of_a_run(tiny_npz, tmp_path):
     assert all(0.0 <= v <= 100.0 for v in result.values())
     run = record["run"]
     assert (run["dataset"], run["k"], run["model"], run["seed"]) == (f"npz:{tiny_npz.name}", 3, "cnn-rnn", 0)
+    assert run["variant"] == "bounded"  # train's default LSTM: the capped ReLU
     assert run["version"] == minicnnrnn.__version__ and 1 <= run["scored_epoch"] <= 3
     assert 0 <= record["labels_per_image"] <= 3
     best = checkpoint.load(out / "best.npz")  # the validation-chosen epoch, a checkpoint predict reads

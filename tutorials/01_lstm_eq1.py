@@ -134,6 +134,12 @@ print("package step_forward/step_backward agree with the from-scratch version")
 # its initial weights (gate biases 0.5 and small weights, so f_t starts near 0.5 and
 # the state settles), once with the common default N(0, 1/fan_in) for U_r and U_w
 # (2 and 4 times larger than `init_params` draws them).
+#
+# A third run uses those same large weights with `variant="bounded"`: every gate is a
+# ReLU capped at 1, `min(max(z, 0), 1)`. Then f_t ≤ 1 and i_t ⊙ x_t ≤ 1, so each state
+# entry grows by at most 1 per step, r(t) ≤ t, and |r(t)| ≤ t·√H whatever the weights.
+# This is what `train` uses by default: the paper's ReLU below the cap, without the
+# runaway on long paths (docs/training.md, "Stability").
 
 # %%
 from minicnnrnn.rnn import model  # noqa: E402 (imported where it is first needed)
@@ -147,30 +153,37 @@ mask = np.ones((T, 2))
 mask[3:, 1] = 0  # path 2: 3 steps, then padding
 
 
-def state_norms(p):
+def state_norms(p, variant="relu"):
     with np.errstate(over="ignore", invalid="ignore"):  # the second run overflows
-        o_seq, seq_cache = lstm.lstm_forward(w_seq, mask, p, "relu")
+        o_seq, seq_cache = lstm.lstm_forward(w_seq, mask, p, variant)
         return np.linalg.norm(seq_cache[3], axis=2)  # |r(t)|, t = 0 .. T, per path
 
 
 norms = state_norms(params)
-wild = state_norms(dict(params, U_r=2 * params["U_r"], U_w=4 * params["U_w"]))
+large = dict(params, U_r=2 * params["U_r"], U_w=4 * params["U_w"])
+wild = state_norms(large)
+capped = state_norms(large, "bounded")
 print("|r(t)|, path 1, init_params   :", np.round(norms[:, 0], 3))
 print("|r(t)|, path 2, padded after 3:", np.round(norms[:, 1], 3))
 print("|r(t)|, path 1, N(0, 1/fan_in):", np.array2string(wild[:, 0], precision=2))
+print("   the same, bounded gates    :", np.array2string(capped[:, 0], precision=2))
 print(f"final |r(T)|: {norms[-1, 0]:.3f} with init_params, {wild[-1, 0]:.3g} with N(0, 1/fan_in)")
+steps = np.arange(T + 1)
+assert (capped[:, 0] <= steps * np.sqrt(H_big) + 1e-9).all()  # the bound |r(t)| <= t sqrt(H) holds
+print(f"bounded gates: |r(T)| = {capped[-1, 0]:.2f}, within the bound T sqrt(H) = {T * np.sqrt(H_big):.1f}")
 
 fig, ax = plt.subplots(figsize=(6, 3.2))
 ax.semilogy(np.arange(1, T + 1), norms[1:, 0], "o-", label="init_params")
 ax.semilogy(np.arange(1, T + 1), norms[1:, 1], "s--", label="init_params, padded after t = 3")
 ax.semilogy(np.arange(1, T + 1), wild[1:, 0], "^-", label="U_r, U_w ~ N(0, 1/fan_in)")
+ax.semilogy(np.arange(1, T + 1), capped[1:, 0], "v-", label="the same weights, bounded gates")
 ax.set_ylim(0.05, 1e6)  # the last curve leaves the chart
 overflow = np.flatnonzero(~np.isfinite(wild[:, 0]))
 if overflow.size:
     ax.annotate(f"N(0, 1/fan_in): |r(t)| = inf from t = {overflow[0]}", (0.02, 0.03), xycoords="axes fraction")
 ax.set_xlabel("time step t")
 ax.set_ylabel("|r(t)|")
-ax.set_title("Eq. 1 state along a label path (ReLU LSTM)")
+ax.set_title("Eq. 1 state along a label path (ReLU and capped-ReLU LSTM)")
 ax.legend()
 fig.tight_layout()
 path = os.path.join(OUT, "01_lstm_state.png")

@@ -30,8 +30,9 @@ def _dot(y, G):
 def _lstm_params(rng, E, H, variant):
     params = model.init_params(3, 2, E, H, rng, variant, dtype=numpy.float64)
     params = {k: params[k] for k in ("U_r", "U_w", "b_lstm")}
-    # Random biases so that no gate sits exactly at its init value.
-    params["b_lstm"] += rng.standard_normal(4 * H) * 0.3
+    # Random biases so that no gate sits exactly at its init value; wider for the capped
+    # ReLU, so that some gates sit above its cap of 1 and its zero slope there is checked too.
+    params["b_lstm"] += rng.standard_normal(4 * H) * (0.8 if variant == "bounded" else 0.3)
     return backend.params_to_device(params, numpy.float64)
 
 
@@ -178,14 +179,17 @@ def aligned_loss_case(how):
 
 CASES = [
     ("lstm step (relu)", lstm_step_case("relu")),
+    ("lstm step (bounded)", lstm_step_case("bounded")),
     ("lstm step (conventional)", lstm_step_case("conventional")),
     ("lstm sequence, masked (relu)", lstm_sequence_case("relu")),
+    ("lstm sequence, masked (bounded)", lstm_sequence_case("bounded")),
     ("lstm sequence, masked (conventional)", lstm_sequence_case("conventional")),
     ("embedding + tied scores", embedding_tied_case),
     ("projection + dropout", projection_case),
     ("softmax cross-entropy, masked", softmax_loss_case),
     ("sigmoid cross-entropy", sigmoid_loss_case),
     ("path loss end to end (relu)", path_loss_case("relu")),
+    ("path loss end to end (bounded)", path_loss_case("bounded")),
     ("path loss end to end (conventional)", path_loss_case("conventional")),
     ("path loss on MLA-aligned paths", aligned_loss_case("mla")),
     ("path loss on PLA-aligned paths", aligned_loss_case("pla")),

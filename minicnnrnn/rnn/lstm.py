@@ -12,9 +12,15 @@ For one time step, with ``w = w_k(t)`` the embedding of the previous label and
 ``U_w: (E, 4H)`` holds ``U_w, U_{i_w}, U_{f_w}, U_{o_w}``; ``b_lstm: (4H,)`` is optional
 (the paper writes no bias; leave it out of ``params`` to get Eq. 1 verbatim).
 
-Two variants:
+Three variants:
 
 * ``"relu"`` (the paper, §3.1): delta = ReLU for all four gates, ``o(t) = r(t) * o_t``.
+* ``"bounded"``: delta = ReLU capped at 1, ``min(max(z, 0), 1)``, for all four, and
+  ``o(t) = r(t) * o_t``. Every gate and the candidate lie in [0, 1], so
+  ``0 <= r(t) <= r(t-1) + 1``: the state can grow by at most 1 per step, ``r(t) <= t``.
+  The paper's ReLU has no such bound: a forget gate above 1 grows the state, a larger
+  state grows the gates, and on long paths that feeds on itself (docs/training.md,
+  "Stability"). Below the cap it is the paper's ReLU.
 * ``"conventional"``: sigmoid gates ``i, f, o``, tanh candidate ``x``, and
   ``o(t) = tanh(r(t)) * o_t`` (the usual LSTM of Hochreiter & Schmidhuber / Graves).
 
@@ -37,7 +43,8 @@ kept in ``core/scratch.py``.
 from minicnnrnn.core.backend import xp
 from minicnnrnn.core.scratch import scratch_array
 
-VARIANTS = ("relu", "conventional")
+VARIANTS = ("relu", "bounded", "conventional")
+RELU_LIKE = ("relu", "bounded")  # o(t) = r(t) * o_t, no squashing of the state
 
 
 def check_variant(variant):
@@ -56,6 +63,8 @@ def _gates(z, variant):
     """Eq. 1's delta: pre-activations (N, 4H) -> gate values (N, 4H), order [x | i | f | o]."""
     if variant == "relu":
         return xp.maximum(z, 0)
+    if variant == "bounded":
+        return xp.clip(z, 0, 1)
     H = z.shape[-1] // 4
     # sigmoid(a) = (1 + tanh(a / 2)) / 2: no overflow for large |a|.
     return xp.concatenate([xp.tanh(z[..., :H]), (xp.tanh(z[..., H:] * 0.5) + 1.0) * 0.5], axis=-1)
@@ -63,7 +72,7 @@ def _gates(z, variant):
 
 def _output(r, o_gate, variant):
     """Eq. 1 output o(t) from state r(t) and output gate o_t. Returns (o, squashed r)."""
-    if variant == "relu":
+    if variant in RELU_LIKE:
         return r * o_gate, r
     tanh_r = xp.tanh(r)
     return tanh_r * o_gate, tanh_r
@@ -72,10 +81,13 @@ def _output(r, o_gate, variant):
 def _gates_backward(dg, g, variant):
     """Gradient w.r.t. gate values (N, 4H) -> w.r.t. pre-activations, from the gate values g.
 
-    ReLU' = [g > 0]; tanh' = 1 - g^2 for the candidate x; sigmoid' = g (1 - g) for i, f, o.
+    ReLU' = [g > 0]; capped ReLU' = [0 < g < 1]; tanh' = 1 - g^2 for the candidate x;
+    sigmoid' = g (1 - g) for i, f, o.
     """
     if variant == "relu":
         return dg * (g > 0)
+    if variant == "bounded":
+        return dg * ((g > 0) & (g < 1))
     H = g.shape[-1] // 4
     x, ifo = g[..., :H], g[..., H:]
     return xp.concatenate([dg[..., :H] * (1.0 - x**2), dg[..., H:] * ifo * (1.0 - ifo)], axis=-1)
@@ -179,6 +191,9 @@ def _activate(z, variant):
     if variant == "relu":
         xp.maximum(z, 0, out=z)
         return z
+    if variant == "bounded":
+        xp.clip(z, 0, 1, out=z)
+        return z
     H = z.shape[-1] // 4
     x, ifo = z[..., :H], z[..., H:]  # candidate | the three gates
     xp.tanh(x, out=x)
@@ -194,10 +209,13 @@ def _activate_backward(dg, g, variant):
     """Gradient w.r.t. gate values -> gradient w.r.t. pre-activations, in place.
 
     Uses the gate values ``g`` (not the pre-activations): ReLU' = [g > 0],
-    tanh' = 1 - g^2, sigmoid' = g (1 - g).
+    capped ReLU' = [0 < g < 1], tanh' = 1 - g^2, sigmoid' = g (1 - g).
     """
     if variant == "relu":
         dg *= g > 0
+        return dg
+    if variant == "bounded":
+        dg *= (g > 0) & (g < 1)
         return dg
     H = g.shape[-1] // 4
     dg[..., :H] *= 1.0 - g[..., :H] ** 2

@@ -44,7 +44,7 @@ def init_params(K, D, E, H, rng, variant="relu", dtype=numpy.float32):
     larger state pushes the gates further from their bias, so once the state is
     large it feeds on itself (tutorial 01 shows it). Hence
 
-    * gate biases ``b_lstm`` of 0.5 for i, f and o (ReLU variant; 0 for the
+    * gate biases ``b_lstm`` of 0.5 for i, f and o (ReLU variants; 0 for the
       candidate x): every gate starts near 0.5, so the state decays by about half
       per step and settles near the size of ``i_t * x_t``, and every ReLU gate is
       active, so gradients reach all of them. The conventional variant uses the
@@ -67,7 +67,7 @@ def init_params(K, D, E, H, rng, variant="relu", dtype=numpy.float32):
         return rng.standard_normal(shape) * (gain / numpy.sqrt(fan_in))
 
     b_lstm = numpy.zeros(4 * H)
-    if variant == "relu":
+    if variant in lstm.RELU_LIKE:
         b_lstm[H:] = 0.5
     else:
         b_lstm[2 * H : 3 * H] = 1.0
@@ -88,7 +88,7 @@ def path_forward(params, I, inputs, mask, variant, dropout_mask=None):
 
     params: dict as above (backend arrays); I: (N, D) image features;
     inputs: (T, N) integer tokens (START then labels); mask: (T, N) 1 real / 0 pad;
-    variant: "relu" or "conventional"; dropout_mask: None or (T, N, E) scaled mask
+    variant: one of lstm.VARIANTS; dropout_mask: None or (T, N, E) scaled mask
     for the Eq. 4 output (see layers.dropout.make_mask).
     Returns (scores (T, N, K + 1), cache).
     """

@@ -15,7 +15,7 @@ import typing
 
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import protocols
-from minicnnrnn.rnn import beam_search
+from minicnnrnn.rnn import beam_search, lstm
 from minicnnrnn.training import models
 
 # Settings a --resume must share with the checkpoint (the others may change, e.g. --epochs).
@@ -46,7 +46,7 @@ class RunConfig:
     D: int
     E: int  # paper: 64 (§4)
     H: int  # paper: 512 (§4)
-    variant: str  # LSTM of Eq. 1: "relu" (the paper's) or "conventional"
+    variant: str  # LSTM of Eq. 1: "relu" (the paper's), "bounded" (capped ReLU) or "conventional"
     cnn: typing.Optional[dict]  # the CNN behind the features: {"weights": "builtin" | path | None, "layer": ...}
     # The data
     dataset: str = "builtin"  # --dataset: builtin | npz:NAME | voc2007 | ...
@@ -127,10 +127,11 @@ def from_args(args, data, norm):
     min_labels = min(proto["min_labels"], k) if args.min_labels is None else args.min_labels
     beam_search.check_options(K, args.beam, k, min_labels)
     scale, gate_scale = args.recurrent_lr_scale, args.gate_lr_scale
-    if scale is None:  # the ReLU LSTM's state is unbounded: its U_r learns slower (docs/training.md)
-        scale = 0.01 if args.variant == "relu" else 1.0
+    relu_like = args.variant in lstm.RELU_LIKE
+    if scale is None:  # a ReLU LSTM's gates are not squashed: its U_r learns slower (docs/training.md)
+        scale = 0.01 if relu_like else 1.0
     if gate_scale is None:  # ... and so do its input weights and gate biases
-        gate_scale = 0.1 if args.variant == "relu" else 1.0
+        gate_scale = 0.1 if relu_like else 1.0
     return RunConfig(
         model=args.model,
         K=K,

@@ -254,13 +254,14 @@ def evaluate(cfg, params, data, ranking_cfg=None):
 
 
 def run_record(cfg, history):
-    """What metrics.json says about the run: dataset, k, model, seed, package version, and
-    the epoch that was scored (chosen on validation, or the last)."""
+    """What metrics.json says about the run: dataset, k, model, LSTM variant, seed, package
+    version, and the epoch that was scored (chosen on validation, or the last)."""
     chosen, _ = selection.best_epoch(history)
     return {
         "dataset": cfg.dataset,
         "k": cfg.k,
         "model": cfg.model,
+        "variant": cfg.variant,
         "seed": cfg.seed,
         "version": __version__,
         "label_order": cfg.label_order,

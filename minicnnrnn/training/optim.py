@@ -43,8 +43,19 @@ itself: rmsprop's step is about η per entry whatever the gradient's size.)
 :func:`cosine_schedule`: ``train`` once per epoch, ``pretrain`` once per step.
 
 rmsprop updates everything in place (``out=`` arguments and two preallocated scratch
-buffers per parameter), so a step makes no temporary arrays: on the CPU large temporaries
-cost page faults, on the GPU allocations.
+buffers per parameter), so a step makes no large temporary arrays: on the CPU large
+temporaries cost page faults, on the GPU allocations.
+
+**Subnormal numbers are set to 0.** A weight whose gradient is always 0 (it feeds a gate
+that is never active) still has weight decay, and once ``|g| < ε`` rmsprop's step is
+``η λ θ / ε``: the weight shrinks geometrically and after some hundred steps falls below
+float32's smallest normal number (1.2e-38); its ``v`` and ``m`` decay the same way. CPUs
+compute with such *subnormal* numbers many times slower. One percent of them in ``U_r``
+made every product with it about 4x slower (measured: a 23-step rollout of a trained
+iaprtc12 model, 2.0 s against 0.5 s after setting them to 0, identical predictions), and
+with 19 % of ``v`` subnormal an epoch took twice as long. So after each step rmsprop sets
+the entries of θ, m and v below the smallest normal number to exactly 0; no sum of float32
+numbers of ordinary size can tell the difference.
 """
 
 import math
@@ -105,6 +116,13 @@ def _moments_from_host(moments, state):
             current[...] = backend.to_device(saved, current.dtype)
 
 
+def _flush_subnormal(a, tmp):
+    """Set the entries of ``a`` whose size is below the smallest normal number of its dtype
+    to 0, in place (``tmp``: a scratch array of a's shape)."""
+    xp.abs(a, out=tmp)
+    xp.copyto(a, 0, where=tmp < xp.finfo(a.dtype).tiny)
+
+
 class RMSprop:
     """rmsprop state for one dict of parameters; :meth:`step` updates them in place.
 
@@ -148,6 +166,8 @@ class RMSprop:
         # θ ← θ - ηm
         xp.multiply(m, lr, out=tmp)
         theta -= tmp
+        for a in (theta, m, v):  # subnormal numbers -> 0 (module docstring: they only slow things down)
+            _flush_subnormal(a, tmp)
 
     def state_dict(self):
         """The optimizer state as host arrays, {"v/<name>": ..., "m/<name>": ...}, for checkpoints."""

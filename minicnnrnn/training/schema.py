@@ -25,10 +25,10 @@ import numpy as np
 
 from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.rnn import label_paths
+from minicnnrnn.rnn import label_paths, lstm
 from minicnnrnn.training import models
 
-VARIANTS = ("relu", "conventional")
+VARIANTS = lstm.VARIANTS
 AP_MODES = ("voc07", "sklearn")
 FEATURE_NORMS = ("l2", "scale", "none")
 
