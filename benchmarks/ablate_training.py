@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minicnnrnn import train  # noqa: E402
 
 VARIANTS = {
-    "default (E 64, dropout 0.5, relu, U_r 0.01, gates 0.1)": [],
+    "default (E 64, dropout 0.5, bounded, U_r 0.01, gates 0.1)": [],
+    "paper's uncapped ReLU LSTM": ["--variant", "relu"],
     "E 16": ["--embed", "16"],
     "E 128": ["--embed", "128"],
     "dropout 0": ["--dropout", "0"],

@@ -177,7 +177,7 @@ ax.semilogy(np.arange(1, T + 1), norms[1:, 0], "o-", label="init_params")
 ax.semilogy(np.arange(1, T + 1), norms[1:, 1], "s--", label="init_params, padded after t = 3")
 ax.semilogy(np.arange(1, T + 1), wild[1:, 0], "^-", label="U_r, U_w ~ N(0, 1/fan_in)")
 ax.semilogy(np.arange(1, T + 1), capped[1:, 0], "v-", label="the same weights, bounded gates")
-ax.set_ylim(0.05, 1e6)  # the last curve leaves the chart
+ax.set_ylim(0.05, 1e6)  # the N(0, 1/fan_in) curve leaves the chart
 overflow = np.flatnonzero(~np.isfinite(wild[:, 0]))
 if overflow.size:
     ax.annotate(f"N(0, 1/fan_in): |r(t)| = inf from t = {overflow[0]}", (0.02, 0.03), xycoords="axes fraction")

@@ -228,7 +228,7 @@ def _cell_backward(do, dr, g, r_prev, squashed_r, variant, dz, m=None):
 
     do: (N, H) gradient w.r.t. o(t); dr: (N, H) gradient w.r.t. r(t) arriving from
     step t + 1; g: (N, 4H) gate values; r_prev: (N, H) r(t-1); squashed_r: (N, H) r(t)
-    (relu) or tanh(r(t)) (conventional); m: optional (N, 1) mask of this step.
+    (relu, bounded) or tanh(r(t)) (conventional); m: optional (N, 1) mask of this step.
     Writes the pre-activation gradient into ``dz: (N, 4H)`` and returns the
     gradient w.r.t. r(t-1) *without* the path through ``U_r`` (the caller adds
     ``dz @ U_r.T``, batched over time in the sequence case).

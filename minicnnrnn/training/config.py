@@ -56,8 +56,8 @@ class RunConfig:
     epochs: int = 20
     batch_size: int = 64  # images per mini-batch
     lr: float = 1e-3  # initial rmsprop learning rate (cosine-decayed)
-    recurrent_lr_scale: typing.Optional[float] = None  # U_r's rate / lr; from_args: 0.01 (relu) or 1
-    gate_lr_scale: typing.Optional[float] = None  # U_w's and b_lstm's rate / lr; from_args: 0.1 (relu) or 1
+    recurrent_lr_scale: typing.Optional[float] = None  # U_r's rate / lr; from_args: 0.01 (relu, bounded) or 1
+    gate_lr_scale: typing.Optional[float] = None  # U_w's and b_lstm's rate / lr; from_args: 0.1 (relu, bounded) or 1
     clip: float = 5.0  # global gradient norm (0: no clipping)
     dropout: float = 0.5  # on the Eq. 4 output
     seed: int = 0
