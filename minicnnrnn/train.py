@@ -67,7 +67,7 @@ def make_parser():
         type=float,
         default=None,
         help="learning rate of the LSTM's U_r relative to --lr; default 0.01 for the ReLU variants "
-        "(bounded, relu: their gates are not squashed, docs/training.md) and 1 for conventional",
+        "(bounded, relu; docs/training.md) and 1 for conventional",
     )
     p.add_argument(
         "--gate-lr-scale",

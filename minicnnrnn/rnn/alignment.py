@@ -80,8 +80,8 @@ def align(labels, pred, logp, how):
     for n, row in enumerate(np.asarray(labels)):
         truth = np.flatnonzero(row)
         m = truth.size
-        # A free-running ReLU LSTM can overflow on long rollouts (its gates grow with its
-        # state, docs/training.md "Stability" 4.): from the first step that is not finite on,
+        # A free-running uncapped ReLU LSTM (--variant relu) can overflow on long rollouts (its
+        # gates grow with its state, docs/training.md "Stability" 4.): from the first step that is not finite on,
         # the model has no opinion, so those steps take the labels that are left, in label order.
         finite = np.isfinite(logp[:m, n]).all(axis=1)
         m_ok = int(np.argmin(finite)) if not finite.all() else m

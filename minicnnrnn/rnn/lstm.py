@@ -102,7 +102,7 @@ def lstm_step_forward(w, r_prev, params, variant="relu"):
     """One step of Eq. 1.
 
     w: (N, E) label embeddings w_k(t); r_prev: (N, H) states r(t-1) (zeros at t = 1);
-    params: U_r (H, 4H), U_w (E, 4H), optional b_lstm (4H,).
+    params: U_r (H, 4H), U_w (E, 4H), optional b_lstm (4H,); variant: one of :data:`VARIANTS`.
     Returns ((o, r), cache) with o: (N, H) the output o(t) and r: (N, H) the state r(t).
     """
     check_variant(variant)

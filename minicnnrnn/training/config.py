@@ -128,7 +128,7 @@ def from_args(args, data, norm):
     beam_search.check_options(K, args.beam, k, min_labels)
     scale, gate_scale = args.recurrent_lr_scale, args.gate_lr_scale
     relu_like = args.variant in lstm.RELU_LIKE
-    if scale is None:  # a ReLU LSTM's gates are not squashed: its U_r learns slower (docs/training.md)
+    if scale is None:  # ReLU LSTMs, capped or not: U_r learns slower (docs/training.md "Stability" 2 and 5)
         scale = 0.01 if relu_like else 1.0
     if gate_scale is None:  # ... and so do its input weights and gate biases
         gate_scale = 0.1 if relu_like else 1.0
