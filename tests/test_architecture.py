@@ -19,7 +19,7 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "minicnnrnn"
-MAX_LINES = 420  # "no file over ~400 lines"
+MAX_LINES = 400  # "no file over ~400 lines"
 
 # Rooms below the model rooms: they must never import from the rooms above them.
 FOUNDATION = {"core": set(), "layers": {"core"}}

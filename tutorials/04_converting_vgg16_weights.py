@@ -38,7 +38,7 @@ from PIL import Image
 from minicnnrnn import convert
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.weights import torch_pickle
+from minicnnrnn.weights import torch_pickle, torch_unpickler
 
 FAST = os.environ.get("MINICNNRNN_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -130,9 +130,9 @@ print("\n".join(line for line in listing.getvalue().splitlines() if "GLOBAL" in 
 
 # %% [markdown]
 # Every name a pickle uses goes through `Unpickler.find_class`. Ours
-# (`torch_pickle._RestrictedUnpickler`) knows only `collections.OrderedDict`, torch's
-# tensor-rebuilding functions and the storage types, each mapped to a small function
-# written in `torch_pickle.py`, and refuses everything else before it could be called:
+# (`torch_unpickler.RestrictedUnpickler`, used by `torch_pickle.load`) knows only
+# `collections.OrderedDict`, torch's tensor-rebuilding functions and the storage types, each
+# mapped to a small function written in `torch_unpickler.py`, and refuses everything else before it could be called:
 
 # %%
 evil_path = SCRATCH / "evil.pth"
@@ -142,7 +142,7 @@ try:
     torch_pickle.load(evil_path)
 except UserError as exc:
     print("refused:", exc)
-print("allowed names:", len(torch_pickle.ALLOWED))
+print("allowed names:", len(torch_unpickler.ALLOWED))
 
 # %% [markdown]
 # ## 4. Layout changes

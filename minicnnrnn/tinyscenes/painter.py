@@ -1,38 +1,40 @@
 """Tiny Scenes painter: turns a sampled scene (its type, day or night, its labels) into pixels.
 
 What a scene *contains* is decided in :mod:`minicnnrnn.tinyscenes.scenes`; this module only
-draws it with the primitives of :mod:`minicnnrnn.tinyscenes.drawing` (sky, ground, objects
+draws it with the canvas and colours of :mod:`minicnnrnn.tinyscenes.canvas` and the object
+painters of :mod:`minicnnrnn.tinyscenes.drawing` (sky, ground, objects
 in back-to-front order, then a camera model: exposure, contrast and sensor noise).
 """
 
 import numpy as np
 
 from minicnnrnn.tinyscenes import drawing as dr
+from minicnnrnn.tinyscenes.canvas import BRIGHT, SUPERSAMPLE, WOOD, Canvas, blotches, gradient, jitter, mix, pick
 
 
 def _background(rng, pixels, kind, night, horizon):
     """Sky above ``horizon`` and ground below it, as a (P, P, 3) uint8 array."""
     if kind == "indoor":
-        wall = dr.jitter(rng, dr.pick(rng, [(220, 210, 180), (190, 210, 200), (230, 200, 200), (180, 180, 200)]), 25)
-        floor = dr.jitter(rng, dr.pick(rng, dr.WOOD + [(170, 170, 160)]), 20)
-        img = dr.gradient(pixels, wall, dr.mix(wall, (60, 60, 60), 0.3), 0.0, horizon)
-        dr.gradient(pixels, floor, dr.mix(floor, (20, 20, 20), 0.3), horizon, 1.0, out=img)
+        wall = jitter(rng, pick(rng, [(220, 210, 180), (190, 210, 200), (230, 200, 200), (180, 180, 200)]), 25)
+        floor = jitter(rng, pick(rng, WOOD + [(170, 170, 160)]), 20)
+        img = gradient(pixels, wall, mix(wall, (60, 60, 60), 0.3), 0.0, horizon)
+        gradient(pixels, floor, mix(floor, (20, 20, 20), 0.3), horizon, 1.0, out=img)
     else:
         if night:
-            top, low = dr.jitter(rng, (10, 12, 40), 10), dr.jitter(rng, (40, 40, 80), 15)
+            top, low = jitter(rng, (10, 12, 40), 10), jitter(rng, (40, 40, 80), 15)
         elif rng.random() < 0.15:  # sunset sky
-            top, low = dr.jitter(rng, (90, 90, 170), 20), dr.jitter(rng, (240, 150, 90), 20)
+            top, low = jitter(rng, (90, 90, 170), 20), jitter(rng, (240, 150, 90), 20)
         else:
-            top, low = dr.jitter(rng, (70, 130, 220), 30), dr.jitter(rng, (190, 215, 240), 20)
+            top, low = jitter(rng, (70, 130, 220), 30), jitter(rng, (190, 215, 240), 20)
         ground = {"street": (150, 150, 140), "harbour": (40, 90, 150), "field": (90, 160, 60), "night": (25, 40, 30)}[
             kind
         ]
-        ground = dr.jitter(rng, ground, 25)
+        ground = jitter(rng, ground, 25)
         if night:
-            ground = dr.mix(ground, (5, 5, 20), 0.6)
-        img = dr.gradient(pixels, top, low, 0.0, horizon)
-        dr.gradient(pixels, dr.mix(ground, low, 0.3), ground, horizon, 1.0, out=img)
-    img += dr.blotches(rng, pixels, 12.0)
+            ground = mix(ground, (5, 5, 20), 0.6)
+        img = gradient(pixels, top, low, 0.0, horizon)
+        gradient(pixels, mix(ground, low, 0.3), ground, horizon, 1.0, out=img)
+    img += blotches(rng, pixels, 12.0)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -102,7 +104,7 @@ def _things(rng, kind, night, labels, horizon):
         add(horizon - 0.001, lambda c: dr.water(c, rng, horizon, 1.0), "water")
         ground = (horizon - 0.015, horizon)  # a thin far shore
         if "house" in labels or "tree" in labels:
-            add(horizon - 0.0015, lambda c: c.rect(0, horizon - 0.03, 1, horizon, dr.jitter(rng, (90, 120, 60), 25)))
+            add(horizon - 0.0015, lambda c: c.rect(0, horizon - 0.03, 1, horizon, jitter(rng, (90, 120, 60), 25)))
         if "boat" in labels:
             n_boats = int(rng.integers(1, 3))
             for b in range(n_boats):
@@ -178,8 +180,8 @@ def _table_with_cup(c, rng, x, y, w, labels):
 def _frame(c, rng, x, y, w):
     """A picture frame or window on an indoor wall: clutter with sharp edges."""
     c.owner = "frame"  # not a label; a kind of the source task (tinyscenes/source_task.py)
-    c.rect(x, y, x + w, y + w * rng.uniform(0.6, 1.2), dr.jitter(rng, dr.pick(rng, dr.WOOD + [(40, 40, 40)]), 20))
-    inner = dr.jitter(rng, dr.pick(rng, dr.BRIGHT + [(150, 200, 230)]), 40)
+    c.rect(x, y, x + w, y + w * rng.uniform(0.6, 1.2), jitter(rng, pick(rng, WOOD + [(40, 40, 40)]), 20))
+    inner = jitter(rng, pick(rng, BRIGHT + [(150, 200, 230)]), 40)
     c.rect(x + 0.1 * w, y + 0.1 * w, x + 0.9 * w, y + w * 0.5, inner)
 
 
@@ -188,16 +190,16 @@ def paint(rng, size, kind, night, labels, owner_ids=None):
 
     kind, night, labels: what :func:`minicnnrnn.tinyscenes.scenes.sample_scene` drew.
     Every random draw comes from ``rng``, in a fixed order, so a picture depends only on its stream.
-    owner_ids: ``{label: number > 0}`` to also return the owner map (``dr.Canvas``): then
+    owner_ids: ``{label: number > 0}`` to also return the owner map (``Canvas``): then
     the result is ``(image, owners (size * SUPERSAMPLE, size * SUPERSAMPLE) uint8)``, the
     visible label of every pixel of the drawing surface (0: none). The picture is the same.
     """
-    pixels = size * dr.SUPERSAMPLE
+    pixels = size * SUPERSAMPLE
     # three draws whatever the scene (so every picture consumes its stream alike), one of them used
     night_row, indoor_row, outdoor_row = rng.uniform(0.65, 0.85), rng.uniform(0.55, 0.72), rng.uniform(0.35, 0.55)
     horizon = {"night": night_row, "indoor": indoor_row}.get(kind, outdoor_row)
     background = _background(rng, pixels, kind, night, horizon)
-    c = dr.Canvas(background, owner_ids)
+    c = Canvas(background, owner_ids)
     sky_colour = tuple(int(v) for v in background[max(0, int(0.15 * pixels)), pixels // 2])
     if kind != "indoor":
         _sky(c, rng, labels, night, horizon, sky_colour)

@@ -21,7 +21,7 @@ a train or test picture) to answer questions that never name a target label:
 A BCE head on fc7 has to learn the 20 labels from features made for these 86
 questions, as the paper's heads learn COCO labels from ImageNet features. The
 answers come from the drawing itself (an owner map of kinds, see
-:class:`minicnnrnn.tinyscenes.drawing.Canvas`), so the pictures are byte-identical
+:class:`minicnnrnn.tinyscenes.canvas.Canvas`), so the pictures are byte-identical
 to :func:`minicnnrnn.tinyscenes.scenes.render`'s for the same stream.
 """
 

@@ -24,14 +24,11 @@ A tensor is a *view* into its storage: element ``(i, j, ...)`` lives at
 ``offset + i * stride[0] + j * stride[1] + ...`` (counted in elements), so a
 transposed or sliced tensor shares its storage with the original.
 
-Safety: unpickling can run code. A pickle may name any importable function and
-ask for it to be called (``os.system`` included), so we never call the plain
-``pickle.load``. :class:`_RestrictedUnpickler` resolves only the few names a
-state_dict needs, to functions written in this file, and refuses every other
-name with a UserError before anything could be called.
+Safety: unpickling can run code, so we never call the plain ``pickle.load``: every
+pickle goes through ``torch_unpickler.RestrictedUnpickler``, which resolves only the few
+names a state_dict needs and refuses every other name before anything could be called.
 """
 
-import collections
 import os
 import pickle
 import struct
@@ -41,177 +38,10 @@ import numpy
 
 from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.weights.torch_unpickler import ElementType, RestrictedUnpickler, Storage, TensorRef, numpy_dtype
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
-
-# The element type named by torch's storage classes and dtypes, as numpy type codes
-# without byte order. numpy has no bfloat16: those are read as uint16 bit patterns
-# and widened to float32 (a bfloat16 is the top half of a float32).
-STORAGE_TYPES = {
-    "FloatStorage": "f4",
-    "DoubleStorage": "f8",
-    "HalfStorage": "f2",
-    "BFloat16Storage": "bf16",
-    "LongStorage": "i8",
-    "IntStorage": "i4",
-    "ShortStorage": "i2",
-    "CharStorage": "i1",
-    "ByteStorage": "u1",
-    "BoolStorage": "b1",
-    "ComplexFloatStorage": "c8",
-    "ComplexDoubleStorage": "c16",
-    "UntypedStorage": "u1",
-}
-TORCH_DTYPES = {
-    "float32": "f4",
-    "float64": "f8",
-    "float16": "f2",
-    "bfloat16": "bf16",
-    "int64": "i8",
-    "int32": "i4",
-    "int16": "i2",
-    "int8": "i1",
-    "uint8": "u1",
-    "bool": "b1",
-    "uint16": "u2",
-    "uint32": "u4",
-    "uint64": "u8",
-    "complex64": "c8",
-    "complex128": "c16",
-}
-
-
-def _numpy_dtype(code, byteorder="<"):
-    """Type code -> numpy dtype of the bytes on disk (bfloat16 is read as uint16)."""
-    if code == "bf16":
-        code = "u2"
-    if code in ("u1", "i1", "b1"):
-        return numpy.dtype(code)
-    return numpy.dtype(byteorder + code)
-
-
-class _ElementType:
-    """What ``torch.FloatStorage`` or ``torch.float32`` stands for here: an element type."""
-
-    def __init__(self, code):
-        self.code = code
-
-
-class _Storage:
-    """One flat block of elements. ``raw`` (uint8 bytes) is filled in after unpickling.
-
-    A legacy file may also hold a *view* of a storage: ``base`` is then the viewed
-    storage and ``start`` the first element of the view.
-    """
-
-    def __init__(self, code, numel, base=None, start=0):
-        self.code, self.numel, self.base, self.start = code, numel, base, start
-        self.raw = None
-
-    def bytes(self):
-        if self.base is None:
-            return self.raw
-        itemsize = _numpy_dtype(self.code).itemsize
-        first = self.start * itemsize
-        return self.base.bytes()[first : first + self.numel * itemsize]
-
-
-class _TensorRef:
-    """A tensor waiting for its storage's bytes: dtype code, offset, size, stride."""
-
-    def __init__(self, storage, offset, size, stride, code, metadata=None):
-        if not isinstance(storage, _Storage):
-            raise pickle.UnpicklingError("a tensor's storage is not a storage reference")
-        for n in (offset, *size, *stride):
-            if not isinstance(n, int) or n < 0:
-                raise pickle.UnpicklingError("a tensor has a bad offset, size or stride")
-        if len(size) != len(stride):
-            raise pickle.UnpicklingError("a tensor's size and stride differ in length")
-        self.storage, self.offset, self.code = storage, offset, code
-        self.size, self.stride = tuple(size), tuple(stride)
-        self.metadata = metadata or {}
-
-
-# The functions a torch pickle calls, rewritten to build _TensorRef placeholders.
-def _rebuild_tensor(storage, storage_offset, size, stride):
-    return _TensorRef(storage, storage_offset, size, stride, storage.code)
-
-
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    return _TensorRef(storage, storage_offset, size, stride, storage.code, metadata)
-
-
-def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
-    # v3 is used for dtypes without a typed storage (uint16, ...): the storage is raw bytes.
-    if not isinstance(dtype, _ElementType):
-        raise pickle.UnpicklingError("_rebuild_tensor_v3 without a dtype")
-    return _TensorRef(storage, storage_offset, size, stride, dtype.code, metadata)
-
-
-def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
-    # An nn.Parameter (state_dict(keep_vars=True)): we only need its data.
-    return data
-
-
-def _allowed_names():
-    names = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    }
-    for table in (STORAGE_TYPES, TORCH_DTYPES):
-        for name, code in table.items():
-            names[("torch", name)] = _ElementType(code)
-    names[("torch.storage", "UntypedStorage")] = names[("torch", "UntypedStorage")]
-    return names
-
-
-ALLOWED = _allowed_names()
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that can only rebuild tensors, storages and (ordered) dicts.
-
-    ``find_class`` is the only way a pickle gets hold of a callable, so refusing
-    unknown names there means no other code can run.
-    """
-
-    def __init__(self, file, source, storages):
-        super().__init__(file, encoding="utf-8")
-        self.source, self.storages = source, storages
-
-    def find_class(self, module, name):
-        try:
-            return ALLOWED[(module, name)]
-        except KeyError:
-            raise UserError(
-                f"{self.source}: refusing to unpickle '{module}.{name}': a weights file may only "
-                "hold tensors and dicts (is this a whole pickled model or a foreign pickle?)"
-            ) from None
-
-    def persistent_load(self, pid):
-        if not isinstance(pid, tuple) or not pid:
-            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
-        if pid[0] == "module":
-            raise UserError(f"{self.source}: holds a whole pickled nn.Module; save model.state_dict() instead")
-        if pid[0] != "storage" or len(pid) not in (5, 6):
-            raise pickle.UnpicklingError(f"unknown persistent id {pid[:1]!r}")
-        element_type, key, _location, numel = pid[1:5]
-        if not isinstance(element_type, _ElementType) or not isinstance(numel, int):
-            raise pickle.UnpicklingError("bad storage reference")
-        key = str(key)
-        if key not in self.storages:
-            self.storages[key] = _Storage(element_type.code, numel)
-        storage = self.storages[key]
-        view = pid[5] if len(pid) == 6 else None
-        if view is None:
-            return storage
-        view_key, start, view_numel = view  # legacy views: (key, first element, length)
-        return _Storage(element_type.code, view_numel, base=storage, start=start)
 
 
 def _one_line(exc):
@@ -239,7 +69,7 @@ def detect(path):
             if start[:1] != b"\x80":  # every pickle of protocol >= 2 starts with PROTO
                 return None
             f.seek(0)
-            magic = _RestrictedUnpickler(f, str(path), {}).load()
+            magic = RestrictedUnpickler(f, str(path), {}).load()
     except Exception:  # not a zip and not a pickle: not ours
         return None
     return "legacy" if isinstance(magic, int) and magic == LEGACY_MAGIC else None
@@ -264,7 +94,7 @@ def _load_zip(path):
             byteorder = ">" if zf.read(prefix + "byteorder").strip() == b"big" else "<"
         storages = {}
         with zf.open(pickles[0]) as f:
-            obj = _RestrictedUnpickler(f, path, storages).load()
+            obj = RestrictedUnpickler(f, path, storages).load()
         for key, storage in storages.items():
             name = f"{prefix}data/{key}"
             if name not in names:
@@ -297,7 +127,7 @@ def _load_legacy(path):
     with open(path, "rb") as f:
 
         def load_small():
-            return _RestrictedUnpickler(f, path, {}).load()
+            return RestrictedUnpickler(f, path, {}).load()
 
         if load_small() != LEGACY_MAGIC:
             raise UserError(f"{path}: not a PyTorch file (wrong magic number)")
@@ -306,7 +136,7 @@ def _load_legacy(path):
             raise UserError(f"{path}: unsupported legacy PyTorch protocol {protocol!r}")
         load_small()  # system info: the data that follows is little-endian whatever it says
         storages = {}
-        obj = _RestrictedUnpickler(f, path, storages).load()
+        obj = RestrictedUnpickler(f, path, storages).load()
         keys = load_small()
         if not isinstance(keys, list):
             raise pickle.UnpicklingError("storage key list missing")
@@ -315,7 +145,7 @@ def _load_legacy(path):
             if storage is None:
                 raise UserError(f"{path}: storage key {key!r} is listed but never used")
             count = numpy.frombuffer(f.read(8), dtype="<i8")
-            nbytes = int(count[0]) * _numpy_dtype(storage.code).itemsize if count.size else -1
+            nbytes = int(count[0]) * numpy_dtype(storage.code).itemsize if count.size else -1
             start = f.tell()
             if nbytes < 0 or start + nbytes > size:
                 raise UserError(f"{path}: file is truncated (storage {key} incomplete)")
@@ -330,8 +160,8 @@ def _load_legacy(path):
 
 
 def _to_numpy(ref, byteorder, source):
-    """Materialise a _TensorRef as a C-contiguous numpy array in native byte order."""
-    dtype = _numpy_dtype(ref.code, byteorder)
+    """Materialise a TensorRef as a C-contiguous numpy array in native byte order."""
+    dtype = numpy_dtype(ref.code, byteorder)
     raw = ref.storage.bytes()
     if raw is None:
         raise UserError(f"{source}: a tensor's storage has no data in the file")
@@ -368,14 +198,14 @@ def _to_numpy(ref, byteorder, source):
 
 
 def _resolve(obj, byteorder, source):
-    """Replace every _TensorRef in nested dicts/lists/tuples by a numpy array."""
-    if isinstance(obj, _TensorRef):
+    """Replace every TensorRef in nested dicts/lists/tuples by a numpy array."""
+    if isinstance(obj, TensorRef):
         return _to_numpy(obj, byteorder, source)
     if isinstance(obj, dict):
         return {k: _resolve(v, byteorder, source) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_resolve(v, byteorder, source) for v in obj)
-    if isinstance(obj, (_Storage, _ElementType)):
+    if isinstance(obj, (Storage, ElementType)):
         raise UserError(f"{source}: holds a bare storage or dtype, not a tensor")
     return obj
 
