@@ -40,7 +40,7 @@ from minicnnrnn.core import backend, cli, fileio, limits
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.rnn import beam_search
 from minicnnrnn.tinyscenes import features
-from minicnnrnn.training import checkpoint, models
+from minicnnrnn.training import checkpoint, config, models
 from minicnnrnn.training import data as train_data
 
 CHUNK = 4096  # feature rows moved to the device and decoded at once
@@ -54,12 +54,17 @@ def make_parser():
     p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by `python -m minicnnrnn.train`")
     p.add_argument("--features", help="predict from a (N, D) features .npy (or an `extract` folder) instead of images")
     p.add_argument("--image-list", help="with --features: a text file naming each row's image, one per line")
-    p.add_argument("--beam", type=int, default=None, help="beam size B (1 = greedy); default: the checkpoint's, or 3")
-    p.add_argument(
-        "--min-labels",
-        type=int,
-        default=None,
-        help="predict at least this many labels (footnote 1); default: the checkpoint's, or 0",
+    # The search settings a checkpoint's RunConfig records, with the checkpoint's value as
+    # default; plain int, so that a bad value is search_options' error naming the flag.
+    config.add_options(
+        p,
+        ("beam", "min_labels"),
+        beam=dict(type=int, default=None, help="beam size B (1 = greedy); default: the checkpoint's, or 3"),
+        min_labels=dict(
+            type=int,
+            default=None,
+            help="predict at least this many labels (footnote 1); default: the checkpoint's, or 0",
+        ),
     )
     p.add_argument("--max-labels", type=int, default=None, help="predict at most this many labels; default K")
     p.add_argument(
