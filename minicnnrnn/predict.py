@@ -6,7 +6,7 @@
 
 For image files it runs the CNN the checkpoint was trained with (``config.cnn``: the
 built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc7) on
-the images (``preprocess.load_image`` then ``vgg.vgg_forward``), normalises the features as
+the images (``preprocess.load_image`` then :func:`minicnnrnn.cnn.backbones.feature_rows`), normalises the features as
 training did (``config.feature_norm``, :func:`minicnnrnn.training.data.normalise`), then
 decodes each image's most probable prediction path by beam search (§3.3,
 :mod:`minicnnrnn.rnn.beam_search`), as the model's row of
@@ -36,11 +36,11 @@ import sys
 import numpy as np
 
 from minicnnrnn.cnn import backbones, preprocess
-from minicnnrnn.core import backend, cli, fileio, limits
+from minicnnrnn.core import backend, cli, fileio
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.features import images, network
 from minicnnrnn.rnn import beam_search
-from minicnnrnn.tinyscenes import features
-from minicnnrnn.training import checkpoint, models
+from minicnnrnn.training import checkpoint, config, models
 from minicnnrnn.training import data as train_data
 
 CHUNK = 4096  # feature rows moved to the device and decoded at once
@@ -54,12 +54,17 @@ def make_parser():
     p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by `python -m minicnnrnn.train`")
     p.add_argument("--features", help="predict from a (N, D) features .npy (or an `extract` folder) instead of images")
     p.add_argument("--image-list", help="with --features: a text file naming each row's image, one per line")
-    p.add_argument("--beam", type=int, default=None, help="beam size B (1 = greedy); default: the checkpoint's, or 3")
-    p.add_argument(
-        "--min-labels",
-        type=int,
-        default=None,
-        help="predict at least this many labels (footnote 1); default: the checkpoint's, or 0",
+    # The search settings a checkpoint's RunConfig records, with the checkpoint's value as
+    # default; plain int, so that a bad value is search_options' error naming the flag.
+    config.add_options(
+        p,
+        ("beam", "min_labels"),
+        beam=dict(type=int, default=None, help="beam size B (1 = greedy); default: the checkpoint's, or 3"),
+        min_labels=dict(
+            type=int,
+            default=None,
+            help="predict at least this many labels (footnote 1); default: the checkpoint's, or 0",
+        ),
     )
     p.add_argument("--max-labels", type=int, default=None, help="predict at most this many labels; default K")
     p.add_argument(
@@ -89,50 +94,34 @@ def load_cnn(cnn, ckpt_path):
             f"({cnn.get('features', 'unknown file')}), so it cannot read image files; "
             "pass --features with features made the same way"
         )
-    if weights == "builtin":
-        params, meta = features.load_builtin_cnn()
-    else:
-        params, meta = backbones.load(weights)
-        limits.check_finite_params(params, weights)
-        preprocess.check_constants(meta["preprocess"], weights)
+    params, meta = network.load(None if weights == "builtin" else weights, where=weights)
     return backend.params_to_device(params, np.float32), meta, cnn.get("layer") or backbones.default_layer(meta)
-
-
-def read_images(paths, meta, strict):
-    """(arrays, kept paths, their (w, h) sizes) of the readable images; an unreadable one is
-    skipped with a warning line on stderr (``strict``: its UserError stops the command)."""
-    arrays, kept, sizes = [], [], []
-    for path in paths:
-        try:
-            arrays.append(preprocess.load_image(path, meta))
-        except UserError as exc:
-            if strict:
-                raise UserError(f"{exc} (--strict; rerun without it to skip unreadable images)") from None
-            print(f"warning: skipped {exc}", file=sys.stderr)
-            continue
-        kept.append(path)
-        sizes.append(preprocess.header_size(path))
-    return arrays, kept, sizes
 
 
 def image_features(paths, cnn, ckpt_path, batch_size, strict=False):
     """Image files -> ((n, D) float32 host features, the n readable paths, their (w, h)
-    sizes); the CNN runs batch by batch on the backend, unreadable images are skipped and
-    none readable is a UserError."""
+    sizes); the CNN runs batch by batch on the backend (:func:`backbones.feature_rows`),
+    unreadable images are skipped with a warning line on stderr (``strict``: the first
+    stops the command) and none readable is a UserError."""
     if batch_size < 1:
         raise UserError(f"--batch-size: must be positive, got {batch_size}")
     params, meta, layer = load_cnn(cnn, ckpt_path)
-    rows, kept, sizes = [], [], []
-    for start in range(0, len(paths), batch_size):
-        arrays, good, good_sizes = read_images(paths[start : start + batch_size], meta, strict)
-        if arrays:
-            outs, _ = backbones.compute(params, meta, backend.to_device(np.stack(arrays)), outputs=(layer,))
-            rows.append(backend.to_host(outs[layer]).reshape(len(arrays), -1))
-        kept += good
-        sizes += good_sizes
+    rows, kept = [], []
+    for first, results in images.decoded_batches(paths, meta, batch_size):
+        good = []
+        for path, (image, why) in zip(paths[first:], results):
+            if image is None and strict:
+                raise UserError(f"{why} {images.STRICT_HINT}")
+            if image is None:
+                print(f"warning: skipped {why}", file=sys.stderr)
+                continue
+            good.append(image)
+            kept.append(path)
+        if good:
+            rows.append(backbones.feature_rows(params, meta, np.stack(good), layer))
     if not kept:
         raise UserError(f"none of the {len(paths)} image(s) could be read (see the warnings above)")
-    return np.concatenate(rows), kept, sizes
+    return np.concatenate(rows), kept, [preprocess.header_size(path) for path in kept]
 
 
 def matrix_features(path, list_path):

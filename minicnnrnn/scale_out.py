@@ -8,8 +8,9 @@
     # shards run any other way (`extract --shard I/N` on a batch queue): merge them
     python -m minicnnrnn.scale_out --merge feats/p/shards/* --out feats/p
 
-Each task runs :func:`minicnnrnn.extract.extract` on one shard (a contiguous slice
-of the image list, :mod:`minicnnrnn.scaleout.shards`) into ``OUT/shards/I-of-N``;
+Each task runs :func:`minicnnrnn.features.extraction.extract` (the engine ``extract``
+runs) on one shard (a contiguous slice of the image list,
+:mod:`minicnnrnn.features.shards`) into ``OUT/shards/I-of-N``;
 the shards are then concatenated in order into ``OUT``, which holds the same rows in
 the same order as a single ``extract`` run over the whole list. Workers must see the
 same files as the client (a shared filesystem: images, weights, OUT) and have
@@ -21,21 +22,20 @@ Dask (``pip install "minicnnrnn[dask]"``) is imported only by this command.
 
 import os
 
-from minicnnrnn import extract
 from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.scaleout import shards
+from minicnnrnn.features import extraction, images, shards
 
 
 def extract_shard(paths, folder, source, options):
     """One Dask task: extract one shard into `folder`. Returns its meta.json record."""
-    return extract.extract(paths, folder, source=source, **options)
+    return extraction.extract(paths, folder, source=source, **options)
 
 
 def run_on_cluster(client, paths, source, out, count, **options):
     """Extract `paths` in `count` shards on a ``dask.distributed.Client``; merge into `out`.
 
-    options: keyword arguments of :func:`minicnnrnn.extract.extract` (weights, layer,
+    options: keyword arguments of :func:`minicnnrnn.features.extraction.extract` (weights, layer,
     batch_size, resize, strict, overwrite, workers). Returns the merged meta.json record.
     """
     if count < 1:
@@ -80,11 +80,7 @@ def make_parser():
     p.add_argument("--local-workers", type=cli.positive_int, default=2, help="worker processes of --scheduler local")
     p.add_argument("--shards", type=cli.positive_int, default=8, help="number of shards (tasks)")
     p.add_argument("--weights", help="converted weights .npz, readable on every worker; default: the built-in CNN")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders of images")
-    group.add_argument("--image-list", metavar="FILE", help="text file, one image path per line")
-    group.add_argument("--dataset", help="voc2007, coco2014, nuswide81 or nuswide1k (needs --root): all splits")
-    p.add_argument("--root", help="dataset folder for --dataset")
+    images.add_options(p, required=False)  # not with --merge
     p.add_argument("--layer", help="layer to store; default: fc7 (VGG), pool (EfficientNet)")
     p.add_argument("--batch-size", type=cli.positive_int, default=16, help="images per forward pass")
     p.add_argument("--resize", choices=("crop", "warp"), help="default: what the weights file records")
@@ -102,17 +98,7 @@ def main(argv=None):
         return 0
     if not args.scheduler:
         raise UserError("--scheduler: required (an address such as tcp://head:8786, or local), unless --merge")
-    if args.dataset:
-        if not args.root:
-            raise UserError("--root: required with --dataset")
-        paths, splits = extract.images_from_dataset(args.dataset, args.root)
-        source = {"dataset": args.dataset, "root": os.path.abspath(args.root), "splits": splits}
-    elif args.image_list:
-        paths, source = extract.images_from_list(args.image_list), {"image_list": os.path.abspath(args.image_list)}
-    elif args.images:
-        paths, source = extract.images_from_args(args.images), {"images": "command line"}
-    else:
-        raise UserError("one of --images, --image-list, --dataset is required (or --merge)")
+    paths, source = images.of_args(args)
     options = dict(
         weights=os.path.abspath(args.weights) if args.weights else None,
         layer=args.layer,

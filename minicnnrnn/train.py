@@ -23,113 +23,26 @@ so ``--resume`` finishes with exactly the result of an uninterrupted run.
 """
 
 import contextlib
-import math
 import os
 import time
 
 from minicnnrnn.core import cli, fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics, operating_points, protocols
-from minicnnrnn.rnn import label_paths, lstm
 from minicnnrnn.training import checkpoint, config, loop, models, selection
 from minicnnrnn.training import data as train_data
-from minicnnrnn.training.config import RunConfig
 
 
 def make_parser():
+    """train's options: every setting of a run from :class:`RunConfig` (its defaults, types
+    and help live there), and the ones that only say where data and outputs are."""
     p = cli.make_parser("python -m minicnnrnn.train", __doc__.split("\n\n")[0])
-    p.add_argument("--model", default="cnn-rnn", choices=tuple(models.KINDS), help="model to train (Table 3)")
+    config.add_options(p)
     p.add_argument("--compare", action="store_true", help="train and evaluate all six models")
-    p.add_argument(
-        "--dataset", default=RunConfig.dataset, help="builtin | npz:PATH | voc2007 | coco2014 | nuswide81 | nuswide1k"
-    )
     p.add_argument("--root", help="dataset folder (real datasets)")
     p.add_argument("--features", help="features folder written by `python -m minicnnrnn.extract` (real datasets)")
     p.add_argument("--n-train", type=cli.positive_int, default=4000, help="built-in training images")
     p.add_argument("--n-test", type=cli.positive_int, default=1000, help="built-in test images")
-    p.add_argument(
-        "--feature-norm",
-        default="l2",
-        choices=train_data.FEATURE_NORMS,
-        help="normalise the CNN features: l2 = each image to unit length, scale = divide by the "
-        "training images' mean length, none (docs/training.md)",
-    )
-    p.add_argument("--epochs", type=cli.non_negative_int, default=RunConfig.epochs, help="passes over the training set")
-    p.add_argument("--batch-size", type=cli.positive_int, default=RunConfig.batch_size, help="images per mini-batch N")
-    p.add_argument(
-        "--lr",
-        type=float,
-        default=RunConfig.lr,
-        help="initial rmsprop learning rate (halved after a diverged epoch, which is run again; at most 3 times)",
-    )
-    p.add_argument(
-        "--recurrent-lr-scale",
-        type=float,
-        default=None,
-        help="learning rate of the LSTM's U_r relative to --lr; default 0.01 for the ReLU variants "
-        "(bounded, relu; docs/training.md) and 1 for conventional",
-    )
-    p.add_argument(
-        "--gate-lr-scale",
-        type=float,
-        default=None,
-        help="learning rate of the LSTM's U_w and b_lstm relative to --lr; default 0.1 for the ReLU "
-        "variants (bounded, relu; docs/training.md) and 1 for conventional",
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.1,
-        help="hold out this fraction of the training images (seeded by --seed) and keep the epoch "
-        "with the best validation O-F1 + C-F1 (0: keep the last epoch)",
-    )
-    p.add_argument(
-        "--tune-decoding",
-        action="store_true",
-        help="path models: also choose the beam width (--beam or 5) and the shortest path "
-        "(0 .. k labels) on the validation split, after training",
-    )
-    p.add_argument("--clip", type=float, default=RunConfig.clip, help="clip gradients to this global norm (0: off)")
-    p.add_argument("--dropout", type=float, default=RunConfig.dropout, help="dropout on the projection (paper: 0.5)")
-    p.add_argument("--seed", type=cli.non_negative_int, default=RunConfig.seed, help="seed of everything random")
-    p.add_argument("--embed", type=cli.positive_int, default=64, help="label embedding size E (§4)")
-    p.add_argument("--hidden", type=cli.positive_int, default=512, help="recurrent layer size H (§4)")
-    p.add_argument(
-        "--variant",
-        default="bounded",
-        choices=lstm.VARIANTS,
-        help="LSTM of Eq. 1: bounded (ReLU gates capped at 1, so the state grows at most 1 per step; "
-        "the default), relu (the paper's uncapped ReLU) or conventional (sigmoid / tanh)",
-    )
-    p.add_argument(
-        "--label-order", default=RunConfig.label_order, choices=label_paths.ORDERS, help="training path order (§3.4)"
-    )
-    p.add_argument("--beam", type=cli.positive_int, default=RunConfig.beam, help="beam width B of the search (§3.3)")
-    p.add_argument(
-        "--k",
-        type=cli.positive_int,
-        default=None,
-        help="labels per image for the top-k metrics; default: the dataset's protocol (3; 10 for nuswide1k)",
-    )
-    p.add_argument(
-        "--min-labels",
-        type=cli.non_negative_int,
-        default=None,
-        help="shortest predicted path (footnote 1); default: the dataset's protocol (k for NUS-WIDE, else 0)",
-    )
-    p.add_argument(
-        "--ap-mode",
-        default=None,
-        choices=("voc07", "sklearn"),
-        help="AP for mAP: VOC 2007 11-point or non-interpolated; default: voc07 for voc2007, else sklearn",
-    )
-    p.add_argument(
-        "--presence-samples",
-        type=cli.positive_int,
-        default=RunConfig.presence_samples,
-        help="sampled paths per test image for the path models' ranking scores P(label in path), "
-        "where exact enumeration is too costly (docs/training.md)",
-    )
     p.add_argument(
         "--out", default=None, help="output folder (default runs/<model>; --compare: one subfolder per model)"
     )
@@ -140,22 +53,6 @@ def make_parser():
         help="replace the run already in --out (without it, such a folder is refused)",
     )
     return p
-
-
-def check_args(args):
-    """One-line errors for impossible settings, before any data is loaded."""
-    if not 0 <= args.dropout < 1:
-        raise UserError(f"--dropout: must be in [0, 1), got {args.dropout}")
-    if not 0 <= args.val_fraction < 1:
-        raise UserError(f"--val-fraction: must be in [0, 1), got {args.val_fraction}")
-    if args.tune_decoding and args.val_fraction == 0:
-        raise UserError("--tune-decoding: needs a validation split (--val-fraction > 0)")
-    for name in ("lr", "recurrent_lr_scale", "gate_lr_scale"):
-        value = getattr(args, name)
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise UserError(f"--{name.replace('_', '-')}: must be a positive number, got {value}")
-    if not (args.clip >= 0 and math.isfinite(args.clip)):
-        raise UserError(f"--clip: must be a number >= 0, got {args.clip}")
 
 
 LPI = "L/img"  # the table's labels-per-image column
@@ -209,7 +106,7 @@ def results_table(data, cfg, results):
 
 def main(argv=None):
     args = cli.parse(make_parser(), argv)
-    check_args(args)
+    config.check_args(args)  # before any data is loaded
     start = time.perf_counter()
     names = ("knn", "warp", "softmax", "bce", "no-rnn", "cnn-rnn") if args.compare else (args.model,)
     base = args.out or os.path.join("runs", "compare" if args.compare else args.model)

@@ -6,6 +6,8 @@
   the image feature ``I``;
 * no import of a package module hides inside a function (a way to dodge a cycle);
 * the shared rooms (``core/``, ``layers/``) do not reach up into the model rooms;
+* a command (a top-level ``minicnnrnn/<name>.py``) never imports another command: what
+  two commands share lives in a room (e.g. ``features/`` for ``extract`` and ``scale_out``);
 * no source file is longer than about 400 lines.
 
 The import graph is read from the source with :mod:`ast`, so the test sees exactly
@@ -125,6 +127,29 @@ def test_foundation_rooms_do_not_import_upwards():
     assert not bad, bad
 
 
+def is_command(module):
+    """minicnnrnn.train, minicnnrnn.extract, ...: a top-level module other than the package
+    itself and ``__main__`` (which dispatches to the commands by name)."""
+    parts = module.split(".")
+    return len(parts) == 2 and room_of(module) is None and parts[1] != "__main__"
+
+
+def commands_importing_commands(graph):
+    return [f"{m} -> {n}" for m, targets in graph.items() if is_command(m) for n in targets if is_command(n)]
+
+
+def test_no_command_imports_another_command():
+    assert commands_importing_commands(GRAPH) == []
+
+
+def test_the_command_check_sees_a_command_importing_a_command():
+    assert is_command("minicnnrnn.train") and is_command("minicnnrnn.scale_out")
+    assert not is_command("minicnnrnn") and not is_command("minicnnrnn.__main__")
+    assert not is_command("minicnnrnn.features.extraction") and not is_command("minicnnrnn.datasets")
+    fake = {"minicnnrnn.scale_out": {"minicnnrnn.extract", "minicnnrnn.features.shards"}}
+    assert commands_importing_commands(fake) == ["minicnnrnn.scale_out -> minicnnrnn.extract"]
+
+
 def test_no_package_import_inside_a_function():
     hidden = {m: sorted(imports_of(m)[1]) for m in MODULES}
     hidden = {m: v for m, v in hidden.items() if v}
@@ -145,7 +170,7 @@ def test_no_source_file_is_too_long():
 def test_the_checker_sees_a_cycle_and_a_crossing():
     """The graph reader is not blind: the real package has these known edges."""
     assert "minicnnrnn.core.backend" in GRAPH["minicnnrnn.rnn.lstm"]
-    assert "minicnnrnn.cnn.backbones" in GRAPH["minicnnrnn.extract"]
+    assert "minicnnrnn.cnn.backbones" in GRAPH["minicnnrnn.features.extraction"]
     assert any(room_of(n) == "layers" for n in GRAPH["minicnnrnn.cnn.vgg"])
 
 

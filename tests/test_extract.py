@@ -12,7 +12,7 @@ from conftest import cupy_available
 from PIL import Image
 
 from minicnnrnn import convert, datasets, extract
-from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.cnn import backbones, preprocess, vgg
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import base
@@ -171,7 +171,7 @@ def test_an_interrupted_run_resumes_without_redoing_rows(tmp_path, weights, monk
             raise KeyboardInterrupt
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(extract.backbones, "compute", counting_forward)
+    monkeypatch.setattr(backbones, "compute", counting_forward)  # under backbones.feature_rows
     interrupt_at = 3
     with pytest.raises(KeyboardInterrupt):
         run("--weights", weights, "--images", *paths, "--out", out, "--batch-size", 2)

@@ -201,9 +201,9 @@ def test_nan_weights_are_refused(tmp_path):
     path = tmp_path / "nan.npz"
     vgg.save(path, params, meta)
     assert "'conv1_1/W' holds NaN" in one_line(lambda: limits.check_finite_params(vgg.load(path)[0], str(path)))
-    from minicnnrnn import extract
+    from minicnnrnn.features import network
 
-    assert "NaN" in one_line(lambda: extract._load_weights(str(path)))
+    assert "NaN" in one_line(lambda: network.load(str(path)))
     big = np.ones(3 * (1 << 20) + 5, np.float32)
     assert limits.all_finite(big)
     big[-1] = np.inf

@@ -90,7 +90,7 @@ def test_run_config_from_dict_names_the_file():
     assert RunConfig.from_dict(good, "ck.npz") == _cfg("bce")
     assert RunConfig.from_dict({**good, "lr": 1}, "ck.npz").lr == 1  # a JSON number is a float
     cases = [
-        ({**good, "model": "rnn"}, "ck.npz: unknown model 'rnn'"),
+        ({**good, "model": "rnn"}, "ck.npz: checkpoint config model = 'rnn' is not one of"),
         ({k: v for k, v in good.items() if k != "H"}, "ck.npz: checkpoint config lacks H"),
         ({**good, "epochs": 2.5}, "ck.npz: checkpoint config epochs = 2.5 is not int"),
         ({**good, "feature_norm": "l2"}, "ck.npz: checkpoint config feature_norm = 'l2' is not dict or null"),

@@ -8,7 +8,7 @@ from PIL import Image
 
 from minicnnrnn import extract, scale_out
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.scaleout import shards
+from minicnnrnn.features import extraction, shards
 
 
 def run_extract(*args):
@@ -90,7 +90,7 @@ def test_dask_local_cluster_equals_single_run_on_real_coco_photos(tmp_path, shar
         str(p) for p in (root / "train2017").glob("*.jpg")
     )
     single = tmp_path / "single"
-    extract.extract(paths, single, batch_size=32)
+    extraction.extract(paths, single, batch_size=32)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as c:
         with distributed.Client(c) as client:
             record = scale_out.run_on_cluster(client, paths, {"images": "test"}, tmp_path / "dask", 5, batch_size=8)

@@ -310,7 +310,7 @@ def test_train_bad_input(voc, tmp_path, capsys):
         (["--dataset", "voc2007", "--root", voc["root"], "--features", empty], f"{empty}/features.npy: not found"),
         (["--features", empty], "--root/--features: only used with a real dataset"),
         (["--epochs", "-1"], "argument --epochs: must be >= 0, got -1"),
-        (["--lr", "nan"], "--lr: must be a positive number"),
+        (["--lr", "nan"], "--lr: must be a positive finite number"),
         (["--resume", "--out", empty, *voc["args"]], f"{empty}/checkpoint.npz: no checkpoint to resume from"),
     ]
     for argv, message in cases:

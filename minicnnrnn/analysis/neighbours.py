@@ -13,7 +13,7 @@ is the cosine of two vectors.
 
 import numpy as np
 
-from minicnnrnn.core import backend
+from minicnnrnn.core import backend, ranking
 from minicnnrnn.rnn import projection
 
 
@@ -34,7 +34,7 @@ def label_neighbours(U_l, names, n=5):
     np.fill_diagonal(sim, -np.inf)
     rows = []
     for k in range(K):
-        order = np.argsort(-sim[k], kind="stable")[: min(n, K - 1)]
+        order = ranking.top_k(sim[k], min(n, K - 1))
         rows.append((names[k], [(names[j], float(sim[k, j])) for j in order]))
     return rows
 
@@ -44,5 +44,5 @@ def image_neighbours(params, I, names, n=5):
     Returns (N,) lists ``[(label, cosine), ...n]``: the labels nearest to each image term."""
     image = projection.image_and_bias(backend.to_device(np.asarray(I, np.float32)), params)
     sim = cosine_matrix(image, params["U_l"][: len(names)])
-    order = np.argsort(-sim, axis=1, kind="stable")[:, :n]
+    order = ranking.top_k(sim, n)
     return [[(names[j], float(sim[i, j])) for j in row] for i, row in enumerate(order)]

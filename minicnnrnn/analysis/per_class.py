@@ -10,6 +10,7 @@ reports (§4.1).
 
 import numpy as np
 
+from minicnnrnn.core import ranking
 from minicnnrnn.evaluation import metrics
 
 
@@ -40,4 +41,4 @@ def mean_recall(table):
 def frequency_order(train_labels, names):
     """Label names from the most to the least frequent in the training set (ties: index)."""
     counts = np.asarray(train_labels).sum(axis=0)
-    return [names[k] for k in np.argsort(-counts, kind="stable")]
+    return [names[k] for k in ranking.ranked(counts)]

@@ -23,7 +23,7 @@ stored with the training features in the checkpoint (params ``X`` (N, D) unit ro
 
 import numpy as np
 
-from minicnnrnn.core import backend
+from minicnnrnn.core import backend, ranking
 from minicnnrnn.core.backend import xp
 from minicnnrnn.evaluation import metrics
 
@@ -46,8 +46,7 @@ def neighbours(Q, X, k, exclude=None):
     if exclude is not None:
         sim[xp.arange(len(Q)), exclude] = -xp.inf
     k = min(k, X.shape[0] - (exclude is not None))
-    # CuPy's argsort is always stable and takes no kind
-    index = (xp.argsort(-sim, axis=1) if backend.is_cupy() else xp.argsort(-sim, axis=1, kind="stable"))[:, :k]
+    index = ranking.top_k(sim, k)
     return index, xp.take_along_axis(sim, index, axis=1)
 
 

@@ -6,6 +6,8 @@ A weights ``.npz``'s ``meta["format"]`` names its network; the commands (``extra
 
 * :func:`load` / :func:`save` a weights file;
 * :func:`compute` ``(params, meta, images, outputs) -> ({name: array}, cache)``;
+* :func:`feature_rows`: images -> one feature row per image, the paper's I (Eq. 4), the
+  one function every command that turns images into features calls;
 * :func:`layer_table` rows ``(name, output shape, parameters, FLOPs)``;
 * :func:`default_layer`: the feature the paper's I is taken from by default
   (VGG16: fc7, §4; EfficientNet: the 1280-d global average pool).
@@ -16,7 +18,7 @@ import json
 import numpy
 
 from minicnnrnn.cnn import efficientnet, vgg
-from minicnnrnn.core import fileio
+from minicnnrnn.core import backend, fileio
 from minicnnrnn.core.errors import UserError
 
 MODULES = {vgg.FORMAT: vgg, efficientnet.FORMAT: efficientnet}
@@ -62,6 +64,19 @@ def compute(params, meta, images, outputs, **kwargs):
     Returns (outs {name: array}, cache) as those do."""
     forward = vgg.vgg_forward if module_of(meta) is vgg else efficientnet.efficientnet_forward
     return forward(params, meta, images, outputs=outputs, **kwargs)
+
+
+def feature_rows(params, meta, images, layer, kernel_cache=None):
+    """I = CNN_layer(image), one flattened row per image (Eq. 4's image representation).
+
+    params: {name: array} on the backend (``backend.params_to_device``); images: (N, S, S, 3)
+    float32 host, already normalised (``preprocess.load_image`` / ``preprocess.normalise``);
+    layer: the output to keep (fc7, pool, ...); kernel_cache: an optional dict reused over
+    many batches (the Winograd-transformed kernels, see vgg.vgg_forward). Returns
+    (N, D) float32 host rows, a conv or pool map flattened in (H, W, C) order.
+    """
+    outs, _ = compute(params, meta, backend.to_device(images), outputs=(layer,), kernel_cache=kernel_cache)
+    return backend.to_host(outs[layer]).reshape(len(images), -1)
 
 
 def layer_table(meta):

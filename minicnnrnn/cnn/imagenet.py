@@ -9,6 +9,8 @@ import os
 
 import numpy
 
+from minicnnrnn.core import ranking
+
 NAMES_PATH = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "imagenet_classes.txt"
 )
@@ -30,5 +32,5 @@ def softmax(logits):
 def top_k(logits, k=5):
     """[[(class, probability), ...] k most probable first] for each row of (N, K) logits."""
     probs = softmax(logits)
-    order = numpy.argsort(-probs, axis=1, kind="stable")[:, :k]
+    order = ranking.top_k(probs, k)
     return [[(int(c), float(p[c])) for c in row] for p, row in zip(probs, order)]

@@ -32,6 +32,8 @@ result is deterministic.
 
 import numpy as np
 
+from minicnnrnn.core import ranking
+
 METRIC_KEYS = ("C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1", "MAP@10", "mAP")
 
 # Recall levels of the VOC 2007 11-point AP, exactly as the devkit's Matlab
@@ -59,7 +61,7 @@ def _valid_mask(truth, ignore):
 
 def _ranked(scores, rows):
     """Label indices of ``scores[rows]`` from best to worst (stable: ties by index)."""
-    return np.argsort(-scores[rows], axis=1, kind="stable")
+    return ranking.ranked(scores[rows])
 
 
 def topk_predictions(scores, k):
@@ -164,7 +166,7 @@ def _ap_one_class(score, positive, mode):
     n_pos = int(positive.sum())
     if n_pos == 0:
         return float("nan")
-    order = np.argsort(-score, kind="stable")
+    order = ranking.ranked(score)
     hits = positive[order].astype(np.float64)
     tp = np.cumsum(hits)
     fp = np.cumsum(1.0 - hits)

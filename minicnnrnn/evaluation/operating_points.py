@@ -13,6 +13,8 @@ Shapes: scores (N, K) confidences; counts (N,) ints; returns (N, K) uint8 0/1.
 
 import numpy as np
 
+from minicnnrnn.core import ranking
+
 
 def top_per_image(scores, counts):
     """The ``counts[i]`` highest-scoring labels of image i (ties: lower label index).
@@ -24,7 +26,7 @@ def top_per_image(scores, counts):
     if counts.shape != scores.shape[:1] or (counts < 0).any() or (counts > scores.shape[1]).any():
         raise ValueError(f"counts: expected ({scores.shape[0]},) ints in 0..{scores.shape[1]}, got {counts.shape}")
     rank = np.empty(scores.shape, dtype=np.int64)  # rank of each label within its image, 0 = best
-    np.put_along_axis(rank, np.argsort(-scores, axis=1, kind="stable"), np.arange(scores.shape[1])[None], axis=1)
+    np.put_along_axis(rank, ranking.ranked(scores), np.arange(scores.shape[1])[None], axis=1)
     return (rank < counts[:, None]).astype(np.uint8)
 
 

@@ -13,7 +13,8 @@ activations of the *train* and *test* splits are the default features of
 * :func:`builtin_features` runs that CNN over a split and caches the result on
   disk (keyed by the weights' checksum, the dataset key, the layer and backend);
 * :func:`run_cnn` runs any layer of a CNN over uint8 pictures batch by batch
-  (shared with :mod:`minicnnrnn.pretrain`).
+  (:func:`minicnnrnn.cnn.backbones.feature_rows` on each; shared with
+  :mod:`minicnnrnn.pretrain`).
 """
 
 import hashlib
@@ -22,7 +23,7 @@ import os
 
 import numpy as np
 
-from minicnnrnn.cnn import preprocess, vgg
+from minicnnrnn.cnn import backbones, preprocess, vgg
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.tinyscenes import cache, scenes
@@ -82,9 +83,8 @@ def run_cnn(params, meta, images, layer="fc7", batch_size=256):
     """
     out = None
     for start in range(0, len(images), batch_size):
-        x = backend.to_device(preprocess.normalise(images[start : start + batch_size], meta["preprocess"]))
-        outs, _ = vgg.vgg_forward(params, meta, x, outputs=(layer,))
-        h = backend.to_host(outs[layer]).reshape(len(x), -1)
+        x = preprocess.normalise(images[start : start + batch_size], meta["preprocess"])
+        h = backbones.feature_rows(params, meta, x, layer)
         if out is None:
             out = np.empty((len(images), h.shape[1]), dtype=np.float32)
         out[start : start + len(x)] = h

@@ -19,7 +19,7 @@ import textwrap
 
 import numpy as np
 
-from minicnnrnn.core import cli
+from minicnnrnn.core import cli, ranking
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.tinyscenes import scenes
@@ -143,7 +143,7 @@ def report(labels, names):
     """The printed summary: frequencies, cardinality, dependencies and exclusions."""
     freq, card = label_frequencies(labels), cardinality(labels)
     lines = [f"{len(labels)} images, {len(names)} labels", "", "label frequencies (long tail):"]
-    for k in np.argsort(-freq, kind="stable"):
+    for k in ranking.ranked(freq):
         lines.append(f"  {names[k]:14s} {freq[k]:6.1%}  {'#' * int(round(60 * freq[k]))}")
     hist = np.bincount(card, minlength=7)
     lines += [

@@ -1,22 +1,37 @@
-"""The settings of one training run: :class:`RunConfig`.
+"""The settings of one training run, in one place: :class:`RunConfig`.
 
-``train`` builds one from its arguments and the data (:func:`from_args`), uses it for the
-whole run and saves it in every checkpoint as a plain JSON object
+Each setting is one field below: its default is the command line's default, its
+``metadata`` holds the rest of its ``train`` option (flag, type, help), so
+:func:`add_options` builds those options from the fields, and :meth:`RunConfig.validate`
+is the one check of every value, shared by ``train`` (:func:`check_args` before the data
+is loaded, :func:`from_args` after), ``predict`` and ``train --resume`` (through the
+checkpoint schema, training/schema.py).
+
+``train`` builds a RunConfig from its arguments and the data (:func:`from_args`), uses
+it for the whole run and saves it in every checkpoint as a plain JSON object
 (``dataclasses.asdict``); ``predict`` and ``train --resume`` read it back with
 :meth:`RunConfig.from_dict`, which turns a bad entry into a one-line error naming the file.
 
-The first seven fields describe the model itself; a checkpoint must hold them. The others
-have defaults: those a checkpoint written before the field existed is read with (``train``
-always fills every field from its arguments).
+The first seven fields describe the model itself; a checkpoint must hold them. A
+checkpoint written before a later field existed is read with what the code did then
+(:data:`MIGRATION`), not with today's command-line default.
 """
 
 import dataclasses
+import math
 import typing
 
+from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import protocols
-from minicnnrnn.rnn import beam_search, lstm
-from minicnnrnn.training import models
+from minicnnrnn.rnn import beam_search, label_paths, lstm
+
+# The model kinds of Table 3, as training/models.py's registry KINDS names them (in its
+# order). Written here so that the config does not import the models: tests/test_config.py
+# checks that both lists agree.
+MODEL_NAMES = ("cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn")
+FEATURE_NORMS = ("l2", "scale", "none")  # --feature-norm (training/data.py: fit_feature_norm)
+AP_MODES = ("voc07", "sklearn")
 
 # Settings a --resume must share with the checkpoint (the others may change, e.g. --epochs).
 RESUME_KEYS = (
@@ -34,6 +49,22 @@ RESUME_KEYS = (
     "val_fraction",
 )
 
+# Checkpoints written before a setting existed: the value that means what those runs did.
+MIGRATION = {
+    "gate_lr_scale": None,  # U_w and b_lstm learned at the full rate (loop.make_optimizer)
+    "val_fraction": 0.0,  # no validation split: the last epoch was the model
+    "tune_decoding": False,  # beam and min_labels as given
+    "presence_samples": 100,  # the sample count P(label in path) was first computed with
+}
+
+
+def setting(value=dataclasses.MISSING, *, help, flag=None, **option):
+    """A RunConfig field (default ``value``; none: a checkpoint must hold it) that is also a
+    ``train`` option: ``option`` holds argparse's keywords (type, choices, action; ``default``
+    where the option's default is not ``value``, e.g. None = "decided from the data")."""
+    meta = {"option": dict(option, help=help, flag=flag)}
+    return dataclasses.field(default=value, metadata=meta)
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -41,36 +72,91 @@ class RunConfig:
     size, E embedding size, H LSTM hidden size."""
 
     # The model (a checkpoint must have these)
-    model: str  # "cnn-rnn", "no-rnn", "bce" or "softmax" (Table 3; models.KINDS)
+    model: str = setting(default="cnn-rnn", choices=MODEL_NAMES, help="model to train (Table 3)")
     K: int
     D: int
-    E: int  # paper: 64 (§4)
-    H: int  # paper: 512 (§4)
-    variant: str  # LSTM of Eq. 1: "relu" (the paper's), "bounded" (capped ReLU) or "conventional"
+    E: int = setting(default=64, flag="--embed", type=cli.positive_int, help="label embedding size E (§4)")
+    H: int = setting(default=512, flag="--hidden", type=cli.positive_int, help="recurrent layer size H (§4)")
+    variant: str = setting(
+        default="bounded",
+        choices=lstm.VARIANTS,
+        help="LSTM of Eq. 1: bounded (ReLU gates capped at 1, so the state grows at most 1 per step; "
+        "the default), relu (the paper's uncapped ReLU) or conventional (sigmoid / tanh)",
+    )
     cnn: typing.Optional[dict]  # the CNN behind the features: {"weights": "builtin" | path | None, "layer": ...}
     # The data
-    dataset: str = "builtin"  # --dataset: builtin | npz:NAME | voc2007 | ...
-    feature_norm: typing.Optional[dict] = None  # train_data.fit_feature_norm result; None: none
+    dataset: str = setting("builtin", help="builtin | npz:PATH | voc2007 | coco2014 | nuswide81 | nuswide1k")
+    # train_data.fit_feature_norm's result ({"mode", "scale"}); the option names the mode
+    feature_norm: typing.Optional[dict] = setting(
+        None,
+        default="l2",
+        choices=FEATURE_NORMS,
+        help="normalise the CNN features: l2 = each image to unit length, scale = divide by the "
+        "training images' mean length, none (docs/training.md)",
+    )
     # Training (§3.4)
-    label_order: str = "freq"  # order of the labels on a training path: freq | rare | random | pla | mla
-    epochs: int = 20
-    batch_size: int = 64  # images per mini-batch
-    lr: float = 1e-3  # initial rmsprop learning rate (cosine-decayed)
-    recurrent_lr_scale: typing.Optional[float] = None  # U_r's rate / lr; from_args: 0.01 (relu, bounded) or 1
-    gate_lr_scale: typing.Optional[float] = None  # U_w's and b_lstm's rate / lr; from_args: 0.1 (relu, bounded) or 1
-    clip: float = 5.0  # global gradient norm (0: no clipping)
-    dropout: float = 0.5  # on the Eq. 4 output
-    seed: int = 0
-    # Model selection: this fraction of the training images (seeded) is held out, and the
-    # epoch with the best validation O-F1 + C-F1 is the model (0: the last epoch)
-    val_fraction: float = 0.0
-    tune_decoding: bool = False  # choose beam and min_labels of the path models on validation too
+    label_order: str = setting("freq", choices=label_paths.ORDERS, help="training path order (§3.4)")
+    epochs: int = setting(20, type=cli.non_negative_int, help="passes over the training set")
+    batch_size: int = setting(64, type=cli.positive_int, help="images per mini-batch N")
+    lr: float = setting(
+        1e-3,
+        type=float,
+        help="initial rmsprop learning rate (halved after a diverged epoch, which is run again; at most 3 times)",
+    )
+    recurrent_lr_scale: typing.Optional[float] = setting(  # None: from_args picks by variant
+        None,
+        type=float,
+        help="learning rate of the LSTM's U_r relative to --lr; default 0.01 for the ReLU variants "
+        "(bounded, relu; docs/training.md) and 1 for conventional",
+    )
+    gate_lr_scale: typing.Optional[float] = setting(
+        None,
+        type=float,
+        help="learning rate of the LSTM's U_w and b_lstm relative to --lr; default 0.1 for the ReLU "
+        "variants (bounded, relu; docs/training.md) and 1 for conventional",
+    )
+    clip: float = setting(5.0, type=float, help="clip gradients to this global norm (0: off)")
+    dropout: float = setting(0.5, type=float, help="dropout on the projection (paper: 0.5)")
+    seed: int = setting(0, type=cli.non_negative_int, help="seed of everything random")
+    # Model selection: the epoch with the best validation O-F1 + C-F1 is the model
+    val_fraction: float = setting(
+        0.1,
+        type=float,
+        help="hold out this fraction of the training images (seeded by --seed) and keep the epoch "
+        "with the best validation O-F1 + C-F1 (0: keep the last epoch)",
+    )
+    tune_decoding: bool = setting(
+        False,
+        action="store_true",
+        help="path models: also choose the beam width (--beam or 5) and the shortest path "
+        "(0 .. k labels) on the validation split, after training",
+    )
     # Decoding and evaluation (§3.3, §4.1)
-    beam: int = 3  # beam width B
-    k: int = 3  # labels per image for the top-k metrics (and the longest path)
-    min_labels: int = 0  # shortest predicted path (footnote 1)
-    ap_mode: str = "sklearn"  # "voc07" (11-point) or "sklearn" (non-interpolated)
-    presence_samples: int = 100  # paths per image for P(label in path) where not exact (rnn/presence.py)
+    beam: int = setting(3, type=cli.positive_int, help="beam width B of the search (§3.3)")
+    k: int = setting(  # labels per image for the top-k metrics (and the longest path)
+        3,
+        default=None,
+        type=cli.positive_int,
+        help="labels per image for the top-k metrics; default: the dataset's protocol (3; 10 for nuswide1k)",
+    )
+    min_labels: int = setting(
+        0,
+        default=None,
+        type=cli.non_negative_int,
+        help="shortest predicted path (footnote 1); default: the dataset's protocol (k for NUS-WIDE, else 0)",
+    )
+    ap_mode: str = setting(
+        "sklearn",
+        default=None,
+        choices=AP_MODES,
+        help="AP for mAP: VOC 2007 11-point or non-interpolated; default: voc07 for voc2007, else sklearn",
+    )
+    presence_samples: int = setting(
+        100,
+        type=cli.positive_int,
+        help="sampled paths per test image for the path models' ranking scores P(label in path), "
+        "where exact enumeration is too costly (docs/training.md)",
+    )
 
     def to_dict(self):
         """The plain, JSON-able dict a checkpoint stores."""
@@ -78,9 +164,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d, where="config"):
-        """A RunConfig from a checkpoint's stored dict. ``where`` (the checkpoint's path)
-        starts every error: unknown or missing keys, a value of the wrong type, an unknown
-        model kind are each a one-line UserError."""
+        """A RunConfig from a checkpoint's stored dict, checked (:meth:`validate`). ``where``
+        (the checkpoint's path) starts every error: unknown or missing keys, a value of the
+        wrong type or out of range are each a one-line UserError. A setting the file lacks
+        because it was written before the setting existed takes its :data:`MIGRATION` value."""
         if not isinstance(d, dict):
             raise UserError(f"{where}: checkpoint config is not a JSON object")
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -93,9 +180,135 @@ class RunConfig:
         for key, value in d.items():
             if not _has_type(value, fields[key].type):
                 raise UserError(f"{where}: checkpoint config {key} = {value!r} is not {_type_name(fields[key].type)}")
-        if d["model"] not in models.KINDS:
-            raise UserError(f"{where}: unknown model {d['model']!r}; expected one of {', '.join(models.KINDS)}")
-        return cls(**d)
+        cfg = cls(**{**{k: v for k, v in MIGRATION.items() if k not in d}, **d})
+        cfg.validate(where)
+        return cfg
+
+    def validate(self, where=None):
+        """The one check of every setting's range, and of the settings together.
+
+        where: None for settings from the command line (errors name the option:
+        ``--dropout: must be in [0, 1), got 1.5``), or the checkpoint's path (errors name
+        the file and the stored key: ``ck.npz: checkpoint config dropout = 1.5 must be ...``).
+        """
+        for name in FIELD_RULES:
+            check_value(name, getattr(self, name), where)
+
+        def bad(key, why):
+            raise UserError(_message(key, getattr(self, key), why, where))
+
+        if self.k > self.K:
+            bad("k", f"must be at most K = {self.K}")
+        if self.min_labels > self.k:
+            bad("min_labels", f"must be at most k = {self.k}")
+        if self.tune_decoding and self.val_fraction == 0:
+            bad("tune_decoding", "needs a validation split (--val-fraction > 0)")
+        norm = self.feature_norm
+        if norm is not None:
+            if not isinstance(norm, dict) or norm.get("mode") not in FEATURE_NORMS:
+                bad("feature_norm", f"must be null or an object with mode one of {', '.join(FEATURE_NORMS)}")
+            if norm["mode"] == "scale" and not (_number(norm.get("scale")) and norm["scale"] > 0):
+                bad("feature_norm", "has mode scale but no positive finite scale")
+        cnn = self.cnn
+        if cnn is not None and not all(isinstance(cnn.get(key), (str, type(None))) for key in ("weights", "layer")):
+            bad("cnn", "must name its weights and layer as text (or null)")
+        beam_search.check_options(self.K, self.beam, self.k, self.min_labels)  # the search's own grammar
+
+
+# ---------------------------------------------------------------------------
+# One rule per setting, for the command line and the checkpoint alike
+# ---------------------------------------------------------------------------
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value):
+    return _number(value) and value > 0
+
+
+def _one_of(names):
+    return (lambda value: value in names), f"is not one of {', '.join(names)}"
+
+
+# {setting: (test, what a value failing it is)}; argparse's types make most command-line
+# values pass, a hand-edited checkpoint is what these catch.
+FIELD_RULES = {
+    **{key: (lambda v: v >= 1, "must be >= 1") for key in ("K", "D", "E", "H", "batch_size", "beam", "k")},
+    **{key: (lambda v: v >= 0, "must be >= 0") for key in ("epochs", "seed", "min_labels")},
+    "presence_samples": (lambda v: v >= 1, "must be >= 1"),
+    "model": _one_of(MODEL_NAMES),
+    "variant": _one_of(lstm.VARIANTS),
+    "label_order": _one_of(label_paths.ORDERS),
+    "ap_mode": _one_of(AP_MODES),
+    "lr": (_positive, "must be a positive finite number"),
+    # None: the variant's default (from_args), or a checkpoint from before the setting
+    "recurrent_lr_scale": (lambda v: v is None or _positive(v), "must be a positive finite number or null"),
+    "gate_lr_scale": (lambda v: v is None or _positive(v), "must be a positive finite number or null"),
+    "clip": (lambda v: _number(v) and v >= 0, "must be a finite number >= 0"),
+    "dropout": (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)"),
+    "val_fraction": (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)"),
+}
+
+
+def _flag(key):
+    option = _options().get(key, {})
+    return option.get("flag") or "--" + key.replace("_", "-")
+
+
+def _message(key, value, why, where):
+    if where is None:
+        return f"{_flag(key)}: {why.replace(' or null', '')}, got {value}"
+    return f"{where}: checkpoint config {key} = {value!r} {why}"
+
+
+def check_value(key, value, where=None):
+    """UserError (see :meth:`RunConfig.validate` for ``where``) unless ``value`` passes
+    ``key``'s rule in :data:`FIELD_RULES`."""
+    test, why = FIELD_RULES[key]
+    if not test(value):
+        raise UserError(_message(key, value, why, where))
+
+
+def check_args(args):
+    """``train``'s early check, before any data is loaded: every option that is a setting,
+    by the setting's rule (an option left to the data, None, is checked by
+    :func:`from_args`)."""
+    for key, option in _options().items():
+        value = getattr(args, _dest(key, option), None)
+        if value is not None and key in FIELD_RULES:
+            check_value(key, value)
+    if args.tune_decoding and args.val_fraction == 0:
+        raise UserError("--tune-decoding: needs a validation split (--val-fraction > 0)")
+
+
+# ---------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------
+
+
+def _options():
+    """{setting: its option's keywords} of the settings that are options, in field order."""
+    return {f.name: f.metadata["option"] for f in dataclasses.fields(RunConfig) if "option" in f.metadata}
+
+
+def _dest(key, option):
+    return (option.get("flag") or "--" + key).lstrip("-").replace("-", "_")
+
+
+def add_options(parser, names=None, **changes):
+    """Add the options of the settings ``names`` (default: all) to an argparse parser.
+    ``changes``: {setting: {argparse keyword: value}} for a command whose option differs
+    (e.g. predict's ``--beam`` defaults to the checkpoint's)."""
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    for key, option in _options().items():
+        if names is not None and key not in names:
+            continue
+        kwargs = {k: v for k, v in option.items() if k != "flag"}
+        kwargs.setdefault("default", fields[key].default)
+        kwargs.update(changes.get(key, {}))
+        parser.add_argument(option["flag"] or "--" + key.replace("_", "-"), **kwargs)
 
 
 def _allowed_types(annotation):
@@ -118,21 +331,20 @@ def _type_name(annotation):
 
 def from_args(args, data, norm):
     """The run's settings from ``train``'s arguments, the loaded data (K and D, the dataset's
-    name and CNN) and the fitted feature normalisation ``norm``. Evaluation settings not given
-    on the command line come from the dataset's protocol (:func:`protocols.protocol_for`);
-    impossible search options are a UserError naming the argument."""
+    name and CNN) and the fitted feature normalisation ``norm``, checked
+    (:meth:`RunConfig.validate`). Evaluation settings not given on the command line come
+    from the dataset's protocol (:func:`protocols.protocol_for`)."""
     K, D = data.train_labels.shape[1], data.train_features.shape[1]
     proto = protocols.protocol_for(data.name)
     k = min(proto["k"] if args.k is None else args.k, K)
     min_labels = min(proto["min_labels"], k) if args.min_labels is None else args.min_labels
-    beam_search.check_options(K, args.beam, k, min_labels)
     scale, gate_scale = args.recurrent_lr_scale, args.gate_lr_scale
     relu_like = args.variant in lstm.RELU_LIKE
     if scale is None:  # ReLU LSTMs, capped or not: U_r learns slower (docs/training.md "Stability" 2 and 5)
         scale = 0.01 if relu_like else 1.0
     if gate_scale is None:  # ... and so do its input weights and gate biases
         gate_scale = 0.1 if relu_like else 1.0
-    return RunConfig(
+    cfg = RunConfig(
         model=args.model,
         K=K,
         D=D,
@@ -159,3 +371,5 @@ def from_args(args, data, norm):
         ap_mode=args.ap_mode or proto["ap_mode"],
         presence_samples=args.presence_samples,
     )
+    cfg.validate()
+    return cfg

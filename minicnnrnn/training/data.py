@@ -49,9 +49,9 @@ from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.tinyscenes import features, scenes
 from minicnnrnn.training import schema
+from minicnnrnn.training.config import FEATURE_NORMS
 
 REAL_DATASETS = ("voc2007", "coco2014", "nuswide81", "nuswide1k")
-FEATURE_NORMS = ("l2", "scale", "none")
 _CHUNK = 4096  # rows read at once when computing a statistic of a memory-mapped matrix
 
 

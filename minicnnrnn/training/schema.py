@@ -4,9 +4,9 @@
 *type*; :func:`check` adds everything else a hand-edited or damaged checkpoint could get
 wrong, each a one-line :class:`~minicnnrnn.core.errors.UserError` naming the file:
 
-* every config value's range (K, D, E, H >= 1; a known LSTM variant, label order, AP mode
-  and feature normalisation with its statistic; lr > 0; dropout in [0, 1); beam >= 1;
-  1 <= k; 0 <= min_labels <= k; ``cnn`` an object naming its weights and layer);
+* every config value's range and the settings together, by
+  :meth:`~minicnnrnn.training.config.RunConfig.validate` (the check ``train`` runs on its
+  arguments too);
 * the label names: K distinct strings; the label order: a permutation of the K labels;
   the epoch: a whole number >= 0;
 * every parameter present, with the shape its model kind gives it
@@ -19,64 +19,12 @@ training label matrix, the feature matrix's shape); the checkpoint stores it, an
 """
 
 import hashlib
-import math
 
 import numpy as np
 
 from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.rnn import label_paths, lstm
 from minicnnrnn.training import models
-
-VARIANTS = lstm.VARIANTS
-AP_MODES = ("voc07", "sklearn")
-FEATURE_NORMS = ("l2", "scale", "none")
-
-
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_config(cfg, where):
-    """Ranges of every :class:`RunConfig` field (the types are checked by ``from_dict``)."""
-
-    def bad(key, why):
-        raise UserError(f"{where}: checkpoint config {key} = {getattr(cfg, key)!r} {why}")
-
-    for key in ("K", "D", "E", "H", "batch_size", "beam", "k"):
-        if getattr(cfg, key) < 1:
-            bad(key, "must be >= 1")
-    for key in ("epochs", "seed", "min_labels"):
-        if getattr(cfg, key) < 0:
-            bad(key, "must be >= 0")
-    if cfg.k > cfg.K:
-        bad("k", f"must be at most K = {cfg.K}")
-    if cfg.min_labels > cfg.k:
-        bad("min_labels", f"must be at most k = {cfg.k}")
-    if cfg.variant not in VARIANTS:
-        bad("variant", f"is not one of {', '.join(VARIANTS)}")
-    if cfg.label_order not in label_paths.ORDERS:
-        bad("label_order", f"is not one of {', '.join(label_paths.ORDERS)}")
-    if cfg.ap_mode not in AP_MODES:
-        bad("ap_mode", f"is not one of {', '.join(AP_MODES)}")
-    if not (_number(cfg.lr) and cfg.lr > 0):
-        bad("lr", "must be a positive finite number")
-    if cfg.recurrent_lr_scale is not None and not (_number(cfg.recurrent_lr_scale) and cfg.recurrent_lr_scale > 0):
-        bad("recurrent_lr_scale", "must be a positive finite number or null")
-    if not (_number(cfg.clip) and cfg.clip >= 0):
-        bad("clip", "must be a finite number >= 0")
-    if not (_number(cfg.dropout) and 0 <= cfg.dropout < 1):
-        bad("dropout", "must be in [0, 1)")
-    norm = cfg.feature_norm
-    if norm is not None:
-        if not isinstance(norm, dict) or norm.get("mode") not in FEATURE_NORMS:
-            bad("feature_norm", f"must be null or an object with mode one of {', '.join(FEATURE_NORMS)}")
-        if norm["mode"] == "scale" and not (_number(norm.get("scale")) and norm["scale"] > 0):
-            bad("feature_norm", "has mode scale but no positive finite scale")
-    cnn = cfg.cnn
-    if cnn is not None:
-        if not all(isinstance(cnn.get(key), (str, type(None))) for key in ("weights", "layer")):
-            bad("cnn", "must name its weights and layer as text (or null)")
 
 
 def check_labels(names, order, K, where):
@@ -167,7 +115,7 @@ def _check_knn(params, cfg, where):
 def check(state, where):
     """The whole check of a loaded checkpoint ``state`` (checkpoint.load's dict)."""
     cfg = state["config"]
-    check_config(cfg, where)
+    cfg.validate(where)  # RunConfig's one check of its settings (from_dict ran it too; a state built in code did not)
     epoch = state["epoch"]
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise UserError(f"{where}: epoch {epoch!r} is not a whole number >= 0")
