@@ -80,7 +80,7 @@ def check_config(cfg, where):
         scale = norm.get("scale")
         # Features are divided by the scale in float32: it must be a normal float32 number.
         if norm["mode"] == "scale" and not (_number(scale) and F32.tiny <= scale <= F32.max):
-            bad("feature_norm", f"has mode scale but no scale between {F32.tiny:.3g} and {F32.max:.3g}")
+            bad("feature_norm", f"has mode scale but no positive finite scale ({F32.tiny:.3g} to {F32.max:.3g})")
     cnn = cfg.cnn
     if cnn is not None:
         if not all(isinstance(cnn.get(key), (str, type(None))) for key in ("weights", "layer")):
