@@ -8,16 +8,18 @@ Writes into ``--out`` (names fixed, docs/analysis.md): ``table5_neighbours.md`` 
 ``joint_space.md`` (Fig. 9), ``per_class.json`` and ``per_class.png`` (Fig. 7),
 ``recall_by_size.json`` and ``recall_by_size.png`` (Fig. 8) and ``attention/*.png``
 (Fig. 10, built-in data). ``--dataset`` takes what ``train`` takes and must be the data
-the checkpoint was trained on. This file is the command; the work is in
-``minicnnrnn/analysis/``.
+the checkpoint was trained on: a checkpoint (or ``--compare-with``) whose data
+fingerprint differs is refused, and so is a ``best.npz`` of another run beside it.
+``--out`` is locked as ``train`` locks its folder. This file is the command; the work is
+in ``minicnnrnn/analysis/``.
 """
 
 import os
 import time
 
 from minicnnrnn.analysis import collect, per_class, report
-from minicnnrnn.core import cli
-from minicnnrnn.training import checkpoint
+from minicnnrnn.core import cli, fileio
+from minicnnrnn.training import checkpoint, schema
 from minicnnrnn.training import data as train_data
 
 
@@ -43,9 +45,23 @@ def _load_scored(path):
     beside OUT/checkpoint.npz, else the file itself."""
     best = os.path.join(os.path.dirname(os.path.abspath(path)), "best.npz")
     if os.path.basename(path) == "checkpoint.npz" and os.path.isfile(best):
+        last = checkpoint.load(path)
+        state = checkpoint.load(best)
+        checkpoint.check_same_run(best, state, last.get("run_id"), last.get("data"))  # not another run's file
         print(f"{path}: analysing {best} beside it, the epoch train chose on validation and scored")
-        path = best
+        return state
     return checkpoint.load(path)
+
+
+def check_data(state, data, where):
+    """UserError unless ``state`` was trained on ``data``: sizes and label names, and the
+    data fingerprint's feature values where the checkpoint has them."""
+    collect.check_fits(state, data, where)
+    saved = state.get("data")
+    if saved and saved.get("features_sha256"):
+        current = {"label_names": list(data.label_names), "features_sha256": schema.features_hash(data)}
+        current.update({key: saved.get(key) for key in ("labels_sha256", "feature_shape")})  # splits may differ
+        schema.check_same_data(where, saved, current, "pass the --dataset it was trained on")
 
 
 def main(argv=None):
@@ -54,12 +70,13 @@ def main(argv=None):
     state = _load_scored(args.checkpoint)
     other = _load_scored(args.compare_with) if args.compare_with else None
     data = train_data.load(args)
-    collect.check_fits(state, data, args.checkpoint)
+    check_data(state, data, args.checkpoint)
     if other is not None:
-        collect.check_fits(other, data, args.compare_with)
+        check_data(other, data, args.compare_with)
     options = collect.Options(args.neighbours, args.joint_images, args.attention_images, args.pictures, args.n_test)
-    results = collect.collect(state, data, other, options)
-    report.write_all(args.out, results)
+    with fileio.folder_lock(args.out):  # as train's: two analyses never mix their files in one --out
+        results = collect.collect(state, data, other, options)
+        report.write_all(args.out, results)
     for run in results["models"]:
         print(
             f"{run['kind']}: C-P {100 * run['C-P']:.1f}  C-R {100 * run['C-R']:.1f}  "

@@ -36,7 +36,7 @@ import zipfile
 import numpy
 
 from minicnnrnn.cnn import backbones, efficientnet_convert, vgg
-from minicnnrnn.core import cli, limits
+from minicnnrnn.core import cli, fileio, limits
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.weights import keras_h5, torch_pickle
 
@@ -63,15 +63,11 @@ BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default
 def detect_format(path):
     """'torch-zip', 'torch-legacy', 'keras2' or 'keras3', from the file's content."""
     path = str(path)
-    if not os.path.exists(path):
-        raise UserError(f"{path}: file not found")
-    if os.path.isdir(path):
-        raise UserError(f"{path}: is a folder, expected a weights file")
-    try:
-        with open(path, "rb") as f:
+    with fileio.open_regular(path) as f:  # a FIFO or device: one line, no hang
+        try:
             f.read(1)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read file ({exc.strerror})") from None
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read file ({exc.strerror})") from None
     kind = torch_pickle.detect(path)
     if kind:
         return "torch-" + kind

@@ -132,8 +132,7 @@ def matrix_features(path, list_path):
         path = os.path.join(folder, "features.npy")
         if list_path is None and os.path.exists(os.path.join(folder, "images.txt")):
             list_path = os.path.join(folder, "images.txt")
-    if not os.path.exists(path):
-        raise UserError(f"{path}: features file not found")
+    fileio.require_regular(path, "features file")  # np.load maps it by name: no FIFO, no device
     try:
         feats = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:  # a damaged header raises ValueError, SyntaxError, tokenize.TokenError, ...
@@ -156,7 +155,7 @@ def matrix_features(path, list_path):
         names = [f"{os.path.basename(path)}[{i}]" for i in range(len(feats))]
     else:
         try:
-            with open(list_path, encoding="utf-8") as f:
+            with fileio.open_regular(list_path, "image list", text=True) as f:
                 names = [line.rstrip("\n") for line in f if line.strip()]
         except OSError as exc:
             raise UserError(f"{list_path}: cannot read the image list ({exc.strerror})") from None

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from minicnnrnn import convert, predict
-from minicnnrnn.cnn import preprocess
+from minicnnrnn.cnn import image_files, preprocess
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import voc2007
@@ -180,7 +180,10 @@ JSON = st.recursive(
 
 
 @BUDGET
-@given(key=st.sampled_from([*CONFIG.to_dict(), "label_names", "epoch", "extra", "domain", "data"]), value=JSON)
+@given(
+    key=st.sampled_from([*CONFIG.to_dict(), "label_names", "epoch", "extra", "domain", "data", "rng", "run_id"]),
+    value=JSON,
+)
 def test_any_json_value_in_a_checkpoint(tmp_path, key, value):
     arrays = fileio.load_npz(_write(tmp_path, "orig.npz", checkpoint_bytes()))
     meta = json.loads(str(arrays["meta"][()]))
@@ -219,7 +222,9 @@ def _image_bytes(fmt):
     return buf.getvalue()
 
 
-IMAGES = {fmt: _image_bytes(fmt) for fmt in ("PNG", "JPEG", "GIF", "TIFF")}
+IMAGES = {fmt: _image_bytes(fmt) for fmt in ("PNG", "JPEG", "GIF", "TIFF", "BMP", "WEBP")}
+# Formats Pillow would decode but this project does not (issue 25): contents unrelated to the name.
+FOREIGN = {fmt: _image_bytes(fmt) for fmt in ("PPM", "TGA", "ICO", "PCX", "SGI")}
 META = {
     "input_size": 16,
     "preprocess": {"channel_order": "RGB", "scale": 1, "mean": [0, 0, 0], "std": [1, 1, 1], "resize": "crop"},
@@ -231,6 +236,34 @@ META = {
 @given(edits=MUTATIONS)
 def test_mutated_image(tmp_path, fmt, edits):
     survives(lambda p: preprocess.load_image(p, META), _write(tmp_path, "i.img", mutate(IMAGES[fmt], edits)))
+
+
+@BUDGET
+@given(fmt=st.sampled_from(sorted(FOREIGN)), edits=st.lists(EDIT, max_size=2))
+def test_foreign_format_named_jpg_is_never_decoded(tmp_path, fmt, edits):
+    path = _write(tmp_path, "photo.jpg", mutate(FOREIGN[fmt], edits))
+    try:
+        preprocess.load_image(str(path), META)
+    except UserError as exc:
+        assert "\n" not in str(exc)
+    else:  # a mutation may by chance start with an allowed format's signature
+        assert image_files.detect(path.read_bytes()[:16]) in image_files.ALLOWED
+
+
+@BUDGET
+@given(value=st.floats(allow_nan=True, allow_infinity=True), row=st.integers(0, 5))
+def test_any_float64_feature_value(tmp_path, value, row):
+    arrays = dict(np.load(io.BytesIO(dataset_bytes())))
+    features = arrays["train_features"].astype(np.float64)
+    features[row, 0] = value
+    path = tmp_path / "d.npz"
+    np.savez(path, **{**arrays, "train_features": features})
+    try:
+        data = train_data.load_npz(str(path))
+    except UserError as exc:
+        assert "\n" not in str(exc) and not abs(value) <= float(np.finfo(np.float32).max)
+    else:
+        assert np.isfinite(data.train_features[:]).all()  # read as float32: nothing overflowed
 
 
 @BUDGET

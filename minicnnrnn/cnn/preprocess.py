@@ -17,6 +17,9 @@ Three steps, all decided by the weights file's ``meta`` (DESIGN.md):
    RGB, scale 1/255, ImageNet mean/std; Caffe and Keras: BGR, scale 1, minus the
    mean pixel (103.939, 116.779, 123.68), std 1.
 
+Only JPEG, PNG, GIF (first frame), BMP, TIFF and WebP files are decoded, recognised by
+their contents and bounded in pixels and bytes before decoding (cnn/image_files.py).
+
 EXIF orientation tags are ignored, as torchvision and Keras do, so features match
 theirs.
 """
@@ -26,6 +29,7 @@ import warnings
 import numpy
 from PIL import Image, UnidentifiedImageError
 
+from minicnnrnn.cnn import image_files
 from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
 
@@ -51,15 +55,17 @@ def to_rgb(image):
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     if image.mode.startswith("I") or image.mode == "F":
-        values = numpy.asarray(image, dtype=numpy.float64)
+        # float32 and in place: one working copy (image_files.peak_bytes counts on it);
+        # 0..65535 and 8-bit values are exact in float32.
+        values = numpy.asarray(image).astype(numpy.float32)
         if not numpy.isfinite(values).all():
             raise ValueError("a float image holding NaN or infinite pixel values")
         if image.mode.startswith("I;16") or (image.mode == "I" and values.max(initial=0) > 255):
-            values = values / 257.0  # 16-bit 0..65535 -> 0..255
+            values /= 257.0  # 16-bit 0..65535 -> 0..255
         elif image.mode == "F" and values.max(initial=0) <= 1.0:
-            values = values * 255.0  # float images in [0, 1]
-        grey = numpy.clip(numpy.round(values), 0, 255).astype(numpy.uint8)
-        return Image.fromarray(grey).convert("RGB")
+            values *= 255.0  # float images in [0, 1]
+        numpy.clip(numpy.round(values, out=values), 0, 255, out=values)
+        return Image.fromarray(values.astype(numpy.uint8)).convert("RGB")
     return image.convert("RGB")
 
 
@@ -119,16 +125,15 @@ def normalise(pixels, pre):
 
 
 def open_rgb(path):
-    """Decode an image file fully -> RGB PIL image; one-line UserError naming a bad file."""
+    """Decode an image file fully -> RGB PIL image; one-line UserError naming a bad file.
+    Only the formats of image_files.ALLOWED are decoded, each within its pixel and byte
+    limits, checked from the header before decoding."""
     path = str(path)
     try:
-        with Image.open(path) as image:
-            w, h = image.size  # from the header: nothing is decoded yet
-            limits.check("MINICNNRNN_MAX_IMAGE_PIXELS", w * h, path, f"the pixel count of this {w} x {h} image")
+        with image_files.open_checked(path) as image:
+            image_files.check_size(image, path)  # from the header: nothing is decoded yet
             image.load()  # decode now, so a truncated file fails here
             return to_rgb(image)
-    except FileNotFoundError:
-        raise UserError(f"{path}: image file not found") from None
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image file Pillow can read") from None
     except MemoryError:
@@ -141,9 +146,9 @@ def open_rgb(path):
 def header_size(path):
     """(width, height) from an image file's header (nothing decoded), or None."""
     try:
-        with Image.open(str(path)) as image:
+        with image_files.open_checked(str(path)) as image:
             return image.size
-    except Exception:  # unreadable: load_image reports it
+    except Exception:  # unreadable or refused: load_image reports it
         return None
 
 

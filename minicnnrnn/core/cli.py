@@ -13,6 +13,7 @@ Each command builds its parser with :func:`make_parser`, parses with
 
 import argparse
 import sys
+import warnings
 
 import minicnnrnn
 from minicnnrnn.core import backend, fileio, progress, threads
@@ -101,7 +102,12 @@ def run(main, argv=None):
 
     ``main`` parses its own arguments and must select the backend (through
     :func:`parse`, or :func:`minicnnrnn.core.backend.use`) before it creates arrays.
+
+    NumPy's overflow and invalid-value warnings raised in this package's code are not
+    shown: every such value is caught by a check (divergence, finiteness) that says what
+    happened in its one line, and the warnings would only add lines before it.
     """
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"minicnnrnn\.")
     try:
         code = main(argv)
     except UserError as exc:

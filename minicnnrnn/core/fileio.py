@@ -10,6 +10,10 @@ symbolic link is refused with one line, never turned into a plain file. The temp
 name carries the writer's process id (``.<name>.<pid>.<random>.tmp``); one left behind by
 a killed writer is removed by the next write into the same folder. :func:`folder_lock`
 keeps two runs from writing into one output folder at once.
+
+Reading is guarded too: :func:`open_regular` is how every reader opens a file it expects
+(a dataset, a checkpoint, features, an image, an image list, a weights file), so a FIFO,
+a device or a socket given as input is one line instead of a read that never returns.
 """
 
 import contextlib
@@ -27,11 +31,13 @@ from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
 
 LOCK_NAME = ".minicnnrnn.lock"
+# Linux's largest process id is 2^22; a lock file holding more is damaged, not a live run.
+MAX_PID = 2**22
 
 
 def pid_alive(pid):
     """True if a process with this id exists (a lock or temp file of it is not stale)."""
-    if pid <= 0:
+    if not 0 < pid <= MAX_PID:
         return False
     try:
         os.kill(pid, 0)
@@ -57,6 +63,49 @@ def clean_stale_temps(folder):
                 os.remove(os.path.join(folder, name))
                 removed.append(name)
     return removed
+
+
+def open_regular(path, what="file", text=False):
+    """Open ``path`` for reading (binary, or UTF-8 text when ``text``); a one-line UserError
+    naming it when it is missing, a folder, or not a regular file (a FIFO, device, socket).
+
+    Why open-then-check: opening a FIFO blocks until some process writes into it, so the
+    file is opened with O_NONBLOCK (which returns at once for every kind of file) and
+    the *open descriptor* is checked with fstat. Checking first with stat and opening
+    after would leave a window in which the name could be swapped for a FIFO; the
+    descriptor cannot change what it refers to. O_NONBLOCK is cleared again before
+    reading (it means nothing for a regular file, but a reader should not inherit it)."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a {what}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise UserError(f"{path}: is a folder, expected a {what}")
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise UserError(f"{path}: is {kind}, not a regular file; expected a {what}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    if text:
+        return open(fd, encoding="utf-8")  # noqa: SIM115 (the caller closes it)
+    return open(fd, "rb")  # noqa: SIM115
+
+
+def require_regular(path, what="file"):
+    """UserError unless ``path`` is a regular file, for a library that insists on opening a
+    name itself (h5py): checked through :func:`open_regular`, so a FIFO never blocks. The
+    library opens the name again afterwards; a swap in between is the caller's own doing."""
+    open_regular(path, what).close()
 
 
 def check_target(path):
@@ -234,12 +283,13 @@ def folder_lock(folder, tidy=True, what="--out"):
                 os.rmdir(made)
 
 
-def check_npz_members(path):
+def check_npz_members(path, fileobj=None):
     """Before numpy reads a .npz: every member's inflated size under the limit
     ($MINICNNRNN_MAX_MEMBER_BYTES, for compressed members) and every .npy header's shape
-    within the member's bytes. UserError naming the file otherwise."""
+    within the member's bytes. UserError naming the file otherwise. ``fileobj``: the file
+    already opened (:func:`open_regular`), else ``path`` is opened."""
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(fileobj if fileobj is not None else path) as zf:
             for info in zf.infolist():
                 if info.compress_type != zipfile.ZIP_STORED:
                     limits.check(
@@ -278,23 +328,22 @@ def save_bytes(path, data):
 def load_npz(path, required=()):
     """Load a .npz into a dict of numpy arrays; one-line UserError if missing, corrupt or incomplete."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise UserError(f"{path}: file not found")
-    if os.path.isdir(path):
-        raise UserError(f"{path}: is a folder, expected a .npz file")
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path) as f:  # one descriptor for every read below: no FIFO, no swap
+        try:
             start = f.read(4)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-    if start != b"PK\x03\x04":  # every .npz is a zip archive
-        raise UserError(f"{path}: not a .npz file (it is not a zip archive)")
-    check_npz_members(path)
-    try:
-        with numpy.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception as exc:
-        raise UserError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+        if start != b"PK\x03\x04":  # every .npz is a zip archive
+            raise UserError(f"{path}: not a .npz file (it is not a zip archive)")
+        f.seek(0)
+        check_npz_members(path, f)
+        f.seek(0)
+        try:
+            with numpy.load(f, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise UserError(f"{path}: not a readable .npz file ({type(exc).__name__}: {first})") from None
     missing = [k for k in required if k not in arrays]
     if missing:
         raise UserError(f"{path}: missing array(s) {', '.join(missing)}")

@@ -19,11 +19,18 @@ An explicit number (``--threads 2``) is used as given. A user who has set
 ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS`` has chosen
 already: ``auto`` then leaves BLAS alone. Thread counts never change results
 beyond rounding order; the same seed on the same machine gives the same metrics.
+
+``$MINICNNRNN_THREADS`` (the worker threads of the Winograd convolution, layers/winograd.py)
+is read by :func:`env_workers`: a whole number, clamped to the cores (more threads than
+cores only add memory and switching: 99999 once ran 40 images for minutes at 2.5 GB).
 """
 
 import os
 
 from threadpoolctl import threadpool_limits
+
+from minicnnrnn.core import limits
+from minicnnrnn.core.errors import UserError
 
 THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -36,6 +43,19 @@ def cores():
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def env_workers(strict=True):
+    """Worker threads from ``$MINICNNRNN_THREADS`` (unset: every core), at most the cores.
+    Junk is a one-line UserError when ``strict`` (a command's start, :func:`apply`); at
+    import time (``strict=False``) it falls back to the cores, and the command then refuses."""
+    try:
+        value = limits.env_int("MINICNNRNN_THREADS", cores(), minimum=1)
+    except UserError:
+        if strict:
+            raise
+        value = cores()
+    return min(value, cores())
 
 
 def busy():
@@ -60,6 +80,7 @@ def choose(requested="auto", big_matrices=False):
 def apply(requested="auto", big_matrices=False):
     """Limit BLAS to the chosen number of threads for the rest of the command. Returns the number (or None)."""
     global _limiter
+    env_workers()  # a junk $MINICNNRNN_THREADS stops the command here, in one line
     n = choose(requested, big_matrices)
     if n is None:
         return None

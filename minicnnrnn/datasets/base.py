@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
 
 log = logging.getLogger("minicnnrnn.datasets")
@@ -73,9 +74,9 @@ def note(notes, message):
 
 
 def require(path, what):
-    """``path`` if it exists, else a one-line UserError naming it."""
-    if not os.path.exists(path):
-        raise UserError(f"{path}: {what} not found")
+    """``path`` if it is a regular file, else a one-line UserError naming it (missing, a
+    folder, or a FIFO or device that would block a reader: core/fileio.open_regular)."""
+    fileio.require_regular(path, what)
     return path
 
 

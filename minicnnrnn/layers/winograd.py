@@ -35,13 +35,12 @@ thousand tiles, see _plan_blocks), and the blocks are shared among CPU threads;
 on the GPU one block usually covers the batch.
 """
 
-import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy
 
-from minicnnrnn.core import backend
+from minicnnrnn.core import backend, threads
 from minicnnrnn.core.backend import xp
 
 # The RGB input layer (3 channels) gains nothing: im2col is used below this.
@@ -58,16 +57,8 @@ BLOCK_BYTES_CPU = 32 * 2**20
 BLOCK_BYTES_GPU = 256 * 2**20
 
 
-def _default_workers():
-    """$MINICNNRNN_THREADS if it is a positive number, else the CPU cores this process may use."""
-    value = os.environ.get("MINICNNRNN_THREADS", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-# CPU threads working on blocks in parallel.
-WORKERS = _default_workers()
+# CPU threads working on blocks in parallel: $MINICNNRNN_THREADS, at most the cores.
+WORKERS = threads.env_workers(strict=False)
 
 _G = numpy.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 _GG = {}  # (array type, dtype) -> kron(G, G) on that backend: copied to a GPU once, not once per layer

@@ -8,7 +8,9 @@ A checkpoint is one uncompressed ``.npz`` written atomically through :mod:`minic
 * ``opt/<name>``: the optimizer state (``optim.RMSprop.state_dict``: ``v/<param>`` and ``m/<param>``);
 * ``label_order``: (K,) int64, the training path order (§3.4);
 * ``meta``: a 0-d string holding JSON ``{"format", "config", "label_names", "epoch", "rng",
-  "extra", "domain", "data"}`` where ``domain`` says what inputs the model knows
+  "extra", "domain", "data", "run_id"}`` (checked as a schema on reading, :mod:`metadata`) where
+  ``run_id`` is the run's identity (:func:`new_run_id`, kept by ``--resume``; ``best.npz``
+  beside ``checkpoint.npz`` must carry the same, :func:`check_same_run`), ``domain`` says what inputs the model knows
   (:func:`domain_of`: e.g. ``"tinyscenes-64px drawings"`` for the built-in CNN),
   ``data`` is the training set's fingerprint (:func:`schema.fingerprint`, compared by
   ``--resume``), and ``config`` is the run's :class:`~minicnnrnn.training.config.RunConfig` as
@@ -18,19 +20,20 @@ A checkpoint is one uncompressed ``.npz`` written atomically through :mod:`minic
   log history).
 
 :func:`load` returns ``state = {"params", "config", "label_names", "label_order", "opt",
-"epoch", "rng", "extra", "domain", "data"}`` with ``config`` a ``RunConfig`` again
+"epoch", "rng", "extra", "domain", "data", "run_id"}`` with ``config`` a ``RunConfig`` again
 (docs/DESIGN.md) after the whole schema check of :mod:`minicnnrnn.training.schema`; every
 problem with the file is a one-line :class:`~minicnnrnn.core.errors.UserError` naming it.
 """
 
 import json
 import os
+import secrets
 
 import numpy as np
 
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.training import schema
+from minicnnrnn.training import metadata, schema
 from minicnnrnn.training.config import RESUME_KEYS, RunConfig
 
 FORMAT = "minicnnrnn-checkpoint/1"
@@ -66,6 +69,7 @@ def save(path, state):
         "extra": state.get("extra", {}),
         "domain": state.get("domain") or domain_of(state["config"]),
         "data": state.get("data"),
+        "run_id": state.get("run_id"),
     }
     arrays["meta"] = np.array(json.dumps(meta))
     fileio.save_npz(path, **arrays)
@@ -80,13 +84,13 @@ def load(path):
     """
     path = os.fspath(path)
     arrays = fileio.load_npz(path, required=("meta", "label_order"))
-    try:
-        meta = json.loads(str(arrays["meta"][()]))
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"{path}: corrupt checkpoint metadata ({exc})") from None
+    if arrays["meta"].shape != () or arrays["meta"].dtype.kind != "U":
+        raise UserError(f"{path}: corrupt checkpoint metadata (meta is not one text)")
+    meta = metadata.parse(str(arrays["meta"][()]), path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
-        raise UserError(f"{path}: not a minicnnrnn checkpoint (format {found!r}, expected {FORMAT!r})")
+        raise UserError(f"{path}: not a minicnnrnn checkpoint (format {str(found)[:40]!r}, expected {FORMAT!r})")
+    metadata.check(meta, path)
     config = RunConfig.from_dict(meta.get("config") or {}, path)
     state = {
         "params": {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")},
@@ -99,6 +103,7 @@ def load(path):
         "extra": meta.get("extra", {}),
         "domain": meta.get("domain") or domain_of(config),
         "data": meta.get("data"),
+        "run_id": meta.get("run_id"),
     }
     if not isinstance(state["extra"], dict):
         raise UserError(f"{path}: corrupt checkpoint metadata (extra is not an object)")
@@ -109,8 +114,30 @@ def load(path):
 
 
 def data_fingerprint(data):
-    """:func:`schema.fingerprint` of a ``train_data.TrainingData`` (its training split)."""
-    return schema.fingerprint(data.label_names, data.train_labels, data.train_features.shape)
+    """:func:`schema.fingerprint` of a ``train_data.TrainingData``: its training split's
+    labels and shape, and a sample of the feature values of the whole dataset."""
+    return schema.fingerprint(
+        data.label_names, data.train_labels, data.train_features.shape, schema.features_hash(data)
+    )
+
+
+def new_run_id():
+    """A random identity for a new run (kept by ``--resume``; it decides nothing else)."""
+    return secrets.token_hex(8)
+
+
+def check_same_run(path, state, run_id, fingerprint=None):
+    """UserError unless the checkpoint ``state`` read from ``path`` belongs to the run
+    ``run_id`` (None: a run from before run identities, matched only by its data) and,
+    when ``fingerprint`` is given, was trained on that data: a file from another run
+    placed beside this run's is never scored or analysed as this run's."""
+    if state.get("run_id") != run_id:
+        raise UserError(
+            f"{path}: belongs to another run (run id {state.get('run_id')}, this run's is {run_id}); "
+            "remove it or move it away"
+        )
+    if fingerprint is not None:
+        schema.check_same_data(path, state.get("data"), fingerprint, "it is not this run's file")
 
 
 RUN_FILES = ("checkpoint.npz", "best.npz", "metrics.json", "per_class_AP.json", "log.csv", "loss.png")
@@ -182,6 +209,6 @@ def restore_rng(state_dict, path="checkpoint"):
     bit_generator = np.random.PCG64()
     try:
         bit_generator.state = state_dict
-    except (ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"{path}: corrupt random-generator state ({exc})") from None
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise UserError(f"{path}: corrupt random-generator state ({str(exc)[:80]})") from None
     return np.random.Generator(bit_generator)

@@ -21,6 +21,8 @@ import dataclasses
 import math
 import typing
 
+import numpy
+
 from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import protocols
@@ -207,8 +209,10 @@ class RunConfig:
         if norm is not None:
             if not isinstance(norm, dict) or norm.get("mode") not in FEATURE_NORMS:
                 bad("feature_norm", f"must be null or an object with mode one of {', '.join(FEATURE_NORMS)}")
-            if norm["mode"] == "scale" and not (_number(norm.get("scale")) and norm["scale"] > 0):
-                bad("feature_norm", "has mode scale but no positive finite scale")
+            # Features are divided by the scale in float32: it must be a normal float32 number.
+            tiny, top = float(numpy.finfo(numpy.float32).tiny), float(numpy.finfo(numpy.float32).max)
+            if norm["mode"] == "scale" and not (_number(norm.get("scale")) and tiny <= norm["scale"] <= top):
+                bad("feature_norm", f"has mode scale but no positive finite scale ({tiny:.3g} to {top:.3g})")
         cnn = self.cnn
         if cnn is not None and not all(isinstance(cnn.get(key), (str, type(None))) for key in ("weights", "layer")):
             bad("cnn", "must name its weights and layer as text (or null)")

@@ -45,7 +45,7 @@ import os
 import numpy as np
 
 from minicnnrnn import datasets
-from minicnnrnn.core import fileio
+from minicnnrnn.core import fileio, limits
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.tinyscenes import features, scenes
 from minicnnrnn.training import schema
@@ -198,12 +198,20 @@ def load_builtin(n_train, n_test):
     )
 
 
+def label_text(name):
+    """A label name from an array as text: bytes (a ``S`` array) decoded, not ``"b'cat'"``."""
+    if isinstance(name, bytes):
+        return name.decode("utf-8", errors="replace")
+    return str(name)
+
+
 def load_npz(path):
     """Precomputed features in one .npz: train_features, train_labels, test_features, test_labels, label_names."""
 
     names = ("train_features", "train_labels", "test_features", "test_labels", "label_names")
     a = fileio.load_npz(path, required=names)
-    schema.check_unique_names([str(n) for n in a["label_names"].reshape(-1)], path)
+    names = [label_text(n) for n in a["label_names"].reshape(-1)]
+    schema.check_unique_names(names, path)
     for split in ("train", "test"):
         f, y = a[f"{split}_features"], a[f"{split}_labels"]
         schema.check_features(f, f"{path}: {split}_features")
@@ -214,8 +222,7 @@ def load_npz(path):
             )
         if not np.issubdtype(f.dtype, np.number) or not np.isin(y, (0, 1)).all():
             raise UserError(f"{path}: {split}_features must be numbers and {split}_labels only 0 and 1")
-        if not np.isfinite(f).all():
-            raise UserError(f"{path}: {split}_features holds NaN or inf values")
+        limits.check_finite(f, f"{path}: {split}_features")  # finite in float32: 1e300 is not
     if a["train_features"].shape[1] != a["test_features"].shape[1]:
         raise UserError(
             f"{path}: train and test features differ in size D "
@@ -229,7 +236,7 @@ def load_npz(path):
         )
     return TrainingData(
         f"npz:{os.path.basename(path)}",
-        [str(n) for n in a["label_names"]],
+        names,
         Rows(a["train_features"]),
         a["train_labels"].astype(np.uint8),
         Rows(a["test_features"]),
@@ -241,17 +248,20 @@ def load_npz(path):
 def read_features_folder(folder):
     """An ``extract`` folder: (features (N, D) memory-mapped, [N real image paths], meta dict)."""
     for needed in ("features.npy", "images.txt", "meta.json"):
-        if not os.path.isfile(os.path.join(folder, needed)):
+        if not os.path.lexists(os.path.join(folder, needed)):
             raise UserError(
                 f"{os.path.join(folder, needed)}: not found (--features must be a folder written by "
                 f"`python -m minicnnrnn.extract`)"
             )
+    fileio.require_regular(os.path.join(folder, "features.npy"), "features file")  # np.load maps it by name
     try:
         feats = np.load(os.path.join(folder, "features.npy"), mmap_mode="r", allow_pickle=False)
-        with open(os.path.join(folder, "meta.json"), encoding="utf-8") as f:
+        with fileio.open_regular(os.path.join(folder, "meta.json"), "meta.json", text=True) as f:
             meta = json.load(f)
-        with open(os.path.join(folder, "images.txt"), encoding="utf-8") as f:
+        with fileio.open_regular(os.path.join(folder, "images.txt"), "image list", text=True) as f:
             paths = [os.path.realpath(line.rstrip("\n")) for line in f if line.strip()]
+    except UserError:
+        raise
     except Exception as exc:  # a damaged .npy header raises SyntaxError or tokenize.TokenError too
         raise UserError(f"{folder}: unreadable features folder ({type(exc).__name__}: {exc})") from None
     if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number) or len(feats) != len(paths):
@@ -262,6 +272,7 @@ def read_features_folder(folder):
     if not isinstance(meta, dict):
         raise UserError(f"{os.path.join(folder, 'meta.json')}: expected a JSON object")
     schema.check_features(feats, os.path.join(folder, "features.npy"))
+    limits.check_finite(feats, os.path.join(folder, "features.npy"))
     return feats, paths, meta
 
 

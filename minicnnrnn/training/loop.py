@@ -5,8 +5,14 @@ loss and gradients of the model (``models.KINDS[cfg.model].batch_loss``: label p
 the CNN-RNN, or a Table 3 baseline), clip the gradients to global norm ``cfg.clip`` and
 take an rmsprop step (optim.py). The learning rate follows a cosine schedule from
 ``cfg.lr`` down towards 0 over ``cfg.epochs``. After every epoch ``out`` gets a checkpoint
-(checkpoint.py) and the log; at the end the test split is decoded and scored with the
-paper's metrics (§4.1).
+(checkpoint.py) and the log, but only when every parameter and optimiser array is still
+finite in float32 (a step can overflow the weights though the loss before it was finite):
+otherwise the last good checkpoint stays and the run ends with one line naming the array.
+At the end the test split is decoded and scored with the paper's metrics (§4.1).
+
+The run owns its files: a random run identity, written at the start and kept by
+``--resume``, is in ``checkpoint.npz`` and ``best.npz``; a ``best.npz`` of another run (or
+of other data) beside the checkpoint is refused, never scored as this run's.
 
 Everything random (initialisation, shuffles, dropout masks) comes from one host
 ``numpy.random.Generator`` seeded by ``cfg.seed``; its state is saved with each
@@ -26,7 +32,7 @@ from minicnnrnn.core import backend, fileio, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.rnn import label_paths
-from minicnnrnn.training import checkpoint, config, models, optim, selection
+from minicnnrnn.training import checkpoint, config, models, optim, schema, selection
 
 LOG_FIELDS = ("epoch", "loss", "grad_norm", "lr", "seconds", "images_per_s", "val_O-F1", "val_C-F1", "val_score")
 # A diverged epoch is run again from its start at half the learning rate, at most this many
@@ -80,8 +86,8 @@ def run_epoch(cfg, params, opt, data, order, rng, epoch, lr_factor=1.0):
 
 
 def _start(cfg, data, ckpt_path, resume):
-    """(params on the device, optimizer, label order, first epoch, history, rng) of a fresh
-    run, or of the run saved in ``ckpt_path`` when ``resume``."""
+    """(params on the device, optimizer, label order, first epoch, history, rng, run id) of a
+    fresh run, or of the run saved in ``ckpt_path`` when ``resume``."""
     if resume:
         state, rng = checkpoint.resume(ckpt_path, cfg, config.RESUME_KEYS, checkpoint.data_fingerprint(data))
         params = backend.params_to_device(state["params"])
@@ -90,11 +96,11 @@ def _start(cfg, data, ckpt_path, resume):
             opt.load_state_dict(state["opt"])
         except (KeyError, ValueError) as exc:
             raise UserError(f"{ckpt_path}: optimizer state does not fit this model ({exc})") from None
-        return params, opt, state["label_order"], state["epoch"], state["extra"], rng
+        return params, opt, state["label_order"], state["epoch"], state["extra"], rng, state["run_id"]
     rng = np.random.default_rng(cfg.seed)
     order = label_paths.label_order(data.train_labels, cfg.label_order, cfg.seed)
     params = backend.params_to_device(models.KINDS[cfg.model].init(cfg, rng))
-    return params, make_optimizer(cfg, params), order, 0, {}, rng
+    return params, make_optimizer(cfg, params), order, 0, {}, rng, checkpoint.new_run_id()
 
 
 def _snapshot(params, opt, rng):
@@ -157,7 +163,9 @@ def fit_once(cfg, data, out):
     order = label_paths.label_order(data.train_labels, cfg.label_order, cfg.seed)
     params = backend.params_to_device(models.KINDS[cfg.model].fit(cfg, data, rng))
     state = {"params": backend.params_to_host(params), "config": cfg, "label_names": data.label_names}
-    state.update(label_order=order, epoch=cfg.epochs, rng=checkpoint.rng_state(rng))
+    state.update(label_order=order, epoch=cfg.epochs, rng=checkpoint.rng_state(rng), run_id=checkpoint.new_run_id())
+    state.update(data=checkpoint.data_fingerprint(data))
+    check_finite_state(state, 0, os.path.join(out, "checkpoint.npz"))
     checkpoint.save(os.path.join(out, "checkpoint.npz"), state)
     print(f"{cfg.model}: fit on {len(data.train_labels)} training images", flush=True)
     return params, []
@@ -171,7 +179,10 @@ def fit(cfg, data, out, resume=False):
     if models.KINDS[cfg.model].fit is not None:
         return fit_once(cfg, data, out)
     ckpt_path, best_path = os.path.join(out, "checkpoint.npz"), os.path.join(out, "best.npz")
-    params, opt, order, first_epoch, saved, rng = _start(cfg, data, ckpt_path, resume)
+    params, opt, order, first_epoch, saved, rng, run_id = _start(cfg, data, ckpt_path, resume)
+    fingerprint = checkpoint.data_fingerprint(data)
+    if resume and os.path.exists(best_path):  # before any work: a foreign best.npz is refused now
+        checkpoint.check_same_run(best_path, checkpoint.load(best_path), run_id, fingerprint)
     history = saved.get("history", [])
     backoff = _backoff_state(saved, ckpt_path)
     validate = data.val_labels is not None
@@ -196,16 +207,36 @@ def fit(cfg, data, out, resume=False):
             "epoch": epoch + 1,
             "rng": checkpoint.rng_state(rng),
             "extra": {"history": history, **backoff},
-            "data": checkpoint.data_fingerprint(data),
+            "data": fingerprint,
+            "run_id": run_id,
         }
+        check_finite_state(state, epoch, ckpt_path)
         if validate and row["val_score"] > best_score:  # first of ties: a later epoch must beat it
             best_score = row["val_score"]
             checkpoint.save(best_path, dict(state, opt={}, extra={"history": history, "selected": "validation"}))
         checkpoint.save(ckpt_path, state)
         write_log(out, history)
     if validate and os.path.exists(best_path):
-        params = backend.params_to_device(checkpoint.load(best_path)["params"])
+        best = checkpoint.load(best_path)
+        checkpoint.check_same_run(best_path, best, run_id, fingerprint)
+        params = backend.params_to_device(best["params"])
     return params, history
+
+
+def check_finite_state(state, epoch, ckpt_path):
+    """UserError naming the first parameter or optimiser array of ``state`` (about to be
+    saved after epoch ``epoch + 1``) that is not finite in float32: the loss before the last
+    step was finite, but the step itself overflowed. Nothing is written, so the checkpoint
+    of epoch ``epoch`` (or none) stays as it was."""
+    arrays = {f"parameter {k}": v for k, v in state["params"].items()}
+    arrays.update({f"optimiser state {k}": v for k, v in state.get("opt", {}).items()})
+    bad = schema.first_non_finite(arrays)
+    if bad:
+        kept = f"kept {ckpt_path} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
+        raise UserError(
+            f"training diverged in epoch {epoch + 1}: {bad} holds NaN or infinite values after a step; "
+            f"{kept}; try a lower --lr"
+        )
 
 
 def write_log(out, history):

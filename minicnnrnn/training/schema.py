@@ -11,11 +11,13 @@ wrong, each a one-line :class:`~minicnnrnn.core.errors.UserError` naming the fil
   the epoch: a whole number >= 0;
 * every parameter present, with the shape its model kind gives it
   (:data:`minicnnrnn.training.models.KINDS`, built for the checkpoint's K, D, E, H), a
-  float dtype and finite values; no parameter the model does not have.
+  float dtype and finite values (in float32); no parameter the model does not have;
+* the optimiser state (``v/<name>``, ``m/<name>``) like the parameters, and ``v`` >= 0.
 
 :func:`fingerprint` describes the data a run trains on (label names, a SHA-256 of the
-training label matrix, the feature matrix's shape); the checkpoint stores it, and
-``train --resume`` refuses to continue on other data (:func:`check_same_data`).
+training label matrix, the feature matrix's shape, a SHA-256 of a fixed sample of the
+feature values, :func:`features_hash`); the checkpoint stores it, and ``train --resume``
+and ``analyze`` refuse other data (:func:`check_same_data`).
 """
 
 import hashlib
@@ -25,6 +27,8 @@ import numpy as np
 from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.training import models
+
+FINGERPRINT_ROWS = 64  # feature rows hashed per split (and the first and last)
 
 
 def check_labels(names, order, K, where):
@@ -112,6 +116,31 @@ def _check_knn(params, cfg, where):
     limits.check_finite(X, f"{where}: parameter X")
 
 
+def check_opt_state(opt, params, where):
+    """An rmsprop state (``optim.RMSprop.state_dict``): each ``v/<name>`` and ``m/<name>``
+    of its parameter's shape, float, finite in float32, ``v`` (a mean of squares) >= 0;
+    nothing else (a missing one is reported by the optimiser when it loads them)."""
+    if not opt:
+        return
+    expected = {f"{kind}/{name}": params[name] for kind in ("v", "m") for name in params}
+    for key in sorted(opt):
+        if key not in expected:
+            raise UserError(f"{where}: optimiser state {key} does not belong to the model")
+        value = opt[key]
+        if value.shape != expected[key].shape or value.dtype.kind != "f":
+            raise UserError(
+                f"{where}: optimiser state {key} is {value.dtype} {value.shape}, expected float {expected[key].shape}"
+            )
+        limits.check_finite(value, f"{where}: optimiser state {key}")
+        if key.startswith("v/") and (value < 0).any():
+            raise UserError(f"{where}: optimiser state {key} holds negative values (a mean of squares)")
+
+
+def first_non_finite(arrays):
+    """The name of the first array of a {name: array} dict that is not finite in float32, or None."""
+    return next((name for name, value in arrays.items() if not limits.all_finite(value)), None)
+
+
 def check(state, where):
     """The whole check of a loaded checkpoint ``state`` (checkpoint.load's dict)."""
     cfg = state["config"]
@@ -123,6 +152,8 @@ def check(state, where):
     if not state["params"]:
         raise UserError(f"{where}: checkpoint holds no parameters")
     check_params(state["params"], cfg, where)
+    if cfg.model != "knn":
+        check_opt_state(state.get("opt"), state["params"], where)
 
 
 # ---------------------------------------------------------------------------
@@ -130,25 +161,52 @@ def check(state, where):
 # ---------------------------------------------------------------------------
 
 
-def fingerprint(label_names, train_labels, feature_shape):
+def fingerprint(label_names, train_labels, feature_shape, features_sha256=None):
     """JSON-able description of a training set: its label names, the SHA-256 of its
-    (N, K) 0/1 label matrix (as uint8) and the (N, D) shape of its features."""
+    (N, K) 0/1 label matrix (as uint8), the (N, D) shape of its features and
+    ``features_sha256`` (:func:`features_hash`)."""
     labels = np.ascontiguousarray(np.asarray(train_labels), dtype=np.uint8)
-    return {
+    result = {
         "label_names": [str(n) for n in label_names],
         "labels_sha256": hashlib.sha256(labels.tobytes() + repr(labels.shape).encode()).hexdigest(),
         "feature_shape": [int(n) for n in feature_shape],
     }
+    if features_sha256 is not None:
+        result["features_sha256"] = features_sha256
+    return result
 
 
-def check_same_data(where, saved, current):
+def features_hash(data):
+    """SHA-256 of the feature values of a dataset (``train_data.TrainingData``): the first,
+    the last and :data:`FINGERPRINT_ROWS` rows drawn with a fixed seed from the whole
+    feature array behind the training split and behind the test split, as float32. The
+    arrays, not the split's rows: a validation split or dropped images change the labels'
+    hash, not this one, so ``analyze`` (which splits nothing off) compares it too. A sample
+    keeps it cheap for a memory-mapped file of gigabytes; changed values anywhere in it
+    (other features, a re-extraction) change the hash."""
+    digest = hashlib.sha256()
+    for rows in (data.train_features, data.test_features):
+        array = getattr(rows, "array", rows)  # Rows, or a plain array
+        n = len(array)
+        picks = np.random.default_rng(0).integers(0, max(n, 1), FINGERPRINT_ROWS) if n else np.zeros(0, int)
+        index = np.unique(np.concatenate([picks, [0, n - 1]] if n else [picks]))
+        digest.update(repr(tuple(array.shape)).encode())
+        digest.update(np.ascontiguousarray(array[index], dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def check_same_data(where, saved, current, advice=None):
     """UserError when the fingerprint ``saved`` in a checkpoint differs from ``current``
-    (None ``saved``: a checkpoint from before fingerprints; nothing to compare)."""
+    (None ``saved``: a checkpoint from before fingerprints; nothing to compare; the
+    feature values are compared when both fingerprints have their hash)."""
     if not saved:
         return
     if not isinstance(saved, dict):
         raise UserError(f"{where}: corrupt data fingerprint in the checkpoint")
-    for key, what in (("label_names", "label names"), ("feature_shape", "feature shape"), ("labels_sha256", "labels")):
+    keys = [("label_names", "label names"), ("feature_shape", "feature shape"), ("labels_sha256", "labels")]
+    if saved.get("features_sha256") and current.get("features_sha256"):
+        keys.append(("features_sha256", "feature values"))
+    for key, what in keys:
         if saved.get(key) != current[key]:
             detail = ""
             if key == "feature_shape":
@@ -157,7 +215,7 @@ def check_same_data(where, saved, current):
                 old, new = saved.get(key) or [], current[key]
                 diff = next((f"{a!r} vs {b!r}" for a, b in zip(old, new) if a != b), f"{len(old)} vs {len(new)}")
                 detail = f" ({diff})"
-            raise UserError(
-                f"{where}: was trained on other data (its {what} differ{detail}); "
-                "--resume continues only on the same data: use another --out, or --overwrite to start again"
+            advice = (
+                advice or "--resume continues only on the same data: use another --out, or --overwrite to start again"
             )
+            raise UserError(f"{where}: was trained on other data (its {what} differ{detail}); {advice}")
