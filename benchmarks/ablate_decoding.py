@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minicnnrnn import train  # noqa: E402
 from minicnnrnn.core import backend  # noqa: E402
 from minicnnrnn.evaluation import metrics  # noqa: E402
-from minicnnrnn.rnn import beam_search, presence  # noqa: E402
+from minicnnrnn.paths import beam_search, presence  # noqa: E402
 from minicnnrnn.training import checkpoint, selection  # noqa: E402
 from minicnnrnn.training import data as train_data  # noqa: E402
 

@@ -31,7 +31,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from minicnnrnn.core import backend  # noqa: E402
-from minicnnrnn.rnn import beam_search, model
+from minicnnrnn.paths import beam_search
+from minicnnrnn.rnn import model
 
 D, E, H = 4096, 64, 512
 

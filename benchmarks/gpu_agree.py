@@ -31,7 +31,8 @@ sys.path.insert(0, REPO)
 
 from minicnnrnn.cnn import vgg  # noqa: E402
 from minicnnrnn.core import backend  # noqa: E402
-from minicnnrnn.rnn import beam_search, label_paths, model  # noqa: E402
+from minicnnrnn.paths import beam_search, label_paths  # noqa: E402
+from minicnnrnn.rnn import model  # noqa: E402
 from minicnnrnn.training import optim  # noqa: E402
 
 K, D, E, H, N = 81, 512, 64, 512, 64
@@ -67,7 +68,7 @@ def beam(name):
     params = backend.params_to_device(model.init_params(K, D, E, H, rng))
     I = backend.to_device(rng.standard_normal((64, D)).astype(np.float32))
     r = beam_search.beam_search(params, I, beam_size=3, max_labels=5)
-    return backend.to_host(r.paths), backend.to_host(r.log_prob), backend.to_host(r.scores)
+    return backend.to_host(r.paths), backend.to_host(r.log_prob), backend.to_host(r.confidence)
 
 
 def cnn(name):

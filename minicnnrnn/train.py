@@ -30,15 +30,16 @@ import time
 from minicnnrnn.core import cli, fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics, operating_points, protocols
-from minicnnrnn.rnn import label_paths, lstm
-from minicnnrnn.training import checkpoint, config, loop, models, selection
+from minicnnrnn.paths import label_paths
+from minicnnrnn.rnn import lstm
+from minicnnrnn.training import checkpoint, config, kinds, loop, selection
 from minicnnrnn.training import data as train_data
 from minicnnrnn.training.config import RunConfig
 
 
 def make_parser():
     p = cli.make_parser("python -m minicnnrnn.train", __doc__.split("\n\n")[0])
-    p.add_argument("--model", default="cnn-rnn", choices=tuple(models.KINDS), help="model to train (Table 3)")
+    p.add_argument("--model", default="cnn-rnn", choices=tuple(kinds.KINDS), help="model to train (Table 3)")
     p.add_argument("--compare", action="store_true", help="train and evaluate all six models")
     p.add_argument(
         "--dataset", default=RunConfig.dataset, help="builtin | npz:PATH | voc2007 | coco2014 | nuswide81 | nuswide1k"
@@ -183,7 +184,7 @@ def results_table(data, cfg, results):
     the CNN-RNN's operating points), and for a real benchmark its table in the paper's
     layout (protocols.report: Tables 1-3, or Table 4's per-class AP).
     cfg: a RunConfig of the runs (k, min_labels and ap_mode are the same for all models)."""
-    ours = {models.KINDS[name].title: result for name, result in results.items()}
+    ours = {kinds.KINDS[name].title: result for name, result in results.items()}
     rows = {n: dict(r["metrics"], **{LPI: r.get("labels_per_image")}) for n, r in ours.items()}
     rows.update(
         {n: dict(r["metrics"], **{LPI: r["labels_per_image"]}) for n, r in matched_rows(data, cfg, results).items()}

@@ -52,8 +52,8 @@ COMPUTE_MODULES = (
     "minicnnrnn.rnn.lstm",
     "minicnnrnn.rnn.projection",
     "minicnnrnn.rnn.model",
-    "minicnnrnn.rnn.beam_search",
-    "minicnnrnn.rnn.baselines",
+    "minicnnrnn.paths.beam_search",
+    "minicnnrnn.baselines.no_rnn",
     "minicnnrnn.cnn.vgg",
     "minicnnrnn.cnn.efficientnet",
     "minicnnrnn.cnn.backbones",
@@ -62,8 +62,8 @@ COMPUTE_MODULES = (
 _HOST_FUNCTIONS = {
     # take or return host data by contract (initialisers draw on the host)
     ("minicnnrnn.rnn.model", "init_params"),
-    ("minicnnrnn.rnn.baselines", "init_no_rnn"),
-    ("minicnnrnn.rnn.baselines", "init_classifier"),
+    ("minicnnrnn.baselines.no_rnn", "init_no_rnn"),
+    ("minicnnrnn.baselines.no_rnn", "init_classifier"),
     ("minicnnrnn.cnn.vgg", "init_params"),
     ("minicnnrnn.cnn.efficientnet", "init_params"),
     ("minicnnrnn.training.optim", "cosine_schedule"),

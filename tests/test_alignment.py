@@ -1,4 +1,4 @@
-"""Orderless training (rnn/alignment.py): the Hungarian alignment is the minimal-loss one,
+"""Orderless training (paths/alignment.py): the Hungarian alignment is the minimal-loss one,
 PLA keeps correct predictions in place, and training with pla/mla runs."""
 
 import itertools
@@ -6,7 +6,9 @@ import itertools
 import numpy as np
 from conftest import dev
 
-from minicnnrnn.rnn import alignment, gradcheck_cases, label_paths, model
+from minicnnrnn.paths import alignment, label_paths
+from minicnnrnn import gradcheck
+from minicnnrnn.rnn import model
 
 
 def test_mla_is_the_cheapest_assignment_and_pla_keeps_hits():

@@ -14,7 +14,9 @@ from conftest import cupy_available
 
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.rnn import baselines, beam_search, model
+from minicnnrnn.baselines import no_rnn
+from minicnnrnn.paths import beam_search
+from minicnnrnn.rnn import model
 
 D, E, H = 6, 4, 8
 
@@ -143,12 +145,12 @@ def test_no_rnn_baseline_through_step_fn(K, seed):
     """The no-rnn baseline (recurrent layer replaced by a linear one) is searched with its
     own step function and must also find the exhaustive argmax."""
     rng = np.random.default_rng(seed)
-    p = baselines.init_no_rnn(K, D, E, H, rng, dtype=np.float64)
+    p = no_rnn.init_no_rnn(K, D, E, H, rng, dtype=np.float64)
     for name in ("U_l", "U_I_x", "U_o_x"):
         p[name] *= 6.0
     I = rng.standard_normal((6, D))
-    result = run(p, I, beam_size=n_paths(K), step_fn=baselines.no_rnn_step, min_labels=1)
-    greedy = run(p, I, beam_size=1, step_fn=baselines.no_rnn_step)
+    result = run(p, I, beam_size=n_paths(K), step_fn=no_rnn.no_rnn_step, min_labels=1)
+    greedy = run(p, I, beam_size=1, step_fn=no_rnn.no_rnn_step)
     for i in range(len(I)):
         paths = all_paths(p, I[i], "no-rnn", min_labels=1)
         best = max(paths, key=paths.get)
@@ -255,14 +257,14 @@ def test_emitted_labels_outrank_all_others():
                 path = list(path_of(result, i))
                 others = [label for label in range(K) if label not in path]
                 if path and others:
-                    assert result.scores[i, path].min() > result.scores[i, others].max()
+                    assert result.confidence[i, path].min() > result.confidence[i, others].max()
                 np.testing.assert_allclose(
-                    result.scores[i, path], beam_search.EMITTED_OFFSET + np.exp(result.step_log_probs[i, : len(path)])
+                    result.confidence[i, path], beam_search.EMITTED_OFFSET + np.exp(result.step_log_probs[i, : len(path)])
                 )
                 # A non-emitted label scores at least its first-step probability P(l | I).
                 first, _ = oracle_step(p, I[i] @ p["U_I_x"] + p["b_x"], K + 1, np.zeros(H), variant)
-                assert (result.scores[i, others] >= np.exp(first[others]) - 1e-12).all()
-                assert (result.scores[i, others] <= 1).all()
+                assert (result.confidence[i, others] >= np.exp(first[others]) - 1e-12).all()
+                assert (result.confidence[i, others] <= 1).all()
 
 
 # ---------------------------------------------------------------------------
@@ -332,7 +334,7 @@ def test_bad_options_are_user_errors():
 def test_no_images():
     p, I = random_model(3, 0)
     result = run(p, I[:0], beam_size=3)
-    assert result.paths.shape == (0, 3) and result.scores.shape == (0, 3)
+    assert result.paths.shape == (0, 3) and result.confidence.shape == (0, 3)
 
 
 @pytest.mark.skipif(not cupy_available(), reason="CuPy with a CUDA device is not available")
@@ -348,7 +350,7 @@ def test_numpy_and_cupy_agree():
         backend.use("numpy")
     np.testing.assert_array_equal(host.paths, device.paths)
     np.testing.assert_allclose(host.log_prob, device.log_prob, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(host.scores, device.scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host.confidence, device.confidence, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------
@@ -372,13 +374,13 @@ def test_fast_search_returns_the_plain_search_paths(variant, beam, min_labels, m
 
 def test_plain_search_with_the_no_rnn_step():
     rng = np.random.default_rng(4)
-    p = baselines.init_no_rnn(6, D, E, H, rng, dtype=np.float64)
+    p = no_rnn.init_no_rnn(6, D, E, H, rng, dtype=np.float64)
     for name in ("U_l", "U_I_x", "U_o_x"):
         p[name] *= 6.0
     I = rng.standard_normal((5, D))
-    fast = run(p, I, beam_size=2, step_fn=baselines.no_rnn_step, min_labels=1)
+    fast = run(p, I, beam_size=2, step_fn=no_rnn.no_rnn_step, min_labels=1)
     for i in range(len(I)):
         labels, _ = beam_search.beam_search_plain(
-            backend.params_to_device(p), backend.to_device(I[i]), 2, min_labels=1, step_fn=baselines.no_rnn_step
+            backend.params_to_device(p), backend.to_device(I[i]), 2, min_labels=1, step_fn=no_rnn.no_rnn_step
         )
         assert path_of(fast, i) == labels

@@ -12,7 +12,8 @@ from PIL import Image
 from minicnnrnn import predict
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend
-from minicnnrnn.rnn import beam_search, model
+from minicnnrnn.paths import beam_search
+from minicnnrnn.rnn import model
 from minicnnrnn.training import checkpoint
 from minicnnrnn.training.config import RunConfig
 
@@ -135,9 +136,9 @@ def test_features_and_image_list(tmp_path, capsys, monkeypatch):
 
 
 def test_classifier_checkpoint_prints_top_k(tmp_path, capsys):
-    from minicnnrnn.rnn import baselines
+    from minicnnrnn.baselines import no_rnn
 
-    params = baselines.init_classifier(K, 6, E, np.random.default_rng(5))
+    params = no_rnn.init_classifier(K, 6, E, np.random.default_rng(5))
     state = {
         "params": params,
         "config": RunConfig("bce", K, 6, E, H, "relu", {"weights": None}, k=2),

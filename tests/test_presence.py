@@ -1,4 +1,4 @@
-"""P(label in path) (rnn/presence.py): exact enumeration against a brute-force sum over all
+"""P(label in path) (paths/presence.py): exact enumeration against a brute-force sum over all
 complete paths, and seeded ancestral sampling against exact."""
 
 import itertools
@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from conftest import dev
 
-from minicnnrnn.rnn import baselines, beam_search, model, presence, projection
+from minicnnrnn.baselines import no_rnn
+from minicnnrnn.paths import beam_search, presence
+from minicnnrnn.rnn import model, projection
 
 K, D, E, H = 4, 5, 6, 7
 
@@ -73,11 +75,11 @@ def test_sampling_agrees_with_exact_within_its_error(setup, max_labels, min_labe
 
 def test_no_rnn_step_and_sizes():
     rng = np.random.default_rng(1)
-    params = baselines.init_no_rnn(K, D, E, H, rng)
+    params = no_rnn.init_no_rnn(K, D, E, H, rng)
     I = rng.standard_normal((2, D)).astype(np.float32)
-    exact, _, _ = presence.presence(dev(params), dev(I), step_fn=baselines.no_rnn_step, max_labels=3)
+    exact, _, _ = presence.presence(dev(params), dev(I), step_fn=no_rnn.no_rnn_step, max_labels=3)
     est, _, _ = presence.presence(
-        dev(params), dev(I), step_fn=baselines.no_rnn_step, max_labels=3, samples=300, exact_limit=0
+        dev(params), dev(I), step_fn=no_rnn.no_rnn_step, max_labels=3, samples=300, exact_limit=0
     )
     assert np.abs(est - exact).max() < 0.05
     assert presence.n_prefixes(20, 3) == 401 and presence.n_prefixes(K, K) == 1 + 4 + 12 + 24

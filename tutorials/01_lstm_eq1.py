@@ -143,7 +143,7 @@ print("package step_forward/step_backward agree with the from-scratch version")
 
 # %%
 from minicnnrnn.rnn import model  # noqa: E402 (imported where it is first needed)
-from minicnnrnn.rnn.tokens import start_token  # noqa: E402
+from minicnnrnn.paths.tokens import start_token  # noqa: E402
 
 K, T, H_big = 10, (12 if FAST else 20), (16 if FAST else 128)
 params = model.init_params(K, 1, E, H_big, rng, "relu", dtype=np.float64)

@@ -24,7 +24,8 @@ import numpy as np
 
 from minicnnrnn import train
 from minicnnrnn.core import backend
-from minicnnrnn.rnn import alignment, label_paths, model
+from minicnnrnn.paths import alignment, label_paths
+from minicnnrnn.rnn import model
 from minicnnrnn.tinyscenes import features, scenes
 from minicnnrnn.training import checkpoint, optim
 from minicnnrnn.training import data as train_data

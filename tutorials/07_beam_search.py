@@ -10,7 +10,7 @@
 # There are sum_j K!/(K-j)! paths, far too many to try for K = 81, so the paper keeps
 # only the B most probable unfinished paths at each step (*beam search*, Fig. 5).
 # Here we write it for one image in plain Python, draw what it keeps at each step,
-# compare it with `minicnnrnn.rnn.beam_search` and with trying every path, and build a
+# compare it with `minicnnrnn.paths.beam_search` and with trying every path, and build a
 # case where greedy decoding (B = 1) goes wrong and a beam of 2 fixes it.
 # Run it with `python tutorials/07_beam_search.py`.
 
@@ -26,7 +26,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minicnnrnn.core import backend
-from minicnnrnn.rnn import beam_search, model, projection, tokens
+from minicnnrnn.paths import beam_search, tokens
+from minicnnrnn.rnn import model, projection
 
 # Everything here is small, so MINICNNRNN_TUTORIAL_FAST=1 changes nothing.
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -125,7 +126,7 @@ print("answer:", [NAMES[l] for l in best], f"P = {math.exp(best_logp):.4f}")
 
 # %% [markdown]
 # ## Check: the package, and trying every path
-# `minicnnrnn.rnn.beam_search.beam_search` does the same for a whole batch of images at
+# `minicnnrnn.paths.beam_search.beam_search` does the same for a whole batch of images at
 # once (the paths of all images sit in one (images x B) grid). For this small K we
 # can also score every path and take the argmax of Eq. 6. Watch B = 1, greedy
 # decoding: it commits to the slightly more probable first label, "person", and ends
@@ -252,6 +253,6 @@ print(
 
 # %%
 result = beam_search.beam_search(params, I, beam_size=2)
-for label in np.argsort(-result.scores[0]):
-    emitted = "on the path" if result.scores[0, label] >= beam_search.EMITTED_OFFSET else ""
-    print(f"{NAMES[label]:>7}  {result.scores[0, label]:.3f}  {emitted}")
+for label in np.argsort(-result.confidence[0]):
+    emitted = "on the path" if result.confidence[0, label] >= beam_search.EMITTED_OFFSET else ""
+    print(f"{NAMES[label]:>7}  {result.confidence[0, label]:.3f}  {emitted}")

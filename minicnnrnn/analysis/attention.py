@@ -28,7 +28,8 @@ import numpy as np
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
-from minicnnrnn.rnn import embedding, model, projection, tokens
+from minicnnrnn.rnn import embedding, model, projection
+from minicnnrnn.paths import tokens
 
 RULES = ("deconvnet", "guided")
 

@@ -15,8 +15,9 @@ import typing
 
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import protocols
-from minicnnrnn.rnn import beam_search, lstm
-from minicnnrnn.training import models
+from minicnnrnn.paths import beam_search
+from minicnnrnn.rnn import lstm
+from minicnnrnn.training import kinds
 
 # Settings a --resume must share with the checkpoint (the others may change, e.g. --epochs).
 RESUME_KEYS = (
@@ -41,7 +42,7 @@ class RunConfig:
     size, E embedding size, H LSTM hidden size."""
 
     # The model (a checkpoint must have these)
-    model: str  # "cnn-rnn", "no-rnn", "bce" or "softmax" (Table 3; models.KINDS)
+    model: str  # "cnn-rnn", "no-rnn", "bce" or "softmax" (Table 3; kinds.KINDS)
     K: int
     D: int
     E: int  # paper: 64 (§4)
@@ -70,7 +71,7 @@ class RunConfig:
     k: int = 3  # labels per image for the top-k metrics (and the longest path)
     min_labels: int = 0  # shortest predicted path (footnote 1)
     ap_mode: str = "sklearn"  # "voc07" (11-point) or "sklearn" (non-interpolated)
-    presence_samples: int = 100  # paths per image for P(label in path) where not exact (rnn/presence.py)
+    presence_samples: int = 100  # paths per image for P(label in path) where not exact (paths/presence.py)
 
     def to_dict(self):
         """The plain, JSON-able dict a checkpoint stores."""
@@ -93,8 +94,8 @@ class RunConfig:
         for key, value in d.items():
             if not _has_type(value, fields[key].type):
                 raise UserError(f"{where}: checkpoint config {key} = {value!r} is not {_type_name(fields[key].type)}")
-        if d["model"] not in models.KINDS:
-            raise UserError(f"{where}: unknown model {d['model']!r}; expected one of {', '.join(models.KINDS)}")
+        if d["model"] not in kinds.KINDS:
+            raise UserError(f"{where}: unknown model {d['model']!r}; expected one of {', '.join(kinds.KINDS)}")
         return cls(**d)
 
 
