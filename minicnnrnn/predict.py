@@ -38,7 +38,7 @@ import numpy as np
 from minicnnrnn.cnn import backbones, preprocess
 from minicnnrnn.core import backend, cli, fileio, limits
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.paths import beam_search
+from minicnnrnn.paths import grammar
 from minicnnrnn.tinyscenes import features
 from minicnnrnn.training import checkpoint, kinds
 from minicnnrnn.training import data as train_data
@@ -234,7 +234,7 @@ def search_options(args, cfg):
                 f"--max-labels: {args.max_labels} is below the checkpoint's min_labels = {min_labels}; "
                 "pass --min-labels as well"
             )
-        beam_search.check_options(cfg.K, beam, args.max_labels, min_labels)
+        grammar.check_options(cfg.K, beam, args.max_labels, min_labels)
         return kinds.DecodeOptions(beam, args.max_labels, min_labels)
     top_k = args.top_k if args.top_k is not None else cfg.k
     if not 1 <= top_k <= cfg.K:

@@ -28,8 +28,8 @@ import numpy as np
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
-from minicnnrnn.rnn import embedding, model, projection
 from minicnnrnn.paths import tokens
+from minicnnrnn.rnn import embedding, model, projection
 
 RULES = ("deconvnet", "guided")
 

@@ -18,7 +18,6 @@ from minicnnrnn.core.errors import UserError
 from minicnnrnn.core.numgrad import TOLERANCE
 from minicnnrnn.gradcheck import cases_baselines, cases_cnn, cases_layers, cases_paths, cases_rnn
 
-
 ROOMS = (cases_rnn, cases_paths, cases_baselines, cases_layers, cases_cnn)
 
 

@@ -8,9 +8,9 @@ parameter and the images. The layers they are made of are checked in ``cases_lay
 
 import numpy
 
+from minicnnrnn.cnn import efficientnet, vgg
 from minicnnrnn.core import backend
 from minicnnrnn.core.numgrad import check
-from minicnnrnn.cnn import efficientnet, vgg
 from minicnnrnn.gradcheck.cases_layers import F64, dot, randn
 
 

@@ -10,8 +10,8 @@ import numpy
 
 from minicnnrnn.core import backend
 from minicnnrnn.core.numgrad import check
-from minicnnrnn.layers import dropout, loss
 from minicnnrnn.gradcheck.cases_layers import dot, randn
+from minicnnrnn.layers import dropout, loss
 from minicnnrnn.paths import tokens
 from minicnnrnn.rnn import embedding, lstm, model, projection
 

@@ -203,13 +203,14 @@ def _search(step, images, B, max_labels, min_labels):
     path = xp.full((n, 1, L), -1, dtype=xp.int64)  # its labels
     used = xp.zeros((n, 1, K), dtype=bool)  # the same labels as a mask, for the grammar
     steps = xp.zeros((n, 1, L + 1), dtype=dt)  # its step log-probs
+    prev = None  # each path's last label, fed at the next step
 
     for t in range(L + 1):  # t labels on every path in S
         A, width = logp.shape
         if A == 0:
             break
         if t:
-            lp, state = step(tokens, state, xp.repeat(images[act], width))
+            lp, state = step(prev, state, xp.repeat(images[act], width))
             step_rows += A * width
         lp = grammar.forbid(lp.reshape(A, width, K + 1), used, t, L, min_labels)
         lp[logp == NEG_INF] = NEG_INF  # empty beam slots never produce a path
@@ -250,12 +251,13 @@ def _search(step, images, B, max_labels, min_labels):
         path = path[kk, parent]
         path[:, :, t] = label
         used = used[kk, parent]
-        used[kk, xp.arange(sel.shape[1])[None, :], label] = True
+        # (an empty slot, log P -inf, may hold END: any label marks it, all its outputs are masked)
+        used[xp.arange(keep.size)[:, None], xp.arange(sel.shape[1])[None, :], xp.minimum(label, K - 1)] = True
         steps = steps[kk, parent]
         steps[:, :, t] = nxt_lp[kk, sel]
         logp = new_logp[keep]
         state = tuple(s[(kk * width + parent).reshape(-1)] for s in state)
-        tokens = label.reshape(-1)
+        prev = label.reshape(-1)
         act = act[keep]
 
     confidence = xp.exp(seen)

@@ -15,7 +15,7 @@ import typing
 
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import protocols
-from minicnnrnn.paths import beam_search
+from minicnnrnn.paths import grammar
 from minicnnrnn.rnn import lstm
 from minicnnrnn.training import kinds
 
@@ -126,7 +126,7 @@ def from_args(args, data, norm):
     proto = protocols.protocol_for(data.name)
     k = min(proto["k"] if args.k is None else args.k, K)
     min_labels = min(proto["min_labels"], k) if args.min_labels is None else args.min_labels
-    beam_search.check_options(K, args.beam, k, min_labels)
+    grammar.check_options(K, args.beam, k, min_labels)
     scale, gate_scale = args.recurrent_lr_scale, args.gate_lr_scale
     relu_like = args.variant in lstm.RELU_LIKE
     if scale is None:  # ReLU LSTMs, capped or not: U_r learns slower (docs/training.md "Stability" 2 and 5)
