@@ -1,4 +1,4 @@
-"""The table of the four model kinds (training/kinds.py) and the run settings (training/config.py)."""
+"""The registry of model kinds (training/kinds.py) and the run settings (training/config.py)."""
 
 import dataclasses
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import dev, host
 
+from minicnnrnn.baselines import classifiers
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.layers import dropout
-from minicnnrnn.baselines import no_rnn
 from minicnnrnn.paths import beam_search, label_paths, presence
 from minicnnrnn.rnn import model
 from minicnnrnn.training import kinds
@@ -71,18 +71,19 @@ def test_top_k_decoding_is_the_metrics_top_k_and_paths_are_the_beam_search():
     bce = _cfg("bce", k=2)
     params = dev(kinds.KINDS["bce"].init(bce, np.random.default_rng(3)))
     pred, scores = kinds.predict_sets(bce, params, I, batch_size=4)  # 3 blocks
-    raw, _ = no_rnn.classifier_forward(params, dev(I))
+    raw, _ = classifiers.classifier_forward(params, dev(I))
     # Blocks of 4 images against one product: BLAS may pick another float32 kernel, so not bit-equal.
-    np.testing.assert_allclose(scores, host(no_rnn.classifier_confidence("bce", raw)), rtol=1e-5)
+    np.testing.assert_allclose(scores, host(classifiers.classifier_confidence("bce", raw)), rtol=1e-5)
     np.testing.assert_array_equal(pred, metrics.topk_predictions(scores, 2))
     cnn_rnn = _cfg("cnn-rnn", beam=2, k=3, min_labels=1)
     params = dev(kinds.KINDS["cnn-rnn"].init(cnn_rnn, np.random.default_rng(3)))
     pred, scores = kinds.predict_sets(cnn_rnn, params, I)
-    result = host(beam_search.beam_search(params, dev(I), 2, max_labels=3, min_labels=1))
+    step = model.make_step(params, dev(I), "relu")
+    result = host(beam_search.beam_search(step, N, 2, max_labels=3, min_labels=1))
     _, beam_scores = kinds.predict_sets(cnn_rnn, params, I, ranking=False)
     np.testing.assert_array_equal(beam_scores, result.confidence)
     # ranked by P(label in path) of the model's own paths (exact: K = 5 is small)
-    expected, _, method = presence.presence(params, dev(I), min_labels=1, exact_limit=10**6)
+    expected, _, method = presence.presence(step, N, min_labels=1, exact_limit=10**6)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
     assert [set(np.flatnonzero(row)) for row in pred] == [set(p[p >= 0]) for p in result.paths]
 
