@@ -46,7 +46,7 @@ def rel(a, b):
 def training_batch(name):
     backend.use(name)
     rng = np.random.default_rng(0)
-    params = backend.params_to_device(model.init_params(K, D, E, H, rng))
+    params = backend.params_to_device(model.init_params(K, D, E, H, rng, "relu"))
     I = backend.to_device(np.maximum(rng.standard_normal((N, D)), 0).astype(np.float32))
     labels = (rng.random((N, K)) < 0.05).astype(np.uint8)
     labels[labels.sum(1) == 0, 0] = 1
@@ -65,9 +65,9 @@ def training_batch(name):
 def beam(name):
     backend.use(name)
     rng = np.random.default_rng(1)
-    params = backend.params_to_device(model.init_params(K, D, E, H, rng))
+    params = backend.params_to_device(model.init_params(K, D, E, H, rng, "relu"))
     I = backend.to_device(rng.standard_normal((64, D)).astype(np.float32))
-    r = beam_search.beam_search(params, I, beam_size=3, max_labels=5)
+    r = beam_search.beam_search(model.make_step(params, I, "relu"), len(I), beam_size=3, max_labels=5)
     return backend.to_host(r.paths), backend.to_host(r.log_prob), backend.to_host(r.confidence)
 
 

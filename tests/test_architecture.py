@@ -6,6 +6,9 @@
   the image feature ``I``;
 * no import of a package module hides inside a function (a way to dodge a cycle);
 * the shared rooms (``core/``, ``layers/``) do not reach up into the model rooms;
+* ``paths/`` (label paths and their searches) knows no model: it imports only ``core/``,
+  ``layers/`` and itself, never ``rnn/``, ``cnn/``, ``baselines/``, ``training/`` or a
+  command; ``rnn/`` takes only the token alphabet (``paths/tokens.py``) from it;
 * no source file is longer than about 400 lines.
 
 The import graph is read from the source with :mod:`ast`, so the test sees exactly
@@ -123,6 +126,40 @@ def test_foundation_rooms_do_not_import_upwards():
             if n != "minicnnrnn" and room_of(n) not in allowed | {room_of(m)}:  # the root holds only __version__
                 bad.append(f"{m} -> {n}")
     assert not bad, bad
+
+
+PATHS_MAY_IMPORT = {"core", "layers", "paths"}
+
+
+def paths_problems(graph):
+    """Edges that break the paths/ rules: paths/ -> a model room or a command, rnn/ -> paths/
+    beyond tokens."""
+    bad = []
+    for m, targets in graph.items():
+        for n in targets:
+            if room_of(m) == "paths" and n != "minicnnrnn" and room_of(n) not in PATHS_MAY_IMPORT:
+                bad.append(f"{m} -> {n}")
+            if room_of(m) == "rnn" and room_of(n) == "paths" and n != "minicnnrnn.paths.tokens":
+                bad.append(f"{m} -> {n}")
+    return bad
+
+
+def test_paths_know_no_model():
+    assert any(room_of(m) == "paths" for m in GRAPH)
+    assert paths_problems(GRAPH) == []
+
+
+def test_the_paths_check_sees_a_model_import():
+    fake = {
+        "minicnnrnn.paths.beam_search": {"minicnnrnn.rnn.model", "minicnnrnn.core.backend"},
+        "minicnnrnn.paths.presence": {"minicnnrnn.train"},
+        "minicnnrnn.rnn.model": {"minicnnrnn.paths.tokens", "minicnnrnn.paths.grammar"},
+    }
+    assert sorted(paths_problems(fake)) == [
+        "minicnnrnn.paths.beam_search -> minicnnrnn.rnn.model",
+        "minicnnrnn.paths.presence -> minicnnrnn.train",
+        "minicnnrnn.rnn.model -> minicnnrnn.paths.grammar",
+    ]
 
 
 def test_no_package_import_inside_a_function():

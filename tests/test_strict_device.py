@@ -151,10 +151,10 @@ def test_a_training_step_makes_a_constant_number_of_transfers(strict):
 
 def _beam_transfers(n, K, beam):
     rng = np.random.default_rng(1)
-    params = backend.params_to_device(model.init_params(K, 12, 8, 16, rng))
+    params = backend.params_to_device(model.init_params(K, 12, 8, 16, rng, "relu"))
     I = backend.to_device(rng.standard_normal((n, 12)).astype(np.float32))
     with strict_device.counting() as c:
-        result = beam_search.beam_search(params, I, beam_size=beam)
+        result = beam_search.beam_search(model.make_step(params, I, "relu"), n, beam_size=beam)
         host = [backend.to_host(a) for a in result[:5]]  # what kinds._decode_path brings back
     assert host[0].shape[0] == n
     return c, int(host[1].max()) + 1  # transfers, steps of the longest path

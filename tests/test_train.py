@@ -73,7 +73,7 @@ def test_outputs_of_a_run(tiny_npz, tmp_path):
     assert (cfg.K, cfg.D, cfg.E, cfg.H, cfg.epochs, cfg.batch_size) == (K, D, 8, 16, 3, 32)
     labels = np.load(tiny_npz)["train_labels"]
     np.testing.assert_array_equal(state["label_order"], np.argsort(-labels.sum(0), kind="stable"))
-    assert set(state["params"]) == set(model.init_params(K, D, 8, 16, np.random.default_rng(0)))
+    assert set(state["params"]) == set(model.init_params(K, D, 8, 16, np.random.default_rng(0), "relu"))
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert min(float(r["loss"]) for r in rows[1:]) < float(rows[0]["loss"])  # it learns
