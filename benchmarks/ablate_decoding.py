@@ -27,23 +27,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minicnnrnn import train  # noqa: E402
 from minicnnrnn.core import backend  # noqa: E402
 from minicnnrnn.evaluation import metrics  # noqa: E402
-from minicnnrnn.rnn import beam_search, presence  # noqa: E402
+from minicnnrnn.paths import beam_search, presence  # noqa: E402
+from minicnnrnn.rnn import model  # noqa: E402
 from minicnnrnn.training import checkpoint, selection  # noqa: E402
 from minicnnrnn.training import data as train_data  # noqa: E402
 
 
-def no_state_step(params, tokens, state, image, variant="relu"):
-    """The CNN-RNN's step with r(t-1) = 0 always: the recurrence removed at decode time."""
-    lp, new_state = beam_search.cnn_rnn_step(params, tokens, None, image, variant)
-    return lp, new_state
+def no_state_step(params, I, variant):
+    """The CNN-RNN's one-step decoder with r(t-1) = 0 always: the recurrence removed at decode time."""
+    step = model.make_step(params, I, variant)
+    return lambda prev, state, rows: step(prev, None, rows)
 
 
-def score(cfg, params, features, labels, step_fn=None, with_presence=False):
+def score(cfg, params, features, labels, make_step=None, with_presence=False):
     """{C-F1, O-F1, L/img[, mAP]} of the decoded label sets (and P(label in path) ranking)."""
     I = backend.to_device(features[:])
-    res = beam_search.beam_search(
-        params, I, cfg.beam, max_labels=cfg.k, min_labels=cfg.min_labels, variant=cfg.variant, step_fn=step_fn
-    )
+    step = (make_step or model.make_step)(params, I, cfg.variant)
+    res = beam_search.beam_search(step, len(I), cfg.beam, max_labels=cfg.k, min_labels=cfg.min_labels)
     pred = labels * 0
     paths = backend.to_host(res.paths)
     for n, path in enumerate(paths):
@@ -51,7 +51,7 @@ def score(cfg, params, features, labels, step_fn=None, with_presence=False):
     prf = metrics.precision_recall_f1(pred, labels)
     out = {"C-F1": 100 * prf["C-F1"], "O-F1": 100 * prf["O-F1"], "L/img": float(pred.sum(1).mean())}
     if with_presence:
-        p, _, _ = presence.presence(params, I, step_fn, cfg.variant, None, cfg.min_labels, cfg.presence_samples)
+        p, _, _ = presence.presence(step, len(I), None, cfg.min_labels, cfg.presence_samples)
         out["mAP"] = 100 * metrics.mean_average_precision(p, labels)
     return out
 

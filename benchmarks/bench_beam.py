@@ -31,7 +31,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from minicnnrnn.core import backend  # noqa: E402
-from minicnnrnn.rnn import beam_search, model
+from minicnnrnn.paths import beam_search
+from minicnnrnn.rnn import model
 
 D, E, H = 4096, 64, 512
 
@@ -68,12 +69,17 @@ def flops_per_row(K):
 def bench_one(K, beam, n, min_labels, max_labels, repeat, batch_size):
     """(images/s, model rows per image, FLOPs per image) of one search setting."""
     rng = np.random.default_rng(K)
-    params = backend.params_to_device(model.init_params(K, D, E, H, rng))
+    params = backend.params_to_device(model.init_params(K, D, E, H, rng, "relu"))
     # fc7-like features: non-negative, unit scale.
     I = backend.to_device(np.maximum(rng.standard_normal((n, D)), 0), np.float32)
     seconds, result = timed(
         lambda: beam_search.beam_search(
-            params, I, beam_size=beam, max_labels=max_labels, min_labels=min_labels, batch_size=batch_size
+            model.make_step(params, I, "relu"),
+            n,
+            beam_size=beam,
+            max_labels=max_labels,
+            min_labels=min_labels,
+            batch_size=batch_size,
         ),
         repeat,
     )

@@ -54,7 +54,7 @@ def make_problem(K, seed=0):
     from minicnnrnn.rnn import model
 
     rng = np.random.default_rng(seed)
-    params = model.init_params(K, D, E, H, rng)
+    params = model.init_params(K, D, E, H, rng, "relu")
     I = np.maximum(rng.standard_normal((N, D)), 0).astype(np.float32)  # fc7-like: after a ReLU
     labels = np.stack([rng.choice(K, T - 1, replace=False) for _ in range(N)], axis=1)  # (T-1, N)
     inputs = np.concatenate([np.full((1, N), K + 1), labels])  # START, l1 .. l5

@@ -31,7 +31,8 @@ sys.path.insert(0, REPO)
 
 from minicnnrnn.cnn import vgg  # noqa: E402
 from minicnnrnn.core import backend  # noqa: E402
-from minicnnrnn.rnn import beam_search, label_paths, model  # noqa: E402
+from minicnnrnn.paths import beam_search, label_paths  # noqa: E402
+from minicnnrnn.rnn import model  # noqa: E402
 from minicnnrnn.training import optim  # noqa: E402
 
 K, D, E, H, N = 81, 512, 64, 512, 64
@@ -45,7 +46,7 @@ def rel(a, b):
 def training_batch(name):
     backend.use(name)
     rng = np.random.default_rng(0)
-    params = backend.params_to_device(model.init_params(K, D, E, H, rng))
+    params = backend.params_to_device(model.init_params(K, D, E, H, rng, "relu"))
     I = backend.to_device(np.maximum(rng.standard_normal((N, D)), 0).astype(np.float32))
     labels = (rng.random((N, K)) < 0.05).astype(np.uint8)
     labels[labels.sum(1) == 0, 0] = 1
@@ -64,10 +65,10 @@ def training_batch(name):
 def beam(name):
     backend.use(name)
     rng = np.random.default_rng(1)
-    params = backend.params_to_device(model.init_params(K, D, E, H, rng))
+    params = backend.params_to_device(model.init_params(K, D, E, H, rng, "relu"))
     I = backend.to_device(rng.standard_normal((64, D)).astype(np.float32))
-    r = beam_search.beam_search(params, I, beam_size=3, max_labels=5)
-    return backend.to_host(r.paths), backend.to_host(r.log_prob), backend.to_host(r.scores)
+    r = beam_search.beam_search(model.make_step(params, I, "relu"), len(I), beam_size=3, max_labels=5)
+    return backend.to_host(r.paths), backend.to_host(r.log_prob), backend.to_host(r.confidence)
 
 
 def cnn(name):

@@ -9,8 +9,8 @@ built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc
 the images (``preprocess.load_image`` then :func:`minicnnrnn.cnn.backbones.feature_rows`), normalises the features as
 training did (``config.feature_norm``, :func:`minicnnrnn.training.data.normalise`), then
 decodes each image's most probable prediction path by beam search (§3.3,
-:mod:`minicnnrnn.rnn.beam_search`), as the model's row of
-:data:`minicnnrnn.training.models.KINDS` says.
+:mod:`minicnnrnn.paths.beam_search`), as the model's row of
+:data:`minicnnrnn.training.kinds.KINDS` says.
 Each image gets one line: its labels in path order with their step probabilities, the
 probability of END, and the probability of the whole path (Eq. 6). ``--json`` prints
 the same (and every label's confidence score) as JSON instead.
@@ -39,8 +39,8 @@ from minicnnrnn.cnn import backbones, preprocess
 from minicnnrnn.core import backend, cli, fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.features import images, network
-from minicnnrnn.rnn import beam_search
-from minicnnrnn.training import checkpoint, config, models
+from minicnnrnn.paths import grammar
+from minicnnrnn.training import checkpoint, config, kinds
 from minicnnrnn.training import data as train_data
 
 CHUNK = 4096  # feature rows moved to the device and decoded at once
@@ -183,7 +183,7 @@ def chunks(features, where, norm):
 
 
 def image_predictions(decoded, names):
-    """One dict per image of a :class:`models.Decoded` block (host values): its labels in
+    """One dict per image of a :class:`kinds.Decoded` block (host values): its labels in
     order with their probabilities, for path models the END and whole-path probabilities,
     and every label's confidence score."""
     out = []
@@ -196,7 +196,7 @@ def image_predictions(decoded, names):
         if decoded.end_probability is not None:
             pred["end_probability"] = float(decoded.end_probability[i])
             pred["log_probability"] = float(decoded.log_probability[i])
-        pred["scores"] = dict(zip(names, decoded.scores[i].tolist()))
+        pred["scores"] = dict(zip(names, decoded.ranking[i].tolist()))
         out.append(pred)
     return out
 
@@ -210,24 +210,24 @@ def format_line(name, pred):
 
 
 def search_options(args, cfg):
-    """The :class:`models.DecodeOptions` from the arguments, else the checkpoint's, checked
+    """The :class:`kinds.DecodeOptions` from the arguments, else the checkpoint's, checked
     early (before the slow CNN runs). Path models search paths of ``--min-labels`` to
     ``--max-labels`` labels with beam width ``--beam``; classifiers print ``--top-k`` labels."""
     beam = args.beam if args.beam is not None else cfg.beam
     min_labels = args.min_labels if args.min_labels is not None else cfg.min_labels
-    if models.KINDS[cfg.model].paths:
+    if kinds.KINDS[cfg.model].paths:
         if args.min_labels is None and args.max_labels is not None and 0 < args.max_labels < min_labels:
             # the shortest path comes from the checkpoint: say so, rather than blame a flag not given
             raise UserError(
                 f"--max-labels: {args.max_labels} is below the checkpoint's min_labels = {min_labels}; "
                 "pass --min-labels as well"
             )
-        beam_search.check_options(cfg.K, beam, args.max_labels, min_labels)
-        return models.DecodeOptions(beam, args.max_labels, min_labels)
+        grammar.check_options(cfg.K, beam, args.max_labels, min_labels)
+        return kinds.DecodeOptions(beam, args.max_labels, min_labels)
     top_k = args.top_k if args.top_k is not None else cfg.k
     if not 1 <= top_k <= cfg.K:
         raise UserError(f"--top-k: must be between 1 and K = {cfg.K}, got {top_k}")
-    return models.DecodeOptions(beam, top_k, min_labels)
+    return kinds.DecodeOptions(beam, top_k, min_labels)
 
 
 def inputs(args, cfg):
@@ -297,7 +297,7 @@ def main(argv=None):
     I, names, sizes = inputs(args, cfg)
     params = backend.params_to_device(state["params"], np.float32)
 
-    decode = models.KINDS[cfg.model].decode
+    decode = kinds.KINDS[cfg.model].decode
     preds = []
     for block in chunks(I, args.features or "CNN", cfg.feature_norm):
         preds += image_predictions(decode(cfg, params, block, options), state["label_names"])

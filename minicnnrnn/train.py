@@ -7,7 +7,7 @@
 
 This file is the command: it parses the arguments, loads the data, and prints. The work
 is in ``minicnnrnn/training/``: the run's settings (config.py, :class:`RunConfig`), the
-four models behind one table (models.py), the loop with its checkpoints and the
+six models behind one table (kinds.py), the loop with its checkpoints and the
 evaluation (loop.py), rmsprop and the cosine learning-rate schedule (optim.py), and the
 data (``--dataset``) with the feature normalisation that train and predict share
 (data.py). One epoch: shuffle the training images, and for every mini-batch turn the
@@ -29,7 +29,7 @@ import time
 from minicnnrnn.core import cli, fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics, operating_points, protocols
-from minicnnrnn.training import checkpoint, config, loop, models, selection
+from minicnnrnn.training import checkpoint, config, kinds, loop, selection
 from minicnnrnn.training import data as train_data
 
 
@@ -80,7 +80,7 @@ def results_table(data, cfg, results):
     the CNN-RNN's operating points), and for a real benchmark its table in the paper's
     layout (protocols.report: Tables 1-3, or Table 4's per-class AP).
     cfg: a RunConfig of the runs (k, min_labels and ap_mode are the same for all models)."""
-    ours = {models.KINDS[name].title: result for name, result in results.items()}
+    ours = {kinds.KINDS[name].title: result for name, result in results.items()}
     rows = {n: dict(r["metrics"], **{LPI: r.get("labels_per_image")}) for n, r in ours.items()}
     rows.update(
         {n: dict(r["metrics"], **{LPI: r["labels_per_image"]}) for n, r in matched_rows(data, cfg, results).items()}

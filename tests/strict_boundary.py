@@ -15,7 +15,7 @@ own array).
 
 Package code calling package code is never adapted: the caller check looks at the calling
 frame's file (tests/ or tutorials/), so every implicit host<->device mix *inside* the package still raises. Edge
-modules that take host data by contract (training.models.predict_sets, loop, predict,
+modules that take host data by contract (training.kinds.predict_sets, loop, predict,
 extract, datasets, evaluation...) are not wrapped at all: their tests must pass what their
 contract says, so a missing ``to_device`` in them is still caught. Calls whose arguments are
 all device arrays already (tests written the device way) are left alone, results included.
@@ -52,8 +52,9 @@ COMPUTE_MODULES = (
     "minicnnrnn.rnn.lstm",
     "minicnnrnn.rnn.projection",
     "minicnnrnn.rnn.model",
-    "minicnnrnn.rnn.beam_search",
-    "minicnnrnn.rnn.baselines",
+    "minicnnrnn.paths.beam_search",
+    "minicnnrnn.baselines.no_rnn",
+    "minicnnrnn.baselines.classifiers",
     "minicnnrnn.cnn.vgg",
     "minicnnrnn.cnn.efficientnet",
     "minicnnrnn.cnn.backbones",
@@ -62,8 +63,8 @@ COMPUTE_MODULES = (
 _HOST_FUNCTIONS = {
     # take or return host data by contract (initialisers draw on the host)
     ("minicnnrnn.rnn.model", "init_params"),
-    ("minicnnrnn.rnn.baselines", "init_no_rnn"),
-    ("minicnnrnn.rnn.baselines", "init_classifier"),
+    ("minicnnrnn.baselines.no_rnn", "init_no_rnn"),
+    ("minicnnrnn.baselines.classifiers", "init_classifier"),
     ("minicnnrnn.cnn.vgg", "init_params"),
     ("minicnnrnn.cnn.efficientnet", "init_params"),
     ("minicnnrnn.training.optim", "cosine_schedule"),

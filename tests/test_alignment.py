@@ -1,4 +1,4 @@
-"""Orderless training (rnn/alignment.py): the Hungarian alignment is the minimal-loss one,
+"""Orderless training (paths/alignment.py): the Hungarian alignment is the minimal-loss one,
 PLA keeps correct predictions in place, and training with pla/mla runs."""
 
 import itertools
@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 from conftest import dev
 
-from minicnnrnn.rnn import alignment, gradcheck_cases, label_paths, model
+from minicnnrnn.paths import alignment, label_paths
+from minicnnrnn.rnn import model
 
 
 def test_mla_is_the_cheapest_assignment_and_pla_keeps_hits():
@@ -44,16 +45,11 @@ def test_paths_from_sequences_matches_make_paths():
 
 def test_rollout_is_greedy_without_repeats():
     rng = np.random.default_rng(1)
-    params = model.init_params(5, 3, 4, 6, rng, dtype=np.float64)
-    pred, logp = alignment.rollout(dev(params), dev(rng.standard_normal((4, 3))), 5)
+    params = model.init_params(5, 3, 4, 6, rng, "relu", dtype=np.float64)
+    pred, logp = alignment.rollout(model.make_step(dev(params), dev(rng.standard_normal((4, 3))), "relu"), 4, 5)
     assert pred.shape == (5, 4) and logp.shape == (5, 4, 5)
     assert all(len(set(pred[:, n])) == 5 for n in range(4))
     assert (pred[0] == logp[0].argmax(axis=1)).all()
-
-
-def test_gradient_of_aligned_losses():
-    for how in alignment.ALIGNED:
-        assert gradcheck_cases.aligned_loss_case(how)(np.random.default_rng(2)) < 1e-6
 
 
 def test_overflowing_rollout_steps_fall_back_to_the_labels_left():

@@ -8,6 +8,9 @@
 * the shared rooms (``core/``, ``layers/``) do not reach up into the model rooms;
 * a command (a top-level ``minicnnrnn/<name>.py``) never imports another command: what
   two commands share lives in a room (e.g. ``features/`` for ``extract`` and ``scale_out``);
+* ``paths/`` (label paths and their searches) knows no model: it imports only ``core/``,
+  ``layers/`` and itself, never ``rnn/``, ``cnn/``, ``baselines/``, ``training/`` or a
+  command; ``rnn/`` takes only the token alphabet (``paths/tokens.py``) from it;
 * no source file is longer than about 400 lines.
 
 The import graph is read from the source with :mod:`ast`, so the test sees exactly
@@ -148,6 +151,40 @@ def test_the_command_check_sees_a_command_importing_a_command():
     assert not is_command("minicnnrnn.features.extraction") and not is_command("minicnnrnn.datasets")
     fake = {"minicnnrnn.scale_out": {"minicnnrnn.extract", "minicnnrnn.features.shards"}}
     assert commands_importing_commands(fake) == ["minicnnrnn.scale_out -> minicnnrnn.extract"]
+
+
+PATHS_MAY_IMPORT = {"core", "layers", "paths"}
+
+
+def paths_problems(graph):
+    """Edges that break the paths/ rules: paths/ -> a model room or a command, rnn/ -> paths/
+    beyond tokens."""
+    bad = []
+    for m, targets in graph.items():
+        for n in targets:
+            if room_of(m) == "paths" and n != "minicnnrnn" and room_of(n) not in PATHS_MAY_IMPORT:
+                bad.append(f"{m} -> {n}")
+            if room_of(m) == "rnn" and room_of(n) == "paths" and n != "minicnnrnn.paths.tokens":
+                bad.append(f"{m} -> {n}")
+    return bad
+
+
+def test_paths_know_no_model():
+    assert any(room_of(m) == "paths" for m in GRAPH)
+    assert paths_problems(GRAPH) == []
+
+
+def test_the_paths_check_sees_a_model_import():
+    fake = {
+        "minicnnrnn.paths.beam_search": {"minicnnrnn.rnn.model", "minicnnrnn.core.backend"},
+        "minicnnrnn.paths.presence": {"minicnnrnn.train"},
+        "minicnnrnn.rnn.model": {"minicnnrnn.paths.tokens", "minicnnrnn.paths.grammar"},
+    }
+    assert sorted(paths_problems(fake)) == [
+        "minicnnrnn.paths.beam_search -> minicnnrnn.rnn.model",
+        "minicnnrnn.paths.presence -> minicnnrnn.train",
+        "minicnnrnn.rnn.model -> minicnnrnn.paths.grammar",
+    ]
 
 
 def test_no_package_import_inside_a_function():

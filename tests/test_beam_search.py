@@ -6,15 +6,18 @@ the K labels, closed by END) with Eq. 6. Beam search with a beam at least as lar
 the number of paths must return the argmax of that list.
 """
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 from conftest import cupy_available
 
+from minicnnrnn.baselines import no_rnn
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.rnn import baselines, beam_search, model
+from minicnnrnn.paths import beam_search, grammar
+from minicnnrnn.rnn import model
 
 D, E, H = 6, 4, 8
 
@@ -107,9 +110,15 @@ def random_model(K, seed, variant="relu"):
     return p, I
 
 
-def run(p, I, **options):
-    params = backend.params_to_device(p)
-    result = beam_search.beam_search(params, backend.to_device(I), **options)
+def make_step(p, I, variant="relu", make=None):
+    """The one-step decoder of the host model p for the host images I (``make``: a
+    ``(params, I) -> step`` factory such as ``no_rnn.make_step``; None: the CNN-RNN's)."""
+    params, feats = backend.params_to_device(p), backend.to_device(I)
+    return make(params, feats) if make else model.make_step(params, feats, variant)
+
+
+def run(p, I, variant="relu", make=None, **options):
+    result = beam_search.beam_search(make_step(p, I, variant, make), len(I), **options)
     return beam_search.BeamResult(*[backend.to_host(a) for a in result[:-1]], result.step_rows)
 
 
@@ -139,16 +148,16 @@ def test_large_beam_returns_exhaustive_argmax(K, seed, variant):
 
 
 @pytest.mark.parametrize("K, seed", [(4, 0), (5, 1)])
-def test_no_rnn_baseline_through_step_fn(K, seed):
+def test_no_rnn_baseline_through_its_step(K, seed):
     """The no-rnn baseline (recurrent layer replaced by a linear one) is searched with its
     own step function and must also find the exhaustive argmax."""
     rng = np.random.default_rng(seed)
-    p = baselines.init_no_rnn(K, D, E, H, rng, dtype=np.float64)
+    p = no_rnn.init_no_rnn(K, D, E, H, rng, dtype=np.float64)
     for name in ("U_l", "U_I_x", "U_o_x"):
         p[name] *= 6.0
     I = rng.standard_normal((6, D))
-    result = run(p, I, beam_size=n_paths(K), step_fn=baselines.no_rnn_step, min_labels=1)
-    greedy = run(p, I, beam_size=1, step_fn=baselines.no_rnn_step)
+    result = run(p, I, beam_size=n_paths(K), make=no_rnn.make_step, min_labels=1)
+    greedy = run(p, I, beam_size=1, make=no_rnn.make_step)
     for i in range(len(I)):
         paths = all_paths(p, I[i], "no-rnn", min_labels=1)
         best = max(paths, key=paths.get)
@@ -255,14 +264,15 @@ def test_emitted_labels_outrank_all_others():
                 path = list(path_of(result, i))
                 others = [label for label in range(K) if label not in path]
                 if path and others:
-                    assert result.scores[i, path].min() > result.scores[i, others].max()
+                    assert result.confidence[i, path].min() > result.confidence[i, others].max()
                 np.testing.assert_allclose(
-                    result.scores[i, path], beam_search.EMITTED_OFFSET + np.exp(result.step_log_probs[i, : len(path)])
+                    result.confidence[i, path],
+                    beam_search.EMITTED_OFFSET + np.exp(result.step_log_probs[i, : len(path)]),
                 )
                 # A non-emitted label scores at least its first-step probability P(l | I).
                 first, _ = oracle_step(p, I[i] @ p["U_I_x"] + p["b_x"], K + 1, np.zeros(H), variant)
-                assert (result.scores[i, others] >= np.exp(first[others]) - 1e-12).all()
-                assert (result.scores[i, others] <= 1).all()
+                assert (result.confidence[i, others] >= np.exp(first[others]) - 1e-12).all()
+                assert (result.confidence[i, others] <= 1).all()
 
 
 # ---------------------------------------------------------------------------
@@ -291,13 +301,19 @@ def test_float32_matches_float64():
 
 
 def markov_step(table):
-    """A step function whose next-output distribution depends only on the previous token."""
+    """A step factory whose next-output distribution depends only on the previous token
+    (the last row of ``table`` is START's)."""
     log_table = backend.to_device(np.log(table))
 
-    def step(params, tokens, state, image, variant):
-        return log_table[tokens], ()
+    def make(params, I):
+        def step(prev, state, rows):
+            if prev is None:
+                prev = backend.to_device(np.full(rows.shape[0], len(table) - 1))
+            return log_table[prev], ()
 
-    return step
+        return step
+
+    return make
 
 
 def test_custom_step_function_where_greedy_fails():
@@ -314,8 +330,8 @@ def test_custom_step_function_where_greedy_fails():
         ]
     )
     p, I = random_model(3, 0)
-    greedy = run(p, I, beam_size=1, step_fn=markov_step(table))
-    beam = run(p, I, beam_size=2, step_fn=markov_step(table))
+    greedy = run(p, I, beam_size=1, make=markov_step(table))
+    beam = run(p, I, beam_size=2, make=markov_step(table))
     assert path_of(greedy, 0) == (0, 2, 1)  # a, c (0.30), b (0.35 after c), END (0.90)
     assert greedy.log_prob[0] == pytest.approx(np.log(0.4 * 0.3 * 0.35 * 0.9))
     assert all(path_of(beam, i) == (1,) for i in range(len(I)))
@@ -332,7 +348,7 @@ def test_bad_options_are_user_errors():
 def test_no_images():
     p, I = random_model(3, 0)
     result = run(p, I[:0], beam_size=3)
-    assert result.paths.shape == (0, 3) and result.scores.shape == (0, 3)
+    assert result.paths.shape == (0, 3) and result.confidence.shape == (0, 3)
 
 
 @pytest.mark.skipif(not cupy_available(), reason="CuPy with a CUDA device is not available")
@@ -348,7 +364,7 @@ def test_numpy_and_cupy_agree():
         backend.use("numpy")
     np.testing.assert_array_equal(host.paths, device.paths)
     np.testing.assert_allclose(host.log_prob, device.log_prob, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(host.scores, device.scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host.confidence, device.confidence, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------
@@ -361,24 +377,37 @@ def test_numpy_and_cupy_agree():
 def test_fast_search_returns_the_plain_search_paths(variant, beam, min_labels, max_labels):
     K = 7  # too many paths to enumerate cheaply: here the beam really prunes
     p, I = random_model(K, 3, variant)
-    options = dict(beam_size=beam, min_labels=min_labels, max_labels=max_labels, variant=variant)
-    fast = run(p, I, **options)
-    params = backend.params_to_device(p)
+    options = dict(beam_size=beam, min_labels=min_labels, max_labels=max_labels)
+    fast = run(p, I, variant, **options)
     for i in range(len(I)):
-        labels, log_prob = beam_search.beam_search_plain(params, backend.to_device(I[i]), **options)
+        labels, log_prob = beam_search.beam_search_plain(make_step(p, I[i : i + 1], variant), **options)
         assert path_of(fast, i) == labels
         assert fast.log_prob[i] == pytest.approx(log_prob, rel=1e-9, abs=1e-9)
 
 
 def test_plain_search_with_the_no_rnn_step():
     rng = np.random.default_rng(4)
-    p = baselines.init_no_rnn(6, D, E, H, rng, dtype=np.float64)
+    p = no_rnn.init_no_rnn(6, D, E, H, rng, dtype=np.float64)
     for name in ("U_l", "U_I_x", "U_o_x"):
         p[name] *= 6.0
     I = rng.standard_normal((5, D))
-    fast = run(p, I, beam_size=2, step_fn=baselines.no_rnn_step, min_labels=1)
+    fast = run(p, I, beam_size=2, make=no_rnn.make_step, min_labels=1)
     for i in range(len(I)):
-        labels, _ = beam_search.beam_search_plain(
-            backend.params_to_device(p), backend.to_device(I[i]), 2, min_labels=1, step_fn=baselines.no_rnn_step
-        )
+        labels, _ = beam_search.beam_search_plain(make_step(p, I[i : i + 1], make=no_rnn.make_step), 2, min_labels=1)
         assert path_of(fast, i) == labels
+
+
+@pytest.mark.parametrize("t, L, min_labels", [(0, 3, 0), (0, 3, 1), (2, 3, 1), (3, 3, 0), (3, 3, 3), (1, 4, 2)])
+def test_grammar_forbid_says_what_may_follow_says(t, L, min_labels):
+    """The array form of the grammar (grammar.forbid) allows exactly the outputs the plain
+    form (grammar.may_follow) allows, for every path of t labels out of K = 4."""
+    K = 4
+    prefixes = [q for q in itertools.permutations(range(K), t)]
+    used = np.zeros((len(prefixes), K), dtype=bool)
+    for row, q in enumerate(prefixes):
+        used[row, list(q)] = True
+    lp = grammar.forbid(np.zeros((len(prefixes), K + 1)), used, t, L, min_labels)
+    for row, q in enumerate(prefixes):
+        assert [lp[row, j] > -np.inf for j in range(K + 1)] == [
+            grammar.may_follow(j, q, K, L, min_labels) for j in range(K + 1)
+        ]

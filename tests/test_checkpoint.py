@@ -8,7 +8,7 @@ import pytest
 
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.training import checkpoint, models
+from minicnnrnn.training import checkpoint, kinds
 from minicnnrnn.training.config import RunConfig
 
 CONFIG = RunConfig(model="cnn-rnn", K=3, D=5, E=4, H=6, variant="relu", cnn={"weights": "builtin", "layer": "fc7"})
@@ -18,7 +18,7 @@ def _state(rng):
     gen = np.random.default_rng(7)
     gen.random(5)  # advance it: the saved state must be the current one, not the seed's
     return {
-        "params": models.KINDS["cnn-rnn"].init(CONFIG, rng),
+        "params": kinds.KINDS["cnn-rnn"].init(CONFIG, rng),
         "opt": {"v/U_l": np.ones((5, 4), np.float32), "m/U_l": np.zeros((5, 4), np.float32)},
         "config": CONFIG,
         "label_names": ["cat", "dog", "sky"],

@@ -9,7 +9,7 @@ import pytest
 
 from minicnnrnn import predict, train
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.training import config, models, schema
+from minicnnrnn.training import config, kinds, schema
 from minicnnrnn.training import data as train_data
 from minicnnrnn.training.config import RunConfig
 
@@ -17,7 +17,7 @@ GOOD = {"model": "cnn-rnn", "K": 3, "D": 5, "E": 4, "H": 6, "variant": "relu", "
 
 
 def test_the_model_names_are_the_registry_s():
-    assert config.MODEL_NAMES == tuple(models.KINDS)
+    assert config.MODEL_NAMES == tuple(kinds.KINDS)
 
 
 def test_the_config_does_not_import_the_model_registry():

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from minicnnrnn.cnn import gradcheck_cases as cnn_cases
+from minicnnrnn import gradcheck
 from minicnnrnn.core import backend
 from minicnnrnn.core.numgrad import TOLERANCE
 from minicnnrnn.layers import conv, winograd
 
 
-@pytest.mark.parametrize("name", [n for n, _ in cnn_cases.CASES if n.startswith("conv")])
+@pytest.mark.parametrize("name", [n for n, _ in gradcheck.all_cases() if n.startswith("conv")])
 def test_conv_gradients_match_finite_differences(name):
-    fn = dict(cnn_cases.CASES)[name]
+    fn = dict(gradcheck.all_cases())[name]
     assert fn(np.random.default_rng(0)) < TOLERANCE
 
 

@@ -2,14 +2,14 @@
 
 import numpy as np
 
-from minicnnrnn.cnn import gradcheck_cases as cnn_cases
+from minicnnrnn import gradcheck
 from minicnnrnn.core import backend
 from minicnnrnn.core.numgrad import TOLERANCE
 from minicnnrnn.layers import dense
 
 
 def test_dense_gradients_match_finite_differences():
-    assert dict(cnn_cases.CASES)["dense"](np.random.default_rng(0)) < TOLERANCE
+    assert dict(gradcheck.all_cases())["dense"](np.random.default_rng(0)) < TOLERANCE
 
 
 def test_dense_matches_torch(torch, rng):

@@ -4,12 +4,12 @@ direct loops (and torch when installed); the gradients are checked in the gradch
 import numpy as np
 import pytest
 
-from minicnnrnn.cnn import gradcheck_cases as cnn_cases
+from minicnnrnn import gradcheck
 from minicnnrnn.core import numgrad
 from minicnnrnn.layers import activations, depthwise, pointwise, pool
 
-NEW_CASES = [c for c in cnn_cases.CASES if c[0].split()[0] in ("depthwise", "pointwise", "relu6", "global")]
-WHOLE_NET = [c for c in cnn_cases.CASES if "EfficientNet" in c[0]]
+NEW_CASES = [c for c in gradcheck.all_cases() if c[0].split()[0] in ("depthwise", "pointwise", "relu6", "global")]
+WHOLE_NET = [c for c in gradcheck.all_cases() if "EfficientNet" in c[0]]
 
 
 def direct_depthwise(x, W, b, stride, pads):

@@ -30,7 +30,7 @@ from minicnnrnn.cnn import image_files, preprocess
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import voc2007
-from minicnnrnn.training import checkpoint, models
+from minicnnrnn.training import checkpoint, kinds
 from minicnnrnn.training import data as train_data
 from minicnnrnn.training.config import RunConfig
 
@@ -153,7 +153,7 @@ def checkpoint_bytes():
     """A small real checkpoint (bytes)."""
     path = pathlib.Path(tempfile.mkdtemp()) / "checkpoint.npz"
     state = {
-        "params": models.KINDS["cnn-rnn"].init(CONFIG, np.random.default_rng(0)),
+        "params": kinds.KINDS["cnn-rnn"].init(CONFIG, np.random.default_rng(0)),
         "config": CONFIG,
         "label_names": ["a", "b", "c"],
         "label_order": np.array([2, 0, 1]),

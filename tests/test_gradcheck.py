@@ -8,8 +8,10 @@ import pytest
 
 from minicnnrnn import gradcheck
 from minicnnrnn.core import numgrad
+from minicnnrnn.gradcheck import cases_rnn
 from minicnnrnn.rnn import embedding
-from minicnnrnn.rnn import gradcheck_cases as rnn_cases
+
+CASES = gradcheck.all_cases()
 
 
 def test_numerical_gradient_of_known_function():
@@ -32,15 +34,16 @@ def test_rel_error():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("name, case", rnn_cases.CASES, ids=[n for n, _ in rnn_cases.CASES])
+@pytest.mark.parametrize("name, case", CASES, ids=[n for n, _ in CASES])
 def test_every_case_passes(name, case, seed):
+    """Every finite-difference case of the project (the one place they are written), two seeds."""
     assert case(np.random.default_rng(seed)) < numgrad.TOLERANCE
 
 
 def test_cli_passes_and_prints_a_row_per_case(capsys):
     assert gradcheck.main(["--only", "lstm"]) == 0
     out = capsys.readouterr().out
-    for name, _ in rnn_cases.CASES:
+    for name, _ in cases_rnn.CASES:
         if "lstm" in name:
             assert name in out
     assert "PASS" in out
@@ -54,10 +57,12 @@ def test_cli_fails_when_a_backward_is_broken(monkeypatch, capsys):
     assert "FAIL" in out and "path loss end to end (relu)" in out
 
 
-def test_cli_rows_include_cnn_cases():
-    names = [name for name, _ in gradcheck.all_cases()]
-    assert names[: len(rnn_cases.CASES)] == [n for n, _ in rnn_cases.CASES]
-    assert len(names) > len(rnn_cases.CASES)
+def test_cli_rows_cover_every_room():
+    names = [name for name, _ in CASES]
+    assert names[: len(cases_rnn.CASES)] == [n for n, _ in cases_rnn.CASES]
+    assert len(set(names)) == len(names)
+    for room in gradcheck.ROOMS:
+        assert room.CASES and set(n for n, _ in room.CASES) <= set(names)
 
 
 def test_command_line_errors():

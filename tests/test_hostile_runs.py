@@ -17,7 +17,7 @@ from PIL import Image
 from minicnnrnn import predict, train
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.training import checkpoint, models, schema
+from minicnnrnn.training import checkpoint, kinds, schema
 from minicnnrnn.training import data as train_data
 from minicnnrnn.training.config import RunConfig
 
@@ -35,7 +35,7 @@ def one_line(fn):
 @pytest.fixture
 def ckpt(tmp_path):
     state = {
-        "params": models.KINDS["cnn-rnn"].init(CONFIG, np.random.default_rng(0)),
+        "params": kinds.KINDS["cnn-rnn"].init(CONFIG, np.random.default_rng(0)),
         "config": CONFIG,
         "label_names": ["a", "b", "c"],
         "label_order": np.arange(3),
@@ -251,7 +251,7 @@ def test_features_must_be_real_with_columns_and_names_unique(tmp_path):
 def _builtin_checkpoint(tmp_path):
     cfg = RunConfig("cnn-rnn", 3, 256, 4, 6, "relu", {"weights": "builtin", "layer": "fc7"})
     state = {
-        "params": models.KINDS["cnn-rnn"].init(cfg, np.random.default_rng(0)),
+        "params": kinds.KINDS["cnn-rnn"].init(cfg, np.random.default_rng(0)),
         "config": cfg,
         "label_names": ["sun", "tree", "car"],
         "label_order": np.arange(3),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.rnn import label_paths
+from minicnnrnn.paths import label_paths
 
 # 4 labels; counts: label0 1, label1 3, label2 2, label3 2
 LABELS = np.array([[0, 1, 1, 0], [1, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 0]], dtype=np.uint8)

@@ -126,7 +126,7 @@ def test_padding_is_invisible(rng, variant):
     np.testing.assert_allclose(dw_seq[:2, :1], dw_short, rtol=1e-12)
     assert np.all(o_seq[2:, 0] == 0)
     # The carried state: r at padded steps equals r at the last real step.
-    r = cache[3]
+    r = cache.r
     np.testing.assert_array_equal(r[4, 0], r[2, 0])
 
 
@@ -253,10 +253,10 @@ def test_bounded_state_grows_at_most_one_per_step(rng):
     p = {k: 3.0 * v for k, v in make_params(rng, E, H).items()}  # weights far too large on purpose
     w_seq, mask = rng.standard_normal((T, N, E)), np.ones((T, N))
     _, cache = lstm.lstm_forward(w_seq, mask, p, "bounded")
-    r = cache[3]  # r[t] = r(t), t = 0 .. T
+    r = cache.r  # r[t] = r(t), t = 0 .. T
     steps = np.arange(T + 1)[:, None, None]
     assert (r >= 0).all() and (r <= steps + 1e-12).all()
     assert r.max() > 1  # the bound is reached in part: the state does accumulate
     with np.errstate(over="ignore", invalid="ignore"):
         _, relu_cache = lstm.lstm_forward(w_seq, mask, p, "relu")
-    assert not (np.abs(relu_cache[3]) <= steps).all()
+    assert not (np.abs(relu_cache.r) <= steps).all()

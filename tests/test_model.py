@@ -6,7 +6,8 @@ from conftest import cupy_available
 
 from minicnnrnn.core import backend, numgrad
 from minicnnrnn.layers import dropout, loss
-from minicnnrnn.rnn import lstm, model, tokens
+from minicnnrnn.paths import tokens
+from minicnnrnn.rnn import lstm, model
 
 K, D, E, H = 4, 5, 3, 4
 VARIANTS = lstm.VARIANTS

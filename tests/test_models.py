@@ -1,4 +1,4 @@
-"""The table of the four model kinds (training/models.py) and the run settings (training/config.py)."""
+"""The registry of model kinds (training/kinds.py) and the run settings (training/config.py)."""
 
 import dataclasses
 
@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from conftest import dev, host
 
+from minicnnrnn.baselines import classifiers
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.layers import dropout
-from minicnnrnn.rnn import baselines, beam_search, label_paths, model, presence
-from minicnnrnn.training import models
+from minicnnrnn.paths import beam_search, label_paths, presence
+from minicnnrnn.rnn import model
+from minicnnrnn.training import kinds
 from minicnnrnn.training.config import RunConfig
 
 K, D, E, H, N = 5, 7, 4, 6, 9
@@ -27,22 +29,22 @@ def _batch(seed=0):
 
 
 def test_the_table_holds_the_models_of_tables_1_to_3():
-    assert list(models.KINDS) == ["cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn"]
-    assert [kind.paths for kind in models.KINDS.values()] == [True, True, False, False, False, False]
-    assert all(name == kind.name for name, kind in models.KINDS.items())
+    assert list(kinds.KINDS) == ["cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn"]
+    assert [kind.paths for kind in kinds.KINDS.values()] == [True, True, False, False, False, False]
+    assert all(name == kind.name for name, kind in kinds.KINDS.items())
 
 
-@pytest.mark.parametrize("name", [n for n, kind in models.KINDS.items() if kind.fit is None])
+@pytest.mark.parametrize("name", [n for n, kind in kinds.KINDS.items() if kind.fit is None])
 def test_every_kind_inits_trains_and_decodes(name):
     cfg = _cfg(name)
-    kind = models.KINDS[name]
+    kind = kinds.KINDS[name]
     params = dev(kind.init(cfg, np.random.default_rng(1)))
     I, labels, order = _batch()
     value, grads = kind.batch_loss(cfg, params, dev(I), labels, order, np.random.default_rng(2))
     assert np.isfinite(value) and value > 0 and set(grads) == set(params)
     assert all(grads[k].shape == params[k].shape for k in params)
-    decoded = kind.decode(cfg, params, dev(I), models.DecodeOptions(beam=2, max_labels=3))
-    assert decoded.scores.shape == (N, K) and decoded.labels.shape[0] == N
+    decoded = kind.decode(cfg, params, dev(I), kinds.DecodeOptions(beam=2, max_labels=3))
+    assert decoded.ranking.shape == (N, K) and decoded.labels.shape[0] == N
     assert (decoded.lengths <= 3).all() and decoded.labels.shape[1] <= 3
     for i, n in enumerate(decoded.lengths):
         path = decoded.labels[i, :n]
@@ -53,9 +55,9 @@ def test_every_kind_inits_trains_and_decodes(name):
 
 def test_cnn_rnn_batch_loss_is_the_path_loss_with_the_rng_dropout_mask():
     cfg = _cfg("cnn-rnn", dropout=0.3)
-    params = dev(models.KINDS["cnn-rnn"].init(cfg, np.random.default_rng(1)))
+    params = dev(kinds.KINDS["cnn-rnn"].init(cfg, np.random.default_rng(1)))
     I, labels, order = _batch()
-    value, grads = models.KINDS["cnn-rnn"].batch_loss(cfg, params, dev(I), labels, order, np.random.default_rng(5))
+    value, grads = kinds.KINDS["cnn-rnn"].batch_loss(cfg, params, dev(I), labels, order, np.random.default_rng(5))
     inputs, targets, mask = label_paths.make_paths(labels, order)
     dropout_mask = dropout.make_mask(inputs.shape + (E,), 0.3, np.random.default_rng(5))
     expected, expected_grads = model.path_loss(params, dev(I), *dev((inputs, targets, mask)), "relu", dropout_mask)
@@ -67,20 +69,21 @@ def test_cnn_rnn_batch_loss_is_the_path_loss_with_the_rng_dropout_mask():
 def test_top_k_decoding_is_the_metrics_top_k_and_paths_are_the_beam_search():
     I, labels, order = _batch()
     bce = _cfg("bce", k=2)
-    params = dev(models.KINDS["bce"].init(bce, np.random.default_rng(3)))
-    pred, scores = models.predict_sets(bce, params, I, batch_size=4)  # 3 blocks
-    raw, _ = baselines.classifier_forward(params, dev(I))
+    params = dev(kinds.KINDS["bce"].init(bce, np.random.default_rng(3)))
+    pred, scores = kinds.predict_sets(bce, params, I, batch_size=4)  # 3 blocks
+    raw, _ = classifiers.classifier_forward(params, dev(I))
     # Blocks of 4 images against one product: BLAS may pick another float32 kernel, so not bit-equal.
-    np.testing.assert_allclose(scores, host(baselines.classifier_confidence("bce", raw)), rtol=1e-5)
+    np.testing.assert_allclose(scores, host(classifiers.classifier_confidence("bce", raw)), rtol=1e-5)
     np.testing.assert_array_equal(pred, metrics.topk_predictions(scores, 2))
     cnn_rnn = _cfg("cnn-rnn", beam=2, k=3, min_labels=1)
-    params = dev(models.KINDS["cnn-rnn"].init(cnn_rnn, np.random.default_rng(3)))
-    pred, scores = models.predict_sets(cnn_rnn, params, I)
-    result = host(beam_search.beam_search(params, dev(I), 2, max_labels=3, min_labels=1))
-    _, beam_scores = models.predict_sets(cnn_rnn, params, I, ranking=False)
-    np.testing.assert_array_equal(beam_scores, result.scores)
+    params = dev(kinds.KINDS["cnn-rnn"].init(cnn_rnn, np.random.default_rng(3)))
+    pred, scores = kinds.predict_sets(cnn_rnn, params, I)
+    step = model.make_step(params, dev(I), "relu")
+    result = host(beam_search.beam_search(step, N, 2, max_labels=3, min_labels=1))
+    _, beam_scores = kinds.predict_sets(cnn_rnn, params, I, ranking=False)
+    np.testing.assert_array_equal(beam_scores, result.confidence)
     # ranked by P(label in path) of the model's own paths (exact: K = 5 is small)
-    expected, _, method = presence.presence(params, dev(I), min_labels=1, exact_limit=10**6)
+    expected, _, method = presence.presence(step, N, min_labels=1, exact_limit=10**6)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
     assert [set(np.flatnonzero(row)) for row in pred] == [set(p[p >= 0]) for p in result.paths]
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minicnnrnn.cnn import gradcheck_cases as cnn_cases
+from minicnnrnn import gradcheck
 from minicnnrnn.core import backend
 from minicnnrnn.core.numgrad import TOLERANCE
 from minicnnrnn.layers import activations, dropout, pool
@@ -11,7 +11,7 @@ from minicnnrnn.layers import activations, dropout, pool
 
 @pytest.mark.parametrize("name", ["max-pool 2x2 stride 2", "relu", "dropout"])
 def test_gradients_match_finite_differences(name):
-    assert dict(cnn_cases.CASES)[name](np.random.default_rng(0)) < TOLERANCE
+    assert dict(gradcheck.all_cases())[name](np.random.default_rng(0)) < TOLERANCE
 
 
 def test_pool_forward_by_hand():

@@ -12,7 +12,8 @@ from PIL import Image
 from minicnnrnn import predict
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend
-from minicnnrnn.rnn import beam_search, model
+from minicnnrnn.paths import beam_search
+from minicnnrnn.rnn import model
 from minicnnrnn.training import checkpoint
 from minicnnrnn.training.config import RunConfig
 
@@ -31,7 +32,7 @@ def tiny_cnn(tmp_path):
 
 def make_checkpoint(tmp_path, model_name="cnn-rnn", cnn=None, D=8):
     rng = np.random.default_rng(2)
-    params = model.init_params(K, D, E, H, rng)
+    params = model.init_params(K, D, E, H, rng, "relu")
     for name in ("U_l", "U_I_x", "U_o_x"):
         params[name] *= 3.0  # peaked softmaxes: paths of 0 to 3 labels
     state = {
@@ -73,7 +74,7 @@ def test_images_through_the_cnn_match_beam_search_on_its_features(tmp_path, caps
     # The same pipeline by hand: load_image -> vgg.vgg_forward -> beam search.
     x = np.stack([preprocess.load_image(p, meta) for p in images])
     feats = vgg.vgg_forward(cnn_params, meta, x, outputs=("fc6",))[0]["fc6"]
-    result = beam_search.beam_search(params, feats, beam_size=3)
+    result = beam_search.beam_search(model.make_step(params, feats, "relu"), len(feats), beam_size=3)
     for i, pred in enumerate(preds):
         assert pred["image"] == images[i]
         labels = [NAMES[j] for j in result.paths[i, : result.lengths[i]]]
@@ -119,7 +120,7 @@ def test_features_and_image_list(tmp_path, capsys, monkeypatch):
         capsys,
     )
     preds = json.loads(out)
-    result = beam_search.beam_search(params, feats, beam_size=1)
+    result = beam_search.beam_search(model.make_step(params, feats, "relu"), len(feats), beam_size=1)
     assert [p["image"] for p in preds] == [f"a/{i}.jpg" for i in range(5)]
     for i, pred in enumerate(preds):
         assert pred["labels"] == [NAMES[j] for j in result.paths[i, : result.lengths[i]]]
@@ -135,9 +136,9 @@ def test_features_and_image_list(tmp_path, capsys, monkeypatch):
 
 
 def test_classifier_checkpoint_prints_top_k(tmp_path, capsys):
-    from minicnnrnn.rnn import baselines
+    from minicnnrnn.baselines import classifiers
 
-    params = baselines.init_classifier(K, 6, E, np.random.default_rng(5))
+    params = classifiers.init_classifier(K, 6, E, np.random.default_rng(5))
     state = {
         "params": params,
         "config": RunConfig("bce", K, 6, E, H, "relu", {"weights": None}, k=2),

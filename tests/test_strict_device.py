@@ -15,8 +15,9 @@ from conftest import REPO, STRICT_SITE
 
 from minicnnrnn.cnn import vgg
 from minicnnrnn.core import backend
-from minicnnrnn.rnn import beam_search, model
-from minicnnrnn.training import models, optim
+from minicnnrnn.paths import beam_search
+from minicnnrnn.rnn import model
+from minicnnrnn.training import kinds, optim
 from minicnnrnn.training.config import RunConfig
 
 sx = strict_device.xp
@@ -125,14 +126,14 @@ def _step_transfers(K, N, H, labels_per_image):
     length (T = labels_per_image + 1 steps)."""
     cfg = _cfg(K, N, H)
     rng = np.random.default_rng(0)
-    params = backend.params_to_device(models.KINDS["cnn-rnn"].init(cfg, rng))
+    params = backend.params_to_device(kinds.KINDS["cnn-rnn"].init(cfg, rng))
     opt = optim.RMSprop(params)
     labels = np.zeros((N, K), np.uint8)
     labels[:, :labels_per_image] = 1
     I = backend.to_device(rng.standard_normal((N, cfg.D)).astype(np.float32))
     order = np.arange(K)
     with strict_device.counting() as c:
-        value, grads = models.KINDS["cnn-rnn"].batch_loss(cfg, params, I, labels, order, rng)
+        value, grads = kinds.KINDS["cnn-rnn"].batch_loss(cfg, params, I, labels, order, rng)
         norm = optim.clip_by_global_norm(grads, cfg.clip)
         opt.step(params, grads, 0.01)
     assert math.isfinite(value) and math.isfinite(norm)
@@ -150,11 +151,11 @@ def test_a_training_step_makes_a_constant_number_of_transfers(strict):
 
 def _beam_transfers(n, K, beam):
     rng = np.random.default_rng(1)
-    params = backend.params_to_device(model.init_params(K, 12, 8, 16, rng))
+    params = backend.params_to_device(model.init_params(K, 12, 8, 16, rng, "relu"))
     I = backend.to_device(rng.standard_normal((n, 12)).astype(np.float32))
     with strict_device.counting() as c:
-        result = beam_search.beam_search(params, I, beam_size=beam)
-        host = [backend.to_host(a) for a in result[:5]]  # what models._decode_path brings back
+        result = beam_search.beam_search(model.make_step(params, I, "relu"), n, beam_size=beam)
+        host = [backend.to_host(a) for a in result[:5]]  # what kinds._decode_path brings back
     assert host[0].shape[0] == n
     return c, int(host[1].max()) + 1  # transfers, steps of the longest path
 

@@ -14,7 +14,7 @@ from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.rnn import model
-from minicnnrnn.training import checkpoint, loop, models, selection
+from minicnnrnn.training import checkpoint, kinds, loop, selection
 from minicnnrnn.training import data as train_data
 
 K, D = 5, 12
@@ -73,7 +73,7 @@ def test_outputs_of_a_run(tiny_npz, tmp_path):
     assert (cfg.K, cfg.D, cfg.E, cfg.H, cfg.epochs, cfg.batch_size) == (K, D, 8, 16, 3, 32)
     labels = np.load(tiny_npz)["train_labels"]
     np.testing.assert_array_equal(state["label_order"], np.argsort(-labels.sum(0), kind="stable"))
-    assert set(state["params"]) == set(model.init_params(K, D, 8, 16, np.random.default_rng(0)))
+    assert set(state["params"]) == set(model.init_params(K, D, 8, 16, np.random.default_rng(0), "relu"))
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert min(float(r["loss"]) for r in rows[1:]) < float(rows[0]["loss"])  # it learns
@@ -232,11 +232,11 @@ def test_predict_decodes_with_beam_search(tiny_npz, tmp_path):
     rows = train_data.Rows(np.load(tiny_npz)["test_features"], norm=cfg.feature_norm)
     features = rows[:]  # as the model sees them (unit length)
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
-    pred, scores = models.predict_sets(cfg, dev(state["params"]), rows)
+    pred, scores = kinds.predict_sets(cfg, dev(state["params"]), rows)
     for n in range(len(features)):
         assert set(np.flatnonzero(pred[n])) == set(_greedy(state["params"], features[n], K, 3))
     assert 0 < pred.sum(1).mean() and pred.sum(1).max() <= 3 and scores.shape == pred.shape
-    at_least, _ = models.predict_sets(dataclasses.replace(cfg, min_labels=3), dev(state["params"]), rows)
+    at_least, _ = kinds.predict_sets(dataclasses.replace(cfg, min_labels=3), dev(state["params"]), rows)
     assert (at_least.sum(1) == 3).all()  # footnote 1: exactly k here
 
 

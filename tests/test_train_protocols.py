@@ -15,7 +15,7 @@ from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import voc2007
 from minicnnrnn.evaluation import metrics, protocols
-from minicnnrnn.training import checkpoint, config, models
+from minicnnrnn.training import checkpoint, config, kinds
 from minicnnrnn.training import data as train_data
 
 TINY = ["--epochs", "2", "--embed", "8", "--hidden", "16", "--batch-size", "16"]
@@ -116,7 +116,7 @@ def test_voc2007_uses_the_devkit_protocol_and_prints_table_4(voc, tmp_path, caps
     cfg, params, data = _load_run(out, voc["args"])
     assert (cfg.ap_mode, cfg.k, cfg.min_labels) == ("voc07", 3, 0)
     # metrics.json is the 11-point AP with "difficult" ignored, recomputed here from the predictions.
-    pred, scores = models.predict_sets(cfg, dev(params), data.test_features)
+    pred, scores = kinds.predict_sets(cfg, dev(params), data.test_features)
     ignore = voc["values"]["test"] == 0
     truth = voc["values"]["test"] == 1
     expected, ap = metrics.evaluate_with_ap(pred, scores, truth, ignore, ap_mode="voc07")
@@ -143,7 +143,7 @@ def test_explicit_flags_win_over_the_protocol(voc, tmp_path, capsys):
     assert "not directly comparable" in capsys.readouterr().out
     cfg, params, data = _load_run(out, voc["args"])
     assert (cfg.ap_mode, cfg.k, cfg.min_labels) == ("sklearn", 2, 1)
-    pred, scores = models.predict_sets(cfg, dev(params), data.test_features)
+    pred, scores = kinds.predict_sets(cfg, dev(params), data.test_features)
     assert set(pred.sum(1)) <= {1, 2}
     expected = metrics.evaluate(pred, scores, voc["values"]["test"] == 1, voc["values"]["test"] == 0, "sklearn")
     assert json.loads((out / "metrics.json").read_text())["metrics"] == pytest.approx(expected)
@@ -281,7 +281,7 @@ def test_predict_applies_the_training_normalisation(tmp_path, capsys, norm):
     printed = [set(p["labels"]) for p in json.loads(capsys.readouterr().out)]
     cfg = dataclasses.replace(state["config"], k=state["config"].K)  # predict's default: up to K labels
     rows = train_data.Rows(test_features, norm=state["config"].feature_norm)
-    pred, _ = models.predict_sets(cfg, dev(state["params"]), rows)
+    pred, _ = kinds.predict_sets(cfg, dev(state["params"]), rows)
     assert printed == [{state["label_names"][j] for j in np.flatnonzero(row)} for row in pred]
     assert len({frozenset(p) for p in printed}) >= 2  # not one answer for all
 

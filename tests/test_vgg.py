@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import cupy_available
 
-from minicnnrnn.cnn import gradcheck_cases as cnn_cases
+from minicnnrnn import gradcheck
 from minicnnrnn.cnn import vgg
 from minicnnrnn.core import backend, fileio
 from minicnnrnn.core.errors import UserError
@@ -43,7 +43,7 @@ def test_vgg16_layers_and_parameter_count():
 
 
 def test_tiny_vgg_gradients_match_finite_differences():
-    case = dict(cnn_cases.CASES)["tiny VGG end to end (vgg.vgg_backward, train mode)"]
+    case = dict(gradcheck.all_cases())["tiny VGG end to end (vgg.vgg_backward, train mode)"]
     assert case(np.random.default_rng(0)) < TOLERANCE
 
 

@@ -142,8 +142,8 @@ print("package step_forward/step_backward agree with the from-scratch version")
 # runaway on long paths (docs/training.md, "Stability").
 
 # %%
+from minicnnrnn.paths.tokens import start_token  # noqa: E402
 from minicnnrnn.rnn import model  # noqa: E402 (imported where it is first needed)
-from minicnnrnn.rnn.tokens import start_token  # noqa: E402
 
 K, T, H_big = 10, (12 if FAST else 20), (16 if FAST else 128)
 params = model.init_params(K, 1, E, H_big, rng, "relu", dtype=np.float64)
@@ -156,7 +156,7 @@ mask[3:, 1] = 0  # path 2: 3 steps, then padding
 def state_norms(p, variant="relu"):
     with np.errstate(over="ignore", invalid="ignore"):  # the second run overflows
         o_seq, seq_cache = lstm.lstm_forward(w_seq, mask, p, variant)
-        return np.linalg.norm(seq_cache[3], axis=2)  # |r(t)|, t = 0 .. T, per path
+        return np.linalg.norm(seq_cache.r, axis=2)  # |r(t)|, t = 0 .. T, per path
 
 
 norms = state_norms(params)

@@ -24,7 +24,8 @@ import numpy as np
 
 from minicnnrnn import train
 from minicnnrnn.core import backend
-from minicnnrnn.rnn import alignment, label_paths, model
+from minicnnrnn.paths import alignment, label_paths
+from minicnnrnn.rnn import model
 from minicnnrnn.tinyscenes import features, scenes
 from minicnnrnn.training import checkpoint, optim
 from minicnnrnn.training import data as train_data
@@ -93,7 +94,7 @@ for path in paths[:3]:
 
 # %%
 rng = np.random.default_rng(0)
-params = model.init_params(K, I_train.shape[1], 16, 32, rng)
+params = model.init_params(K, I_train.shape[1], 16, 32, rng, "relu")
 value, grads = model.path_loss(params, I_train[:5], inputs, targets, mask, "relu")
 print(f"loss of the five paths before training: {value:.3f} (uniform guessing: {mask.sum() / 5 * np.log(K + 1):.3f})")
 
@@ -125,7 +126,7 @@ print("largest difference from optim.RMSprop:", max(float(np.abs(by_hand[k] - pa
 D = I_train.shape[1]
 freq_order = label_paths.label_order(Y_train, "freq")
 for name, feats in (("raw fc7", I_train[:256]), ("l2-normalised", train_data.normalise(I_train[:256], {"mode": "l2"}))):
-    p0 = model.init_params(K, D, 16, 32, np.random.default_rng(1))
+    p0 = model.init_params(K, D, 16, 32, np.random.default_rng(1), "relu")
     before = feats @ p0["U_I_x"]
     _, g = model.path_loss(p0, feats, *label_paths.make_paths(Y_train[:256], freq_order), "relu")
     optim.RMSprop(p0).step(p0, g, 1e-3)
@@ -208,8 +209,8 @@ print(f"best O-F1: {best} ({results[best]['O-F1']:.1f}); figure saved to {figure
 # the steps with the Hungarian algorithm (`scipy.optimize.linear_sum_assignment`) so that
 # the summed cross-entropy is smallest (**MLA**), or keep every correctly predicted label
 # where the model put it and assign only the rest (**PLA**). The aligned sequence is then an
-# ordinary training path: same loss, same hand-written BPTT (`alignment.aligned_path_loss`,
-# gradient-checked in `python -m minicnnrnn.gradcheck`). Here are the orders the trained
+# ordinary training path: same loss, same hand-written BPTT (the batch loss of
+# `training/kinds.py`, gradient-checked in `python -m minicnnrnn.gradcheck`). Here are the orders the trained
 # CNN-RNN above would be given for three training images:
 
 # %%
@@ -219,7 +220,8 @@ I3 = train_data.normalise(I_train[:3], norm)
 Y3 = Y_train[:3]
 # the model runs on the backend (NumPy or CuPy); the rollout hands back host arrays
 params_dev, I3_dev = backend.params_to_device(state["params"]), backend.to_device(np.asarray(I3, np.float32))
-pred, logp = alignment.rollout(params_dev, I3_dev, int(Y3.sum(1).max()))
+step = model.make_step(params_dev, I3_dev, state["config"].variant)  # the variant it was trained with
+pred, logp = alignment.rollout(step, len(I3), int(Y3.sum(1).max()))
 freq = label_paths.label_order(Y_train, "freq")
 for how in ("mla", "pla"):
     for n, seq in enumerate(alignment.align(Y3, pred, logp, how)):

@@ -10,7 +10,7 @@
 # There are sum_j K!/(K-j)! paths, far too many to try for K = 81, so the paper keeps
 # only the B most probable unfinished paths at each step (*beam search*, Fig. 5).
 # Here we write it for one image in plain Python, draw what it keeps at each step,
-# compare it with `minicnnrnn.rnn.beam_search` and with trying every path, and build a
+# compare it with `minicnnrnn.paths.beam_search` and with trying every path, and build a
 # case where greedy decoding (B = 1) goes wrong and a beam of 2 fixes it.
 # Run it with `python tutorials/07_beam_search.py`.
 
@@ -26,7 +26,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minicnnrnn.core import backend
-from minicnnrnn.rnn import beam_search, model, projection, tokens
+from minicnnrnn.paths import beam_search, tokens
+from minicnnrnn.rnn import model
 
 # Everything here is small, so MINICNNRNN_TUTORIAL_FAST=1 changes nothing.
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
@@ -49,7 +50,7 @@ D, E, H = 16, 8, 16
 
 # %%
 rng = np.random.default_rng(0)
-params = model.init_params(K, D, E, H, rng, dtype=np.float64)
+params = model.init_params(K, D, E, H, rng, "relu", dtype=np.float64)
 train_paths = [(0, 2, 1), (0, 4), (2, 1, 3), (0, 2, 4)]  # e.g. (person, grass, dog)
 I_train = np.abs(rng.standard_normal((len(train_paths), D)))
 T = 1 + max(len(p) for p in train_paths)
@@ -65,14 +66,15 @@ for _ in range(200):
 print(f"path loss of the four training images: {loss:.4f}")
 
 I = 0.65 * I_train[[2]] + 0.35 * I_train[[3]]  # (1, D): the image to decode
-# The image term I @ U_I_x + b_x of Eq. 4 is the same at every step: computed once.
-image = projection.image_and_bias(I, params)  # (1, E)
+# The model's one-step decoder closes over the LSTM variant and the image term
+# I @ U_I_x + b_x of Eq. 4, which is the same at every step: computed once.
+model_step = model.make_step(params, I, "relu")
 
 
 def step(labels, state):
     """log P(next output | I, labels) over the K + 1 outputs, and the new LSTM state."""
-    token = labels[-1] if labels else START
-    lp, state = beam_search.cnn_rnn_step(params, np.array([token]), state, image)
+    prev = np.array(labels[-1:]) if labels else None  # None: the model is fed START
+    lp, state = model_step(prev, state, np.zeros(1, dtype=np.int64))  # row 0: our one image
     return lp[0], state
 
 
@@ -125,7 +127,7 @@ print("answer:", [NAMES[l] for l in best], f"P = {math.exp(best_logp):.4f}")
 
 # %% [markdown]
 # ## Check: the package, and trying every path
-# `minicnnrnn.rnn.beam_search.beam_search` does the same for a whole batch of images at
+# `minicnnrnn.paths.beam_search.beam_search` does the same for a whole batch of images at
 # once (the paths of all images sit in one (images x B) grid). For this small K we
 # can also score every path and take the argmax of Eq. 6. Watch B = 1, greedy
 # decoding: it commits to the slightly more probable first label, "person", and ends
@@ -151,7 +153,7 @@ paths = every_path()
 exact = max(paths, key=paths.get)
 found = {}
 for n_beam in (1, 2, 3, len(paths)):
-    result = beam_search.beam_search(params, I, beam_size=n_beam)
+    result = beam_search.beam_search(model_step, len(I), beam_size=n_beam)
     labels = tuple(int(l) for l in result.paths[0, : result.lengths[0]])
     mine = beam_search_one(step, n_beam)
     assert labels == mine[0] and np.isclose(result.log_prob[0], mine[1])
@@ -226,15 +228,18 @@ log_table = np.log(table)
 log_table_on_backend = backend.to_device(log_table)  # the search calls the step with backend tokens
 
 
-def table_step(params_, tokens, state, image_, variant):
-    return log_table_on_backend[tokens], ()
+def table_step(prev, state, rows):
+    """A one-step decoder that is a table: next-output log-probabilities given the previous token."""
+    if prev is None:  # the first step: START
+        return log_table_on_backend[START : START + 1].repeat(rows.shape[0], axis=0), ()
+    return log_table_on_backend[prev], ()
 
 
 for n_beam in (1, 2):
-    r = beam_search.beam_search(params, I, beam_size=n_beam, step_fn=table_step)
+    r = beam_search.beam_search(table_step, len(I), beam_size=n_beam)
     print(f"B = {n_beam}: {[NAMES[l] for l in r.paths[0, : r.lengths[0]]]}  P = {math.exp(r.log_prob[0]):.3f}")
-greedy = beam_search.beam_search(params, I, beam_size=1, step_fn=table_step)
-beam2 = beam_search.beam_search(params, I, beam_size=2, step_fn=table_step)
+greedy = beam_search.beam_search(table_step, len(I), beam_size=1)
+beam2 = beam_search.beam_search(table_step, len(I), beam_size=2)
 assert greedy.log_prob[0] < beam2.log_prob[0]
 
 table_trace = beam_search_one(lambda labels, state: (log_table[labels[-1] if labels else START], None), 2)
@@ -251,7 +256,7 @@ print(
 # therefore always come first.
 
 # %%
-result = beam_search.beam_search(params, I, beam_size=2)
-for label in np.argsort(-result.scores[0]):
-    emitted = "on the path" if result.scores[0, label] >= beam_search.EMITTED_OFFSET else ""
-    print(f"{NAMES[label]:>7}  {result.scores[0, label]:.3f}  {emitted}")
+result = beam_search.beam_search(model_step, len(I), beam_size=2)
+for label in np.argsort(-result.confidence[0]):
+    emitted = "on the path" if result.confidence[0, label] >= beam_search.EMITTED_OFFSET else ""
+    print(f"{NAMES[label]:>7}  {result.confidence[0, label]:.3f}  {emitted}")

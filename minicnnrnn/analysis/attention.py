@@ -28,7 +28,8 @@ import numpy as np
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
-from minicnnrnn.rnn import embedding, model, projection, tokens
+from minicnnrnn.paths import tokens
+from minicnnrnn.rnn import embedding, model, projection
 
 RULES = ("deconvnet", "guided")
 
@@ -74,7 +75,7 @@ def step_feature_gradients(params, I, paths, lengths, variant):
     T = int(np.max(lengths)) if N else 0
     if T == 0:
         return []
-    K = params["U_l"].shape[0] - 2
+    K = tokens.n_labels(params["U_l"])
     inputs = np.full((T, N), tokens.start_token(K), np.int64)
     for t in range(1, T):
         inputs[t] = np.where(paths[:, t - 1] >= 0, paths[:, t - 1], tokens.end_token(K))

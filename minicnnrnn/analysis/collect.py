@@ -13,7 +13,7 @@ from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.tinyscenes import features, scenes
-from minicnnrnn.training import models
+from minicnnrnn.training import kinds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,7 @@ def predictions(state, data):
     """(pred01 (N, K), scores (N, K)) of a checkpoint's model on the test split (train's decoding)."""
     cfg = state["config"]
     params = backend.params_to_device(state["params"], np.float32)
-    return models.predict_sets(cfg, params, data.with_norm(cfg.feature_norm).test_features)
+    return kinds.predict_sets(cfg, params, data.with_norm(cfg.feature_norm).test_features)
 
 
 def model_results(state, data):
@@ -72,8 +72,8 @@ def joint_space(state, data, options):
     n = min(options.joint_images, len(data.test_labels))
     I = data.with_norm(cfg.feature_norm).test_features[np.arange(n)]
     near = neighbours.image_neighbours(params, I, data.label_names, options.neighbours)
-    decoded = models.KINDS[cfg.model].decode(
-        cfg, params, backend.to_device(I), models.DecodeOptions(cfg.beam, cfg.k, cfg.min_labels)
+    decoded = kinds.KINDS[cfg.model].decode(
+        cfg, params, backend.to_device(I), kinds.DecodeOptions(cfg.beam, cfg.k, cfg.min_labels)
     )
     names = data.label_names
     rows = []
@@ -98,7 +98,7 @@ def attention_results(state, data, options):
     layer = (cfg.cnn or {}).get("layer") or "fc7"
     params = backend.params_to_device(state["params"], np.float32)
     I = attention.features_of(cfg, cnn_params, meta, layer, images)
-    decoded = models.KINDS[cfg.model].decode(cfg, params, I, models.DecodeOptions(cfg.beam, cfg.k, cfg.min_labels))
+    decoded = kinds.KINDS[cfg.model].decode(cfg, params, I, kinds.DecodeOptions(cfg.beam, cfg.k, cfg.min_labels))
     maps = attention.attention_maps(params, cfg, cnn_params, meta, layer, images, decoded.labels, decoded.lengths)
     ratios = {rule: attention.mass_ratio(m, decoded.labels, decoded.lengths, owners) for rule, m in maps.items()}
     return {

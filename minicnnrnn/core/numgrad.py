@@ -7,8 +7,8 @@ For a scalar function f and an array x (float64, modified in place and restored)
 A layer with an array output ``y = layer(x)`` is checked through the scalar
 ``L = sum(y * G)`` with a fixed random ``G``: its analytic gradient is exactly what
 the layer's backward returns when given ``dy = G``. The cases that use these
-helpers live beside the code they check (``rnn/gradcheck_cases.py``,
-``cnn/gradcheck_cases.py``); ``python -m minicnnrnn.gradcheck`` runs them all.
+helpers live beside the code they check (``gradcheck/cases_rnn.py``,
+``gradcheck/cases_cnn.py``); ``python -m minicnnrnn.gradcheck`` runs them all.
 """
 
 import numpy

@@ -40,11 +40,26 @@ input products batched over all steps, gates computed in place and large tempora
 kept in ``core/scratch.py``.
 """
 
+import collections
+
 from minicnnrnn.core.backend import xp
 from minicnnrnn.core.scratch import scratch_array
 
 VARIANTS = ("relu", "bounded", "conventional")
 RELU_LIKE = ("relu", "bounded")  # o(t) = r(t) * o_t, no squashing of the state
+
+
+# What a forward keeps for its backward, readable by name (``cache.r`` is every state r(t)).
+StepCache = collections.namedtuple("StepCache", ["w", "r_prev", "g", "squashed_r", "params", "variant"])
+StepCache.__doc__ = """Cache of :func:`lstm_step_forward`: w (N, E), r_prev (N, H) r(t-1), g (N, 4H) the gate
+values [x | i | f | o] after their nonlinearities, squashed_r (N, H) what multiplies o_t (r(t),
+or tanh(r(t)) for "conventional"), params, variant."""
+SequenceCache = collections.namedtuple(
+    "SequenceCache", ["w_seq", "m", "g", "r", "squashed", "params", "variant", "zero_start"]
+)
+SequenceCache.__doc__ = """Cache of :func:`lstm_forward`: w_seq (T, N, E), m (T, N, 1) the mask, g (T, N, 4H)
+the gate values, r (T + 1, N, H) the states r(0) .. r(T), squashed (T, N, H) what multiplies
+o_t, params, variant, zero_start (r(0) = 0)."""
 
 
 def check_variant(variant):
@@ -113,7 +128,7 @@ def lstm_step_forward(w, r_prev, params, variant="relu"):
     x, i, f, o_gate = _split(g)
     r = f * r_prev + i * x  # Eq. 1: the new state
     o, squashed_r = _output(r, o_gate, variant)  # Eq. 1: the output
-    return (o, r), (w, r_prev, g, squashed_r, params, variant)
+    return (o, r), StepCache(w, r_prev, g, squashed_r, params, variant)
 
 
 def lstm_step_backward(do, dr, cache):
@@ -306,7 +321,7 @@ def lstm_forward(w_seq, mask, params, variant="relu", r0=None):
         if variant == "conventional":
             squashed[t] = sq
         xp.multiply(o, m[t], out=o_seq[t])
-    return o_seq, (w_seq, m, g, r, squashed, params, variant, r0 is None)
+    return o_seq, SequenceCache(w_seq, m, g, r, squashed, params, variant, r0 is None)
 
 
 def lstm_backward(do_seq, cache):

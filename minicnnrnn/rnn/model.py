@@ -12,7 +12,13 @@ The forward pass of a batch chains the four layers::
     s = x @ U_l[:K+1].T                              # Eq. 5  (T, N, K+1) embedding.py
 
 and the backward pass runs the same chain in reverse. ``U_l`` appears twice, so
-its gradient is the sum of the embedding part and the score part.
+its gradient is the sum of the embedding part and the score part. (The paper's ``x_t``
+names two things: in Eq. 1 the candidate update of the LSTM, the gate block ``x`` of
+``lstm.py``; in Eq. 4 the joint-space vector ``x`` above. Only the second leaves the LSTM.)
+
+The model has two faces, both here: the teacher-forced path above, for training
+(:func:`path_forward`, :func:`path_backward`, :func:`path_loss`), and the one-step decoder
+(:func:`make_step`) that the searches of ``paths/`` run, feeding the model its own labels.
 
 Parameters (a plain dict, names from the paper):
 
@@ -29,11 +35,13 @@ b_x    (E,)         Eq. 4 bias
 
 import numpy
 
+from minicnnrnn.core.backend import xp
 from minicnnrnn.layers import loss
-from minicnnrnn.rnn import embedding, lstm, projection, tokens
+from minicnnrnn.paths import tokens
+from minicnnrnn.rnn import embedding, lstm, projection
 
 
-def init_params(K, D, E, H, rng, variant="relu", dtype=numpy.float32):
+def init_params(K, D, E, H, rng, variant, dtype=numpy.float32):
     """Fresh parameters, drawn on the host from ``rng`` (a numpy Generator).
 
     K labels, D image feature size, E embedding size (paper: 64), H LSTM size
@@ -128,3 +136,37 @@ def path_loss(params, I, inputs, targets, mask, variant, dropout_mask=None):
     # The scores are not needed afterwards: their gradient overwrites them.
     value, dscores = loss.softmax_cross_entropy(scores, targets, mask, out=scores)
     return value, path_backward(dscores, cache)
+
+
+def make_step(params, I, variant):
+    """The one-step decoder of the CNN-RNN (Eq. 2, 1, 4, 5 and the softmax), for ``paths/``.
+
+    params: dict as above (backend arrays); I: (n, D) image features on the backend;
+    variant: the LSTM variant the params were trained with (one of lstm.VARIANTS).
+    The image term ``I @ U_I_x + b_x`` of Eq. 4 is computed here, once per image.
+    Returns ``step(prev_tokens, state, rows) -> (log_probs (R, K + 1), new_state)`` for R rows
+    (paths) at once:
+
+    * prev_tokens: (R,) int, the previous label of each row, or None at the first step (the
+      step then feeds START itself, so a search needs no K before it sees the output width);
+    * state: None at the first step (r(0) = 0), else the tuple ``(r,)``, r: (R, H);
+    * rows: (R,) int, the image of each row (an index into I);
+    * log_probs: a fresh array (the searches mask it in place); new_state: a tuple of
+      arrays whose first axis is the R rows (the searches reorder them as paths move).
+    """
+    U_l = params["U_l"]
+    n_out = U_l.shape[0] - 1  # K labels + END
+    START = tokens.start_token(tokens.n_labels(U_l))
+    image = projection.image_and_bias(I, params)  # (n, E)
+
+    def step(prev_tokens, state, rows):
+        if prev_tokens is None:
+            prev_tokens = xp.full(rows.shape[0], START, dtype=xp.int64)
+        w, _ = embedding.embed_forward(prev_tokens, U_l)  # Eq. 2
+        r_prev = xp.zeros((w.shape[0], params["U_r"].shape[0]), dtype=w.dtype) if state is None else state[0]
+        (o, r), _ = lstm.lstm_step_forward(w, r_prev, params, variant)  # Eq. 1
+        x, _ = projection.projection_forward(o, None, params, image=image[rows])  # Eq. 4
+        s, _ = embedding.tied_scores_forward(x, U_l, n_out)  # Eq. 5
+        return loss.log_softmax(s), (r,)
+
+    return step

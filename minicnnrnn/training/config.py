@@ -26,9 +26,10 @@ import numpy
 from minicnnrnn.core import cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import protocols
-from minicnnrnn.rnn import beam_search, label_paths, lstm
+from minicnnrnn.paths import grammar, label_paths
+from minicnnrnn.rnn import lstm
 
-# The model kinds of Table 3, as training/models.py's registry KINDS names them (in its
+# The model kinds of Table 3, as training/kinds.py's registry KINDS names them (in its
 # order). Written here so that the config does not import the models: tests/test_config.py
 # checks that both lists agree.
 MODEL_NAMES = ("cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn")
@@ -216,7 +217,7 @@ class RunConfig:
         cnn = self.cnn
         if cnn is not None and not all(isinstance(cnn.get(key), (str, type(None))) for key in ("weights", "layer")):
             bad("cnn", "must name its weights and layer as text (or null)")
-        beam_search.check_options(self.K, self.beam, self.k, self.min_labels)  # the search's own grammar
+        grammar.check_options(self.K, self.beam, self.k, self.min_labels)  # the search's own grammar
 
 
 # ---------------------------------------------------------------------------

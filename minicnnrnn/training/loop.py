@@ -1,7 +1,7 @@
 """The training loop of ``python -m minicnnrnn.train`` (§3.4) and the evaluation after it.
 
 One epoch: shuffle the training images, and for every mini-batch of N images compute the
-loss and gradients of the model (``models.KINDS[cfg.model].batch_loss``: label paths and
+loss and gradients of the model (``kinds.KINDS[cfg.model].batch_loss``: label paths and
 the CNN-RNN, or a Table 3 baseline), clip the gradients to global norm ``cfg.clip`` and
 take an rmsprop step (optim.py). The learning rate follows a cosine schedule from
 ``cfg.lr`` down towards 0 over ``cfg.epochs``. After every epoch ``out`` gets a checkpoint
@@ -31,8 +31,8 @@ from minicnnrnn import __version__
 from minicnnrnn.core import backend, fileio, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
-from minicnnrnn.rnn import label_paths
-from minicnnrnn.training import checkpoint, config, models, optim, schema, selection
+from minicnnrnn.paths import label_paths
+from minicnnrnn.training import checkpoint, config, kinds, optim, schema, selection
 
 LOG_FIELDS = ("epoch", "loss", "grad_norm", "lr", "seconds", "images_per_s", "val_O-F1", "val_C-F1", "val_score")
 # A diverged epoch is run again from its start at half the learning rate, at most this many
@@ -53,7 +53,7 @@ def run_epoch(cfg, params, opt, data, order, rng, epoch, lr_factor=1.0):
     """One pass over the shuffled training set. Returns the epoch's log row (a dict).
     Raises FloatingPointError at the first step whose loss or gradient is not finite.
     lr_factor: multiplies the scheduled learning rate (halved after a diverged epoch)."""
-    batch_loss = models.KINDS[cfg.model].batch_loss
+    batch_loss = kinds.KINDS[cfg.model].batch_loss
     lr = lr_factor * optim.cosine_schedule(cfg.lr, epoch, cfg.epochs)  # once per epoch
     n_train = len(data.train_labels)
     perm = rng.permutation(n_train)
@@ -99,7 +99,7 @@ def _start(cfg, data, ckpt_path, resume):
         return params, opt, state["label_order"], state["epoch"], state["extra"], rng, state["run_id"]
     rng = np.random.default_rng(cfg.seed)
     order = label_paths.label_order(data.train_labels, cfg.label_order, cfg.seed)
-    params = backend.params_to_device(models.KINDS[cfg.model].init(cfg, rng))
+    params = backend.params_to_device(kinds.KINDS[cfg.model].init(cfg, rng))
     return params, make_optimizer(cfg, params), order, 0, {}, rng, checkpoint.new_run_id()
 
 
@@ -161,7 +161,7 @@ def fit_once(cfg, data, out):
     optimizer, no epochs to resume). Returns (params on the device, [])."""
     rng = np.random.default_rng(cfg.seed)
     order = label_paths.label_order(data.train_labels, cfg.label_order, cfg.seed)
-    params = backend.params_to_device(models.KINDS[cfg.model].fit(cfg, data, rng))
+    params = backend.params_to_device(kinds.KINDS[cfg.model].fit(cfg, data, rng))
     state = {"params": backend.params_to_host(params), "config": cfg, "label_names": data.label_names}
     state.update(label_order=order, epoch=cfg.epochs, rng=checkpoint.rng_state(rng), run_id=checkpoint.new_run_id())
     state.update(data=checkpoint.data_fingerprint(data))
@@ -176,7 +176,7 @@ def fit(cfg, data, out, resume=False):
     epoch is scored on it and the best epoch's parameters are written to OUT/best.npz
     (training/selection.py). Returns (params on the device: the best epoch's with a
     validation split, else the last epoch's; history)."""
-    if models.KINDS[cfg.model].fit is not None:
+    if kinds.KINDS[cfg.model].fit is not None:
         return fit_once(cfg, data, out)
     ckpt_path, best_path = os.path.join(out, "checkpoint.npz"), os.path.join(out, "best.npz")
     params, opt, order, first_epoch, saved, rng, run_id = _start(cfg, data, ckpt_path, resume)
@@ -266,14 +266,14 @@ def evaluate(cfg, params, data, ranking_cfg=None):
     metrics.METRIC_KEYS}, "per_class_ap": [K], "labels_per_image": float, "pred": (n, K)
     uint8, "scores": (n, K)}``, metrics in percent (NaN AP: a class without test
     positives). AP is ``cfg.ap_mode``; VOC "difficult" entries are ignored. The ranking
-    metrics use ``Decoded.scores``: P(label in path) for the path models, under
+    metrics use ``Decoded.ranking``: P(label in path) for the path models, under
     ``ranking_cfg``'s decoding rules when given (``--tune-decoding`` changes how the label
     sets are decoded, not the paths' distribution that ranks the labels)."""
     if ranking_cfg is None:
-        pred, scores = models.predict_sets(cfg, params, data.test_features)
+        pred, scores = kinds.predict_sets(cfg, params, data.test_features)
     else:  # label sets decoded by cfg, ranking scores of the model's own paths (ranking_cfg)
-        pred, _ = models.predict_sets(cfg, params, data.test_features, ranking=False)
-        _, scores = models.predict_sets(ranking_cfg, params, data.test_features)
+        pred, _ = kinds.predict_sets(cfg, params, data.test_features, ranking=False)
+        _, scores = kinds.predict_sets(ranking_cfg, params, data.test_features)
     result, ap = metrics.evaluate_with_ap(pred, scores, data.test_labels, data.test_ignore, ap_mode=cfg.ap_mode)
     return {
         "metrics": result,
@@ -307,7 +307,7 @@ def train_and_evaluate(cfg, data, out, resume=False):
     "run": run_record()}``) and OUT/per_class_AP.json. Returns the evaluate() result."""
     params, history = fit(cfg, data, out, resume)
     chosen, ranking_cfg = None, None
-    if cfg.tune_decoding and models.KINDS[cfg.model].paths and data.val_labels is not None:
+    if cfg.tune_decoding and kinds.KINDS[cfg.model].paths and data.val_labels is not None:
         ranking_cfg = cfg
         cfg, chosen = selection.tune_decoding(cfg, params, data)
         print(f"{cfg.model}: decoding chosen on validation: beam {cfg.beam}, min-labels {cfg.min_labels}", flush=True)

@@ -10,7 +10,7 @@ wrong, each a one-line :class:`~minicnnrnn.core.errors.UserError` naming the fil
 * the label names: K distinct strings; the label order: a permutation of the K labels;
   the epoch: a whole number >= 0;
 * every parameter present, with the shape its model kind gives it
-  (:data:`minicnnrnn.training.models.KINDS`, built for the checkpoint's K, D, E, H), a
+  (:data:`minicnnrnn.training.kinds.KINDS`, built for the checkpoint's K, D, E, H), a
   float dtype and finite values (in float32); no parameter the model does not have;
 * the optimiser state (``v/<name>``, ``m/<name>``) like the parameters, and ``v`` >= 0.
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.training import models
+from minicnnrnn.training import kinds
 
 FINGERPRINT_ROWS = 64  # feature rows hashed per split (and the first and last)
 
@@ -64,9 +64,9 @@ def check_features(features, where):
 
 def expected_shapes(cfg):
     """{parameter name: shape} of a ``cfg.model`` model for the checkpoint's K, D, E, H:
-    the parameters its :data:`models.KINDS` initialiser makes (for tiny sizes the check
+    the parameters its :data:`kinds.KINDS` initialiser makes (for tiny sizes the check
     is cheap; the shapes grow with the config, never with the file)."""
-    params = models.KINDS[cfg.model].init(cfg, np.random.default_rng(0))
+    params = kinds.KINDS[cfg.model].init(cfg, np.random.default_rng(0))
     return {name: tuple(value.shape) for name, value in params.items()}
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.training import data as train_data
-from minicnnrnn.training import models
+from minicnnrnn.training import kinds
 
 _SPLIT_STREAM = 7919  # a second stream of the seed, apart from the training generator's
 
@@ -55,9 +55,9 @@ def selection_score(prf):
 
 def validation_row(cfg, params, data):
     """The log entries of the model on ``data``'s validation split: the label sets of
-    ``models.predict_sets`` (no ranking scores) scored by §4.1's metrics.
+    ``kinds.predict_sets`` (no ranking scores) scored by §4.1's metrics.
     Returns {"val_O-F1", "val_C-F1", "val_score"} in percent (val_score: :func:`selection_score`)."""
-    pred, _ = models.predict_sets(cfg, params, data.val_features, ranking=False)
+    pred, _ = kinds.predict_sets(cfg, params, data.val_features, ranking=False)
     prf = {key: round(100 * value, 3) for key, value in metrics.precision_recall_f1(pred, data.val_labels).items()}
     return {"val_O-F1": prf["O-F1"], "val_C-F1": prf["C-F1"], "val_score": round(selection_score(prf), 3)}
 

@@ -21,8 +21,10 @@ and is trained exactly as before: teacher forcing and the hand-written BPTT of
 keep the paper's teacher forcing, so the alignment's ``p_t`` come from the rollout's
 prefixes, an approximation of the training pass's.) The assignment is a discrete choice
 that does not move under a small change of the parameters, so the gradient is that of the
-path loss with the chosen targets; ``gradcheck_cases.aligned_loss_case`` checks it against
-finite differences of the whole function, alignment included.
+path loss with the chosen targets; ``gradcheck/cases_paths.py`` checks the training loss that
+runs (``training.kinds``, ``--label-order pla`` / ``mla``) against finite differences of the
+whole function, alignment included. Like the other searches of ``paths/`` this knows no
+model: it runs the model's one-step decoder ``step`` (``rnn.model.make_step``).
 
 Shapes: N images, K labels, T steps (the largest label count of the batch), E, H as usual.
 """
@@ -32,35 +34,31 @@ from scipy.optimize import linear_sum_assignment
 
 from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
-from minicnnrnn.rnn import beam_search, label_paths, model, projection
-from minicnnrnn.rnn.tokens import start_token
+from minicnnrnn.paths import grammar, label_paths, tokens
 
 ALIGNED = ("pla", "mla")
 
 
-def rollout(params, I, T, variant="relu", step_fn=None):
+def rollout(step, N, T):
     """Greedy decoding of T labels per image, the model fed its own predictions.
 
-    params: backend arrays; I: (N, D) on the backend; step_fn: the model's step (None:
-    ``beam_search.cnn_rnn_step``). END is never chosen and no label is chosen twice.
+    step: the model's one-step decoder of N images (``model.make_step``). END is never
+    chosen and no label is chosen twice (``grammar.forbid`` with ``min_labels = T``).
     Returns host arrays (pred (T, N) int64 labels, logp (T, N, K) float64 log-softmax of
     the Eq. 5 scores over the K + 1 outputs, restricted to the K labels).
     """
-    step_fn = step_fn or beam_search.cnn_rnn_step
-    K = params["U_l"].shape[0] - 2
-    N = I.shape[0]
-    image = projection.image_and_bias(I, params)
-    tokens = xp.full(N, start_token(K), dtype=xp.int64)
+    K = tokens.n_labels_of_step(step)
+    rows = xp.arange(N)
     used = xp.zeros((N, K), dtype=bool)
-    state, preds, logps = None, [], []
-    for _ in range(T):
-        lp, state = step_fn(params, tokens, state, image, variant)
-        lp = lp[:, :K].astype(xp.float64)
-        logps.append(lp)
-        choice = xp.where(used, -np.inf, lp).argmax(axis=1)
+    prev, state, preds, logps = None, None, [], []  # None: the step feeds START
+    for t in range(T):
+        lp, state = step(prev, state, rows)
+        lp = lp.astype(xp.float64)
+        logps.append(lp[:, :K])
+        choice = grammar.forbid(lp.copy(), used, t, T, T)[:, :K].argmax(axis=1)
         used[xp.arange(N), choice] = True
         preds.append(choice)
-        tokens = choice
+        prev = choice
     if T == 0:
         return np.zeros((0, N), np.int64), np.zeros((0, N, K))
     return backend.to_host(xp.stack(preds)), backend.to_host(xp.stack(logps))
@@ -101,18 +99,11 @@ def align(labels, pred, logp, how):
     return sequences
 
 
-def aligned_paths(params, I, labels, how, variant="relu", step_fn=None):
+def aligned_paths(step, labels, how):
     """Training paths of a batch in the model's own order: (inputs, targets, mask), (T, N) host
-    arrays as ``label_paths.make_paths`` gives them. labels: (N, K) 0/1 host; I on the backend."""
+    arrays as ``label_paths.make_paths`` gives them. step: the model's one-step decoder of
+    the batch's N images; labels: (N, K) 0/1 host; how: "mla" or "pla"."""
     labels = np.asarray(labels)
     T = int(labels.sum(axis=1).max(initial=0))
-    pred, logp = rollout(params, I, T, variant, step_fn)
+    pred, logp = rollout(step, len(labels), T)
     return label_paths.paths_from_sequences(align(labels, pred, logp, how), labels.shape[1])
-
-
-def aligned_path_loss(params, I, labels, how, variant="relu", dropout_mask=None):
-    """The CNN-RNN's path loss (§3.4) on PLA/MLA-aligned paths. Returns (loss, grads)."""
-    inputs, targets, mask = (backend.to_device(a) for a in aligned_paths(params, I, labels, how, variant))
-    if dropout_mask is not None:
-        dropout_mask = dropout_mask[: inputs.shape[0]]
-    return model.path_loss(params, I, inputs, targets, mask, variant, dropout_mask)

@@ -10,6 +10,8 @@ So the embedding matrix ``U_l`` has K + 2 rows (every token is an input), and th
 have K + 1 columns (every token but START is an output).
 """
 
+from minicnnrnn.core.backend import xp
+
 
 def end_token(K):
     """The END token that closes every path: K."""
@@ -29,3 +31,15 @@ def n_outputs(K):
 def n_tokens(K):
     """Number of embedded tokens, rows of ``U_l`` (labels, END, START): K + 2."""
     return K + 2
+
+
+def n_labels(U_l):
+    """K, read from the label embedding ``U_l: (K + 2, E)`` (one row per token)."""
+    return U_l.shape[0] - 2
+
+
+def n_labels_of_step(step):
+    """K of a one-step decoder (``rnn.model.make_step``): the width of its output, K + 1,
+    less END. It is asked about zero rows, which costs nothing."""
+    log_probs, _ = step(None, None, xp.zeros(0, dtype=xp.int64))
+    return log_probs.shape[1] - 1

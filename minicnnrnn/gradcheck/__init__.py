@@ -1,25 +1,29 @@
 """``python -m minicnnrnn.gradcheck``: every hand-written backward against centred finite differences.
 
 Prints one row per case with the largest relative error over all of its inputs
-and parameters and exits with status 1 if any row exceeds 1e-6. The cases live
-beside the code they check: ``rnn/gradcheck_cases.py`` and ``cnn/gradcheck_cases.py``;
-the finite differences are in ``core/numgrad.py``.
+and parameters and exits with status 1 if any row exceeds 1e-6. Every finite-difference
+case of the project lives in this package, one module per room: ``cases_layers.py``
+(``layers/``), ``cases_cnn.py`` (whole networks of ``cnn/``), ``cases_rnn.py`` (§3's
+layers and the path loss), ``cases_paths.py`` (the training losses on PLA/MLA-aligned
+paths) and ``cases_baselines.py`` (the batch losses of the baselines as training runs
+them). The tests run the same cases; the finite differences are in ``core/numgrad.py``.
 """
 
 import sys
 
 import numpy
 
-from minicnnrnn.cnn import gradcheck_cases as cnn_cases
 from minicnnrnn.core import backend, cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.core.numgrad import TOLERANCE
-from minicnnrnn.rnn import gradcheck_cases as rnn_cases
+from minicnnrnn.gradcheck import cases_baselines, cases_cnn, cases_layers, cases_paths, cases_rnn
+
+ROOMS = (cases_rnn, cases_paths, cases_baselines, cases_layers, cases_cnn)
 
 
 def all_cases():
-    """The RNN cases followed by the CNN layers' cases."""
-    return list(rnn_cases.CASES) + list(cnn_cases.CASES)
+    """Every (name, case) pair: the RNN's, the paths', the baselines', the layers', the CNN's."""
+    return [case for room in ROOMS for case in room.CASES]
 
 
 def run_cases(cases, seed, out=None):
@@ -59,7 +63,3 @@ def main(argv=None):
         f"{'PASS' if worst <= TOLERANCE else 'FAIL'} (tolerance {TOLERANCE:g})"
     )
     return 0 if worst <= TOLERANCE else 1
-
-
-if __name__ == "__main__":
-    cli.run(main)

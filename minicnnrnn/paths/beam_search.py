@@ -49,10 +49,12 @@ How this file reads: :func:`beam_search_plain` is the search above written for o
 with Python lists of paths; :func:`beam_search` is the fast version that every command runs,
 and ``tests/test_beam_search.py`` checks that both return the same paths. Its layout: all
 images are searched together (in batches of ``batch_size`` images, to bound
-memory). The paths of the A images still searching are an (A, W) grid (W = B after the
-first step), and the model runs on all A * W rows in one call per step; images that meet
-the stopping rule leave the grid. The image term ``I @ U_I_x + b_x`` of Eq. 4 is computed
-once per image (``projection.image_and_bias``). Nothing here loops over images in Python;
+memory). The paths of the A images still searching are an (A, width) grid (width = B after the
+first step), and the model runs on all A * width rows in one call per step; images that meet
+the stopping rule leave the grid. The search knows no model: it calls a one-step decoder
+``step`` (``rnn.model.make_step`` for the CNN-RNN, ``baselines.no_rnn.make_step`` for the
+no-RNN baseline), reads K from the width of its output, and takes the allowed next outputs
+from ``grammar.py``. Nothing here loops over images in Python;
 the loops are over time steps and over the picks of the top-B.
 """
 
@@ -60,20 +62,18 @@ import collections
 
 from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
-from minicnnrnn.core.errors import UserError
-from minicnnrnn.layers import loss
-from minicnnrnn.rnn import embedding, lstm, projection
-from minicnnrnn.rnn.tokens import end_token, start_token
+from minicnnrnn.paths import grammar
+from minicnnrnn.paths.tokens import end_token
 
 EMITTED_OFFSET = 2.0
 # Images searched together: bounds memory, and on the CPU keeps a step's arrays small enough
 # to stay in cache (512 was fastest in benchmarks/bench_beam.py); a GPU wants more rows per call.
 DEFAULT_BATCH = {"numpy": 512, "cupy": 8192}
 
-NEG_INF = float("-inf")
+NEG_INF = grammar.NEG_INF
 
 BeamResult = collections.namedtuple(
-    "BeamResult", ["paths", "lengths", "log_prob", "step_log_probs", "scores", "step_rows"]
+    "BeamResult", ["paths", "lengths", "log_prob", "step_log_probs", "confidence", "step_rows"]
 )
 BeamResult.__doc__ = """What :func:`beam_search` returns for n images (arrays on the backend).
 
@@ -82,73 +82,40 @@ lengths: (n,) int64, the number of labels on each path;
 log_prob: (n,) log P of the whole path, END included (Eq. 6);
 step_log_probs: (n, L + 1) log-probabilities of each step of the path: entries
     0 .. lengths-1 are the labels', entry ``lengths`` is END's, the rest 0;
-scores: (n, K) per-label confidences (module docstring);
+confidence: (n, K) the beam's per-label confidences (module docstring);
 step_rows: int, how many model rows (path x step) were evaluated, for FLOP counts.
 """
 
 
-def cnn_rnn_step(params, tokens, state, image, variant="relu"):
-    """One step of the CNN-RNN for R rows at once (Eq. 2, 1, 4, 5 and the softmax).
-
-    tokens: (R,) int, the previous label of each row (START at the first step);
-    state: None at the first step (r(0) = 0), else the tuple ``(r,)`` with r: (R, H);
-    image: (R, E) the precomputed image term ``I @ U_I_x + b_x`` of each row's image
-    (``projection.image_and_bias``).
-    Returns (log_probs (R, K + 1), state) with the new state ``(r,)``.
-    """
-    U_l = params["U_l"]
-    w, _ = embedding.embed_forward(tokens, U_l)  # Eq. 2
-    r_prev = xp.zeros((w.shape[0], params["U_r"].shape[0]), dtype=w.dtype) if state is None else state[0]
-    (o, r), _ = lstm.lstm_step_forward(w, r_prev, params, variant)  # Eq. 1
-    x, _ = projection.projection_forward(o, None, params, image=image)  # Eq. 4
-    s, _ = embedding.tied_scores_forward(x, U_l, U_l.shape[0] - 1)  # Eq. 5
-    return loss.log_softmax(s), (r,)
-
-
-def check_options(K, beam_size, max_labels=None, min_labels=0):
-    """Validate the search options; returns the effective maximum path length L <= K."""
-    if int(beam_size) != beam_size or beam_size < 1:
-        raise UserError(f"--beam: must be a positive integer, got {beam_size}")
-    L = K if max_labels is None else int(max_labels)
-    if not 1 <= L <= K:
-        raise UserError(f"--max-labels: must be between 1 and K = {K}, got {max_labels}")
-    if not 0 <= min_labels <= L:
-        raise UserError(f"--min-labels: must be between 0 and the maximum length {L}, got {min_labels}")
-    return L
-
-
-def beam_search_plain(params, I, beam_size=3, max_labels=None, min_labels=0, variant="relu", step_fn=None):
+def beam_search_plain(step, beam_size=3, max_labels=None, min_labels=0):
     """§3.3 for one image, as the module docstring describes it: the readable version.
 
-    I: (D,) the CNN feature of one image; the other arguments as in :func:`beam_search`.
-    Returns (labels, log_prob): the best path's labels as a tuple of ints, in order, and
-    its log P with END (Eq. 6). :func:`beam_search` gives the same path for every image.
+    step: a one-step decoder made for one image (``model.make_step(params, I[None], variant)``);
+    the other arguments as in :func:`beam_search`. Returns (labels, log_prob): the best path's
+    labels as a tuple of ints, in order, and its log P with END (Eq. 6). :func:`beam_search`
+    gives the same path for every image.
     """
-    K = params["U_l"].shape[0] - 2
-    L = check_options(K, beam_size, max_labels, min_labels)
-    step_fn = step_fn or cnn_rnn_step
-    END, START = end_token(K), start_token(K)
-    image = projection.image_and_bias(I[None, :], params)  # (1, E): Eq. 4's image term, once
+    row = xp.zeros(1, dtype=xp.int64)  # the one image
     S = [((), 0.0, None)]  # intermediate paths: (labels, log P, model state)
     best = ((), NEG_INF)  # the best candidate of C
-    for t in range(L + 1):  # t labels on every path in S
+    while S:  # every path in S has the same number of labels
         expansions = []
         for labels, logp, state in S:
-            token = labels[-1] if labels else START
-            lp, new_state = step_fn(params, xp.asarray([token]), state, image, variant)
+            prev = xp.asarray(labels[-1:]) if labels else None  # None: the step feeds START
+            lp, new_state = step(prev, state, row)
             lp = backend.to_host(lp[0])  # (K + 1,) log-probabilities of the next output
-            allowed = [
-                j for j in range(K + 1) if (j == END and t >= min_labels) or (j != END and t < L and j not in labels)
-            ]
+            K = lp.shape[0] - 1
+            L = grammar.check_options(K, beam_size, max_labels, min_labels)
+            allowed = [j for j in range(K + 1) if grammar.may_follow(j, labels, K, L, min_labels)]
             # Each path is expanded with its B most probable allowed outputs (ties: lowest token).
             for j in sorted(allowed, key=lambda j: (-lp[j], j))[:beam_size]:
                 expansions.append((labels, j, logp + float(lp[j]), new_state))
         for labels, j, total, _ in expansions:  # ended paths go to C
-            if j == END and total > best[1]:
+            if j == K and total > best[1]:
                 best = (labels, total)
-        going_on = [(labels + (j,), total, state) for labels, j, total, state in expansions if j != END]
+        going_on = [(labels + (j,), total, state) for labels, j, total, state in expansions if j != K]
         S = sorted(going_on, key=lambda path: -path[1])[:beam_size]  # stable: ties keep their order
-        if not S or S[0][1] <= best[1]:  # stopping rule: nothing in S can beat the best candidate
+        if S and S[0][1] <= best[1]:  # stopping rule: nothing in S can beat the best candidate
             break
     return best
 
@@ -158,29 +125,22 @@ def beam_search_plain(params, I, beam_size=3, max_labels=None, min_labels=0, var
 # ---------------------------------------------------------------------------
 
 
-def beam_search(params, I, beam_size=3, max_labels=None, min_labels=0, variant="relu", step_fn=None, batch_size=None):
+def beam_search(step, n, beam_size=3, max_labels=None, min_labels=0, batch_size=None):
     """Most probable prediction path of each image (Eq. 6), by beam search (§3.3).
 
-    params: model parameters on the backend (``U_l (K + 2, E)``, ``U_I_x (D, E)``, ... and
-    whatever ``step_fn`` reads); I: (n, D) CNN features on the backend.
+    step: the model's one-step decoder for n images, ``step(prev_tokens, state, rows) ->
+    (log_probs (R, K + 1), state)`` (``rnn.model.make_step``, ``baselines.no_rnn.make_step``;
+    the contract is in ``model.make_step``); n: the number of images;
     beam_size: B, paths kept per step (1 = greedy); max_labels: longest path, default K;
-    min_labels: END is not allowed before this many labels (footnote 1); variant: LSTM variant;
-    step_fn: the model's step, default :func:`cnn_rnn_step`; any function with its signature
-    works (``baselines.no_rnn_step`` for the no-rnn baseline). It must return a fresh
-    (R, K + 1) array (the search masks it in place) and its state as a tuple of arrays
-    whose first axis is the R rows (the search reorders them as paths move in the beam);
+    min_labels: END is not allowed before this many labels (footnote 1);
     batch_size: images searched together (default ``DEFAULT_BATCH`` of the backend).
     Returns a :class:`BeamResult` (the search is described in the module docstring).
     """
-    K = params["U_l"].shape[0] - 2
-    L = check_options(K, beam_size, max_labels, min_labels)
-    step_fn = step_fn or cnn_rnn_step
     batch_size = batch_size or DEFAULT_BATCH[backend.name()]
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    n = I.shape[0]
     parts = [
-        _search(params, I[s : s + batch_size], int(beam_size), L, min_labels, variant, step_fn)
+        _search(step, xp.arange(s, min(s + batch_size, n)), int(beam_size), max_labels, min_labels)
         for s in range(0, max(n, 1), batch_size)
     ]
     if len(parts) == 1:
@@ -188,45 +148,26 @@ def beam_search(params, I, beam_size=3, max_labels=None, min_labels=0, variant="
     return BeamResult(*[xp.concatenate(field) for field in list(zip(*parts))[:-1]], sum(p.step_rows for p in parts))
 
 
-def _mask(lp, labels, logp, no_end, no_labels):
-    """Set the log-probabilities of the outputs a path may not take next to -inf, in place.
-
-    lp: (A, W, K + 1) this step's log-probabilities; labels: (A, W, t) the labels on each
-    path (a label never appears twice); logp: (A, W) the paths' log P, -inf for empty beam
-    slots (all their outputs are masked, so they never produce a path); no_end: END not
-    yet allowed (footnote 1); no_labels: the path is full, only END is left.
-    """
-    A, W, V = lp.shape
-    if labels.shape[2]:
-        lp[xp.arange(A)[:, None, None], xp.arange(W)[None, :, None], labels] = NEG_INF
-    if no_end:
-        lp[:, :, V - 1] = NEG_INF
-    if no_labels:
-        lp[:, :, : V - 1] = NEG_INF
-    lp[logp == NEG_INF] = NEG_INF
-    return lp
-
-
 def _top_outputs(lp, m):
     """The m most probable outputs of every row, best first (ties: lowest token).
 
-    lp: (A, W, V) masked log-probabilities (-inf = not allowed); it is overwritten.
-    Returns (tokens (A, W, m), log-probs (A, W, m)). m repeated argmaxes beat a
-    partial sort by far when m is small (the beam) and V large (the vocabulary).
-    With m == V every output is kept, so they come back in token order, unsorted.
+    lp: (A, width, K + 1) masked log-probabilities (-inf = not allowed); it is overwritten.
+    Returns (tokens (A, width, m), log-probs (A, width, m)). m repeated argmaxes beat a
+    partial sort by far when m is small (the beam) and K + 1 large (the outputs).
+    With m == K + 1 every output is kept, so they come back in token order, unsorted.
     """
-    A, W, V = lp.shape
-    if m == V:
-        return xp.broadcast_to(xp.arange(V), lp.shape), lp
-    flat = lp.reshape(A * W, V)
-    rows = xp.arange(A * W)
+    A, width, n_out = lp.shape
+    if m == n_out:
+        return xp.broadcast_to(xp.arange(n_out), lp.shape), lp
+    flat = lp.reshape(A * width, n_out)
+    rows = xp.arange(A * width)
     tokens, values = [], []
     for _ in range(m):
         j = flat.argmax(axis=1)
         tokens.append(j)
         values.append(flat[rows, j])
         flat[rows, j] = NEG_INF  # a taken output is not picked again
-    return (xp.stack(tokens, axis=1).reshape(A, W, m), xp.stack(values, axis=1).reshape(A, W, m))
+    return (xp.stack(tokens, axis=1).reshape(A, width, m), xp.stack(values, axis=1).reshape(A, width, m))
 
 
 def _argsort_stable(a):
@@ -234,17 +175,20 @@ def _argsort_stable(a):
     return xp.argsort(a, axis=-1) if backend.is_cupy() else xp.argsort(a, axis=-1, kind="stable")
 
 
-def _search(params, I, B, L, min_labels, variant, step_fn):
-    """Beam search for one batch of images (shapes as in :func:`beam_search`).
+def _search(step, images, B, max_labels, min_labels):
+    """Beam search for one batch of images (arguments as in :func:`beam_search`).
 
-    B: beam size; L: longest path; min_labels: END not allowed before that many labels.
+    images: (n,) the ids of this batch's images (the ``rows`` the step knows them by);
+    B: beam size; max_labels, min_labels: the path lengths allowed (``grammar.py``).
     """
-    K = params["U_l"].shape[0] - 2
-    END, START = end_token(K), start_token(K)
-    n = I.shape[0]
+    n = images.shape[0]
+    lp, state = step(None, None, images)  # the first step of every image, from START
+    step_rows = n
+    K = lp.shape[1] - 1  # the step's output width: the K labels and END
+    L = grammar.check_options(K, B, max_labels, min_labels)
+    END = end_token(K)
     M = min(B, K + 1)  # next outputs tried per path
-    image = projection.image_and_bias(I, params)  # (n, E): once per image
-    dt = image.dtype
+    dt = lp.dtype
 
     # The best candidate of C for every image, and the confidences seen so far.
     best_logp = xp.full((n,), NEG_INF, dtype=dt)
@@ -253,26 +197,28 @@ def _search(params, I, B, L, min_labels, variant, step_fn):
     best_steps = xp.zeros((n, L + 1), dtype=dt)
     seen = xp.full((n, K), NEG_INF, dtype=dt)  # best step log-prob of each label
 
-    # S for the images still searching: act (A,) image ids, a grid of A x W paths.
+    # S for the images still searching: act (A,) image positions, a grid of A x width paths.
     act = xp.arange(n)
     logp = xp.zeros((n, 1), dtype=dt)  # log P of each path so far
     path = xp.full((n, 1, L), -1, dtype=xp.int64)  # its labels
+    used = xp.zeros((n, 1, K), dtype=bool)  # the same labels as a mask, for the grammar
     steps = xp.zeros((n, 1, L + 1), dtype=dt)  # its step log-probs
-    tokens = xp.full((n,), START, dtype=xp.int64)
-    state, step_rows = None, 0
+    prev = None  # each path's last label, fed at the next step
 
     for t in range(L + 1):  # t labels on every path in S
-        A, W = logp.shape
+        A, width = logp.shape
         if A == 0:
             break
-        lp, state = step_fn(params, tokens, state, xp.repeat(image[act], W, axis=0), variant)
-        step_rows += A * W
-        lp = _mask(lp.reshape(A, W, K + 1), path[:, :, :t], logp, t < min_labels, t == L)
+        if t:
+            lp, state = step(prev, state, xp.repeat(images[act], width))
+            step_rows += A * width
+        lp = grammar.forbid(lp.reshape(A, width, K + 1), used, t, L, min_labels)
+        lp[logp == NEG_INF] = NEG_INF  # empty beam slots never produce a path
         seen[act] = xp.maximum(seen[act], lp[:, :, :K].max(axis=1))
 
-        # Expand every path with its M most probable allowed outputs: A x (W * M) paths.
+        # Expand every path with its M most probable allowed outputs: A x (width * M) paths.
         nxt, nxt_lp = _top_outputs(lp, M)
-        nxt, nxt_lp = nxt.reshape(A, W * M), nxt_lp.reshape(A, W * M)
+        nxt, nxt_lp = nxt.reshape(A, width * M), nxt_lp.reshape(A, width * M)
         total = xp.repeat(logp, M, axis=1) + nxt_lp  # Eq. 6, in logs
         ends = nxt == END
 
@@ -304,14 +250,17 @@ def _search(params, I, B, L, min_labels, variant, step_fn):
         label = nxt[kk, sel]
         path = path[kk, parent]
         path[:, :, t] = label
+        used = used[kk, parent]
+        # (an empty slot, log P -inf, may hold END: any label marks it, all its outputs are masked)
+        used[xp.arange(keep.size)[:, None], xp.arange(sel.shape[1])[None, :], xp.minimum(label, K - 1)] = True
         steps = steps[kk, parent]
         steps[:, :, t] = nxt_lp[kk, sel]
         logp = new_logp[keep]
-        state = tuple(s[(kk * W + parent).reshape(-1)] for s in state)
-        tokens = label.reshape(-1)
+        state = tuple(s[(kk * width + parent).reshape(-1)] for s in state)
+        prev = label.reshape(-1)
         act = act[keep]
 
-    scores = xp.exp(seen)
+    confidence = xp.exp(seen)
     img_idx, pos = xp.nonzero(xp.arange(L)[None, :] < best_len[:, None])
-    scores[img_idx, best_path[img_idx, pos]] = EMITTED_OFFSET + xp.exp(best_steps[img_idx, pos])
-    return BeamResult(best_path, best_len, best_logp, best_steps, scores, step_rows)
+    confidence[img_idx, best_path[img_idx, pos]] = EMITTED_OFFSET + xp.exp(best_steps[img_idx, pos])
+    return BeamResult(best_path, best_len, best_logp, best_steps, confidence, step_rows)

@@ -23,7 +23,7 @@ loop moves the results to the device.
 import numpy as np
 
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.rnn.tokens import end_token, start_token
+from minicnnrnn.paths.tokens import end_token, start_token
 
 ORDERS = ("freq", "rare", "random", "pla", "mla")  # pla, mla: each image in the model's order (alignment.py)
 
@@ -35,7 +35,7 @@ def label_order(train_labels, how="freq", seed=0):
     how: "freq" (most frequent first, as in the paper), "rare" (least frequent first) or
          "random" (one fixed permutation drawn from ``seed``; the paper's "fixed random order");
          "pla" and "mla" order each image's path anew by the model's predictions
-         (``rnn/alignment.py``): their fixed order is "freq", kept for the record.
+         (``paths/alignment.py``): their fixed order is "freq", kept for the record.
     Returns order: (K,) int64, a permutation of 0..K-1; ``order[0]`` comes first in a path.
     Ties in frequency are broken by label index, so the order is deterministic.
     """

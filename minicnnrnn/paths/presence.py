@@ -35,9 +35,9 @@ softmax renormalised over the allowed outputs. Two ways to compute it:
 sampling otherwise. ``tests/test_presence.py`` checks exact against a brute-force sum over
 all complete paths, and sampling against exact.
 
-``step_fn`` is the model's decoding step with the signature of
-``beam_search.cnn_rnn_step`` (``baselines.no_rnn_step`` for the no-rnn model); ``image``
-is the precomputed Eq. 4 image term. Shapes: n images, K labels, S samples, R rows.
+``step`` is the model's one-step decoder (``rnn.model.make_step``, ``baselines.no_rnn.make_step``;
+its contract is in ``model.make_step``); K is read from the width of its output and the
+allowed outputs come from ``grammar.py``. Shapes: n images, K labels, S samples, R rows.
 """
 
 import math
@@ -46,8 +46,8 @@ import numpy as np
 
 from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
-from minicnnrnn.rnn import beam_search, projection
-from minicnnrnn.rnn.tokens import end_token, start_token
+from minicnnrnn.layers import loss
+from minicnnrnn.paths import grammar, tokens
 
 DEFAULT_SAMPLES = 100
 DEFAULT_EXACT_LIMIT = 500  # model rows per image below which exact enumeration is used
@@ -65,51 +65,40 @@ def n_prefixes(K, max_labels):
 
 
 def _allowed_log_probs(lp, used, t, L, min_labels):
-    """Renormalised log-probabilities of the allowed next outputs (the others -inf), in place.
+    """The model's log-probabilities renormalised over the allowed next outputs (the others -inf).
 
-    lp: (R, K + 1) the model's log-softmax; used: (R, K) bool, labels on the prefix; t: the
-    prefix length; L: longest path; min_labels: END is not allowed while t < min_labels.
+    lp: (R, K + 1) the model's log-softmax (overwritten); used: (R, K) bool, labels on the
+    prefix; t: the prefix length; L: longest path; min_labels: the shortest (``grammar.forbid``).
     """
-    K = lp.shape[1] - 1
-    lp[:, :K][used] = -np.inf
-    if t < min_labels:
-        lp[:, K] = -np.inf
-    if t >= L:
-        lp[:, :K] = -np.inf
-    top = lp.max(axis=1, keepdims=True)
-    lp -= top + xp.log(xp.exp(lp - top).sum(axis=1, keepdims=True))
-    return lp
+    return loss.log_softmax(grammar.forbid(lp, used, t, L, min_labels))
 
 
-def exact_presence(params, image, step_fn, variant="relu", max_labels=None, min_labels=0):
+def exact_presence(step, n, max_labels=None, min_labels=0):
     """P(l in path) of every label, by enumerating all prefixes (module docstring).
 
-    image: (n, E) Eq. 4 image term on the backend. Returns (n, K) float64 host array.
+    step: the one-step decoder of n images. Returns (n, K) float64 host array.
     Rows: :func:`n_prefixes` per image; images are processed in blocks of at most
     ``_ROWS`` rows per step.
     """
-    K = params["U_l"].shape[0] - 2
-    L = K if max_labels is None else int(max_labels)
-    n = image.shape[0]
+    K = tokens.n_labels_of_step(step)
+    L = grammar.longest_path(K, max_labels)
     out = np.zeros((n, K))
     per_image = max(1, math.factorial(K) // math.factorial(K - max(L - 1, 0)))  # prefixes at the widest depth
     block = max(1, _ROWS // per_image)
     for s in range(0, n, block):
-        out[s : s + block] = _exact_block(params, image[s : s + block], step_fn, variant, L, min_labels)
+        out[s : s + block] = _exact_block(step, xp.arange(s, min(s + block, n)), K, L, min_labels)
     return out
 
 
-def _exact_block(params, image, step_fn, variant, L, min_labels):
-    K = params["U_l"].shape[0] - 2
-    n = image.shape[0]
+def _exact_block(step, images, K, L, min_labels):
+    n = images.shape[0]
     presence = xp.zeros((n, K), dtype=xp.float64)
-    owner = xp.arange(n)  # image of each prefix row (sorted)
+    owner = images  # image of each prefix row (sorted)
     logp = xp.zeros(n, dtype=xp.float64)  # log P(prefix)
     used = xp.zeros((n, K), dtype=bool)
-    tokens = xp.full(n, start_token(K), dtype=xp.int64)
-    state = None
+    prev, state = None, None  # None: the step feeds START
     for t in range(L):  # prefixes of t labels; at t == L only END is left
-        lp, state = step_fn(params, tokens, state, image[owner], variant)
+        lp, state = step(prev, state, owner)
         lp = _allowed_log_probs(lp.astype(xp.float64), used, t, L, min_labels)
         joint = logp[:, None] + lp[:, :K]  # log P(prefix, next = l)
         # every image has the same number of prefixes, its rows are consecutive
@@ -120,46 +109,43 @@ def _exact_block(params, image, step_fn, variant, L, min_labels):
         owner, logp = owner[rows], joint[rows, labels]
         used = used[rows]
         used[xp.arange(rows.size), labels] = True
-        tokens = labels
+        prev = labels
         state = tuple(a[rows] for a in state)
     return backend.to_host(presence)
 
 
-def sampled_presence(params, image, step_fn, variant="relu", max_labels=None, min_labels=0, samples=100, seed=0):
+def sampled_presence(step, n, max_labels=None, min_labels=0, samples=100, seed=0):
     """Rao-Blackwellised ancestral-sampling estimate of P(l in path) (module docstring).
 
-    image: (n, E) on the backend; samples: S paths per image; seed: the host generator's
+    step: the one-step decoder of n images; samples: S paths per image; seed: the host generator's
     seed (the same seed gives the same numbers on every backend, to float rounding).
     Returns (presence (n, K), stderr (n, K)) float64 host arrays.
     """
-    K = params["U_l"].shape[0] - 2
-    L = K if max_labels is None else int(max_labels)
-    n = image.shape[0]
+    K = tokens.n_labels_of_step(step)
+    L = grammar.longest_path(K, max_labels)
     rng = np.random.default_rng(seed)
     mean, stderr = np.zeros((n, K)), np.zeros((n, K))
     block = max(1, _ROWS // samples)
     for s in range(0, n, block):
-        m, e = _sampled_block(params, image[s : s + block], step_fn, variant, L, min_labels, samples, rng)
+        m, e = _sampled_block(step, xp.arange(s, min(s + block, n)), K, L, min_labels, samples, rng)
         mean[s : s + block], stderr[s : s + block] = m, e
     return mean, stderr
 
 
-def _sampled_block(params, image, step_fn, variant, L, min_labels, S, rng):
-    K = params["U_l"].shape[0] - 2
-    END = end_token(K)
-    n = image.shape[0]
+def _sampled_block(step, images, K, L, min_labels, S, rng):
+    END = tokens.end_token(K)
+    n = images.shape[0]
     R = n * S
     per_path = xp.zeros((R, K), dtype=xp.float64)  # sum_t P(l | prefix_t) of each sampled path
     alive = xp.arange(R)  # rows whose path has not ended
     used = xp.zeros((R, K), dtype=bool)
-    tokens = xp.full(R, start_token(K), dtype=xp.int64)
-    rows_image = xp.repeat(image, S, axis=0)
-    state = None
+    rows_image = xp.repeat(images, S)  # the image of each sampled path
+    prev, state = None, None  # None: the step feeds START
     for t in range(L + 1):
         u = backend.to_device(rng.random(R))  # drawn for every row, alive or not: fixed stream
         if alive.size == 0:
             continue
-        lp, state = step_fn(params, tokens, state, rows_image[alive], variant)
+        lp, state = step(prev, state, rows_image[alive])
         lp = _allowed_log_probs(lp.astype(xp.float64), used[alive], t, L, min_labels)
         p = xp.exp(lp)
         per_path[alive] += p[:, :K]
@@ -169,8 +155,8 @@ def _sampled_block(params, image, step_fn, variant, L, min_labels, S, rng):
         nxt = xp.where(p[xp.arange(nxt.size), nxt] > 0, nxt, xp.argmax(p, axis=1))
         go = nxt != END
         keep = xp.nonzero(go)[0]
-        alive, tokens = alive[keep], nxt[keep]
-        used[alive, tokens] = True
+        alive, prev = alive[keep], nxt[keep]
+        used[alive, prev] = True
         state = tuple(a[keep] for a in state)
     per_path = backend.to_host(per_path).reshape(n, S, K)
     mean = per_path.mean(axis=1)
@@ -178,27 +164,22 @@ def _sampled_block(params, image, step_fn, variant, L, min_labels, S, rng):
     return mean, sd / math.sqrt(S)
 
 
-def presence(
-    params, I, step_fn=None, variant="relu", max_labels=None, min_labels=0, samples=None, seed=0, exact_limit=None
-):
+def presence(step, n, max_labels=None, min_labels=0, samples=None, seed=0, exact_limit=None):
     """P(l in path | I) of every label for a block of images, exact where cheap.
 
-    params: model parameters on the backend; I: (n, D) CNN features on the backend;
-    step_fn: the model's step (None: ``beam_search.cnn_rnn_step``); max_labels: longest
-    path (None: K); min_labels: shortest path; samples: S for sampling (None:
+    step: the model's one-step decoder of the n images (``model.make_step``); max_labels:
+    longest path (None: K); min_labels: shortest path; samples: S for sampling (None:
     ``DEFAULT_SAMPLES``); seed: sampling seed; exact_limit: enumerate when
     :func:`n_prefixes` is at most this (None: ``DEFAULT_EXACT_LIMIT``).
     Returns (presence (n, K) float64 host, stderr (n, K) host (zeros when exact), method
     "exact" or "sampled").
     """
-    K = params["U_l"].shape[0] - 2
-    L = K if max_labels is None else int(max_labels)
-    step_fn = step_fn or beam_search.cnn_rnn_step
+    K = tokens.n_labels_of_step(step)
+    L = grammar.longest_path(K, max_labels)
     limit = DEFAULT_EXACT_LIMIT if exact_limit is None else exact_limit
-    image = projection.image_and_bias(I, params)
     if n_prefixes(K, L) <= limit:
-        p = exact_presence(params, image, step_fn, variant, L, min_labels)
+        p = exact_presence(step, n, L, min_labels)
         return p, np.zeros_like(p), "exact"
     S = DEFAULT_SAMPLES if samples is None else int(samples)
-    p, err = sampled_presence(params, image, step_fn, variant, L, min_labels, S, seed)
+    p, err = sampled_presence(step, n, L, min_labels, S, seed)
     return p, err, "sampled"

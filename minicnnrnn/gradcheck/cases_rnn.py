@@ -10,21 +10,10 @@ import numpy
 
 from minicnnrnn.core import backend
 from minicnnrnn.core.numgrad import check
+from minicnnrnn.gradcheck.cases_layers import dot, randn
 from minicnnrnn.layers import dropout, loss
-from minicnnrnn.rnn import alignment, embedding, lstm, model, projection, tokens
-
-# ---------------------------------------------------------------------------
-# Small random problems (float64, drawn on the host so every backend agrees).
-# ---------------------------------------------------------------------------
-
-
-def _randn(rng, *shape, scale=1.0):
-    return backend.to_device(rng.standard_normal(shape) * scale, numpy.float64)
-
-
-def _dot(y, G):
-    """The scalar L = sum(y * G) used to check an array-valued layer."""
-    return float((y * G).sum())
+from minicnnrnn.paths import tokens
+from minicnnrnn.rnn import embedding, lstm, model, projection
 
 
 def _lstm_params(rng, E, H, variant):
@@ -47,12 +36,12 @@ def lstm_step_case(variant):
     def case(rng):
         N, E, H = 3, 4, 5
         params = _lstm_params(rng, E, H, variant)
-        w, r_prev = _randn(rng, N, E), _randn(rng, N, H)
-        Go, Gr = _randn(rng, N, H), _randn(rng, N, H)
+        w, r_prev = randn(rng, N, E), randn(rng, N, H)
+        Go, Gr = randn(rng, N, H), randn(rng, N, H)
 
         def f():
             (o, r), _ = lstm.lstm_step_forward(w, r_prev, params, variant)
-            return _dot(o, Go) + _dot(r, Gr)
+            return dot(o, Go) + dot(r, Gr)
 
         _, cache = lstm.lstm_step_forward(w, r_prev, params, variant)
         dw, dr_prev, grads = lstm.lstm_step_backward(Go, Gr, cache)
@@ -67,12 +56,12 @@ def lstm_sequence_case(variant):
     def case(rng):
         T, N, E, H = 4, 3, 4, 5
         params = _lstm_params(rng, E, H, variant)
-        w_seq, G = _randn(rng, T, N, E), _randn(rng, T, N, H)
+        w_seq, G = randn(rng, T, N, E), randn(rng, T, N, H)
         mask = _path_mask([4, 2, 3], T)
-        r0 = _randn(rng, N, H, scale=0.5)
+        r0 = randn(rng, N, H, scale=0.5)
 
         def f():
-            return _dot(lstm.lstm_forward(w_seq, mask, params, variant, r0)[0], G)
+            return dot(lstm.lstm_forward(w_seq, mask, params, variant, r0)[0], G)
 
         _, cache = lstm.lstm_forward(w_seq, mask, params, variant, r0)
         dw_seq, grads = lstm.lstm_backward(G, cache)
@@ -84,9 +73,9 @@ def lstm_sequence_case(variant):
 def embedding_tied_case(rng):
     """Embedding lookup and tied scores sharing one U_l: L = <s(U_l[tokens] * y), G>."""
     V, E, T, N = 6, 4, 3, 2
-    U_l = _randn(rng, V, E)
+    U_l = randn(rng, V, E)
     tokens = backend.to_device(numpy.array([[5, 0], [1, 1], [3, 5]]))  # repeats, START row 5
-    y, G = _randn(rng, T, N, E), _randn(rng, T, N, V - 1)
+    y, G = randn(rng, T, N, E), randn(rng, T, N, V - 1)
 
     def forward():
         w, e_cache = embedding.embed_forward(tokens, U_l)
@@ -96,18 +85,18 @@ def embedding_tied_case(rng):
     w, s, e_cache, s_cache = forward()
     dx, score_grads = embedding.tied_scores_backward(G, s_cache)
     dU_scores, dU_embed = score_grads["U_l"], embedding.embed_backward(dx * y, e_cache)["U_l"]
-    return check(lambda: _dot(forward()[1], G), {"U_l": U_l}, {"U_l": dU_scores + dU_embed})
+    return check(lambda: dot(forward()[1], G), {"U_l": U_l}, {"U_l": dU_scores + dU_embed})
 
 
 def projection_case(rng):
     """Eq. 4 with bias and an inverted-dropout mask."""
     T, N, H, D, E = 3, 2, 4, 5, 3
-    params = {"U_o_x": _randn(rng, H, E), "U_I_x": _randn(rng, D, E), "b_x": _randn(rng, E)}
-    o, I, G = _randn(rng, T, N, H), _randn(rng, N, D), _randn(rng, T, N, E)
+    params = {"U_o_x": randn(rng, H, E), "U_I_x": randn(rng, D, E), "b_x": randn(rng, E)}
+    o, I, G = randn(rng, T, N, H), randn(rng, N, D), randn(rng, T, N, E)
     mask = dropout.make_mask((T, N, E), 0.3, rng, numpy.float64)
 
     def f():
-        return _dot(projection.projection_forward(o, I, params, mask)[0], G)
+        return dot(projection.projection_forward(o, I, params, mask)[0], G)
 
     _, cache = projection.projection_forward(o, I, params, mask)
     do, dI, grads = projection.projection_backward(G, cache)
@@ -117,7 +106,7 @@ def projection_case(rng):
 def softmax_loss_case(rng):
     """Masked softmax cross-entropy; a padded step carries an out-of-range target."""
     T, N, C = 3, 4, 5
-    scores = _randn(rng, T, N, C, scale=3.0)
+    scores = randn(rng, T, N, C, scale=3.0)
     targets = backend.to_device(numpy.array([[0, 1, 2, 3], [4, 4, 0, 1], [2, 99, 3, 0]]))
     mask = _path_mask([3, 2, 3, 1], T)
     _, dscores = loss.softmax_cross_entropy(scores, targets, mask)
@@ -127,7 +116,7 @@ def softmax_loss_case(rng):
 def sigmoid_loss_case(rng):
     """Sigmoid binary cross-entropy with an ignore mask."""
     N, K = 3, 4
-    scores = _randn(rng, N, K, scale=3.0)
+    scores = randn(rng, N, K, scale=3.0)
     y = backend.to_device(rng.random((N, K)) < 0.5, numpy.float64)
     mask = backend.to_device(rng.random((N, K)) < 0.8, numpy.float64)
     _, dscores = loss.sigmoid_cross_entropy(scores, y, mask)
@@ -140,7 +129,7 @@ def path_loss_case(variant):
     def case(rng):
         K, D, E, H, T, N = 4, 5, 3, 4, 3, 3
         params = backend.params_to_device(model.init_params(K, D, E, H, rng, variant, numpy.float64))
-        I = _randn(rng, N, D)
+        I = randn(rng, N, D)
         S, END = tokens.start_token(K), tokens.end_token(K)
         inputs = backend.to_device(numpy.array([[S, S, S], [2, 0, 1], [3, 0, 1]]))
         targets = backend.to_device(numpy.array([[2, 0, 1], [3, END, END], [END, 0, 0]]))
@@ -151,27 +140,6 @@ def path_loss_case(variant):
             return model.path_loss(params, I, inputs, targets, mask, variant, drop)[0]
 
         _, grads = model.path_loss(params, I, inputs, targets, mask, variant, drop)
-        return check(f, params, grads)
-
-    return case
-
-
-def aligned_loss_case(how):
-    """Case function: the path loss on PLA/MLA-aligned paths (alignment.py), the alignment
-    recomputed inside every finite difference (it is piecewise constant in the parameters)."""
-
-    def case(rng):
-        K, D, E, H, N = 5, 4, 3, 4, 3
-        params = backend.params_to_device(model.init_params(K, D, E, H, rng, "relu", numpy.float64))
-        params["U_l"] *= 2.0  # distinct step probabilities: no near-ties in the assignment
-        I = _randn(rng, N, D)
-        labels = numpy.array([[1, 0, 1, 1, 0], [0, 1, 0, 0, 0], [1, 1, 0, 0, 1]])
-        drop = dropout.make_mask((4, N, E), 0.25, rng, numpy.float64)
-
-        def f():
-            return alignment.aligned_path_loss(params, I, labels, how, "relu", drop)[0]
-
-        _, grads = alignment.aligned_path_loss(params, I, labels, how, "relu", drop)
         return check(f, params, grads)
 
     return case
@@ -191,6 +159,4 @@ CASES = [
     ("path loss end to end (relu)", path_loss_case("relu")),
     ("path loss end to end (bounded)", path_loss_case("bounded")),
     ("path loss end to end (conventional)", path_loss_case("conventional")),
-    ("path loss on MLA-aligned paths", aligned_loss_case("mla")),
-    ("path loss on PLA-aligned paths", aligned_loss_case("pla")),
 ]

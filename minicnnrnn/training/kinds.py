@@ -1,4 +1,4 @@
-"""The four models of Table 3 behind one interface: :data:`KINDS`.
+"""The registry of model kinds: the six models of Tables 1-3 behind one interface, :data:`KINDS`.
 
 ``train`` and ``predict`` never ask which model they hold; they look it up,
 ``kind = KINDS[cfg.model]``, and call what the table gives:
@@ -8,7 +8,7 @@
   one mini-batch and its gradients (§3.4);
 * ``kind.decode(cfg, params, I, options) -> Decoded``: the predicted labels of a block of
   images, with their probabilities and a ranking score for every label (the path models:
-  P(label in path), ``rnn/presence.py``; the classifiers: their sigmoid or softmax).
+  P(label in path), ``paths/presence.py``; the classifiers: their sigmoid or softmax).
 
 ========== ====================== ================================= =================================
 kind       parameters             loss of a batch                   decoding
@@ -16,9 +16,10 @@ kind       parameters             loss of a batch                   decoding
 cnn-rnn    ``model.init_params``  softmax cross-entropy of the      beam search (§3.3) of the most
                                   label paths (``model.path_loss``) probable path (Eq. 6)
 no-rnn     ``init_no_rnn``        the same, Eq. 1 replaced by a     the same beam search with
-                                  linear layer (baselines.py)       ``baselines.no_rnn_step``
+                                  linear layer (``no_rnn.py``)      ``no_rnn.make_step``
 bce        ``init_classifier``    one sigmoid per label             the k most confident labels
 softmax    ``init_classifier``    one softmax over the labels       the k most confident labels
+           (``classifiers.py``)
 warp       ``warp.init_warp``     WARP rank loss of linear scores   the k highest scores
                                   (baselines/warp.py, sampled)
 knn        none: ``kind.fit``     none: the training features are   the k labels with most votes of
@@ -38,11 +39,12 @@ import typing
 
 import numpy as np
 
-from minicnnrnn.baselines import knn, warp
+from minicnnrnn.baselines import classifiers, knn, no_rnn, warp
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import dropout, loss
-from minicnnrnn.rnn import alignment, baselines, beam_search, label_paths, model, presence
+from minicnnrnn.paths import alignment, beam_search, label_paths, presence
+from minicnnrnn.rnn import model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +53,7 @@ class DecodeOptions:
     or the k of top-k for classifiers (None: K); min_labels: the shortest path (footnote 1);
     batch_size: images searched together by beam search (None: its backend default);
     ranking: compute the path models' ranking scores P(label in path) (False: only the
-    predicted labels are needed, ``scores`` is then the beam search's confidences);
+    predicted labels are needed, and ``Decoded.ranking`` is None);
     samples, seed: the ancestral sampling of ``presence.presence`` where it is not exact.
     The presence is that of the model's own paths: at most K labels, at least min_labels."""
 
@@ -70,21 +72,24 @@ class Decoded:
 
     labels: (n, L) int64 label indices, padded with -1; lengths: (n,) labels per image;
     probabilities: (n, L) each predicted label's probability (its step probability on the
-    path, or the classifier's confidence); scores: (n, K) a score per label for ranking
-    (MAP@10, AP): P(label in path) for the path models (``presence.presence``), the
-    sigmoid / softmax for the classifiers; end_probability, log_probability: (n,) the
-    probability of END after the path and log P of the whole path (Eq. 6), None for the
-    classifiers; scores_stderr: (n, K) the Monte-Carlo standard error of a sampled presence
-    (zeros where exact), None for the classifiers.
+    path, or the classifier's confidence); ranking: (n, K) a score per label for ranking
+    (MAP@10, AP): P(label in path) for the path models (``presence.presence``; None when
+    ``DecodeOptions.ranking`` is False), the sigmoid / softmax for the classifiers;
+    beam_confidence: (n, K) the beam search's per-label confidences (``BeamResult.confidence``),
+    None for the classifiers; end_probability, log_probability: (n,) the probability of END
+    after the path and log P of the whole path (Eq. 6), None for the classifiers;
+    ranking_stderr: (n, K) the Monte-Carlo standard error of a sampled presence (zeros where
+    exact), None for the classifiers.
     """
 
     labels: np.ndarray
     lengths: np.ndarray
     probabilities: np.ndarray
-    scores: np.ndarray
+    ranking: typing.Optional[np.ndarray]
+    beam_confidence: typing.Optional[np.ndarray] = None
     end_probability: typing.Optional[np.ndarray] = None
     log_probability: typing.Optional[np.ndarray] = None
-    scores_stderr: typing.Optional[np.ndarray] = None
+    ranking_stderr: typing.Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +117,11 @@ def _init_cnn_rnn(cfg, rng):
 
 
 def _init_no_rnn(cfg, rng):
-    return baselines.init_no_rnn(cfg.K, cfg.D, cfg.E, cfg.H, rng)
+    return no_rnn.init_no_rnn(cfg.K, cfg.D, cfg.E, cfg.H, rng)
 
 
 def _init_classifier(cfg, rng):
-    return baselines.init_classifier(cfg.K, cfg.D, cfg.E, rng)
+    return classifiers.init_classifier(cfg.K, cfg.D, cfg.E, rng)
 
 
 # ---------------------------------------------------------------------------
@@ -124,17 +129,17 @@ def _init_classifier(cfg, rng):
 # ---------------------------------------------------------------------------
 
 
-def _path_batch(cfg, labels, order, rng, params=None, I=None, step_fn=None):
+def _path_batch(cfg, labels, order, rng, make_step):
     """The label paths of a batch and their dropout mask, on the device.
 
     labels: (N, K) host 0/1; order: (K,) the training label order. Returns inputs,
     targets, mask (T, N) (label_paths.make_paths; ``mask`` is 1 on the path, 0 on padding)
     and dropout_mask (T, N, E) of 0 and 1/(1-p) for the Eq. 4 output. With
     ``cfg.label_order`` pla or mla each path follows the model's own predictions instead
-    (``alignment.aligned_paths``: params, the batch's features I and the model's step).
+    (``alignment.aligned_paths``, run with the model's one-step decoder ``make_step()``).
     """
     if cfg.label_order in alignment.ALIGNED:
-        paths = alignment.aligned_paths(params, I, labels, cfg.label_order, cfg.variant, step_fn)
+        paths = alignment.aligned_paths(make_step(), labels, cfg.label_order)
     else:
         paths = label_paths.make_paths(labels, order)
     inputs, targets, mask = (backend.to_device(a) for a in paths)
@@ -144,23 +149,21 @@ def _path_batch(cfg, labels, order, rng, params=None, I=None, step_fn=None):
 
 def _cnn_rnn_loss(cfg, params, I, labels, order, rng):
     """Softmax cross-entropy of the paths, summed over their steps and divided by N."""
-    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng, params, I)
-    return model.path_loss(params, I, inputs, targets, mask, cfg.variant, dropout_mask)
+    inputs, targets, mask, drop = _path_batch(cfg, labels, order, rng, lambda: model.make_step(params, I, cfg.variant))
+    return model.path_loss(params, I, inputs, targets, mask, cfg.variant, drop)
 
 
 def _no_rnn_loss(cfg, params, I, labels, order, rng):
     """The same loss as the CNN-RNN's, of the no-rnn scores."""
-    inputs, targets, mask, dropout_mask = _path_batch(cfg, labels, order, rng, params, I, baselines.no_rnn_step)
-    scores, cache = baselines.no_rnn_forward(params, I, inputs, dropout_mask)
-    value, dscores = loss.softmax_cross_entropy(scores, targets, mask)
-    return value, baselines.no_rnn_backward(dscores, cache)
+    paths = _path_batch(cfg, labels, order, rng, lambda: no_rnn.make_step(params, I))
+    return no_rnn.path_loss(params, I, *paths)
 
 
 def _classifier_loss(cfg, params, I, labels, order, rng):
     """bce or softmax (``cfg.model``) on the label sets; the classifiers have no paths,
     so ``order`` is unused. Dropout mask (N, E) on the joint-space layer."""
     dropout_mask = dropout.make_mask((I.shape[0], cfg.E), cfg.dropout, rng)
-    return baselines.classifier_loss(cfg.model, params, I, backend.to_device(labels), dropout_mask)
+    return classifiers.classifier_loss(cfg.model, params, I, backend.to_device(labels), dropout_mask)
 
 
 # ---------------------------------------------------------------------------
@@ -168,29 +171,24 @@ def _classifier_loss(cfg, params, I, labels, order, rng):
 # ---------------------------------------------------------------------------
 
 
-def _decode_path(cfg, params, I, options, step_fn=None):
+def _decode_path(cfg, params, I, options, step):
     """Beam search (§3.3) for the most probable path (Eq. 6) of each image of I (n, D) on
-    the device; ``step_fn``: the model's decoding step (None: the CNN-RNN's,
-    ``beam_search.cnn_rnn_step``)."""
+    the device; ``step``: the model's one-step decoder of these images."""
     result = beam_search.beam_search(
-        params,
-        I,
+        step,
+        I.shape[0],
         options.beam,
         max_labels=options.max_labels,
         min_labels=options.min_labels,
-        variant=cfg.variant,
-        step_fn=step_fn,
         batch_size=options.batch_size,
     )
-    paths, lengths, log_prob, step_log_probs, scores = (backend.to_host(a) for a in result[:5])
+    paths, lengths, log_prob, step_log_probs, confidence = (backend.to_host(a) for a in result[:5])
     step_probs = np.exp(step_log_probs)  # (n, L + 1): the labels' steps, then END's
-    stderr = None
+    ranking = stderr = None
     if options.ranking:  # rank by P(label in path), not by the beam's confidences
-        scores, stderr, _ = presence.presence(
-            params,
-            I,
-            step_fn,
-            cfg.variant,
+        ranking, stderr, _ = presence.presence(
+            step,
+            I.shape[0],
             max_labels=None,
             min_labels=options.min_labels,
             samples=options.samples,
@@ -200,30 +198,36 @@ def _decode_path(cfg, params, I, options, step_fn=None):
         labels=paths,
         lengths=lengths,
         probabilities=step_probs[:, : paths.shape[1]],
-        scores=scores,
+        ranking=ranking,
+        beam_confidence=confidence,
         end_probability=step_probs[np.arange(len(paths)), lengths],
         log_probability=log_prob,
-        scores_stderr=stderr,
+        ranking_stderr=stderr,
     )
+
+
+def _decode_cnn_rnn(cfg, params, I, options):
+    """The beam search with the CNN-RNN's step (``model.make_step``)."""
+    return _decode_path(cfg, params, I, options, model.make_step(params, I, cfg.variant))
 
 
 def _decode_no_rnn_path(cfg, params, I, options):
     """The same beam search, with the no-rnn model's step (no recurrent state)."""
-    return _decode_path(cfg, params, I, options, step_fn=baselines.no_rnn_step)
+    return _decode_path(cfg, params, I, options, no_rnn.make_step(params, I))
 
 
 def _decode_top_k(cfg, params, I, options):
     """The k = ``options.max_labels`` (default K) most confident labels of each image of
     I (n, D) on the device, most confident first (ties: lower label index first)."""
-    raw, _ = baselines.classifier_forward(params, I)
-    confidence = backend.to_host(baselines.classifier_confidence(cfg.model, raw))
+    raw, _ = classifiers.classifier_forward(params, I)
+    confidence = backend.to_host(classifiers.classifier_confidence(cfg.model, raw))
     k = min(options.max_labels or cfg.K, cfg.K)
     top = np.argsort(-confidence, axis=1, kind="stable")[:, :k]
     return Decoded(
         labels=top,
         lengths=np.full(len(top), k),
         probabilities=np.take_along_axis(confidence, top, axis=1),
-        scores=confidence,
+        ranking=confidence,
     )
 
 
@@ -270,7 +274,7 @@ def _decode_knn(cfg, params, I, options):
 
 
 KINDS = {
-    "cnn-rnn": ModelKind("cnn-rnn", "CNN-RNN", True, _init_cnn_rnn, _cnn_rnn_loss, _decode_path),
+    "cnn-rnn": ModelKind("cnn-rnn", "CNN-RNN", True, _init_cnn_rnn, _cnn_rnn_loss, _decode_cnn_rnn),
     "no-rnn": ModelKind("no-rnn", "No RNN", True, _init_no_rnn, _no_rnn_loss, _decode_no_rnn_path),
     "bce": ModelKind("bce", "Binary cross-entropy", False, _init_classifier, _classifier_loss, _decode_top_k),
     "softmax": ModelKind("softmax", "Softmax", False, _init_classifier, _classifier_loss, _decode_top_k),
@@ -287,7 +291,8 @@ def predict_sets(cfg, params, features, batch_size=512, ranking=True):
     features: (n, D) host rows, already normalised (``train_data.Rows``), decoded
     ``batch_size`` at a time; ranking: False skips the path models' presence
     probabilities (model selection needs only the sets). Returns host (pred01 (n, K)
-    uint8, scores (n, K) float32: the ranking scores of ``Decoded.scores``). The presence
+    uint8, scores (n, K) float32: ``Decoded.ranking``, or the beam's confidences where
+    ranking is False). The presence
     samples are seeded by ``cfg.seed`` and the block's position, so the result does not
     depend on anything else.
     """
@@ -307,5 +312,6 @@ def predict_sets(cfg, params, features, batch_size=512, ranking=True):
         decoded = kind.decode(cfg, params, backend.to_device(features[start : start + batch_size]), options)
         rows, cols = np.nonzero(decoded.labels >= 0)
         pred[start + rows, decoded.labels[rows, cols]] = 1
-        scores[start : start + len(decoded.scores)] = decoded.scores
+        ranked = decoded.ranking if decoded.ranking is not None else decoded.beam_confidence
+        scores[start : start + len(ranked)] = ranked
     return pred, scores
