@@ -170,6 +170,9 @@ def phases(params, I, inputs, targets, mask, dropout, opt, steps, floors, clock)
             t = clock()
             state[name] = fn(state)
             best[name][0] = min(best[name][0], clock() - t)
+            if floors[name] is None:
+                best[name][1] = 0.0
+                continue
             t = clock()
             floors[name]()
             best[name][1] = min(best[name][1], clock() - t)
@@ -177,7 +180,7 @@ def phases(params, I, inputs, targets, mask, dropout, opt, steps, floors, clock)
 
 
 def matmul_floors(K, distinct_tokens, grads):
-    """{part: function running the matrix products of that part of our step, alone}.
+    """{part: function running the matrix products of that part of our step alone, or None}.
 
     Same shapes and memory layouts as the code (``.T`` marks a transposed view there
     too), into preallocated outputs: r(0) = 0 leaves T - 1 recurrent products each way
@@ -222,7 +225,7 @@ def matmul_floors(K, distinct_tokens, grads):
 
         return go
 
-    return {part: run(part) for part in PARTS}
+    return {part: run(part) if part in products else None for part in PARTS}
 
 
 def child_torch(K, steps, warmup, threads, device="cpu"):
@@ -313,9 +316,9 @@ def report(K, ours, ref):
     )
     parts = min((r["phases"] for r in ours), key=lambda p: sum(ms for ms, _ in p.values()))  # one round's figures
     print("      numpy step by part, ms / its matrix products alone (floor) = ratio, one round:")
-    for name, (ms, floor) in parts.items():
-        ratio = f" = {ms / floor:.2f}x" if floor > 0 else "  (no products)"
-        print(f"        {name:<9} {ms:7.2f} / {floor:7.2f}{ratio}")
+    for name, (ms, part_floor) in parts.items():
+        ratio = f" = {ms / part_floor:.2f}x" if part_floor > 0 else "  (no products)"
+        print(f"        {name:<9} {ms:7.2f} / {part_floor:7.2f}{ratio}")
     total, total_floor = sum(ms for ms, _ in parts.values()), sum(f for _, f in parts.values())
     print(f"        {'step':<9} {total:7.2f} / {total_floor:7.2f} = {total / total_floor:.2f}x")
     print(f"      numpy threading: {ours[0]['threading']}")
