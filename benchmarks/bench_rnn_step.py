@@ -2,6 +2,7 @@
 
     python benchmarks/bench_rnn_step.py            # vocabularies 81 and 1000, 3 rounds
     python benchmarks/bench_rnn_step.py --steps 50 --vocab 81 --repeat 5 --threads 1
+    python benchmarks/bench_rnn_step.py --threads 1 --clock cpu   # by part, on a shared machine
     python benchmarks/bench_rnn_step.py --device cuda   # ours on CuPy vs torch on the GPU
 
 A step is what ``train`` does per mini-batch: forward through Eq. 2, 1, 4, 5 and the
@@ -19,9 +20,13 @@ subprocesses, one per library, so that they do not fight over the cores:
 
 Each child reports ms per step (median over timed steps after warm-up), minor page
 faults per step (``resource.getrusage``: the cost of large fresh temporaries), and the
-first step's loss (the two must agree: same model). The numpy child also times the bare
-matrix products our step performs (same shapes and memory layouts, preallocated outputs):
-the matmul-bound floor of this implementation on this machine with this BLAS.
+first step's loss (the two must agree: same model). The numpy child also times each part
+of the step (forward, loss, backward, clip, rmsprop) against the bare matrix products that
+part performs (same shapes and memory layouts, preallocated outputs), in turns in one
+process, minimum over the steps: the matmul-bound floor of this implementation on this
+machine with this BLAS, and how far each part is above it. ``--clock cpu`` times the parts
+in process CPU time, which other processes on a shared machine disturb less (use it with
+``--threads 1``: it adds up the time of all threads).
 
 The machine may be shared, so the pair of children runs ``--repeat`` times, alternating;
 the table shows the best median of each and the spread (min-max of the medians) over the
@@ -100,7 +105,7 @@ def threading(threads):
     return "; ".join(libs + env)
 
 
-def child_numpy(K, steps, warmup, threads, device="cpu"):
+def child_numpy(K, steps, warmup, threads, device="cpu", clock="wall"):
     from minicnnrnn.core import backend
     from minicnnrnn.rnn import model
     from minicnnrnn.training import optim
@@ -123,19 +128,30 @@ def child_numpy(K, steps, warmup, threads, device="cpu"):
     ms, faults, first = timed(step, steps, warmup)  # the loss is a float: each step ends synchronised
     if device == "cuda":  # the matmul floor and the phases are CPU measurements
         return {"ms": ms, "faults": faults, "loss": first, "matmul_ms": float("nan"), "phases": {}, "threading": blas}
-    distinct = len(np.unique(inputs))
+    floors = matmul_floors(K, len(np.unique(inputs)), params)  # one gradient per parameter
+    timer = time.process_time if clock == "cpu" else time.perf_counter
+    parts = phases(params, I, inputs, targets, mask, dropout, opt, steps, floors, timer)
     return {
         "ms": ms,
         "faults": faults,
         "loss": first,
-        "matmul_ms": matmul_bound(K, steps, distinct),
-        "phases": phases(params, I, inputs, targets, mask, dropout, opt, steps),
+        "matmul_ms": sum(floor for _, floor in parts.values()),
+        "phases": parts,
         "threading": blas,
     }
 
 
-def phases(params, I, inputs, targets, mask, dropout, opt, steps):
-    """Median ms of each part of the step: where the time goes."""
+PARTS = ("forward", "loss", "backward", "clip", "rmsprop")
+
+
+def phases(params, I, inputs, targets, mask, dropout, opt, steps, floors, clock):
+    """Each part of the step against its own matrix products: {part: (ms, floor ms)}.
+
+    Part and floor are timed in turns, step by step, in this one process, and each keeps
+    its minimum over the steps (``clock``: time.perf_counter or time.process_time), so
+    that a part and its floor see the same load. Parts without a matrix product (the
+    loss, rmsprop) have floor 0.
+    """
     from minicnnrnn.layers import loss
     from minicnnrnn.rnn import model
     from minicnnrnn.training import optim
@@ -147,22 +163,29 @@ def phases(params, I, inputs, targets, mask, dropout, opt, steps):
         "clip": lambda s: optim.clip_by_global_norm(s["backward"], CLIP),
         "rmsprop": lambda s: opt.step(params, s["backward"], LR),
     }
-    times = {name: [] for name in parts}
+    best = {name: [float("inf"), float("inf")] for name in parts}
     for _ in range(steps):
         state = {}
         for name, fn in parts.items():
-            t = time.perf_counter()
+            t = clock()
             state[name] = fn(state)
-            times[name].append(time.perf_counter() - t)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+            best[name][0] = min(best[name][0], clock() - t)
+            if floors[name] is None:
+                best[name][1] = 0.0
+                continue
+            t = clock()
+            floors[name]()
+            best[name][1] = min(best[name][1], clock() - t)
+    return {name: (1e3 * ms, 1e3 * floor) for name, (ms, floor) in best.items()}
 
 
-def matmul_bound(K, steps, distinct_tokens):
-    """ms of the matrix products our step performs, alone, into preallocated outputs.
+def matmul_floors(K, distinct_tokens, grads):
+    """{part: function running the matrix products of that part of our step alone, or None}.
 
     Same shapes and memory layouts as the code (``.T`` marks a transposed view there
-    too): r(0) = 0 leaves T - 1 recurrent products each way and (T - 1) N rows of the
-    U_r gradient; the embedding gradient is a product over the distinct tokens only.
+    too), into preallocated outputs: r(0) = 0 leaves T - 1 recurrent products each way
+    and (T - 1) N rows of the U_r gradient; the embedding gradient is a product over the
+    distinct tokens only; clipping is one dot product per gradient array (``grads``).
     """
     V, M, M1 = K + 2, T * N, (T - 1) * N
     r = np.random.default_rng(1)
@@ -171,30 +194,38 @@ def matmul_bound(K, steps, distinct_tokens):
         return r.standard_normal(shape).astype(np.float32)
 
     U_r = a(H, 4 * H)
-    products = [  # (left, right) operands
-        (a(M, E), a(E, 4 * H)),  # Eq. 1 input half of the gates
-        *[(a(N, H), U_r) for _ in range(T - 1)],  # r(t-1) @ U_r, t = 2 .. T
-        (a(M, H), a(H, E)),
-        (a(N, D), a(D, E)),  # Eq. 4
-        (a(M, E), a(V, E)[: K + 1].T),  # Eq. 5
-        (a(M, K + 1), a(V, E)[: K + 1]),
-        (a(M, K + 1).T, a(M, E)),  # Eq. 5 backward
-        (a(M, H).T, a(M, E)),
-        (a(N, D).T, a(N, E)),
-        (a(M, E), a(H, E).T),  # Eq. 4 backward
-        *[(U_r, a(N, 4 * H).T) for _ in range(T - 1)],  # (U_r @ dz(t).T).T, t = T .. 2
-        (a(M, 4 * H), a(E, 4 * H).T),  # Eq. 1 backward to the inputs
-        (a(M, E).T, a(M, 4 * H)),
-        (a(M1, H).T, a(M1, 4 * H)),  # U_w and U_r gradients
-        (a(M, distinct_tokens).T, a(M, E)),  # Eq. 2 backward (one-hot product)
-    ]
-    outs = [np.empty((x.shape[0], y.shape[1]), np.float32) for x, y in products]
+    products = {
+        "forward": [
+            (a(M, E), a(E, 4 * H)),  # Eq. 1 input half of the gates
+            *[(a(N, H), U_r) for _ in range(T - 1)],  # r(t-1) @ U_r, t = 2 .. T
+            (a(M, H), a(H, E)),
+            (a(N, D), a(D, E)),  # Eq. 4
+            (a(M, E), a(V, E)[: K + 1].T),  # Eq. 5
+        ],
+        "backward": [
+            (a(M, K + 1), a(V, E)[: K + 1]),
+            (a(M, K + 1).T, a(M, E)),  # Eq. 5 backward
+            (a(M, H).T, a(M, E)),
+            (a(N, D).T, a(N, E)),
+            (a(M, E), a(H, E).T),  # Eq. 4 backward
+            *[(U_r, a(N, 4 * H).T) for _ in range(T - 1)],  # (U_r @ dz(t).T).T, t = T .. 2
+            (a(M, 4 * H), a(E, 4 * H).T),  # Eq. 1 backward to the inputs
+            (a(M, E).T, a(M, 4 * H)),
+            (a(M1, H).T, a(M1, 4 * H)),  # U_w and U_r gradients
+            (a(M, distinct_tokens).T, a(M, E)),  # Eq. 2 backward (one-hot product)
+        ],
+        "clip": [(g.reshape(1, -1), g.reshape(-1, 1)) for g in grads.values()],  # global norm
+    }
+    outs = {part: [np.empty((x.shape[0], y.shape[1]), np.float32) for x, y in ps] for part, ps in products.items()}
 
-    def step():
-        for (x, y), o in zip(products, outs):
-            np.matmul(x, y, out=o)
+    def run(part):
+        def go():
+            for (x, y), o in zip(products.get(part, ()), outs.get(part, ())):
+                np.matmul(x, y, out=o)
 
-    return timed(step, steps, 3)[0]
+        return go
+
+    return {part: run(part) if part in products else None for part in PARTS}
 
 
 def child_torch(K, steps, warmup, threads, device="cpu"):
@@ -256,6 +287,8 @@ def run_child(kind, K, args):
         str(args.warmup),
         "--device",
         args.device if kind == "numpy" else (args.torch_device or args.device),
+        "--clock",
+        args.clock,
     ] + (["--threads", str(args.threads)] if args.threads else [])
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if out.returncode != 0:
@@ -281,7 +314,13 @@ def report(K, ours, ref):
     print(
         f"      spread over {len(ours)} rounds: numpy {np_ms:.1f}-{np_worst:.1f} ms, torch {t_ms:.1f}-{t_worst:.1f} ms"
     )
-    print("      numpy step by part (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in best_np["phases"].items()))
+    parts = min((r["phases"] for r in ours), key=lambda p: sum(ms for ms, _ in p.values()))  # one round's figures
+    print("      numpy step by part, ms / its matrix products alone (floor) = ratio, one round:")
+    for name, (ms, part_floor) in parts.items():
+        ratio = f" = {ms / part_floor:.2f}x" if part_floor > 0 else "  (no products)"
+        print(f"        {name:<9} {ms:7.2f} / {part_floor:7.2f}{ratio}")
+    total, total_floor = sum(ms for ms, _ in parts.values()), sum(f for _, f in parts.values())
+    print(f"        {'step':<9} {total:7.2f} / {total_floor:7.2f} = {total / total_floor:.2f}x")
     print(f"      numpy threading: {ours[0]['threading']}")
     print(f"      torch threading: {ref[0]['threading']}")
     if abs(ours[0]["loss"] - ref[0]["loss"]) > 1e-3 * abs(ref[0]["loss"]):
@@ -311,11 +350,20 @@ def main():
         help="cuda: our step on CuPy (--backend cupy) against torch on the GPU",
     )
     ap.add_argument("--torch-device", choices=("cpu", "cuda"), help="where torch runs (default: --device)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="clock of the by-part table: cpu (process time) is steadier on a shared machine with --threads 1",
+    )
     ap.add_argument("--child", choices=("numpy", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        fn = child_numpy if args.child == "numpy" else child_torch
-        print(json.dumps(fn(args.vocab[0], args.steps, args.warmup, args.threads, args.device)))
+        if args.child == "numpy":
+            result = child_numpy(args.vocab[0], args.steps, args.warmup, args.threads, args.device, args.clock)
+        else:
+            result = child_torch(args.vocab[0], args.steps, args.warmup, args.threads, args.device)
+        print(json.dumps(result))
         return
     print(
         f"one training step: batch {N}, {T} steps, D {D}, E {E}, H {H}; median of {args.steps} steps, "

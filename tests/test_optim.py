@@ -74,6 +74,37 @@ def test_subnormal_weights_become_zero():
     np.testing.assert_array_equal(backend.to_host(opt.m["w"]), 0)
 
 
+@pytest.mark.parametrize("block", [7, 64, None])
+def test_fast_update_agrees_with_the_plain_one_bit_for_bit(rng, block):
+    """Blocked, in place, flush folded in: the same float32 operations in the same order as the equations."""
+    tiny = np.finfo(np.float32).tiny
+    shape = (5, 11)  # 55 elements: blocks of 7 leave a partial last block
+    theta = rng.standard_normal(shape).astype(np.float32)
+    theta.flat[:4] = [tiny / 4, -tiny / 1000, 0.0, tiny]  # subnormal, zero and the smallest normal
+    plain = {"theta": theta, "v": np.zeros(shape, np.float32), "m": np.zeros(shape, np.float32)}
+    fast = {k: a.copy() for k, a in plain.items()}
+    scratch = (np.empty(64, np.float32), np.empty(64, np.float32))
+    hyper = (0.9, 0.9, 1e-2, 1e-8)  # decay, momentum, weight decay, eps
+    for step in range(5):
+        grad = rng.standard_normal(shape).astype(np.float32)
+        grad.flat[:4] = 0.0  # the weights that only decay
+        optim.rmsprop_update_plain(plain["theta"], grad, plain["v"], plain["m"], 0.01, *hyper)
+        optim.rmsprop_update(fast["theta"], grad, fast["v"], fast["m"], 0.01, *hyper, scratch, block)
+        for k in plain:
+            assert fast[k].dtype == np.float32
+            np.testing.assert_array_equal(fast[k], plain[k], err_msg=f"{k} after step {step}")
+
+
+def test_a_non_contiguous_parameter_is_updated_in_place(rng):
+    base = rng.standard_normal((6, 4))
+    params, twin = {"W": base.T}, {"W": base.T.copy()}  # a transposed view and its contiguous copy
+    opt, opt_twin = optim.RMSprop(params), optim.RMSprop(twin)
+    grads = {"W": rng.standard_normal((4, 6))}
+    opt.step(params, grads, 0.01)
+    opt_twin.step(twin, grads, 0.01)
+    np.testing.assert_array_equal(base.T, twin["W"])  # the view's memory moved
+
+
 def test_clip_by_global_norm(rng):
     grads = {"a": np.full(4, 3.0), "b": np.array([8.0])}
     # global norm = sqrt(4*9 + 64) = 10

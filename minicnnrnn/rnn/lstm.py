@@ -238,35 +238,42 @@ def _activate_backward(dg, g, variant):
     return dg
 
 
-def _cell_backward(do, dr, g, r_prev, squashed_r, variant, dz, m=None):
+def _cell_backward(do, dr, g, r_prev, squashed_r, variant, dz, m=None, scratch=None):
     """Backward through the output, the state update and the gates of one step.
 
     do: (N, H) gradient w.r.t. o(t); dr: (N, H) gradient w.r.t. r(t) arriving from
     step t + 1; g: (N, 4H) gate values; r_prev: (N, H) r(t-1); squashed_r: (N, H) r(t)
-    (relu, bounded) or tanh(r(t)) (conventional); m: optional (N, 1) mask of this step.
+    (relu, bounded) or tanh(r(t)) (conventional); m: optional (N, 1) mask of this step
+    (0 or 1); scratch: optional pair of (N, H) arrays for the temporaries.
     Writes the pre-activation gradient into ``dz: (N, 4H)`` and returns the
     gradient w.r.t. r(t-1) *without* the path through ``U_r`` (the caller adds
-    ``dz @ U_r.T``, batched over time in the sequence case).
+    ``dz @ U_r.T``, batched over time in the sequence case). ``dr`` is updated in place
+    and returned as that gradient (pass a buffer of your own).
     """
     x, i, f, o_gate = _split(g)
     dx, di, df, do_gate = _split(dz)
+    tmp, dr_m = (scratch[0], scratch[1]) if scratch is not None else (xp.empty_like(dr), xp.empty_like(dr))
     xp.multiply(do, squashed_r, out=do_gate)  # o(t) = squashed_r * o_t
-    do_r = do * o_gate  # ... and its path into r(t)
+    do_r = xp.multiply(do, o_gate, out=tmp)  # ... and its path into r(t)
     if variant == "conventional":
         do_r *= 1.0 - squashed_r**2  # through tanh(r(t))
-    dr = dr + do_r
-    if m is not None:
-        # r(t) = r(t-1) + m * (f * r(t-1) + i * x - r(t-1)): masked rows pass dr on.
-        carry = dr * (1.0 - m)
-        dr = dr * m
-    xp.multiply(dr, i, out=dx)  # r(t) = f * r(t-1) + i * x
-    xp.multiply(dr, x, out=di)
-    xp.multiply(dr, r_prev, out=df)
-    dr_prev = dr * f
-    if m is not None:
-        dr_prev += carry
+    dr += do_r
+    if m is None:
+        dr_m = dr
+    else:
+        # r(t) = r(t-1) + m * (f * r(t-1) + i * x - r(t-1)): the step sees dr * m,
+        # masked rows pass dr * (1 - m) on to r(t-1) unchanged.
+        xp.multiply(dr, m, out=dr_m)
+        dr *= 1.0 - m
+    xp.multiply(dr_m, i, out=dx)  # r(t) = f * r(t-1) + i * x
+    xp.multiply(dr_m, x, out=di)
+    xp.multiply(dr_m, r_prev, out=df)
+    if m is None:
+        dr *= f
+    else:
+        dr += xp.multiply(dr_m, f, out=tmp)  # dL/dr(t-1) = dr m f + dr (1 - m)
     _activate_backward(dz, g, variant)
-    return dr_prev
+    return dr
 
 
 def _weight_grads(inputs, states, dz, params, zero_rows=0):
@@ -305,22 +312,24 @@ def lstm_forward(w_seq, mask, params, variant="relu", r0=None):
     o_seq = xp.empty((T, N, H), dtype=dtype)
     squashed = xp.empty((T, N, H), dtype=dtype) if variant == "conventional" else r[1:]
     recurrent = scratch_array("r @ U_r", (N, 4 * H), dtype)
+    cell = scratch_array("lstm cell forward", (2, N, H), dtype)  # the step's temporaries
+    r_new, ix = cell[0], cell[1]
     for t in range(T):
         if t > 0 or r0 is not None:  # r(0) = 0 adds nothing: skip that product
             xp.matmul(r[t], params["U_r"], out=recurrent)
             g[t] += recurrent
         _activate(g[t], variant)
         x, i, f, o_gate = _split(g[t])
-        r_new = f * r[t]
-        r_new += i * x
+        xp.multiply(f, r[t], out=r_new)
+        r_new += xp.multiply(i, x, out=ix)
         # Padded rows keep r(t-1): r(t) = r(t-1) + m (r_new - r(t-1)).
         r_new -= r[t]
         r_new *= m[t]
         xp.add(r[t], r_new, out=r[t + 1])
-        o, sq = _output(r[t + 1], o_gate, variant)
         if variant == "conventional":
-            squashed[t] = sq
-        xp.multiply(o, m[t], out=o_seq[t])
+            xp.tanh(r[t + 1], out=squashed[t])
+        xp.multiply(squashed[t], o_gate, out=o_seq[t])  # Eq. 1: o(t) = r(t) o_t (or tanh(r(t)) o_t)
+        o_seq[t] *= m[t]
     return o_seq, SequenceCache(w_seq, m, g, r, squashed, params, variant, r0 is None)
 
 
@@ -335,10 +344,12 @@ def lstm_backward(do_seq, cache):
     T, N, E = w_seq.shape
     H = r.shape[-1]
     dz = scratch_array("dz", g.shape, g.dtype)  # (T, N, 4H) gate gradients
-    dr = xp.zeros((N, H), dtype=g.dtype)  # dL/dr(t) from step t + 1
+    dr = xp.zeros((N, H), dtype=g.dtype)  # dL/dr(t) from step t + 1, updated in place
     recurrent_T = scratch_array("U_r @ dz.T", (H, N), g.dtype)
+    cell = scratch_array("lstm cell backward", (2, N, H), g.dtype)  # the step's temporaries
+    do_masked = xp.multiply(do_seq, m, out=scratch_array("do * m", do_seq.shape, g.dtype))  # all steps at once
     for t in reversed(range(T)):
-        dr = _cell_backward(do_seq[t] * m[t], dr, g[t], r[t], squashed[t], variant, dz[t], m[t])
+        _cell_backward(do_masked[t], dr, g[t], r[t], squashed[t], variant, dz[t], m[t], cell)
         if t == 0:
             break  # dL/dr(0) is not returned: skip its product
         # r(t-1) also feeds the gates of step t: dr += dz(t) @ U_r.T. Written as
