@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minicnnrnn import train  # noqa: E402
 from minicnnrnn.core import backend  # noqa: E402
 from minicnnrnn.rnn import lstm  # noqa: E402
-from minicnnrnn.training import config, loop, selection  # noqa: E402
+from minicnnrnn.training import compare, config, loop, selection  # noqa: E402
 from minicnnrnn.training import data as train_data  # noqa: E402
 
 IAPR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "iaprtc12", "iaprtc12.npz")
@@ -102,7 +102,7 @@ def run_seed(dataset, seed, opts, out):
     for order, name in (("freq", "CNN-RNN freq"), (best, "the chosen CNN-RNN")):
         if ("bce", "freq") in results and ("cnn-rnn", order) in results:
             both = {"bce": results[("bce", "freq")], "cnn-rnn": results[("cnn-rnn", order)]}
-            for title, r in train.matched_rows(data, cfg, both).items():
+            for title, r in compare.matched_rows(data, cfg, both).items():
                 # setdefault: the thresholded row does not depend on the order; keep its first copy
                 row = dict(r["metrics"], **{"L/img": r["labels_per_image"]})
                 rows.setdefault(title.replace("CNN-RNN's", name), row)
