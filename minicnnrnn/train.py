@@ -122,7 +122,8 @@ def main(argv=None):
             text, failures = _train_seeds(args, names, outs, base) if args.seeds else _train(args, names, outs)
         print(text if not args.table_only or args.seeds else f"```text\n{text.strip()}\n```")
         seconds = time.perf_counter() - start
-        print(f"total time {seconds:.0f} s (data, training and evaluation)", file=sys.stderr if args.table_only else None)
+        where = sys.stderr if args.table_only else sys.stdout
+        print(f"total time {seconds:.0f} s (data, training and evaluation)", file=where)
         if failures:
             raise UserError("; ".join(failures))
         return 0

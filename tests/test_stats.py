@@ -42,7 +42,9 @@ def test_is_clear_needs_more_than_two_standard_errors():
     assert not stats.is_clear(5.0, float("nan"))
 
 
-@pytest.mark.parametrize("text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("0,1,2", [0, 1, 2]), ("3", [3]), ("0-1,7", [0, 1, 7])])
+@pytest.mark.parametrize(
+    "text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("0,1,2", [0, 1, 2]), ("3", [3]), ("0-1,7", [0, 1, 7])]
+)
 def test_parse_seeds(text, seeds):
     assert stats.parse_seeds(text) == seeds
 

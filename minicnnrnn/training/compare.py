@@ -21,8 +21,8 @@ import os
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics, operating_points, stats
-from minicnnrnn.training import kinds, selection
 from minicnnrnn.training import data as train_data
+from minicnnrnn.training import kinds, selection
 
 LPI = "L/img"  # the table's labels-per-image column
 COLUMNS = metrics.METRIC_KEYS + (LPI,)
