@@ -82,7 +82,7 @@ def blas_words():
 
 def threads_of(command):
     """The BLAS threads a command asks for: its --threads, else the environment, else the default."""
-    m = re.search(r"--threads[ =](\S+)", command)
+    m = re.search(r"--threads[ =](\S+)", command) or re.search(r"(?:OPENBLAS|OMP|MKL)_NUM_THREADS=(\S+)", command)
     if m:
         return m.group(1)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import regenerate  # noqa: E402
 
-NUMBER = re.compile(r"(?<![\w.])\d+\.\d+|±")
+NUMBER = re.compile(r"(?<![\w.§])\d+\.\d+|±")  # not §3.2
 OUTPUT_FENCES = ("", "text", "console", "output")
 EXEMPT = re.compile(r"^<!-- not measured: \S.* -->$")
 DOCS = regenerate.doc_files(ROOT)
@@ -100,13 +100,15 @@ def test_each_command_exists_and_its_options_parse(path, line, command, tmp_path
     where = f"{path}:{line}: {command}"
     assert argv and argv[0] == "python", f"{where}: expected 'python -m MODULE' or 'python SCRIPT'"
     if argv[1] == "-m":
-        module = importlib.import_module(argv[2])
-        assert hasattr(module, "make_parser"), f"{where}: {argv[2]} has no make_parser()"
-        module.make_parser().parse_args(argv[3:])  # SystemExit (exit 2) on an unknown or bad option
-        return
-    script = os.path.join(ROOT, argv[1])
-    assert os.path.isfile(script), f"{where}: {argv[1]} does not exist"
-    done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        module = importlib.import_module(argv[2])  # ModuleNotFoundError: the module does not exist
+        if hasattr(module, "make_parser"):
+            module.make_parser().parse_args(argv[3:])  # SystemExit (exit 2) on an unknown or bad option
+            return
+        target, options = ["-m", argv[2]], argv[3:]
+    else:
+        assert os.path.isfile(os.path.join(ROOT, argv[1])), f"{where}: {argv[1]} does not exist"
+        target, options = [os.path.join(ROOT, argv[1])], argv[2:]
+    done = subprocess.run([sys.executable, *target, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{where}: --help failed: {done.stderr[-300:]}"
-    unknown = [a.split("=")[0] for a in argv[2:] if a.startswith("--") and a.split("=")[0] not in done.stdout]
+    unknown = [a.split("=")[0] for a in options if a.startswith("--") and a.split("=")[0] not in done.stdout]
     assert not unknown, f"{where}: options not in its --help: {unknown}"
