@@ -32,7 +32,7 @@ from minicnnrnn.rnn import lstm
 # The model kinds of Table 3, as training/kinds.py's registry KINDS names them (in its
 # order). Written here so that the config does not import the models: tests/test_config.py
 # checks that both lists agree.
-MODEL_NAMES = ("cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn")
+MODEL_NAMES = ("cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn", "sr-cnn-rnn")
 FEATURE_NORMS = ("l2", "scale", "none")  # --feature-norm (training/data.py: fit_feature_norm)
 AP_MODES = ("voc07", "sklearn")
 
@@ -121,6 +121,18 @@ class RunConfig:
     clip: float = setting(5.0, type=float, help="clip gradients to this global norm (0: off)")
     dropout: float = setting(0.5, type=float, help="dropout on the projection (paper: 0.5)")
     seed: int = setting(0, type=cli.non_negative_int, help="seed of everything random")
+    # The stages of --model sr-cnn-rnn (rnn/semantic.py): concepts alone, then the RNN alone, then both
+    sr_concept_epochs: int = setting(
+        5,
+        type=cli.non_negative_int,
+        help="sr-cnn-rnn: the first epochs train only the concepts, by per-label BCE (stage 1)",
+    )
+    sr_rnn_epochs: int = setting(
+        5,
+        type=cli.non_negative_int,
+        help="sr-cnn-rnn: the next epochs train only the RNN, on the fixed concepts (stage 2); "
+        "later epochs train both (stage 3)",
+    )
     # Model selection: the epoch with the best validation O-F1 + C-F1 is the model
     val_fraction: float = setting(
         0.1,
@@ -241,7 +253,10 @@ def _one_of(names):
 # values pass, a hand-edited checkpoint is what these catch.
 FIELD_RULES = {
     **{key: (lambda v: v >= 1, "must be >= 1") for key in ("K", "D", "E", "H", "batch_size", "beam", "k")},
-    **{key: (lambda v: v >= 0, "must be >= 0") for key in ("epochs", "seed", "min_labels")},
+    **{
+        key: (lambda v: v >= 0, "must be >= 0")
+        for key in ("epochs", "seed", "min_labels", "sr_concept_epochs", "sr_rnn_epochs")
+    },
     "presence_samples": (lambda v: v >= 1, "must be >= 1"),
     "model": _one_of(MODEL_NAMES),
     "variant": _one_of(lstm.VARIANTS),
@@ -368,6 +383,8 @@ def from_args(args, data, norm):
         clip=args.clip,
         dropout=args.dropout,
         seed=args.seed,
+        sr_concept_epochs=args.sr_concept_epochs,
+        sr_rnn_epochs=args.sr_rnn_epochs,
         val_fraction=args.val_fraction,
         tune_decoding=args.tune_decoding,
         beam=args.beam,
