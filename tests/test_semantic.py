@@ -168,3 +168,25 @@ def test_the_epoch_loop_trains_only_the_stages_half(tiny_npz):  # noqa: F811
         loop.run_epoch(cfg, params, opt, data, order, rng, epoch)
         moved = {name for name in params if not np.array_equal(backend.to_host(params[name]), before[name])}
         assert moved == trained, epoch
+
+
+def test_resume_across_a_stage_boundary_matches_the_uninterrupted_run(tiny_npz, tmp_path, monkeypatch):  # noqa: F811
+    args = ["--model", "sr-cnn-rnn", "--sr-concept-epochs", "1", "--sr-rnn-epochs", "1", "--epochs", "3"]
+    args += ["--embed", "8", "--hidden", "16", "--batch-size", "32", "--dataset", f"npz:{tiny_npz}"]
+    train.main([*args, "--out", str(tmp_path / "full")])
+    original = loop.run_epoch
+
+    def interrupted(cfg, params, opt, data, order, rng, epoch, *rest):
+        if epoch == 2:  # the first epoch of stage 3
+            raise KeyboardInterrupt
+        return original(cfg, params, opt, data, order, rng, epoch, *rest)
+
+    monkeypatch.setattr(loop, "run_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.main([*args, "--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(loop, "run_epoch", original)
+    train.main([*args, "--out", str(tmp_path / "cut"), "--resume"])
+    full, cut = (checkpoint.load(tmp_path / x / "checkpoint.npz") for x in ("full", "cut"))
+    for name in full["params"]:
+        np.testing.assert_array_equal(full["params"][name], cut["params"][name])
+    assert (tmp_path / "full" / "metrics.json").read_bytes() == (tmp_path / "cut" / "metrics.json").read_bytes()
