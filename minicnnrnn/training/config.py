@@ -75,7 +75,7 @@ class RunConfig:
     size, E embedding size, H LSTM hidden size."""
 
     # The model (a checkpoint must have these)
-    model: str = setting(default="cnn-rnn", choices=MODEL_NAMES, help="model to train (Table 3)")
+    model: str = setting(default="cnn-rnn", choices=MODEL_NAMES, help="model to train (Table 3; sr-cnn-rnn beyond it)")
     K: int
     D: int
     E: int = setting(default=64, flag="--embed", type=cli.positive_int, help="label embedding size E (§4)")
@@ -121,18 +121,9 @@ class RunConfig:
     clip: float = setting(5.0, type=float, help="clip gradients to this global norm (0: off)")
     dropout: float = setting(0.5, type=float, help="dropout on the projection (paper: 0.5)")
     seed: int = setting(0, type=cli.non_negative_int, help="seed of everything random")
-    # The stages of --model sr-cnn-rnn (rnn/semantic.py): concepts alone, then the RNN alone, then both
-    sr_concept_epochs: int = setting(
-        5,
-        type=cli.non_negative_int,
-        help="sr-cnn-rnn: the first epochs train only the concepts, by per-label BCE (stage 1)",
-    )
-    sr_rnn_epochs: int = setting(
-        5,
-        type=cli.non_negative_int,
-        help="sr-cnn-rnn: the next epochs train only the RNN, on the fixed concepts (stage 2); "
-        "later epochs train both (stage 3)",
-    )
+    # --model sr-cnn-rnn's stages (rnn/semantic.py): concepts alone, then the RNN alone, then both
+    sr_concept_epochs: int = setting(5, type=cli.non_negative_int, help="sr-cnn-rnn: epochs of stage 1 (concepts)")
+    sr_rnn_epochs: int = setting(5, type=cli.non_negative_int, help="sr-cnn-rnn: epochs of stage 2 (RNN); then both")
     # Model selection: the epoch with the best validation O-F1 + C-F1 is the model
     val_fraction: float = setting(
         0.1,
@@ -253,10 +244,8 @@ def _one_of(names):
 # values pass, a hand-edited checkpoint is what these catch.
 FIELD_RULES = {
     **{key: (lambda v: v >= 1, "must be >= 1") for key in ("K", "D", "E", "H", "batch_size", "beam", "k")},
-    **{
-        key: (lambda v: v >= 0, "must be >= 0")
-        for key in ("epochs", "seed", "min_labels", "sr_concept_epochs", "sr_rnn_epochs")
-    },
+    **{key: (lambda v: v >= 0, "must be >= 0") for key in ("epochs", "seed", "min_labels")},
+    **{key: (lambda v: v >= 0, "must be >= 0") for key in ("sr_concept_epochs", "sr_rnn_epochs")},
     "presence_samples": (lambda v: v >= 1, "must be >= 1"),
     "model": _one_of(MODEL_NAMES),
     "variant": _one_of(lstm.VARIANTS),
