@@ -1,13 +1,13 @@
 """Train the CNN-RNN (§3.4) or a Table 3 baseline on fixed CNN features, then evaluate it.
 
     python -m minicnnrnn.train                  # CNN-RNN on the built-in data, prints the table
-    python -m minicnnrnn.train --compare        # CNN-RNN, no-rnn, bce, softmax, WARP and KNN side by side
+    python -m minicnnrnn.train --compare        # CNN-RNN, no-rnn, bce, softmax, WARP, KNN and SR-CNN-RNN side by side
     python -m minicnnrnn.train --dataset npz:feats.npz --out runs/mine
     python -m minicnnrnn.train --dataset voc2007 --root VOCdevkit --features feats/voc2007
 
 This file is the command: it parses the arguments, loads the data, and prints. The work
 is in ``minicnnrnn/training/``: the run's settings (config.py, :class:`RunConfig`), the
-six models behind one table (kinds.py), the loop with its checkpoints and the
+models behind one table (kinds.py), the loop with its checkpoints and the
 evaluation (loop.py), rmsprop and the cosine learning-rate schedule (optim.py), and the
 data (``--dataset``) with the feature normalisation that train and predict share
 (data.py). One epoch: shuffle the training images, and for every mini-batch turn the
@@ -40,7 +40,9 @@ def make_parser():
     and help live there), and the ones that only say where data and outputs are."""
     p = cli.make_parser("python -m minicnnrnn.train", __doc__.split("\n\n")[0])
     config.add_options(p)
-    p.add_argument("--compare", action="store_true", help="train and evaluate all six models")
+    p.add_argument(
+        "--compare", action="store_true", help="train and evaluate every model (the six of Table 3 and sr-cnn-rnn)"
+    )
     p.add_argument(
         "--seeds",
         type=_seeds,
@@ -103,7 +105,7 @@ def main(argv=None):
     args = cli.parse(make_parser(), argv)
     config.check_args(args)  # before any data is loaded
     start = time.perf_counter()
-    names = ("knn", "warp", "softmax", "bce", "no-rnn", "cnn-rnn") if args.compare else (args.model,)
+    names = ("knn", "warp", "softmax", "bce", "no-rnn", "cnn-rnn", "sr-cnn-rnn") if args.compare else (args.model,)
     base = args.out or os.path.join("runs", "compare" if args.compare else args.model)
     if args.seeds:
         outs = compare.seed_outputs(base, names, args.seeds)
