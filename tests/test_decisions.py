@@ -1,6 +1,6 @@
 """Decisions from the model's own path distribution (paths/decisions.py): marginal top-k,
-expected-F1 sets against brute force over all subsets, and the path sampler against
-rnn/presence.py's."""
+expected-F1 sets against brute force over all subsets, and the path sampler that
+paths/presence.py shares."""
 
 import itertools
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import dev
 
-from minicnnrnn.paths import decisions
-from minicnnrnn.rnn import beam_search, model, presence, projection
+from minicnnrnn.paths import decisions, presence
+from minicnnrnn.rnn import model
 
 K, D, E, H = 4, 5, 6, 7
 
@@ -77,44 +77,45 @@ def test_expected_f1_predicts_more_labels_when_paths_are_long():
 
 
 @pytest.fixture(scope="module")
-def setup():
+def step():
     rng = np.random.default_rng(0)
-    params = model.init_params(K, D, E, H, rng)
+    params = model.init_params(K, D, E, H, rng, "relu")
     params = {k: v.astype(np.float64) for k, v in params.items()}
     params["U_l"] *= 3.0  # peaked step distributions
     I = rng.standard_normal((5, D))
-    return dev(params), dev(I)
+    return model.make_step(dev(params), dev(I), "relu")
 
 
 @pytest.mark.parametrize("max_labels,min_labels", [(None, 0), (3, 1), (2, 2)])
-def test_sampler_gives_presence_samples_bit_for_bit(setup, monkeypatch, max_labels, min_labels):
+def test_sampler_gives_presence_samples_bit_for_bit(step, monkeypatch, max_labels, min_labels):
     """The same seed gives presence.sampled_presence's numbers exactly, over several blocks."""
-    params, I = setup
     monkeypatch.setattr(decisions, "_ROWS", 40)  # 20 samples: blocks of 2 images
-    monkeypatch.setattr(presence, "_ROWS", 40)
-    image = projection.image_and_bias(I, params)
-    step = decisions.bind_step(beam_search.cnn_rnn_step, params, image, "relu")
-    got = decisions.sampled_marginals(step, K, 5, samples=20, seed=4, max_labels=max_labels, min_labels=min_labels)
-    want, err = presence.sampled_presence(
-        params, image, beam_search.cnn_rnn_step, "relu", max_labels, min_labels, 20, 4
-    )
+    got = decisions.sampled_marginals(step, 5, samples=20, seed=4, max_labels=max_labels, min_labels=min_labels)
+    want, err = presence.sampled_presence(step, 5, max_labels, min_labels, 20, 4)
     np.testing.assert_array_equal(got.presence, want)
-    np.testing.assert_allclose(got.stderr, err, rtol=1e-12)
+    np.testing.assert_array_equal(got.stderr, err)
     sizes = got.f1_sets.sum(axis=1)
     assert (sizes >= min_labels).all() and (sizes <= (max_labels or K)).all()
     assert (got.expected_f1 > 0).all() and (got.expected_f1 <= 1).all()
 
 
-def test_sampled_sets_follow_the_grammar_and_the_model(setup):
+def test_blocks_are_bounded_by_entries_not_only_rows(monkeypatch):
+    """The block of images shrinks as K grows, so one block's (rows, K + 1) arrays stay
+    within _ELEMENTS entries (the memory bound of docs/limits.md)."""
+    assert decisions.block_images(100, 20) == decisions._ROWS // 100
+    for K in (291, 5000, 10**6):
+        b = decisions.block_images(100, K)
+        assert b >= 1 and (b == 1 or b * 100 * (K + 1) <= decisions._ELEMENTS)
+    assert decisions.block_images(100, 5000) < decisions.block_images(100, 291)
+
+
+def test_sampled_sets_follow_the_grammar_and_the_model(step):
     """Each sampled set obeys the path rules, and label frequencies estimate the exact presence."""
-    params, I = setup
-    image = projection.image_and_bias(I, params)
-    step = decisions.bind_step(beam_search.cnn_rnn_step, params, image, "relu")
     sums, sets = decisions.sample_paths(step, K, np.arange(5), 600, np.random.default_rng(1), 3, 1)
     assert sets.shape == sums.shape == (5, 600, K)
     sizes = sets.sum(axis=2)
     assert sizes.min() >= 1 and sizes.max() <= 3
-    exact = presence.exact_presence(params, image, beam_search.cnn_rnn_step, "relu", 3, 1)
-    for estimate in (sets, sums):  # counts, and the Rao-Blackwell sums of rnn/presence.py
+    exact = presence.exact_presence(step, 5, 3, 1)
+    for estimate in (sets, sums):  # counts, and the Rao-Blackwell sums of paths/presence.py
         err = estimate.std(axis=1, ddof=1) / np.sqrt(600)
         assert (np.abs(estimate.mean(axis=1) - exact) < 5 * err + 1e-9).all()

@@ -27,19 +27,16 @@ losses (docs/inference.md, "Which labels to predict"):
 Both marginals and F1 decisions come from the same samples (:func:`sampled_marginals`), so
 a ranking and the set it ranks never disagree by sampling noise.
 
-**The step protocol.** Decoders here know no model; they call ``step(tokens, state, rows)``:
+**The step protocol.** Decoders here know no model; they call the one-step decoder
+``step(prev_tokens or None, state, rows) -> (log_probs (R, K + 1), state)`` of
+``rnn.model.make_step`` (its contract is there; ``baselines.no_rnn.make_step`` is another).
+Shapes: n images, S sampled paths per image, K labels, R rows, L longest path.
 
-* tokens: (R,) int on the backend, the previous token of each row (START at the first step);
-* state: None at the first step, else the tuple the previous call returned, each entry an
-  (R, ...) array; a row's state is kept by indexing every entry with the same selection;
-* rows: (R,) int on the backend, the image of each row (an index into the images the step
-  closes over);
-* returns (log_probs (R, K + 1), state): the log-softmax of the Eq. 5 scores over the K labels
-  and END, and the new state.
-
-:func:`bind_step` makes one from the step functions of ``rnn/beam_search.py``
-(``cnn_rnn_step``) and ``rnn/baselines.py`` (``no_rnn_step``). Shapes: n images, S sampled
-paths per image, K labels, R rows, L longest path.
+**Cost.** Sampling evaluates the step on S x (path length + 1) rows per image, each row
+(K + 1) wide. Images are sampled in blocks of at most :func:`block_images` so that one
+block's (rows, K) arrays stay within ``_ELEMENTS`` entries whatever K is, and the path
+length is bounded by L (``RunConfig.max_path``: the longest training path plus a margin,
+docs/limits.md), so neither memory nor time grows with K beyond what the data needs.
 """
 
 import collections
@@ -49,26 +46,13 @@ import numpy as np
 
 from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
-from minicnnrnn.rnn.presence import _allowed_log_probs  # the path grammar; paths/grammar.py after the layout change
-from minicnnrnn.rnn.tokens import end_token, start_token
+from minicnnrnn.paths import grammar, tokens
 
-_ROWS = 16384  # sampled rows evaluated together (bounds memory), as in rnn/presence.py
+_ROWS = 16384  # sampled rows evaluated together at most
+_ELEMENTS = 1 << 22  # at most this many (row, output) entries per block: 32 MB per float64 array
 
 PathSamples = collections.namedtuple("PathSamples", "presence_sums sets")
 Marginals = collections.namedtuple("Marginals", "presence stderr f1_sets expected_f1")
-
-
-def bind_step(step_fn, params, image, variant):
-    """A step of the protocol above from a ``step_fn(params, tokens, state, image_rows, variant)``.
-
-    image: (n, E) the precomputed Eq. 4 image term ``I @ U_I_x + b_x`` of every image, on
-    the backend (``projection.image_and_bias``). Returns ``step(tokens, state, rows)``.
-    """
-
-    def step(tokens, state, rows):
-        return step_fn(params, tokens, state, image[rows], variant)
-
-    return step
 
 
 # ---------------------------------------------------------------------------
@@ -147,6 +131,13 @@ def expected_f1_sets(sampled_sets, max_size=None, min_size=0):
 # ---------------------------------------------------------------------------
 
 
+def block_images(samples, K):
+    """Images sampled together: their S rows each of K + 1 outputs fit in ``_ELEMENTS``
+    entries and ``_ROWS`` rows (at least one image)."""
+    rows = min(_ROWS, _ELEMENTS // (K + 1))
+    return max(1, rows // int(samples))
+
+
 def sample_paths(step, K, images, samples, rng, max_labels=None, min_labels=0):
     """S ancestral samples of the path of each image (Eq. 6, under the decoder's grammar).
 
@@ -156,61 +147,77 @@ def sample_paths(step, K, images, samples, rng, max_labels=None, min_labels=0):
     same paths and one block's draws do not depend on another's lengths); max_labels: longest
     path L (None: K); min_labels: shortest path.
     Returns PathSamples(presence_sums (n, S, K) float64 host, the Rao-Blackwell sum
-    ``sum_t P(l | prefix_t)`` of each path (``rnn/presence.py``); sets (n, S, K) bool host,
+    ``sum_t P(l | prefix_t)`` of each path (``paths/presence.py``); sets (n, S, K) bool host,
     the labels on each path).
     """
-    L = K if max_labels is None else int(max_labels)
-    END = end_token(K)
+    L = grammar.longest_path(K, max_labels)
+    END = tokens.end_token(K)
     n, S = len(images), int(samples)
     R = n * S
     owner = backend.to_device(np.repeat(np.asarray(images, dtype=np.int64), S))  # image of each row
     per_path = xp.zeros((R, K), dtype=xp.float64)
     alive = xp.arange(R)  # rows whose path has not ended
     used = xp.zeros((R, K), dtype=bool)  # labels on each path so far
-    tokens = xp.full(R, start_token(K), dtype=xp.int64)
-    state = None
+    prev, state = None, None  # None: the step feeds START
     for t in range(L + 1):
         u = backend.to_device(rng.random(R))  # drawn for every row, alive or not: fixed stream
         if alive.size == 0:
             continue
-        lp, state = step(tokens, state, owner[alive])
-        p = xp.exp(_allowed_log_probs(lp.astype(xp.float64), used[alive], t, L, min_labels))
+        lp, state = step(prev, state, owner[alive])
+        p = xp.exp(grammar.allowed_log_probs(lp.astype(xp.float64), used[alive], t, L, min_labels))
         per_path[alive] += p[:, :K]
         cdf = xp.cumsum(p, axis=1)
         nxt = xp.minimum((cdf < (u[alive] * cdf[:, -1])[:, None]).sum(axis=1), K)
         # a zero-probability output can never be drawn: step past it to the most probable one
         nxt = xp.where(p[xp.arange(nxt.size), nxt] > 0, nxt, xp.argmax(p, axis=1))
         keep = xp.nonzero(nxt != END)[0]
-        alive, tokens = alive[keep], nxt[keep]
-        used[alive, tokens] = True
+        alive, prev = alive[keep], nxt[keep]
+        used[alive, prev] = True
         state = tuple(a[keep] for a in state)
     return PathSamples(backend.to_host(per_path).reshape(n, S, K), backend.to_host(used).reshape(n, S, K))
 
 
-def sampled_marginals(
-    step, K, n, samples=100, seed=0, max_labels=None, min_labels=0, f1_max_size=None, f1_min_size=None
-):
+def sampled_blocks(step, n, max_labels=None, min_labels=0, samples=100, seed=0):
+    """The samples of n images, a block at a time: yields (images (b,) host int, PathSamples).
+
+    One host generator seeded by ``seed`` draws every block in turn, so the samples depend
+    on the seed, n and the block size (:func:`block_images`) only; ``presence.sampled_presence``
+    and :func:`sampled_marginals` read the same samples."""
+    K = tokens.n_labels_of_step(step)
+    L = grammar.longest_path(K, max_labels)
+    rng = np.random.default_rng(seed)
+    block = block_images(samples, K)
+    for s in range(0, n, block):
+        images = np.arange(s, min(s + block, n))
+        yield images, sample_paths(step, K, images, samples, rng, L, min_labels)
+
+
+def mean_and_stderr(presence_sums):
+    """P(l in path) and its standard error from the per-path sums (b, S, K) of one block:
+    (mean (b, K), stderr (b, K); zeros when S = 1)."""
+    S = presence_sums.shape[1]
+    mean = presence_sums.mean(axis=1)
+    sd = presence_sums.std(axis=1, ddof=1) if S > 1 else np.zeros_like(mean)
+    return mean, sd / math.sqrt(S)
+
+
+def sampled_marginals(step, n, samples=100, seed=0, max_labels=None, min_labels=0, f1_max_size=None, f1_min_size=None):
     """P(l in path), its standard error and the expected-F1 sets of n images, from one set of samples.
 
     step: the protocol above, over n images; samples: S paths per image; seed: the host
     generator's seed; max_labels, min_labels: the path grammar; f1_max_size, f1_min_size:
     the set sizes :func:`expected_f1_sets` considers (None: max_labels (K) and min_labels).
-    Images are sampled in blocks of ``_ROWS // S`` from one generator, so the presence equals
-    ``presence.sampled_presence`` with the same seed.
+    The presence equals ``presence.sampled_presence`` with the same seed, bit for bit (the
+    same :func:`sampled_blocks`).
     Returns Marginals(presence (n, K), stderr (n, K), f1_sets (n, K) uint8, expected_f1 (n,)),
     all float64 / uint8 host arrays.
     """
-    L = K if max_labels is None else int(max_labels)
+    K = tokens.n_labels_of_step(step)
+    L = grammar.longest_path(K, max_labels)
     max_size = L if f1_max_size is None else f1_max_size
     min_size = min_labels if f1_min_size is None else f1_min_size
-    rng = np.random.default_rng(seed)
     out = Marginals(np.zeros((n, K)), np.zeros((n, K)), np.zeros((n, K), np.uint8), np.zeros(n))
-    block = max(1, _ROWS // samples)
-    for s in range(0, n, block):
-        images = np.arange(s, min(s + block, n))
-        sums, sets = sample_paths(step, K, images, samples, rng, L, min_labels)
-        out.presence[images] = sums.mean(axis=1)
-        if samples > 1:
-            out.stderr[images] = sums.std(axis=1, ddof=1) / math.sqrt(samples)
+    for images, (sums, sets) in sampled_blocks(step, n, L, min_labels, samples, seed):
+        out.presence[images], out.stderr[images] = mean_and_stderr(sums)
         out.f1_sets[images], out.expected_f1[images] = expected_f1_sets(sets, max_size, min_size)
     return out
