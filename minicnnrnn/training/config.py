@@ -35,6 +35,10 @@ from minicnnrnn.rnn import lstm
 MODEL_NAMES = ("cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn")
 FEATURE_NORMS = ("l2", "scale", "none")  # --feature-norm (training/data.py: fit_feature_norm)
 AP_MODES = ("voc07", "sklearn")
+# --decode (training/kinds.py, docs/inference.md "Which labels to predict"): the path models'
+# label set from the most probable path (§3.3, the paper's), the k labels of highest
+# P(label in path), or the expected-F1 set; auto: chosen on the validation split.
+DECODINGS = ("auto", "path", "marginal", "marginal-f1")
 
 # Settings a --resume must share with the checkpoint (the others may change, e.g. --epochs).
 RESUME_KEYS = (
@@ -58,6 +62,8 @@ MIGRATION = {
     "val_fraction": 0.0,  # no validation split: the last epoch was the model
     "tune_decoding": False,  # beam and min_labels as given
     "presence_samples": 100,  # the sample count P(label in path) was first computed with
+    "decode": "path",  # the most probable path (beam search, §3.3)
+    "max_path": None,  # P(label in path) over paths of up to K labels
 }
 
 
@@ -131,8 +137,18 @@ class RunConfig:
     tune_decoding: bool = setting(
         False,
         action="store_true",
-        help="path models: also choose the beam width (--beam or 5) and the shortest path "
-        "(0 .. k labels) on the validation split, after training",
+        help="path models with --decode path: also choose the beam width (--beam or 5) and the "
+        "shortest path (0 .. k labels) on the validation split, after training (--decode auto does this too)",
+    )
+    decode: str = setting(
+        "auto",
+        choices=DECODINGS,
+        help="path models' label sets: path = the most probable path by beam search (§3.3; with the "
+        "default --beam and --min-labels this is the paper's protocol), marginal = the k labels of "
+        "highest P(label in path), marginal-f1 = per image the set of highest expected F1 under the "
+        "model's sampled paths, auto = chosen on the validation split after training (with beam and "
+        "shortest path; path when there is no split), stored in the checkpoint for predict "
+        "(docs/inference.md)",
     )
     # Decoding and evaluation (§3.3, §4.1)
     beam: int = setting(3, type=cli.positive_int, help="beam width B of the search (§3.3)")
@@ -159,6 +175,12 @@ class RunConfig:
         type=cli.positive_int,
         help="sampled paths per test image for the path models' ranking scores P(label in path), "
         "where exact enumeration is too costly (docs/training.md)",
+    )
+    max_path: typing.Optional[int] = setting(  # None in a checkpoint: K (before the bound existed)
+        None,
+        type=cli.positive_int,
+        help="longest path of the path models' P(label in path) and marginal decodings (its cost grows "
+        "with it); default: twice the longest training path plus k, at most K (docs/limits.md)",
     )
 
     def to_dict(self):
@@ -204,6 +226,8 @@ class RunConfig:
             bad("k", f"must be at most K = {self.K}")
         if self.min_labels > self.k:
             bad("min_labels", f"must be at most k = {self.k}")
+        if self.max_path is not None and not self.k <= self.max_path <= self.K:
+            bad("max_path", f"must be between k = {self.k} and K = {self.K}")
         if self.tune_decoding and self.val_fraction == 0:
             bad("tune_decoding", "needs a validation split (--val-fraction > 0)")
         norm = self.feature_norm
@@ -247,6 +271,8 @@ FIELD_RULES = {
     "variant": _one_of(lstm.VARIANTS),
     "label_order": _one_of(label_paths.ORDERS),
     "ap_mode": _one_of(AP_MODES),
+    "decode": _one_of(DECODINGS),
+    "max_path": (lambda v: v is None or v >= 1, "must be >= 1 or null"),
     "lr": (_positive, "must be a positive finite number"),
     # None: the variant's default (from_args), or a checkpoint from before the setting
     "recurrent_lr_scale": (lambda v: v is None or _positive(v), "must be a positive finite number or null"),
@@ -375,6 +401,17 @@ def from_args(args, data, norm):
         min_labels=min_labels,
         ap_mode=args.ap_mode or proto["ap_mode"],
         presence_samples=args.presence_samples,
+        decode="path" if args.decode == "auto" and args.val_fraction == 0 else args.decode,
+        max_path=min(K, args.max_path or default_max_path(data.train_labels, k)),
     )
     cfg.validate()
     return cfg
+
+
+def default_max_path(train_labels, k):
+    """The longest path the path models' ranking and marginal decodings sample: twice the
+    longest training path plus k. A model never saw a longer path, so its mass beyond this is
+    negligible, and the bound keeps the cost of P(label in path) from growing with K
+    (docs/limits.md). train_labels: (N, K) 0/1."""
+    lengths = numpy.asarray(train_labels).sum(axis=1)
+    return 2 * int(lengths.max(initial=0)) + int(k)

@@ -13,9 +13,10 @@
 ========== ====================== ================================= =================================
 kind       parameters             loss of a batch                   decoding
 ========== ====================== ================================= =================================
-cnn-rnn    ``model.init_params``  softmax cross-entropy of the      beam search (§3.3) of the most
-                                  label paths (``model.path_loss``) probable path (Eq. 6)
-no-rnn     ``init_no_rnn``        the same, Eq. 1 replaced by a     the same beam search with
+cnn-rnn    ``model.init_params``  softmax cross-entropy of the      ``--decode``: beam search (§3.3)
+                                  label paths (``model.path_loss``) of the most probable path (Eq. 6)
+                                                                    or a decision from P(l in path)
+no-rnn     ``init_no_rnn``        the same, Eq. 1 replaced by a     the same decodings with
                                   linear layer (``no_rnn.py``)      ``no_rnn.make_step``
 bce        ``init_classifier``    one sigmoid per label             the k most confident labels
 softmax    ``init_classifier``    one softmax over the labels       the k most confident labels
@@ -25,6 +26,12 @@ warp       ``warp.init_warp``     WARP rank loss of linear scores   the k highes
 knn        none: ``kind.fit``     none: the training features are   the k labels with most votes of
            (``knn.fit_knn``)      stored, k chosen by leave-one-out the nearest training images
 ========== ====================== ================================= =================================
+
+The path models decode with :func:`decode_path` (``DecodeOptions.decode``): ``path``, the
+most probable path by beam search; ``marginal``, the k labels of highest P(label in path);
+``marginal-f1``, per image the set of highest expected F1 under the model's sampled paths
+(``paths/decisions.py``; docs/inference.md, "Which labels to predict"). A new path model
+(e.g. sr-cnn-rnn) gets all three by calling ``decode_path`` with its own one-step decoder.
 
 A kind with a ``fit`` (``fit(cfg, data, rng) -> params``, knn) is not trained by the
 epoch loop: ``loop.fit`` calls it once instead.
@@ -43,7 +50,7 @@ from minicnnrnn.baselines import classifiers, knn, no_rnn, warp
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import dropout, loss
-from minicnnrnn.paths import alignment, beam_search, label_paths, presence
+from minicnnrnn.paths import alignment, beam_search, decisions, label_paths, presence, tokens
 from minicnnrnn.rnn import model
 
 
@@ -54,8 +61,12 @@ class DecodeOptions:
     batch_size: images searched together by beam search (None: its backend default);
     ranking: compute the path models' ranking scores P(label in path) (False: only the
     predicted labels are needed, and ``Decoded.ranking`` is None);
-    samples, seed: the ancestral sampling of ``presence.presence`` where it is not exact.
-    The presence is that of the model's own paths: at most K labels, at least min_labels."""
+    samples, seed: the ancestral sampling of ``presence.presence`` where it is not exact;
+    decode: the path models' decision (``config.DECODINGS``; auto, not yet chosen, decodes the
+    path); path_limit: the longest path of the presence and the marginal decodings (None: K;
+    ``RunConfig.max_path``). The presence is that of the model's own paths: at most
+    path_limit labels, at least min_labels. The marginal decodings predict at most max_labels
+    labels (None: K)."""
 
     beam: int = 3
     max_labels: typing.Optional[int] = None
@@ -64,6 +75,8 @@ class DecodeOptions:
     ranking: bool = True
     samples: int = presence.DEFAULT_SAMPLES
     seed: int = 0
+    decode: str = "path"
+    path_limit: typing.Optional[int] = None
 
 
 @dataclasses.dataclass
@@ -72,12 +85,14 @@ class Decoded:
 
     labels: (n, L) int64 label indices, padded with -1; lengths: (n,) labels per image;
     probabilities: (n, L) each predicted label's probability (its step probability on the
-    path, or the classifier's confidence); ranking: (n, K) a score per label for ranking
-    (MAP@10, AP): P(label in path) for the path models (``presence.presence``; None when
+    path, P(label in path) for the marginal decodings, or the classifier's confidence);
+    ranking: (n, K) a score per label for ranking (MAP@10, AP): P(label in path) for the
+    path models (``presence.presence``; None when
     ``DecodeOptions.ranking`` is False), the sigmoid / softmax for the classifiers;
     beam_confidence: (n, K) the beam search's per-label confidences (``BeamResult.confidence``),
     None for the classifiers; end_probability, log_probability: (n,) the probability of END
-    after the path and log P of the whole path (Eq. 6), None for the classifiers;
+    after the path and log P of the whole path (Eq. 6), None for the classifiers and the
+    marginal decodings;
     ranking_stderr: (n, K) the Monte-Carlo standard error of a sampled presence (zeros where
     exact), None for the classifiers.
     """
@@ -171,12 +186,35 @@ def _classifier_loss(cfg, params, I, labels, order, rng):
 # ---------------------------------------------------------------------------
 
 
-def _decode_path(cfg, params, I, options, step):
-    """Beam search (§3.3) for the most probable path (Eq. 6) of each image of I (n, D) on
-    the device; ``step``: the model's one-step decoder of these images."""
+def decode_path(options, step, n):
+    """The labels of n images of a path model, as ``options.decode`` says: the most probable
+    path (beam search, §3.3) or a decision from the model's P(label in path) (marginal,
+    marginal-f1). step: the model's one-step decoder of these images (``model.make_step``)."""
+    if options.decode in ("marginal", "marginal-f1"):
+        return _decode_marginal(options, step, n)
+    return _decode_beam(options, step, n)
+
+
+def _ranking(options, step, n):
+    """(P(label in path) (n, K), its standard error) under the options' grammar, or (None, None)."""
+    if not options.ranking:
+        return None, None
+    ranking, stderr, _ = presence.presence(
+        step,
+        n,
+        max_labels=options.path_limit,
+        min_labels=options.min_labels,
+        samples=options.samples,
+        seed=options.seed,
+    )
+    return ranking, stderr
+
+
+def _decode_beam(options, step, n):
+    """Beam search (§3.3) for the most probable path (Eq. 6) of each of the n images."""
     result = beam_search.beam_search(
         step,
-        I.shape[0],
+        n,
         options.beam,
         max_labels=options.max_labels,
         min_labels=options.min_labels,
@@ -184,16 +222,7 @@ def _decode_path(cfg, params, I, options, step):
     )
     paths, lengths, log_prob, step_log_probs, confidence = (backend.to_host(a) for a in result[:5])
     step_probs = np.exp(step_log_probs)  # (n, L + 1): the labels' steps, then END's
-    ranking = stderr = None
-    if options.ranking:  # rank by P(label in path), not by the beam's confidences
-        ranking, stderr, _ = presence.presence(
-            step,
-            I.shape[0],
-            max_labels=None,
-            min_labels=options.min_labels,
-            samples=options.samples,
-            seed=options.seed,
-        )
+    ranking, stderr = _ranking(options, step, n)  # rank by P(label in path), not by the beam's confidences
     return Decoded(
         labels=paths,
         lengths=lengths,
@@ -206,14 +235,34 @@ def _decode_path(cfg, params, I, options, step):
     )
 
 
+def _decode_marginal(options, step, n):
+    """marginal: the k = ``options.max_labels`` labels of highest P(label in path) (exact where
+    cheap); marginal-f1: the expected-F1 set of at least min_labels and at most k labels from
+    the sampled paths, whose Rao-Blackwell sums are also the ranking (one set of samples)."""
+    K = tokens.n_labels_of_step(step)
+    k = min(options.max_labels or K, K)
+    if options.decode == "marginal":
+        ranking, stderr = _ranking(dataclasses.replace(options, ranking=True), step, n)
+        labels = decisions.top_k_marginal(ranking, k)
+        lengths = np.full(n, labels.shape[1], dtype=np.int64)
+    else:
+        m = decisions.sampled_marginals(
+            step, n, options.samples, options.seed, options.path_limit, options.min_labels, k, options.min_labels
+        )
+        ranking, stderr = m.presence, m.stderr
+        labels, lengths = decisions.ordered_labels(m.f1_sets, ranking)
+    probabilities = np.where(labels >= 0, np.take_along_axis(ranking, np.maximum(labels, 0), axis=1), 0.0)
+    return Decoded(labels, lengths, probabilities, ranking, ranking_stderr=stderr)
+
+
 def _decode_cnn_rnn(cfg, params, I, options):
-    """The beam search with the CNN-RNN's step (``model.make_step``)."""
-    return _decode_path(cfg, params, I, options, model.make_step(params, I, cfg.variant))
+    """The CNN-RNN's decodings with its step (``model.make_step``)."""
+    return decode_path(options, model.make_step(params, I, cfg.variant), I.shape[0])
 
 
 def _decode_no_rnn_path(cfg, params, I, options):
-    """The same beam search, with the no-rnn model's step (no recurrent state)."""
-    return _decode_path(cfg, params, I, options, no_rnn.make_step(params, I))
+    """The same decodings, with the no-rnn model's step (no recurrent state)."""
+    return decode_path(options, no_rnn.make_step(params, I), I.shape[0])
 
 
 def _decode_top_k(cfg, params, I, options):
@@ -285,8 +334,9 @@ KINDS = {
 
 def predict_sets(cfg, params, features, batch_size=512, ranking=True):
     """The label set of every image, for the metrics (§4.1): path models predict the labels
-    of their beam-search path (at most ``cfg.k``, at least ``cfg.min_labels``), classifiers
-    their ``cfg.k`` most confident labels.
+    that ``cfg.decode`` chooses (at most ``cfg.k``, at least ``cfg.min_labels``: the
+    beam-search path, or a decision from P(label in path)), classifiers their ``cfg.k`` most
+    confident labels.
 
     features: (n, D) host rows, already normalised (``train_data.Rows``), decoded
     ``batch_size`` at a time; ranking: False skips the path models' presence
@@ -308,6 +358,8 @@ def predict_sets(cfg, params, features, batch_size=512, ranking=True):
             ranking,
             samples=cfg.presence_samples,
             seed=cfg.seed * 1_000_003 + start,
+            decode=cfg.decode,
+            path_limit=cfg.max_path,
         )
         decoded = kind.decode(cfg, params, backend.to_device(features[start : start + batch_size]), options)
         rows, cols = np.nonzero(decoded.labels >= 0)
