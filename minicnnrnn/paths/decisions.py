@@ -6,7 +6,7 @@ expected 0/1 loss on the set. Two other decisions use the same distribution for 
 losses (docs/inference.md, "Which labels to predict"):
 
 * **marginal top-k** (:func:`top_k_marginal`): the k labels of highest
-  ``P(l in path | I)`` (``rnn/presence.py``). By linearity of expectation the expected
+  ``P(l in path | I)`` (``paths/presence.py``). By linearity of expectation the expected
   number of correct labels of a set A is ``sum_{l in A} P(l in path)``, so at a fixed size
   k these k labels maximise it (minimum Bayes risk for that gain)::
 

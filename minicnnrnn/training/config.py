@@ -35,9 +35,7 @@ from minicnnrnn.rnn import lstm
 MODEL_NAMES = ("cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn")
 FEATURE_NORMS = ("l2", "scale", "none")  # --feature-norm (training/data.py: fit_feature_norm)
 AP_MODES = ("voc07", "sklearn")
-# --decode (training/kinds.py, docs/inference.md "Which labels to predict"): the path models'
-# label set from the most probable path (§3.3, the paper's), the k labels of highest
-# P(label in path), or the expected-F1 set; auto: chosen on the validation split.
+# --decode (training/kinds.py, docs/inference.md "Which labels to predict"); auto: chosen on validation
 DECODINGS = ("auto", "path", "marginal", "marginal-f1")
 
 # Settings a --resume must share with the checkpoint (the others may change, e.g. --epochs).
@@ -137,18 +135,16 @@ class RunConfig:
     tune_decoding: bool = setting(
         False,
         action="store_true",
-        help="path models with --decode path: also choose the beam width (--beam or 5) and the "
-        "shortest path (0 .. k labels) on the validation split, after training (--decode auto does this too)",
+        help="path models, --decode path: also choose the beam width (--beam or 5) and the shortest path "
+        "(0 .. k labels) on validation, after training (as --decode auto does)",
     )
     decode: str = setting(
         "auto",
         choices=DECODINGS,
-        help="path models' label sets: path = the most probable path by beam search (§3.3; with the "
-        "default --beam and --min-labels this is the paper's protocol), marginal = the k labels of "
-        "highest P(label in path), marginal-f1 = per image the set of highest expected F1 under the "
-        "model's sampled paths, auto = chosen on the validation split after training (with beam and "
-        "shortest path; path when there is no split), stored in the checkpoint for predict "
-        "(docs/inference.md)",
+        help="path models' label sets: path = the most probable path (§3.3, the paper's protocol), "
+        "marginal = the k labels of highest P(label in path), marginal-f1 = the expected-F1 set of the "
+        "sampled paths, auto = chosen on validation with beam and shortest path (path without a split), "
+        "stored in the checkpoint for predict (docs/inference.md)",
     )
     # Decoding and evaluation (§3.3, §4.1)
     beam: int = setting(3, type=cli.positive_int, help="beam width B of the search (§3.3)")
@@ -176,12 +172,7 @@ class RunConfig:
         help="sampled paths per test image for the path models' ranking scores P(label in path), "
         "where exact enumeration is too costly (docs/training.md)",
     )
-    max_path: typing.Optional[int] = setting(  # None in a checkpoint: K (before the bound existed)
-        None,
-        type=cli.positive_int,
-        help="longest path of the path models' P(label in path) and marginal decodings (its cost grows "
-        "with it); default: twice the longest training path plus k, at most K (docs/limits.md)",
-    )
+    max_path: typing.Optional[int] = setting(None, type=cli.positive_int, help="longest sampled path (docs/limits.md)")
 
     def to_dict(self):
         """The plain, JSON-able dict a checkpoint stores."""
@@ -402,16 +393,7 @@ def from_args(args, data, norm):
         ap_mode=args.ap_mode or proto["ap_mode"],
         presence_samples=args.presence_samples,
         decode="path" if args.decode == "auto" and args.val_fraction == 0 else args.decode,
-        max_path=min(K, args.max_path or default_max_path(data.train_labels, k)),
+        max_path=min(K, args.max_path or label_paths.sampling_bound(data.train_labels, k)),
     )
     cfg.validate()
     return cfg
-
-
-def default_max_path(train_labels, k):
-    """The longest path the path models' ranking and marginal decodings sample: twice the
-    longest training path plus k. A model never saw a longer path, so its mass beyond this is
-    negligible, and the bound keeps the cost of P(label in path) from growing with K
-    (docs/limits.md). train_labels: (N, K) 0/1."""
-    lengths = numpy.asarray(train_labels).sum(axis=1)
-    return 2 * int(lengths.max(initial=0)) + int(k)
