@@ -14,7 +14,7 @@ import pytest
 from minicnnrnn import predict, train
 from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
-from minicnnrnn.paths import beam_search, decisions, grammar, presence
+from minicnnrnn.paths import beam_search, decisions, grammar, label_paths, presence
 from minicnnrnn.training import checkpoint, config, kinds, selection
 
 # Each image's step distribution over labels a, b, c and END: FIRST at the first step, NEXT
@@ -209,3 +209,11 @@ def test_train_with_5000_labels_bounds_its_paths(tmp_path):
     assert cfg.max_path == 2 * longest + 3 < K5
     assert time.perf_counter() - start < 300
     assert dataclasses.replace(cfg, max_path=None).max_path is None
+
+
+def test_sampling_bound_is_twice_the_longest_training_path_plus_k_at_most_K():
+    labels = np.zeros((4, 30), np.uint8)
+    labels[0, :5] = labels[1, :2] = 1
+    assert label_paths.sampling_bound(labels, 3) == 13
+    assert label_paths.sampling_bound(labels[:, :12], 3) == 12  # capped at K
+    assert label_paths.sampling_bound(np.zeros((2, 9)), 3) == 3  # no labels at all: k
