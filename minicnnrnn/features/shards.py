@@ -82,10 +82,8 @@ def _read_meta(folder):
     counts.update((f"source.shard.{key}", shard.get(key)) for key in ("index", "count", "start", "stop", "images"))
     bad = [key for key, value in counts.items() if type(value) is not int or value < 0]  # bool is no count
     if bad or not isinstance(shard.get("images_sha256"), str):
-        return (
-            None,
-            f"{path}: damaged ({', '.join(bad) or 'source.shard.images_sha256'} has the wrong type or is negative; rerun its extract)",
-        )
+        what = ", ".join(bad) or "source.shard.images_sha256"
+        return None, f"{path}: damaged ({what} has the wrong type or is negative; rerun its extract)"
     index, count, start, stop, n = (shard[key] for key in ("index", "count", "start", "stop", "images"))
     if not index < count or (start, stop) != bounds(n, index, count) or meta["dim"] < 1:
         return None, f"{path}: damaged (shard {index} of {count} cannot span rows {start}..{stop} of {n})"
