@@ -306,9 +306,9 @@ def folder_lock(folder, tidy=True, what="--out"):
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
         except FileExistsError:
-            try:
-                with open(lock, encoding="ascii") as f:
-                    holder = int(f.read().strip() or 0)
+            try:  # a FIFO as the lock is one line (open_regular), never a wait; junk is a stale lock
+                with open_regular(lock, "lock file") as f:
+                    holder = int(f.read(32).strip() or 0)
             except (OSError, ValueError):
                 holder = 0
             if holder and holder != os.getpid() and pid_alive(holder):
