@@ -14,6 +14,7 @@ merge uses to refuse shards from different lists or a missing shard.
 """
 
 import argparse
+import codecs
 import hashlib
 import json
 import os
@@ -96,11 +97,16 @@ def _read_meta(folder):
 
 
 def _line_count(path):
-    """Lines of a text file read through :func:`fileio.open_regular` (a block at a time)."""
-    lines = 0
+    """Lines of a UTF-8 text file read through :func:`fileio.open_regular` (a block at a time);
+    a UserError naming it when it is not UTF-8 text."""
+    lines, decoder = 0, codecs.getincrementaldecoder("utf-8")()
     with fileio.open_regular(path, "shard file") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            lines += block.count(b"\n")
+        try:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                lines += decoder.decode(block).count("\n")
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text (damaged); rerun its extract") from None
     return lines
 
 
