@@ -25,8 +25,8 @@ from minicnnrnn import analyze, convert, extract, predict, scale_out, train
 from minicnnrnn.core.errors import UserError
 
 K, D = 3, 5
-# Half of test_fuzz's budget per test: each example runs a whole command (the suite stays < 40 s).
-RUNS = settings(BUDGET, max_examples=max(1, BUDGET.max_examples // 2))
+# A quarter of test_fuzz's budget per test: each example runs a whole command (the suite stays < 40 s).
+RUNS = settings(BUDGET, max_examples=max(1, BUDGET.max_examples // 4))
 TINY = ["--embed", "4", "--hidden", "6", "--batch-size", "512", "--quiet", "--epochs", "1"]
 
 
