@@ -40,7 +40,7 @@ def from_list(list_file):
     """--image-list: one path per line (blank lines and '#' comments ignored); relative
     paths are taken relative to the list file's folder."""
     try:
-        with fileio.open_regular(list_file, "image list", text=True) as f:  # a FIFO: one line, no hang
+        with fileio.open_regular(list_file, "list of image paths", text=True) as f:  # a FIFO: one line, no hang
             lines = [line.strip() for line in f]
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{list_file}: cannot read image list ({type(exc).__name__})") from None
