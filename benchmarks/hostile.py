@@ -257,7 +257,7 @@ def _write(path, data):
 
 def run_case(name, setup, args):
     with tempfile.TemporaryDirectory(prefix="hostile-") as d:
-        env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+        env = dict(os.environ, PYTHONPATH=args.repo, OMP_NUM_THREADS="1")
         argv, want_code, want_lines, kept, extra = setup(d, env, args)
         before = {p: sha(p) for p in kept}
         code, lines, peak, seconds = run_child(argv, d, dict(env, **extra))
@@ -276,6 +276,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--missing", type=int, default=100_000, help="missing paths of the extract case")
     parser.add_argument("--only", default="", help="run only the cases whose name contains this text")
+    parser.add_argument("--repo", default=REPO, help="the checkout whose minicnnrnn runs (compare an older one)")
     args = parser.parse_args()
     rows = [run_case(name, setup, args) for name, setup in CASES.items() if args.only in name]
     columns = list(rows[0])

@@ -249,12 +249,9 @@ def reserve(path, offset=0):
     disk a write into a memory map is a SIGBUS that kills the process with no message; here
     it is a one-line UserError (and ``path`` is removed).
 
-    Which way protects: ``posix_fallocate`` allocates the blocks (where the file system has
-    no fallocate, glibc emulates it by writing into every block); the fallback writes zeros
-    over the range, which allocates them too. Seeking to the end and writing one byte would
-    *not*: it only sets the size of a sparse file, whose blocks are allocated at the first
-    write through the map, the SIGBUS again. On copy-on-write file systems (ZFS, btrfs) a
-    later write may still need new blocks; there neither way is a guarantee."""
+    ``posix_fallocate`` allocates the blocks; the fallback writes zeros, which allocates them
+    too. Writing only the last byte would not (a sparse file: the SIGBUS again). No guarantee
+    on copy-on-write file systems (ZFS, btrfs); docs/limits.md says more."""
     path = os.fspath(path)
     try:
         size = os.path.getsize(path)
