@@ -15,6 +15,7 @@ OUT/best.npz`` reads it), and they are what the test split is scored with.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -49,8 +50,10 @@ def split_validation(data, fraction, seed):
 
 
 def selection_score(prf):
-    """What the best epoch maximises: O-F1 + C-F1 (fractions, from ``metrics.precision_recall_f1``)."""
-    return prf["O-F1"] + prf["C-F1"]
+    """What the best epoch maximises: O-F1 + C-F1 (fractions, from ``metrics.precision_recall_f1``).
+    An undefined F1 (NaN: no validation image has a label) counts 0, the same for every epoch,
+    so that the comparison of epochs stays a comparison of numbers."""
+    return sum(0.0 if math.isnan(prf[key]) else prf[key] for key in ("O-F1", "C-F1"))
 
 
 def validation_row(cfg, params, data):
