@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 from minicnnrnn import train
 from minicnnrnn.core import backend, progress
 from minicnnrnn.evaluation import metrics
+from minicnnrnn.rnn import label_paths
 from minicnnrnn.training import checkpoint, config, loop, models, selection
 from minicnnrnn.training import data as train_data
 
@@ -107,7 +108,7 @@ def fit_model(model, settings, X, Y, label_names):
     cfg = config.from_args(args, data, norm)
     with tempfile.TemporaryDirectory(prefix="minicnnrnn-fit-") as out:
         params, history = loop.fit(cfg, data, out)
-        order = checkpoint.load(os.path.join(out, "checkpoint.npz"))["label_order"]
+    order = label_paths.label_order(data.train_labels, cfg.label_order, cfg.seed)  # as the loop draws it
     if cfg.tune_decoding and is_path_model(model) and data.val_labels is not None:
         cfg, _ = selection.tune_decoding(cfg, params, data)
     return {"params": backend.params_to_host(params), "config": cfg, "history": history, "label_order": order}
