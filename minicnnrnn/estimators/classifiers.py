@@ -28,6 +28,8 @@ Feature normalisation (``feature_norm``, ``training/data.py``) is fitted with th
 applied by every predict. All arrays returned are NumPy, whatever the ``backend``.
 """
 
+import numpy as np
+
 from minicnnrnn.estimators import base, engine
 
 _RUNNING = ("random_state", "backend", "threads", "verbose")
@@ -69,6 +71,7 @@ class MultiLabelEstimator(base.BaseEstimator):
         self.history_ = fitted["history"]  # one dict per epoch: loss, validation scores, ...
         self.label_order_ = fitted["label_order"]  # (K,) the training path order (§3.4)
         self.label_names_ = names
+        self.classes_ = np.arange(len(names))  # scikit-learn's multi-label convention: the columns of Y
         self.n_features_in_ = self.config_.D
 
     def _check_fitted(self):
