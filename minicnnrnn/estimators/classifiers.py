@@ -7,7 +7,7 @@
     clf.score(X, Y)         # O-F1 (§4.1) of predict(X), a fraction in [0, 1]
     clf.save("model.npz"); CNNRNNClassifier.load("model.npz")
 
-Each class is one row of ``training/models.py``'s KINDS, trained by the same loop as
+Each class is one row of ``training/kinds.py``'s KINDS, trained by the same loop as
 ``python -m minicnnrnn.train --model <kind>`` (engine.py) with the same defaults. What
 ``predict`` returns is what the project's metrics score: the path models' beam-search path
 (at most ``k`` labels, at least ``min_labels``), the classifiers' ``k`` highest-scoring
@@ -16,7 +16,7 @@ labels (``k``: None is the command's 3, or K if smaller).
 ============================ ========== ===================================================
 estimator                    kind       predict_proba / decision_function
 ============================ ========== ===================================================
-:class:`CNNRNNClassifier`    cnn-rnn    P(label in path) (``rnn/presence.py``)
+:class:`CNNRNNClassifier`    cnn-rnn    P(label in path) (``paths/presence.py``)
 :class:`NoRNNClassifier`     no-rnn     P(label in path) of the no-RNN ablation
 :class:`BCEClassifier`       bce        one sigmoid per label
 :class:`SoftmaxClassifier`   softmax    one softmax over the labels (rows sum to 1)
@@ -40,7 +40,7 @@ ESTIMATOR_OF = {}  # kind -> estimator class, filled as the classes are defined
 
 
 class MultiLabelEstimator(base.BaseEstimator):
-    """fit / predict / score / save / load of one model kind (``_kind``, a key of models.KINDS)."""
+    """fit / predict / score / save / load of one model kind (``_kind``, a key of kinds.KINDS)."""
 
     _kind = None
     _estimator_type = "classifier"  # scikit-learn before 1.6 reads this
@@ -61,18 +61,21 @@ class MultiLabelEstimator(base.BaseEstimator):
         settings = {name: getattr(self, name) for name in self.get_params() if name in engine.TRAINING_DEFAULTS}
         settings["random_state"] = base.seed_of(self.random_state)
         with engine.session(self.backend, self.threads, self.verbose):
-            fitted = engine.fit_model(self._kind, settings, X, Y, names)
-        self._set_fitted(fitted, names)
+            state = engine.fit_model(self._kind, settings, X, Y, names)
+        self._set_fitted(state)
         return self
 
-    def _set_fitted(self, fitted, names):
-        self.params_ = fitted["params"]  # {paper name: host array}
-        self.config_ = fitted["config"]  # the run's RunConfig, as a checkpoint holds it
-        self.history_ = fitted["history"]  # one dict per epoch: loss, validation scores, ...
-        self.label_order_ = fitted["label_order"]  # (K,) the training path order (§3.4)
-        self.label_names_ = names
-        self.classes_ = np.arange(len(names))  # scikit-learn's multi-label convention: the columns of Y
+    def _set_fitted(self, state):
+        """The fitted attributes from a checkpoint state (engine.fit_model's or engine.load's)."""
+        self.params_ = state["params"]  # {paper name: host array}
+        self.config_ = state["config"]  # the run's RunConfig, as a checkpoint holds it
+        self.history_ = state["extra"]["history"]  # one dict per epoch: loss, validation scores, ...
+        self.label_order_ = state["label_order"]  # (K,) the training path order (§3.4)
+        self.label_names_ = state["label_names"]
+        self.classes_ = np.arange(len(self.label_names_))  # scikit-learn's multi-label convention: Y's columns
         self.n_features_in_ = self.config_.D
+        # the rest of the checkpoint (epoch, run identity, data fingerprint), written back by save
+        self.checkpoint_ = {key: state.get(key) for key in ("epoch", "extra", "data", "run_id", "domain")}
 
     def _check_fitted(self):
         if not hasattr(self, "params_"):
@@ -103,24 +106,21 @@ class MultiLabelEstimator(base.BaseEstimator):
     def save(self, path):
         """Write a checkpoint that ``python -m minicnnrnn.predict --checkpoint PATH`` reads."""
         self._check_fitted()
-        engine.save(path, self._fitted(), self.label_names_)
-
-    def _fitted(self):
-        keys = ("params", "config", "history", "label_order")
-        return dict(zip(keys, (self.params_, self.config_, self.history_, self.label_order_)))
+        fitted = {"params": self.params_, "config": self.config_, "label_names": self.label_names_}
+        engine.save(path, {**self.checkpoint_, **fitted, "label_order": self.label_order_})
 
     @classmethod
     def load(cls, path):
         """A fitted estimator from a checkpoint written by :meth:`save` or by ``python -m
         minicnnrnn.train`` (``MultiLabelEstimator.load`` picks the class from the file)."""
-        fitted, names = engine.load(path)
-        kind = fitted["config"].model
+        state = engine.load(path)
+        kind = state["config"].model
         target = ESTIMATOR_OF[kind] if cls._kind is None else cls
         if target._kind != kind:
             raise ValueError(f"{path}: holds a {kind} model; read it with {ESTIMATOR_OF[kind].__name__}.load")
-        settings = engine.settings_of(fitted["config"])
+        settings = engine.settings_of(state["config"])
         estimator = target(**{k: v for k, v in settings.items() if k in target._get_param_names()})
-        estimator._set_fitted(fitted, names)
+        estimator._set_fitted(state)
         return estimator
 
     def __sklearn_tags__(self):
@@ -188,5 +188,5 @@ class KNNClassifier(_Probabilities, MultiLabelEstimator):
 
 
 def all_estimators():
-    """[(kind, estimator class)] in the order of models.KINDS."""
+    """[(kind, estimator class)] in the order of kinds.KINDS."""
     return [(kind, ESTIMATOR_OF[kind]) for kind in engine.KINDS]

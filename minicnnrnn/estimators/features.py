@@ -5,8 +5,9 @@
     I = extractor.transform(["a.jpg", "b.png"])                     # (n, D) float32, the paper's I
     make_pipeline(FeatureExtractor("builtin"), CNNRNNClassifier()).fit(paths, Y).predict(paths)
 
-The CNN runs exactly as ``predict`` runs it on image files (``predict.load_cnn``: the
-weights checked, the layer defaulted by ``backbones.default_layer``); an image is read with
+The CNN is read and checked by ``features.network.load`` (as ``extract`` and ``predict``
+read it) and run by the one images-to-features function, ``cnn.backbones.feature_rows``;
+the layer defaults to ``backbones.default_layer``. An image file is read with
 ``preprocess.load_image``, and a picture given as an (H, W, 3) uint8 array is resized and
 normalised by the same ``preprocess`` functions. The features come back raw: the
 classifier that follows fits its own normalisation.
@@ -17,10 +18,10 @@ import os
 import numpy as np
 from PIL import Image
 
-from minicnnrnn import predict
 from minicnnrnn.cnn import backbones, efficientnet, preprocess, vgg
 from minicnnrnn.core import backend
 from minicnnrnn.estimators import base, engine
+from minicnnrnn.features import network
 
 # backbone name -> the weights file format it must have (None: the shipped CNN, no file)
 BACKBONES = {"builtin": None, "vgg16": vgg.FORMAT, "efficientnet-lite0": efficientnet.FORMAT}
@@ -51,11 +52,13 @@ class FeatureExtractor(base.BaseEstimator):
                 "weights: the builtin backbone has its own weights (give none); vgg16 and "
                 "efficientnet-lite0 need the .npz written by `python -m minicnnrnn.convert`"
             )
-        weights = "builtin" if self.weights is None else os.fspath(self.weights)
-        params, meta, layer = predict.load_cnn({"weights": weights, "layer": self.layer}, "weights")
+        weights = None if self.weights is None else os.fspath(self.weights)
+        params, meta = network.load(weights, where=f"weights {weights}")
         if BACKBONES[self.backbone] not in (None, meta.get("format")):
             raise ValueError(f"weights: {weights} holds a {meta.get('format')} network, not {self.backbone}")
-        return params, meta, layer
+        layer = self.layer or backbones.default_layer(meta)
+        network.feature_dim(meta, layer)  # an unknown layer is one line naming the layers there are
+        return backend.params_to_device(params, np.float32), meta, layer
 
     def fit(self, X=None, y=None):
         """Check the backbone, weights and layer (loads the CNN once). Returns self."""
@@ -75,8 +78,7 @@ class FeatureExtractor(base.BaseEstimator):
             rows = []
             for start in range(0, len(images), self.batch_size):
                 batch = np.stack([_prepare(item, meta) for item in images[start : start + self.batch_size]])
-                outs, _ = backbones.compute(params, meta, backend.to_device(batch), outputs=(layer,))
-                rows.append(backend.to_host(outs[layer]).reshape(len(batch), -1).astype(np.float32))
+                rows.append(backbones.feature_rows(params, meta, batch, layer).astype(np.float32))
         if not rows:
             raise ValueError("images: no image given")
         return np.concatenate(rows)
