@@ -93,8 +93,8 @@ class MultiLabelEstimator(base.BaseEstimator):
         """(n, K) uint8 0/1: the labels each image of X (n, D) is given (module docstring)."""
         return self._decode(X, ranking=False)[0]
 
-    def _scores(self, X):
-        """(n, K) float32 host: the ranking score of every label (the mAP's scores)."""
+    def _ranking(self, X):
+        """(n, K) float32 host: every label's ranking score, ``Decoded.ranking`` (what the mAP ranks by)."""
         return self._decode(X, ranking=True)[1]
 
     def score(self, X, Y):
@@ -135,7 +135,7 @@ class MultiLabelEstimator(base.BaseEstimator):
 class _Probabilities:
     def predict_proba(self, X):
         """(n, K) float32: each label's probability for the images X (n, D) (module docstring)."""
-        return self._scores(X)
+        return self._ranking(X)
 
 
 class CNNRNNClassifier(_Probabilities, MultiLabelEstimator):
@@ -176,7 +176,7 @@ class WARPClassifier(MultiLabelEstimator):
 
     def decision_function(self, X):
         """(n, K) float32: the linear score of every label (higher ranks first; not a probability)."""
-        return self._scores(X)
+        return self._ranking(X)
 
 
 class KNNClassifier(_Probabilities, MultiLabelEstimator):
