@@ -11,10 +11,12 @@ import re
 
 import numpy as np
 import pytest
+from conftest import cupy_available
 from PIL import Image
 
 import minicnnrnn
 from minicnnrnn import predict, train
+from minicnnrnn.core import backend
 from minicnnrnn.estimators import (
     BCEClassifier,
     CNNRNNClassifier,
@@ -175,6 +177,22 @@ def test_errors_before_fit_and_on_bad_input(builtin):
         clf.predict(Xt[:, :10])
     with pytest.raises(TypeError):
         CNNRNNClassifier(no_such_option=1)
+
+
+@pytest.mark.skipif(not cupy_available(), reason="no CuPy here (pytest --device strict runs it on the stand-in)")
+def test_the_backend_is_a_parameter_and_arrays_come_back_as_numpy(builtin):
+    """backend="cupy" (real CuPy, or the strict stand-in of ``--device strict``) trains and
+    predicts on the device; every array returned is NumPy and the caller's backend is kept."""
+    X, Y, Xt, _ = builtin
+    backend.use("numpy")
+    on_host = tiny(CNNRNNClassifier, backend="numpy").fit(X, Y)
+    on_device = tiny(CNNRNNClassifier, backend="cupy").fit(X, Y)
+    assert backend.name() == "numpy"
+    pred_host, pred_device, proba = on_host.predict(Xt), on_device.predict(Xt), on_device.predict_proba(Xt)
+    assert type(pred_device) is np.ndarray and type(proba) is np.ndarray and proba.shape == pred_device.shape
+    assert np.mean(pred_host == pred_device) > 0.95  # float32 on two devices: rounding may flip a near tie
+    assert all(type(v) is np.ndarray for v in on_device.params_.values())
+    np.testing.assert_allclose(on_device.params_["U_l"], on_host.params_["U_l"], rtol=1e-3, atol=1e-4)
 
 
 def test_fallback_get_and_set_params_like_sklearn():
