@@ -135,6 +135,8 @@ def check_features(X, n_features=None, what="X"):
 
 def check_labels(Y, n, what="Y"):
     """Y as a (n, K) uint8 0/1 host array, K >= 2; ValueError otherwise."""
+    if Y is None:  # scikit-learn's wording, which its checks look for
+        raise ValueError(f"{what}: this estimator requires y to be passed, but the target y is None")
     Y = np.asarray(Y.get() if hasattr(Y, "get") and not isinstance(Y, np.ndarray) else Y)
     if Y.ndim != 2:
         raise ValueError(
