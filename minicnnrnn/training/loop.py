@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from minicnnrnn import __version__
-from minicnnrnn.core import backend, fileio, progress
+from minicnnrnn.core import backend, fileio, progress, threads
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.rnn import label_paths
@@ -255,7 +255,8 @@ def evaluate(cfg, params, data, ranking_cfg=None):
 
 def run_record(cfg, history):
     """What metrics.json says about the run: dataset, k, model, LSTM variant, seed, package
-    version, and the epoch that was scored (chosen on validation, or the last)."""
+    version, the epoch that was scored (chosen on validation, or the last), and the BLAS
+    library and thread count (they move the last bits, and so the metrics: core/threads.py)."""
     chosen, _ = selection.best_epoch(history)
     return {
         "dataset": cfg.dataset,
@@ -268,6 +269,7 @@ def run_record(cfg, history):
         "epochs": cfg.epochs,
         "val_fraction": cfg.val_fraction,
         "scored_epoch": chosen if chosen is not None else (history[-1]["epoch"] if history else 0),
+        **threads.describe(),
     }
 
 
