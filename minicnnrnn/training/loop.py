@@ -209,7 +209,8 @@ def fit(cfg, data, out, resume=False):
 
 
 def write_log(out, history):
-    """OUT/log.csv (one row per epoch) and OUT/loss.png (the training-loss curve)."""
+    """OUT/log.csv (one row per epoch) and OUT/loss.png (the training loss and, with a
+    validation split, the validation score per epoch and the scored epoch)."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=LOG_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -220,11 +221,20 @@ def write_log(out, history):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([r["epoch"] for r in history], [r["loss"] for r in history], marker="o")
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(epochs, [r["loss"] for r in history], marker="o", color="C0", label="training loss")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss per image")
+    ax.set_ylabel("training loss per image", color="C0")
     ax.grid(alpha=0.3)
+    chosen, _ = selection.best_epoch(history)
+    if chosen is not None:  # the validation score per epoch, and the epoch it chose (the one scored)
+        val = ax.twinx()
+        val.plot(epochs, [r.get("val_score") for r in history], marker="s", color="C1", label="validation")
+        val.set_ylabel("validation O-F1 + C-F1 (%)", color="C1")
+        ax.axvline(chosen, color="C2", linestyle="--", label=f"scored epoch {chosen}")
+        handles = ax.get_legend_handles_labels()[0] + val.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="upper center", fontsize=8)
     fig.tight_layout()
     fileio.save_figure(os.path.join(out, "loss.png"), fig, dpi=100)
     plt.close(fig)
@@ -277,6 +287,7 @@ def train_and_evaluate(cfg, data, out, resume=False):
     """fit + evaluate; writes OUT/metrics.json (``{"metrics": {...}, "labels_per_image",
     "run": run_record()}``) and OUT/per_class_AP.json. Returns the evaluate() result."""
     params, history = fit(cfg, data, out, resume)
+    print(selection.scored_line(cfg, history), flush=True)
     chosen, ranking_cfg = None, None
     if cfg.tune_decoding and models.KINDS[cfg.model].paths and data.val_labels is not None:
         ranking_cfg = cfg
