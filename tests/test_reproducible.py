@@ -12,6 +12,7 @@ import pytest
 
 from minicnnrnn import predict, train
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.tinyscenes import features
 from minicnnrnn.training import checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -84,3 +85,15 @@ def test_tests_run_in_their_own_folder(tmp_path):
     its default --out must not meet it (conftest.py's working folder)."""
     assert pathlib.Path.cwd() == tmp_path and pathlib.Path.cwd() != REPO
     assert str(REPO) in os.environ["PYTHONPATH"].split(os.pathsep)  # commands started by tests import this checkout
+
+
+def test_the_slow_first_steps_say_what_they_do(tmp_path, capsys):
+    """From an empty cache the main job draws pictures and runs the CNN before its first
+    epoch: each step says so at once, and a log gets a progress line (stderr)."""
+    features.builtin_features("test", 12, cache_dir=tmp_path)
+    out, err = capsys.readouterr()
+    assert "drawing 12 Tiny Scenes test pictures" in out and "running the built-in CNN on 12 test" in out
+    assert "drawing test pictures: 12/12 pic" in err and "CNN on test pictures: 12/12 pic" in err
+    assert "\r" not in err  # plain lines in a log, not bar redraws
+    features.builtin_features("test", 12, cache_dir=tmp_path)  # cached: silent
+    assert capsys.readouterr() == ("", "")

@@ -288,6 +288,7 @@ def train_and_evaluate(cfg, data, out, resume=False):
     "run": run_record()}``) and OUT/per_class_AP.json. Returns the evaluate() result."""
     params, history = fit(cfg, data, out, resume)
     print(selection.scored_line(cfg, history), flush=True)
+    progress.say(f"{cfg.model}: decoding and scoring the {len(data.test_labels)} test images")
     chosen, ranking_cfg = None, None
     if cfg.tune_decoding and models.KINDS[cfg.model].paths and data.val_labels is not None:
         ranking_cfg = cfg
