@@ -316,10 +316,11 @@ def main(argv=None):
     args.checkpoint = selection.scored_checkpoint(args.checkpoint, args.last_epoch)
     state = checkpoint.load(args.checkpoint)  # the whole schema check: one line for any damage
     cfg = state["config"]
-    if not progress.is_quiet():  # on stderr: stdout stays the predictions (--json parses)
-        print(selection.describe_checkpoint(args.checkpoint, state), file=sys.stderr, flush=True)
     options = search_options(args, cfg)
     I, names, sizes = inputs(args, cfg)
+    if not progress.is_quiet():  # on stderr: stdout stays the predictions (--json parses); after
+        # the inputs are read, so that bad input is still a one-line error
+        print(selection.describe_checkpoint(args.checkpoint, state), file=sys.stderr, flush=True)
     params = backend.params_to_device(state["params"], np.float32)
 
     decode = models.KINDS[cfg.model].decode
