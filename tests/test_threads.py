@@ -41,7 +41,7 @@ def test_apply_limits_blas():
         assert threads.apply(1) == 1
         assert all(info["num_threads"] == 1 for info in threadpool_info() if info["user_api"] == "blas")
         described = threads.describe()
-        assert described["threads"] == 1 and blas[0]["internal_api"] in described["blas"]
+        assert described["threads"] == 1 and described["blas"].startswith(blas[0]["internal_api"])
 
 
 @pytest.mark.parametrize("bad", ["0", "many", "-2"])

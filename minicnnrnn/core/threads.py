@@ -63,11 +63,11 @@ def apply(requested="auto", big_matrices=False):
 
 def describe():
     """{"threads": the BLAS thread count in force, "blas": "<library> <version> (<threading>)"}
-    of the first BLAS library NumPy loaded (threadpoolctl), for metrics.json; None where unknown."""
+    of NumPy's BLAS (threadpoolctl; SciPy may load another), for metrics.json; None where unknown."""
     blas = [info for info in threadpool_info() if info.get("user_api") == "blas"]
     if not blas:
         return {"threads": None, "blas": None}
-    first = blas[0]
+    first = next((info for info in blas if "numpy" in info.get("filepath", "")), blas[0])
     name = f"{first.get('internal_api', '?')} {first.get('version') or ''}".strip()
     if first.get("threading_layer"):
         name += f" ({first['threading_layer']})"

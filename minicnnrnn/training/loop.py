@@ -227,6 +227,7 @@ def write_log(out, history):
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss per image", color="C0")
     ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     chosen, _ = selection.best_epoch(history)
     if chosen is not None:  # the validation score per epoch, and the epoch it chose (the one scored)
         val = ax.twinx()
@@ -234,7 +235,7 @@ def write_log(out, history):
         val.set_ylabel("validation O-F1 + C-F1 (%)", color="C1")
         ax.axvline(chosen, color="C2", linestyle="--", label=f"scored epoch {chosen}")
         handles = ax.get_legend_handles_labels()[0] + val.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, loc="upper center", fontsize=8)
+        ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     fileio.save_figure(os.path.join(out, "loss.png"), fig, dpi=100)
     plt.close(fig)
