@@ -10,8 +10,9 @@ CNN-RNN's test metrics from its ``metrics.json``), then:
 * per thread count, the mean and sd over the seeds of each metric (what the seed moves);
 * per seed, the largest difference between thread counts (what the thread count moves).
 
-A different thread count changes the order in which BLAS adds up a matrix product, so the
-last bits of the float32 results differ; training then amplifies them. CPU seconds are the
+A different thread count may change the order in which a BLAS adds up a matrix product;
+then the last bits of the float32 results differ and training amplifies them (with
+NumPy's OpenBLAS 0.3.31 here, 1 and 2 threads gave bit-identical runs: docs/training.md). CPU seconds are the
 fairer speed measure on a shared machine: wall time depends on what else runs.
 The built-in features come from the cache (``~/.cache/minicnnrnn``, built by the first run).
 """
