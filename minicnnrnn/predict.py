@@ -1,8 +1,12 @@
 """Label images with a trained model: ``python -m minicnnrnn.predict``.
 
-    python -m minicnnrnn.predict --checkpoint runs/cnn-rnn/checkpoint.npz photo1.jpg photo2.png
+    python -m minicnnrnn.predict --checkpoint runs/cnn-rnn photo1.jpg photo2.png
     python -m minicnnrnn.predict --checkpoint CKPT --features feats/features.npy --image-list feats/images.txt
     python -m minicnnrnn.predict --checkpoint CKPT --features feats/          # an `extract` folder
+
+``--checkpoint`` takes a run folder, whose best.npz (the epoch ``train`` chose on
+validation and scored) it uses (``--last-epoch``: its checkpoint.npz), or a checkpoint
+file as given; one line on stderr says which file and epoch (not with ``--quiet``).
 
 For image files it runs the CNN the checkpoint was trained with (``config.cnn``: the
 built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc7) on
@@ -37,11 +41,11 @@ import sys
 import numpy as np
 
 from minicnnrnn.cnn import backbones, preprocess
-from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.core import backend, cli, fileio, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.features import images, network
 from minicnnrnn.paths import grammar
-from minicnnrnn.training import checkpoint, config, kinds
+from minicnnrnn.training import checkpoint, config, kinds, selection
 from minicnnrnn.training import data as train_data
 
 CHUNK = 4096  # feature rows moved to the device and decoded at once
@@ -52,7 +56,13 @@ def make_parser():
         "python -m minicnnrnn.predict", "Predict the labels of images (or of CNN features) with a trained checkpoint."
     )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to label")
-    p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by `python -m minicnnrnn.train`")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a run folder written by `python -m minicnnrnn.train` (its best.npz, the epoch train scored) "
+        "or a checkpoint file (best.npz, checkpoint.npz)",
+    )
+    p.add_argument("--last-epoch", action="store_true", help="with a run folder: its last epoch (checkpoint.npz)")
     p.add_argument("--features", help="predict from a (N, D) features .npy (or an `extract` folder) instead of images")
     p.add_argument("--image-list", help="with --features: a text file naming each row's image, one per line")
     # The search settings a checkpoint's RunConfig records, with the checkpoint's value as
@@ -305,10 +315,14 @@ def main(argv=None):
         fileio.check_target(args.out)  # before the slow part: a folder or device is refused now
         if not args.out.lower().endswith((".json", ".csv")):
             raise UserError(f"--out {args.out}: give a file name ending in .json or .csv")
+    args.checkpoint = selection.scored_checkpoint(args.checkpoint, args.last_epoch)
     state = checkpoint.load(args.checkpoint)  # the whole schema check: one line for any damage
     cfg = state["config"]
     options = search_options(args, cfg)
     I, names, sizes = inputs(args, cfg)
+    if not progress.is_quiet():  # on stderr: stdout stays the predictions (--json parses); after
+        # the inputs are read, so that bad input is still a one-line error
+        print(selection.describe_checkpoint(args.checkpoint, state), file=sys.stderr, flush=True)
     params = backend.params_to_device(state["params"], np.float32)
 
     decode = kinds.KINDS[cfg.model].decode

@@ -1,4 +1,6 @@
-"""Shared test fixtures: locations of optional data and skips for optional libraries."""
+"""Shared test fixtures: locations of optional data, skips for optional libraries, and a
+test's own working folder (no test reads or writes the user's ``runs/``, caches or
+current directory)."""
 
 import os
 import pathlib
@@ -21,6 +23,9 @@ SHARED_DATA = pathlib.Path(os.environ.get("MINICNNRNN_SHARED_DATA", REPO.parent 
 # temporary cache for the whole session, removed at the end.
 _SESSION_CACHE = tempfile.mkdtemp(prefix="minicnnrnn-test-cache-")
 os.environ["MINICNNRNN_CACHE"] = _SESSION_CACHE
+# Commands that tests start as subprocesses run in the test's temporary folder (below), so
+# they find this checkout's package through PYTHONPATH, not through the current directory.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
 STRICT_SITE = pathlib.Path(__file__).resolve().parent / "strict_site"
@@ -90,6 +95,14 @@ def torch():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _own_working_folder(tmp_path, monkeypatch):
+    """Every test runs in its own temporary folder: a command called with its default
+    ``--out`` (``runs/<model>``) writes there, never into the user's ``runs/`` (the README's
+    main job, run before the tests, leaves ``runs/cnn-rnn/`` in the clone)."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(autouse=True)

@@ -262,7 +262,7 @@ def _builtin_checkpoint(tmp_path):
 
 
 def _run(*args):
-    cmd = [sys.executable, "-m", "minicnnrnn.predict", *map(str, args)]
+    cmd = [sys.executable, "-m", "minicnnrnn.predict", "--quiet", *map(str, args)]  # stderr: warnings only
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
 
 

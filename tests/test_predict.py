@@ -154,7 +154,7 @@ def test_classifier_checkpoint_prints_top_k(tmp_path, capsys):
 
 def run_cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "minicnnrnn.predict", *map(str, args)],
+        [sys.executable, "-m", "minicnnrnn.predict", "--quiet", *map(str, args)],  # stderr: warnings only
         cwd=REPO,
         capture_output=True,
         text=True,

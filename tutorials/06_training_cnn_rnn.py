@@ -1,6 +1,10 @@
 # %% [markdown]
 # # Tutorial 06: training the CNN-RNN and reading the metrics table
 #
+# **Takes 4-8 minutes** on a 2-core machine (05, 06 and 08 each took 4-8 minutes on a shared
+# one, issue 23); `MINICNNRNN_TUTORIAL_FAST=1 python tutorials/06_training_cnn_rnn.py` runs it in seconds
+# with tiny sizes.
+#
 # The earlier tutorials built the pieces: the LSTM of Eq. 1, the tied label embedding of
 # Eq. 2 and 5, the projection of Eq. 4, beam search (§3.3) and the metrics (§4.1). Here we
 # put them together the way `python -m minicnnrnn.train` does (§3.4):

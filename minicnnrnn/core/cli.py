@@ -68,7 +68,7 @@ def make_parser(prog, description):
         "--threads",
         type=threads_argument,
         default="auto",
-        help="BLAS threads: a number, or auto = what pays on this machine (docs/DESIGN.md, core/threads.py)",
+        help="BLAS threads: a number, or auto = 1 (extract, pretrain: every core), never the load (core/threads.py)",
     )
     return add_backend_argument(parser)
 

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from minicnnrnn import __version__
-from minicnnrnn.core import backend, fileio, progress
+from minicnnrnn.core import backend, fileio, progress, threads
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.paths import label_paths
@@ -241,7 +241,8 @@ def check_finite_state(state, epoch, ckpt_path):
 
 
 def write_log(out, history):
-    """OUT/log.csv (one row per epoch) and OUT/loss.png (the training-loss curve)."""
+    """OUT/log.csv (one row per epoch) and OUT/loss.png (the training loss and, with a
+    validation split, the validation score per epoch and the scored epoch)."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=LOG_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -252,11 +253,21 @@ def write_log(out, history):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([r["epoch"] for r in history], [r["loss"] for r in history], marker="o")
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(epochs, [r["loss"] for r in history], marker="o", color="C0", label="training loss")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss per image")
+    ax.set_ylabel("training loss per image", color="C0")
     ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
+    chosen, _ = selection.best_epoch(history)
+    if chosen is not None:  # the validation score per epoch, and the epoch it chose (the one scored)
+        val = ax.twinx()
+        val.plot(epochs, [r.get("val_score") for r in history], marker="s", color="C1", label="validation")
+        val.set_ylabel("validation O-F1 + C-F1 (%)", color="C1")
+        ax.axvline(chosen, color="C2", linestyle="--", label=f"scored epoch {chosen}")
+        handles = ax.get_legend_handles_labels()[0] + val.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     fileio.save_figure(os.path.join(out, "loss.png"), fig, dpi=100)
     plt.close(fig)
@@ -300,7 +311,8 @@ def store_decoding(out, cfg):
 
 def run_record(cfg, history):
     """What metrics.json says about the run: dataset, k, model, LSTM variant, seed, package
-    version, and the epoch that was scored (chosen on validation, or the last)."""
+    version, the epoch that was scored (chosen on validation, or the last), and the BLAS
+    library and thread count (they move the last bits, and so the metrics: core/threads.py)."""
     chosen, _ = selection.best_epoch(history)
     return {
         "dataset": cfg.dataset,
@@ -313,6 +325,7 @@ def run_record(cfg, history):
         "epochs": cfg.epochs,
         "val_fraction": cfg.val_fraction,
         "scored_epoch": chosen if chosen is not None else (history[-1]["epoch"] if history else 0),
+        **threads.describe(),
     }
 
 
@@ -320,6 +333,8 @@ def train_and_evaluate(cfg, data, out, resume=False):
     """fit + evaluate; writes OUT/metrics.json (``{"metrics": {...}, "labels_per_image",
     "run": run_record()}``) and OUT/per_class_AP.json. Returns the evaluate() result."""
     params, history = fit(cfg, data, out, resume)
+    print(selection.scored_line(cfg, history), flush=True)
+    progress.say(f"{cfg.model}: decoding and scoring the {len(data.test_labels)} test images")
     chosen, ranking_cfg = None, None
     if kinds.KINDS[cfg.model].paths and data.val_labels is not None and (cfg.tune_decoding or cfg.decode == "auto"):
         ranking_cfg = dataclasses.replace(cfg, decode="path")

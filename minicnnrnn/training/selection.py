@@ -12,10 +12,14 @@ OUT/best.npz`` reads it), and they are what the test split is scored with.
 
     data = selection.split_validation(data, 0.1, seed)   # data.val_features, data.val_labels
     score, row = selection.validation_score(cfg, params, data)
+
+The scored epoch is the model: ``predict`` and ``analyze`` read a run folder's best.npz
+(:func:`scored_checkpoint`) unless told otherwise, and say which file and epoch they use.
 """
 
 import dataclasses
 import math
+import os
 
 import numpy as np
 
@@ -118,3 +122,48 @@ def tune_decoding(cfg, params, data):
             best_cfg, best = trial, score
     chosen = {"decode": best_cfg.decode, "beam": best_cfg.beam, "min_labels": best_cfg.min_labels}
     return best_cfg, dict(chosen, val_score=best, tried=tried)
+
+
+def scored_line(cfg, history):
+    """What ``train`` prints after training: "scored epoch N of M (validation ...)"."""
+    chosen, _ = best_epoch(history)
+    if chosen is None:
+        last = history[-1]["epoch"] if history else cfg.epochs
+        return f"{cfg.model}: scored epoch {last} of {cfg.epochs} (the last: no validation split)"
+    row = next(r for r in history if r["epoch"] == chosen)
+    return (
+        f"{cfg.model}: scored epoch {chosen} of {cfg.epochs} (validation O-F1 {row['val_O-F1']:.1f} "
+        f"C-F1 {row['val_C-F1']:.1f}, the best of {len(history)} epochs; saved as best.npz)"
+    )
+
+
+def scored_checkpoint(path, last_epoch=False):
+    """The checkpoint file that ``--checkpoint PATH`` means: a run folder gives the epoch
+    train scored, RUN/best.npz (RUN/checkpoint.npz, the last epoch, with ``last_epoch`` or
+    when the run had no validation split, whose last epoch is the one scored); a file is
+    used as given."""
+    if not os.path.isdir(path):
+        if last_epoch:
+            raise UserError(f"--last-epoch: give the run folder as --checkpoint (got the file {path})")
+        return path
+    best, last = os.path.join(path, "best.npz"), os.path.join(path, "checkpoint.npz")
+    if not last_epoch and os.path.isfile(best):
+        return best
+    if not os.path.isfile(last):
+        raise UserError(f"{path}: no checkpoint.npz in this folder (give a run folder written by train, or a .npz)")
+    return last
+
+
+def describe_checkpoint(path, state):
+    """One line saying which model a command uses: the file, its epoch of the run's epochs,
+    and whether it is the epoch train scored (best.npz beside checkpoint.npz says otherwise)."""
+    epoch, epochs = state["epoch"], state["config"].epochs
+    history = state["extra"].get("history") or []
+    chosen, _ = best_epoch(history)
+    if state["extra"].get("selected") == "validation":
+        what = "the epoch train chose on validation and scored"
+    elif chosen is None or chosen == epoch:
+        what = "the last epoch, the one train scored" if epoch == epochs else "the last epoch written"
+    else:
+        what = f"the last epoch; train scored epoch {chosen}, in best.npz beside it"
+    return f"using {path}: epoch {epoch} of {epochs} ({what})"
