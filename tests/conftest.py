@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from minicnnrnn.core import backend
+from minicnnrnn.core.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The project's real reference data lives beside the clone (../shared/data); a
@@ -128,3 +129,12 @@ def host(value):
     if isinstance(value, (list, tuple)):
         return type(value)(host(v) for v in value)
     return value
+
+
+def one_line(fn):
+    """Call ``fn()``, which must raise a one-line UserError; return its message."""
+    with pytest.raises(UserError) as info:
+        fn()
+    message = str(info.value)
+    assert "\n" not in message
+    return message

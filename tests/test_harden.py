@@ -12,13 +12,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, one_line
 from PIL import EpsImagePlugin, Image
 
 from minicnnrnn import convert, predict
 from minicnnrnn.cnn import image_files, preprocess
 from minicnnrnn.core import fileio, limits
-from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import base
 from minicnnrnn.training import checkpoint
 from minicnnrnn.training import data as train_data
@@ -28,13 +27,6 @@ META = {
     "preprocess": {"resize": "warp", "channel_order": "RGB", "scale": 1 / 255, "mean": [0, 0, 0], "std": [1, 1, 1]},
 }
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
-
-
-def one_line(fn):
-    with pytest.raises(UserError) as info:
-        fn()
-    assert "\n" not in str(info.value)
-    return str(info.value)
 
 
 @contextlib.contextmanager
