@@ -6,9 +6,10 @@
 Every run is what ``python -m minicnnrnn.train`` does (same code: validation split, best
 epoch chosen on validation, the test split scored once, ranking by P(label in path)), at
 sizes small enough for a shared 2-core machine (``--hidden``, ``--epochs``, ``--n-train``).
-Methods: softmax, bce, no-rnn and the CNN-RNN with every label order (freq, rare, random,
-pla, mla), plus BCE at the CNN-RNN's (freq) per-image label counts and BCE thresholded at
-0.5 (at most k), from the same BCE run. Datasets: ``builtin`` (Tiny Scenes, fc7 of the
+Methods: softmax, bce, no-rnn, the CNN-RNN with every label order (freq, rare, random,
+pla, mla) and the semantic interface (sr-cnn-rnn, freq order, ``--sr-stages``), plus BCE
+at the CNN-RNN's (freq) per-image label counts and BCE thresholded at 0.5 (at most k),
+from the same BCE run. Datasets: ``builtin`` (Tiny Scenes, fc7 of the
 shipped CNN) and ``iaprtc12`` (``../shared/data/iaprtc12/iaprtc12.npz`` when present; a
 seeded subset of ``--iapr-train`` / ``--iapr-test`` images, the same for every method).
 The table (markdown) goes to stdout and to ``--out``/table.md; every run's metrics.json
@@ -33,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minicnnrnn import train  # noqa: E402
 from minicnnrnn.core import backend  # noqa: E402
 from minicnnrnn.rnn import lstm  # noqa: E402
-from minicnnrnn.training import config, loop, selection  # noqa: E402
+from minicnnrnn.training import compare, config, loop, selection  # noqa: E402
 from minicnnrnn.training import data as train_data  # noqa: E402
 
 IAPR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "iaprtc12", "iaprtc12.npz")
@@ -70,17 +71,21 @@ def run_seed(dataset, seed, opts, out):
     argv += ["--n-train", str(opts.n_train), "--n-test", str(opts.n_test)]
     argv += ["--presence-samples", str(opts.samples), "--val-fraction", str(opts.val_fraction)]
     argv += ["--tune-decoding"] if opts.tune_decoding else []
+    argv += ["--sr-concept-epochs", str(opts.sr_stages[0]), "--sr-rnn-epochs", str(opts.sr_stages[1])]
     args = train.make_parser().parse_args(argv)
     backend.use(args.backend)
     data = selection.split_validation(train_data.load(args), args.val_fraction, seed)
     norm = train_data.fit_feature_norm(args.feature_norm, data.train_features)
     data = data.with_norm(norm)
     runs = [("softmax", "freq"), ("bce", "freq"), ("no-rnn", "freq")] + [("cnn-rnn", o) for o in opts.orders]
+    runs += [("sr-cnn-rnn", "freq")]
     results, rows = {}, {}
     for name, order in runs:
         args.model, args.label_order = name, order
         cfg = config.from_args(args, data, norm)
-        title = {"softmax": "Softmax", "bce": "BCE", "no-rnn": "No RNN"}.get(name, f"CNN-RNN {order}")
+        title = {"softmax": "Softmax", "bce": "BCE", "no-rnn": "No RNN", "sr-cnn-rnn": "SR-CNN-RNN"}.get(
+            name, f"CNN-RNN {order}"
+        )
         start = time.perf_counter()
         try:
             with contextlib.redirect_stdout(io.StringIO()):
@@ -102,7 +107,7 @@ def run_seed(dataset, seed, opts, out):
     for order, name in (("freq", "CNN-RNN freq"), (best, "the chosen CNN-RNN")):
         if ("bce", "freq") in results and ("cnn-rnn", order) in results:
             both = {"bce": results[("bce", "freq")], "cnn-rnn": results[("cnn-rnn", order)]}
-            for title, r in train.matched_rows(data, cfg, both).items():
+            for title, r in compare.matched_rows(data, cfg, both).items():
                 # setdefault: the thresholded row does not depend on the order; keep its first copy
                 row = dict(r["metrics"], **{"L/img": r["labels_per_image"]})
                 rows.setdefault(title.replace("CNN-RNN's", name), row)
@@ -157,6 +162,14 @@ def main(argv=None):
         action="store_true",
         help="path models choose beam and shortest path on validation (train --tune-decoding)",
     )
+    p.add_argument(
+        "--sr-stages",
+        type=int,
+        nargs=2,
+        default=[2, 2],
+        metavar=("CONCEPT", "RNN"),
+        help="sr-cnn-rnn: epochs of stage 1 (concepts alone) and stage 2 (RNN alone); the rest are joint",
+    )
     p.add_argument("--out", default=os.path.join("runs", "bench_learning"))
     opts = p.parse_args(argv)
     os.makedirs(opts.out, exist_ok=True)
@@ -176,7 +189,8 @@ def main(argv=None):
         f"settings: epochs {opts.epochs}, H {opts.hidden}, E {opts.embed}, LSTM {variant}, "
         f"built-in {opts.n_train} train / {opts.n_test} test, "
         f"iaprtc12 subset {opts.iapr_train} / {opts.iapr_test}, validation {opts.val_fraction}, "
-        f"{opts.samples} presence samples{', decoding tuned on validation' if opts.tune_decoding else ''}; "
+        f"{opts.samples} presence samples, SR-CNN-RNN stages {opts.sr_stages[0]} + {opts.sr_stages[1]} epochs"
+        f"{', decoding tuned on validation' if opts.tune_decoding else ''}; "
         f"{time.perf_counter() - start:.0f} s"
     )
     text = "\n\n".join(parts + [sizes]) + "\n"

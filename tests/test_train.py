@@ -292,3 +292,16 @@ def test_resume_refuses_a_tampered_learning_rate_back_off(tiny_npz, tmp_path):
     with pytest.raises(UserError, match="corrupt checkpoint metadata \\(learning-rate back-off") as err:
         _run(tiny_npz, out, "--epochs", "3", "--resume")
     assert "\n" not in str(err.value)
+
+
+def test_seeds_run_every_seed_as_a_single_run_would(tiny_npz, tmp_path, capsys):
+    assert _run(tiny_npz, tmp_path / "s", "--model", "bce", "--seeds", "0-1", "--table-only") == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("npz:tiny.npz: test set, percent") and "Mean ± sd over 2 seeds (0, 1)" in printed
+    assert "outputs in" not in printed  # --table-only: the progress went to stderr
+    saved = json.loads((tmp_path / "s" / "compare.json").read_text())
+    assert _run(tiny_npz, tmp_path / "one", "--model", "bce", "--seed", "1") == 0
+    single = json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"]
+    assert {k: saved["per_seed"]["1"]["Binary cross-entropy"][k] for k in single} == single
+    with pytest.raises(SystemExit):
+        _run(tiny_npz, tmp_path / "bad", "--seeds", "3-1")

@@ -32,7 +32,7 @@ from minicnnrnn.rnn import lstm
 # The model kinds of Table 3, as training/kinds.py's registry KINDS names them (in its
 # order). Written here so that the config does not import the models: tests/test_config.py
 # checks that both lists agree.
-MODEL_NAMES = ("cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn")
+MODEL_NAMES = ("cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn", "sr-cnn-rnn")
 FEATURE_NORMS = ("l2", "scale", "none")  # --feature-norm (training/data.py: fit_feature_norm)
 AP_MODES = ("voc07", "sklearn")
 
@@ -75,7 +75,7 @@ class RunConfig:
     size, E embedding size, H LSTM hidden size."""
 
     # The model (a checkpoint must have these)
-    model: str = setting(default="cnn-rnn", choices=MODEL_NAMES, help="model to train (Table 3)")
+    model: str = setting(default="cnn-rnn", choices=MODEL_NAMES, help="model to train (Table 3; sr-cnn-rnn beyond it)")
     K: int
     D: int
     E: int = setting(default=64, flag="--embed", type=cli.positive_int, help="label embedding size E (§4)")
@@ -121,6 +121,9 @@ class RunConfig:
     clip: float = setting(5.0, type=float, help="clip gradients to this global norm (0: off)")
     dropout: float = setting(0.5, type=float, help="dropout on the projection (paper: 0.5)")
     seed: int = setting(0, type=cli.non_negative_int, help="seed of everything random")
+    # --model sr-cnn-rnn's stages (rnn/semantic.py): concepts alone, then the RNN alone, then both
+    sr_concept_epochs: int = setting(5, type=cli.non_negative_int, help="sr-cnn-rnn: epochs of stage 1 (concepts)")
+    sr_rnn_epochs: int = setting(5, type=cli.non_negative_int, help="sr-cnn-rnn: epochs of stage 2 (RNN); then both")
     # Model selection: the epoch with the best validation O-F1 + C-F1 is the model
     val_fraction: float = setting(
         0.1,
@@ -242,6 +245,7 @@ def _one_of(names):
 FIELD_RULES = {
     **{key: (lambda v: v >= 1, "must be >= 1") for key in ("K", "D", "E", "H", "batch_size", "beam", "k")},
     **{key: (lambda v: v >= 0, "must be >= 0") for key in ("epochs", "seed", "min_labels")},
+    **{key: (lambda v: v >= 0, "must be >= 0") for key in ("sr_concept_epochs", "sr_rnn_epochs")},
     "presence_samples": (lambda v: v >= 1, "must be >= 1"),
     "model": _one_of(MODEL_NAMES),
     "variant": _one_of(lstm.VARIANTS),
@@ -368,6 +372,8 @@ def from_args(args, data, norm):
         clip=args.clip,
         dropout=args.dropout,
         seed=args.seed,
+        sr_concept_epochs=args.sr_concept_epochs,
+        sr_rnn_epochs=args.sr_rnn_epochs,
         val_fraction=args.val_fraction,
         tune_decoding=args.tune_decoding,
         beam=args.beam,

@@ -1,4 +1,5 @@
-"""The registry of model kinds: the six models of Tables 1-3 behind one interface, :data:`KINDS`.
+"""The registry of model kinds: the six models of Tables 1-3, and the semantic
+interface beyond the paper, behind one interface, :data:`KINDS`.
 
 ``train`` and ``predict`` never ask which model they hold; they look it up,
 ``kind = KINDS[cfg.model]``, and call what the table gives:
@@ -24,10 +25,15 @@ warp       ``warp.init_warp``     WARP rank loss of linear scores   the k highes
                                   (baselines/warp.py, sampled)
 knn        none: ``kind.fit``     none: the training features are   the k labels with most votes of
            (``knn.fit_knn``)      stored, k chosen by leave-one-out the nearest training images
+sr-cnn-rnn ``sr_init_params``     per-label BCE of K concepts, then the CNN-RNN's beam search on the
+           (rnn/semantic.py)      the path loss on them, then both  concepts (beyond the paper)
 ========== ====================== ================================= =================================
 
 A kind with a ``fit`` (``fit(cfg, data, rng) -> params``, knn) is not trained by the
-epoch loop: ``loop.fit`` calls it once instead.
+epoch loop: ``loop.fit`` calls it once instead. A kind with a ``stage``
+(``stage(cfg, epoch) -> int``, sr-cnn-rnn) is trained in stages: its ``batch_loss`` takes
+the epoch's stage as the keyword ``stage``, and the epoch loop gets the loss of each epoch
+from :meth:`ModelKind.epoch_loss`.
 
 ``cfg`` is the run's :class:`minicnnrnn.training.config.RunConfig` (K, D, E, H, variant,
 dropout). Everything random (dropout masks) is drawn on the host from ``rng``, a numpy
@@ -35,6 +41,7 @@ Generator, in a fixed order, so that the same seed gives the same run.
 """
 
 import dataclasses
+import functools
 import typing
 
 import numpy as np
@@ -44,7 +51,7 @@ from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import dropout, loss
 from minicnnrnn.paths import alignment, beam_search, label_paths, presence
-from minicnnrnn.rnn import model
+from minicnnrnn.rnn import model, semantic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +103,8 @@ class Decoded:
 class ModelKind:
     """One row of the table: a model's name, its row title in the tables, whether it is
     decoded as a label path (beam search) or by top-k, and its three functions; ``fit``:
-    for a model made in one pass over the data instead of by the epoch loop (knn)."""
+    for a model made in one pass over the data instead of by the epoch loop (knn);
+    ``stage``: for a model trained in stages (sr-cnn-rnn), the stage of an epoch."""
 
     name: str
     title: str
@@ -105,6 +113,14 @@ class ModelKind:
     batch_loss: typing.Callable
     decode: typing.Callable
     fit: typing.Optional[typing.Callable] = None
+    stage: typing.Optional[typing.Callable] = None
+
+    def epoch_loss(self, cfg, epoch):
+        """The batch loss that epoch ``epoch`` (0-based) trains with: ``batch_loss(cfg, params,
+        I, labels, order, rng) -> (loss, grads)``, with the epoch's stage bound for a staged kind."""
+        if self.stage is None:
+            return self.batch_loss
+        return functools.partial(self.batch_loss, stage=self.stage(cfg, epoch))
 
 
 # ---------------------------------------------------------------------------
@@ -273,6 +289,41 @@ def _decode_knn(cfg, params, I, options):
     return _ranked_top_k(cfg, votes, votes, options)
 
 
+# ---------------------------------------------------------------------------
+# The semantic interface (rnn/semantic.py, beyond the paper): the CNN-RNN on K concepts
+# ---------------------------------------------------------------------------
+
+
+def _init_sr(cfg, rng):
+    return semantic.sr_init_params(cfg.K, cfg.D, cfg.E, cfg.H, rng, cfg.variant)
+
+
+def _sr_stage(cfg, epoch):
+    """Stage 1 for the first ``cfg.sr_concept_epochs`` epochs, 2 for the next ``cfg.sr_rnn_epochs``, then 3."""
+    return semantic.stage_at(epoch, cfg.sr_concept_epochs, cfg.sr_rnn_epochs)
+
+
+def _sr_step(cfg, params, I):
+    """The CNN-RNN's one-step decoder on the concepts c = sigmoid(I W_c + b_c) of I (n, D)."""
+    return model.make_step(params, semantic.concept_probabilities(params, I), cfg.variant)
+
+
+def _sr_loss(cfg, params, I, labels, order, rng, stage=3):
+    """``semantic.sr_loss`` of the stage: BCE of the concepts and / or the path loss of the
+    CNN-RNN on them (pla / mla paths follow the model's own predictions, on the concepts).
+    Stage 1 runs no RNN, so it makes no paths and draws no dropout mask."""
+    y = backend.to_device(labels)
+    if not semantic.STAGES[stage][1]:
+        return semantic.sr_loss(params, I, y, None, None, None, cfg.variant, stage)
+    inputs, targets, mask, drop = _path_batch(cfg, labels, order, rng, lambda: _sr_step(cfg, params, I))
+    return semantic.sr_loss(params, I, y, inputs, targets, mask, cfg.variant, stage, drop)
+
+
+def _decode_sr(cfg, params, I, options):
+    """The CNN-RNN's decoding (``_decode_path``) with its step on the concepts."""
+    return _decode_path(cfg, params, I, options, _sr_step(cfg, params, I))
+
+
 KINDS = {
     "cnn-rnn": ModelKind("cnn-rnn", "CNN-RNN", True, _init_cnn_rnn, _cnn_rnn_loss, _decode_cnn_rnn),
     "no-rnn": ModelKind("no-rnn", "No RNN", True, _init_no_rnn, _no_rnn_loss, _decode_no_rnn_path),
@@ -280,6 +331,7 @@ KINDS = {
     "softmax": ModelKind("softmax", "Softmax", False, _init_classifier, _classifier_loss, _decode_top_k),
     "warp": ModelKind("warp", "WARP", False, _init_warp, _warp_loss, _decode_warp),
     "knn": ModelKind("knn", "KNN", False, _no_epochs, _no_epochs, _decode_knn, fit=_fit_knn),
+    "sr-cnn-rnn": ModelKind("sr-cnn-rnn", "SR-CNN-RNN", True, _init_sr, _sr_loss, _decode_sr, stage=_sr_stage),
 }
 
 

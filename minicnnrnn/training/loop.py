@@ -53,7 +53,7 @@ def run_epoch(cfg, params, opt, data, order, rng, epoch, lr_factor=1.0):
     """One pass over the shuffled training set. Returns the epoch's log row (a dict).
     Raises FloatingPointError at the first step whose loss or gradient is not finite.
     lr_factor: multiplies the scheduled learning rate (halved after a diverged epoch)."""
-    batch_loss = kinds.KINDS[cfg.model].batch_loss
+    batch_loss = kinds.KINDS[cfg.model].epoch_loss(cfg, epoch)  # a staged model's loss depends on the epoch
     lr = lr_factor * optim.cosine_schedule(cfg.lr, epoch, cfg.epochs)  # once per epoch
     n_train = len(data.train_labels)
     perm = rng.permutation(n_train)
