@@ -9,8 +9,9 @@ built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc
 the images (``preprocess.load_image`` then :func:`minicnnrnn.cnn.backbones.feature_rows`), normalises the features as
 training did (``config.feature_norm``, :func:`minicnnrnn.training.data.normalise`), then
 decodes each image's most probable prediction path by beam search (§3.3,
-:mod:`minicnnrnn.paths.beam_search`), as the model's row of
-:data:`minicnnrnn.training.kinds.KINDS` says.
+:mod:`minicnnrnn.paths.beam_search`), or decides its labels from P(label in path) when the
+checkpoint (chosen on validation by ``train``) or ``--decode`` says marginal or marginal-f1,
+as the model's row of :data:`minicnnrnn.training.kinds.KINDS` says.
 Each image gets one line: its labels in path order with their step probabilities, the
 probability of END, and the probability of the whole path (Eq. 6). ``--json`` prints
 the same (and every label's confidence score) as JSON instead.
@@ -58,8 +59,15 @@ def make_parser():
     # default; plain int, so that a bad value is search_options' error naming the flag.
     config.add_options(
         p,
-        ("beam", "min_labels"),
+        ("beam", "min_labels", "decode"),
         beam=dict(type=int, default=None, help="beam size B (1 = greedy); default: the checkpoint's, or 3"),
+        decode=dict(
+            default=None,
+            choices=config.DECODINGS[1:],
+            help="path models: path (the most probable path, §3.3), marginal (the k labels of highest "
+            "P(label in path)) or marginal-f1 (the expected-F1 set); default: the checkpoint's, which "
+            "train chose on validation (docs/inference.md)",
+        ),
         min_labels=dict(
             type=int,
             default=None,
@@ -212,7 +220,8 @@ def format_line(name, pred):
 def search_options(args, cfg):
     """The :class:`kinds.DecodeOptions` from the arguments, else the checkpoint's, checked
     early (before the slow CNN runs). Path models search paths of ``--min-labels`` to
-    ``--max-labels`` labels with beam width ``--beam``; classifiers print ``--top-k`` labels."""
+    ``--max-labels`` labels with beam width ``--beam``, decided by ``--decode`` (marginal
+    decisions: at most ``--max-labels``, default the run's k); classifiers print ``--top-k`` labels."""
     beam = args.beam if args.beam is not None else cfg.beam
     min_labels = args.min_labels if args.min_labels is not None else cfg.min_labels
     if kinds.KINDS[cfg.model].paths:
@@ -223,7 +232,12 @@ def search_options(args, cfg):
                 "pass --min-labels as well"
             )
         grammar.check_options(cfg.K, beam, args.max_labels, min_labels)
-        return kinds.DecodeOptions(beam, args.max_labels, min_labels)
+        decode = args.decode or cfg.decode
+        # the marginal decisions need a label budget: --max-labels, else the run's k
+        most = args.max_labels if args.max_labels is not None or decode == "path" else cfg.k
+        return kinds.DecodeOptions(
+            beam, most, min_labels, decode=decode, samples=cfg.presence_samples, path_limit=cfg.max_path
+        )
     top_k = args.top_k if args.top_k is not None else cfg.k
     if not 1 <= top_k <= cfg.K:
         raise UserError(f"--top-k: must be between 1 and K = {cfg.K}, got {top_k}")

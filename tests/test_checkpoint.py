@@ -60,7 +60,7 @@ def test_config_is_stored_as_a_plain_object_and_missing_settings_get_defaults(tm
     meta["config"] = {k: meta["config"][k] for k in ("model", "K", "D", "E", "H", "variant", "cnn")}
     fileio.save_npz(path, **{**arrays, "meta": np.array(json.dumps(meta))})
     back = checkpoint.load(path)["config"]
-    assert back == dataclasses.replace(CONFIG, val_fraction=0.0) and (
+    assert back == dataclasses.replace(CONFIG, val_fraction=0.0, decode="path") and (
         back.beam,
         back.k,
         back.min_labels,

@@ -228,7 +228,7 @@ def _greedy(params, I, K, k):
 def test_predict_decodes_with_beam_search(tiny_npz, tmp_path):
     _run(tiny_npz, tmp_path / "d", "--epochs", "2", "--gate-lr-scale", "1")  # 2 epochs: learns to emit labels
     state = checkpoint.load(tmp_path / "d" / "checkpoint.npz")
-    cfg = dataclasses.replace(state["config"], beam=1)  # beam 1 = greedy
+    cfg = dataclasses.replace(state["config"], beam=1, decode="path", min_labels=0)  # greedy, as trained
     rows = train_data.Rows(np.load(tiny_npz)["test_features"], norm=cfg.feature_norm)
     features = rows[:]  # as the model sees them (unit length)
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)

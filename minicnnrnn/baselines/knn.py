@@ -85,7 +85,7 @@ def fit_knn(cfg, features, labels, rng):
     for n in grid:
         pred = metrics.topk_predictions(np.concatenate(votes[n]), cfg.k)
         m = metrics.precision_recall_f1(pred, truth)
-        value = (m["C-F1"] + m["O-F1"]) / 2
+        value = (np.nan_to_num(m["C-F1"]) + np.nan_to_num(m["O-F1"])) / 2  # undefined (no labels): 0
         if value > best + 1e-12:
             best, best_n = value, n
     return {"X": backend.to_host(X), "Y": np.asarray(labels, np.float32), "n_neighbours": np.array([best_n], np.int64)}

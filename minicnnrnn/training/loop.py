@@ -20,6 +20,7 @@ checkpoint, so a resumed run finishes with exactly the result of an uninterrupte
 """
 
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -267,9 +268,10 @@ def evaluate(cfg, params, data, ranking_cfg=None):
     uint8, "scores": (n, K)}``, metrics in percent (NaN AP: a class without test
     positives). AP is ``cfg.ap_mode``; VOC "difficult" entries are ignored. The ranking
     metrics use ``Decoded.ranking``: P(label in path) for the path models, under
-    ``ranking_cfg``'s decoding rules when given (``--tune-decoding`` changes how the label
-    sets are decoded, not the paths' distribution that ranks the labels)."""
-    if ranking_cfg is None:
+    ``ranking_cfg``'s decoding rules when given (a decoding chosen on validation changes how
+    the label sets are decided, not the paths' distribution that ranks the labels)."""
+    # the presence depends on the grammar's min_labels, not on how the sets are decided
+    if ranking_cfg is None or ranking_cfg.min_labels == cfg.min_labels:
         pred, scores = kinds.predict_sets(cfg, params, data.test_features)
     else:  # label sets decoded by cfg, ranking scores of the model's own paths (ranking_cfg)
         pred, _ = kinds.predict_sets(cfg, params, data.test_features, ranking=False)
@@ -282,6 +284,18 @@ def evaluate(cfg, params, data, ranking_cfg=None):
         "pred": pred,
         "scores": scores,
     }
+
+
+def store_decoding(out, cfg):
+    """Write the decoding chosen on validation (``cfg``'s decode, beam, min_labels) into the
+    config of OUT/best.npz and OUT/checkpoint.npz, so that ``predict`` decodes as the test
+    split was decoded. Every other entry of the files stays as it was."""
+    for name in ("best.npz", "checkpoint.npz"):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            state = checkpoint.load(path)
+            chosen = {key: getattr(cfg, key) for key in ("decode", "beam", "min_labels")}
+            checkpoint.save(path, dict(state, config=dataclasses.replace(state["config"], **chosen)))
 
 
 def run_record(cfg, history):
@@ -307,10 +321,16 @@ def train_and_evaluate(cfg, data, out, resume=False):
     "run": run_record()}``) and OUT/per_class_AP.json. Returns the evaluate() result."""
     params, history = fit(cfg, data, out, resume)
     chosen, ranking_cfg = None, None
-    if cfg.tune_decoding and kinds.KINDS[cfg.model].paths and data.val_labels is not None:
-        ranking_cfg = cfg
+    if kinds.KINDS[cfg.model].paths and data.val_labels is not None and (cfg.tune_decoding or cfg.decode == "auto"):
+        ranking_cfg = dataclasses.replace(cfg, decode="path")
         cfg, chosen = selection.tune_decoding(cfg, params, data)
-        print(f"{cfg.model}: decoding chosen on validation: beam {cfg.beam}, min-labels {cfg.min_labels}", flush=True)
+        print(
+            f"{cfg.model}: decoding chosen on validation: {selection.describe(cfg)} "
+            f"(validation O-F1 + C-F1 {chosen['val_score']:.1f}; "
+            f"the run's path decoding {next(iter(chosen['tried'].values())):.1f})",
+            flush=True,
+        )
+        store_decoding(out, cfg)
     result = evaluate(cfg, params, data, ranking_cfg)
     record = {
         "metrics": result["metrics"],

@@ -1,0 +1,36 @@
+"""minicnnrnn from Python, as scikit-learn users expect (docs/python_api.md).
+
+    from minicnnrnn.estimators import CNNRNNClassifier, FeatureExtractor
+    clf = CNNRNNClassifier(epochs=5).fit(X, Y)       # X (n, D) features, Y (n, K) 0/1
+    make_pipeline(FeatureExtractor("builtin"), CNNRNNClassifier())   # image files -> labels
+
+engine.py is the one place that calls the training code; base.py holds scikit-learn's
+conventions (with a fallback when it is not installed); classifiers.py the six models of
+Table 3; features.py the CNN in front of them.
+"""
+
+from minicnnrnn.estimators.base import NotFittedError
+from minicnnrnn.estimators.classifiers import (
+    BCEClassifier,
+    CNNRNNClassifier,
+    KNNClassifier,
+    MultiLabelEstimator,
+    NoRNNClassifier,
+    SoftmaxClassifier,
+    WARPClassifier,
+    all_estimators,
+)
+from minicnnrnn.estimators.features import FeatureExtractor
+
+__all__ = [
+    "BCEClassifier",
+    "CNNRNNClassifier",
+    "FeatureExtractor",
+    "KNNClassifier",
+    "MultiLabelEstimator",
+    "NoRNNClassifier",
+    "NotFittedError",
+    "SoftmaxClassifier",
+    "WARPClassifier",
+    "all_estimators",
+]
