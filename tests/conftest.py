@@ -1,8 +1,10 @@
 """Shared test fixtures: locations of optional data and skips for optional libraries."""
 
+import contextlib
 import os
 import pathlib
 import shutil
+import signal
 import tempfile
 
 import numpy as np
@@ -138,3 +140,19 @@ def one_line(fn):
     message = str(info.value)
     assert "\n" not in message
     return message
+
+
+@contextlib.contextmanager
+def no_hang(seconds=10):
+    """Fail (instead of hanging the suite) when the body blocks, e.g. on a FIFO."""
+
+    def alarm(*_):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
