@@ -28,6 +28,7 @@ LAZY = dict.fromkeys(
         "MultiLabelEstimator",
         "NoRNNClassifier",
         "SoftmaxClassifier",
+        "SRCNNRNNClassifier",
         "WARPClassifier",
     ),
     "minicnnrnn.estimators",

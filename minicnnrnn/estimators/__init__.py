@@ -6,7 +6,7 @@
 
 engine.py is the one place that calls the training code; base.py holds scikit-learn's
 conventions (with a fallback when it is not installed); classifiers.py the six models of
-Table 3; features.py the CNN in front of them.
+Table 3 and the semantic interface; features.py the CNN in front of them.
 """
 
 from minicnnrnn.estimators.base import NotFittedError
@@ -17,6 +17,7 @@ from minicnnrnn.estimators.classifiers import (
     MultiLabelEstimator,
     NoRNNClassifier,
     SoftmaxClassifier,
+    SRCNNRNNClassifier,
     WARPClassifier,
     all_estimators,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "NoRNNClassifier",
     "NotFittedError",
     "SoftmaxClassifier",
+    "SRCNNRNNClassifier",
     "WARPClassifier",
     "all_estimators",
 ]

@@ -39,7 +39,18 @@ from minicnnrnn.estimators import base, engine
 
 _RUNNING = ("random_state", "backend", "threads", "verbose")
 _TRAINING = ("epochs", "batch_size", "lr", "clip", "validation_fraction", "feature_norm", "k")
-_PATHS = ("label_order", "beam", "min_labels", "tune_decoding", "presence_samples", "embed", "hidden", "dropout")
+_PATHS = (
+    "label_order",
+    "beam",
+    "min_labels",
+    "tune_decoding",
+    "decode",
+    "presence_samples",
+    "max_path",
+    "embed",
+    "hidden",
+    "dropout",
+)
 
 ESTIMATOR_OF = {}  # kind -> estimator class, filled as the classes are defined
 
@@ -190,6 +201,20 @@ class KNNClassifier(_Probabilities, MultiLabelEstimator):
 
     _kind = "knn"
     __init__ = base.keyword_init(("validation_fraction", "feature_norm", "k") + _RUNNING)
+
+
+class SRCNNRNNClassifier(_Probabilities, MultiLabelEstimator):
+    """The semantic interface (Liu et al., CVPR 2017; beyond the paper, rnn/semantic.py): a
+    concept layer of K per-label sigmoids is Eq. 4's image, trained in three stages (concepts,
+    then the RNN on them, then both: ``sr_concept_epochs``, ``sr_rnn_epochs``)."""
+
+    _kind = "sr-cnn-rnn"
+    __init__ = base.keyword_init(
+        _PATHS
+        + ("variant", "recurrent_lr_scale", "gate_lr_scale", "sr_concept_epochs", "sr_rnn_epochs")
+        + _TRAINING
+        + _RUNNING
+    )
 
 
 def all_estimators():
