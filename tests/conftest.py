@@ -2,15 +2,18 @@
 test's own working folder (no test reads or writes the user's ``runs/``, caches or
 current directory)."""
 
+import contextlib
 import os
 import pathlib
 import shutil
+import signal
 import tempfile
 
 import numpy as np
 import pytest
 
 from minicnnrnn.core import backend
+from minicnnrnn.core.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The project's real reference data lives beside the clone (../shared/data); a
@@ -141,3 +144,28 @@ def host(value):
     if isinstance(value, (list, tuple)):
         return type(value)(host(v) for v in value)
     return value
+
+
+def one_line(fn):
+    """Call ``fn()``, which must raise a one-line UserError; return its message."""
+    with pytest.raises(UserError) as info:
+        fn()
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@contextlib.contextmanager
+def no_hang(seconds=10):
+    """Fail (instead of hanging the suite) when the body blocks, e.g. on a FIFO."""
+
+    def alarm(*_):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

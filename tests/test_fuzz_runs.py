@@ -6,14 +6,13 @@ exit 2), never a traceback or a hang (each command runs under a SIGALRM timeout)
 hypothesis budget is fixed and derandomized (``MINICNNRNN_FUZZ_EXAMPLES`` scales it).
 """
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
+from conftest import no_hang
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -30,25 +29,9 @@ RUNS = settings(BUDGET, max_examples=max(1, BUDGET.max_examples // 4))
 TINY = ["--embed", "4", "--hidden", "6", "--batch-size", "512", "--quiet", "--epochs", "1"]
 
 
-@contextlib.contextmanager
-def no_hang(seconds=20):
-    """Fail (instead of hanging the suite) when the body blocks, e.g. on a FIFO."""
-
-    def alarm(*_):
-        raise TimeoutError(f"blocked for {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def ends_well(fn):
     """Success, or a one-line UserError; returns the message (or None)."""
-    with no_hang():
+    with no_hang(20):
         try:
             fn()
         except UserError as exc:

@@ -196,7 +196,7 @@ class WARPClassifier(MultiLabelEstimator):
 
 
 class KNNClassifier(_Probabilities, MultiLabelEstimator):
-    """The labels of the nearest training images (baselines/knn.py; its k chosen by leave-one-out).
+    """The labels of the nearest training images (baselines/knn.py; its n_neighbours chosen by leave-one-out).
     ``k`` is the labels per image predicted, as for every estimator here."""
 
     _kind = "knn"
