@@ -9,6 +9,7 @@ conventions (with a fallback when it is not installed); classifiers.py the six m
 Table 3 and the semantic interface; features.py the CNN in front of them.
 """
 
+from minicnnrnn import LAZY
 from minicnnrnn.estimators.base import NotFittedError
 from minicnnrnn.estimators.classifiers import (
     BCEClassifier,
@@ -23,16 +24,5 @@ from minicnnrnn.estimators.classifiers import (
 )
 from minicnnrnn.estimators.features import FeatureExtractor
 
-__all__ = [
-    "BCEClassifier",
-    "CNNRNNClassifier",
-    "FeatureExtractor",
-    "KNNClassifier",
-    "MultiLabelEstimator",
-    "NoRNNClassifier",
-    "NotFittedError",
-    "SoftmaxClassifier",
-    "SRCNNRNNClassifier",
-    "WARPClassifier",
-    "all_estimators",
-]
+# The names ``minicnnrnn`` itself re-exports (its LAZY map) and two of this package's own.
+__all__ = [*LAZY, "NotFittedError", "all_estimators"]
