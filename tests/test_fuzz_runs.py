@@ -111,7 +111,7 @@ def test_any_file_named_best_npz_beside_a_checkpoint(world, tmp_path_factory, ki
         "other run's checkpoint": lambda: (world / "b" / "checkpoint.npz").read_bytes(),
     }[kind]()
     (run / "best.npz").write_bytes(payload)
-    message = ends_well(lambda: analyze._load_scored(str(run / "checkpoint.npz")))
+    message = ends_well(lambda: analyze._load_scored(str(run), False))  # the run folder: its best.npz
     if kind.startswith("other run"):
         assert message is not None and "another run" in message, message
 

@@ -93,7 +93,7 @@ def test_a_foreign_best_npz_is_refused(two_runs, tmp_path):
     shutil.copytree(folder / "a", tmp_path / "a")
     shutil.copy(folder / "b" / "best.npz", tmp_path / "a" / "best.npz")
     assert "belongs to another run" in one_line(lambda: run(npz, tmp_path / "a", 3, "--resume"))
-    message = one_line(lambda: analyze._load_scored(str(tmp_path / "a" / "checkpoint.npz")))
+    message = one_line(lambda: analyze._load_scored(str(tmp_path / "a"), False))  # the run folder: its best.npz
     assert "best.npz: belongs to another run" in message
 
 
