@@ -182,7 +182,7 @@ def make_step(params, I, variant):
       (R, E + H + 1) @ (E + H + 1, 4H): one large product instead of two and two additions;
     * the gates, the new state and the output are computed in place in that product's buffer,
       which (like the input buffer) is allocated once and reused while R does not grow;
-    * ``U_l[:K+1].T`` of Eq. 5 is laid out once.
+    * ``U_l[:K+1].T`` of Eq. 5 is laid out once, and the log-softmax works in place.
 
     Only the sums' order differs from :func:`make_step_plain`, so both give the same
     log-probabilities to float rounding (``tests/test_model.py`` checks it).
@@ -196,7 +196,7 @@ def make_step(params, I, variant):
     bias = params["b_lstm"] if "b_lstm" in params else xp.zeros(4 * H, dtype=U_l.dtype)
     weights = xp.concatenate([params["U_w"], params["U_r"], bias[None]])  # (E + H + 1, 4H)
     score_weights = xp.ascontiguousarray(U_l[:n_out].T)  # (E, K + 1)
-    buffers = {}  # "in": (R, E + H + 1) [w | r(t-1) | 1]; "z": (R, 4H), grown when R grows
+    buffers = {}  # "in": (R, E + H + 1) [w | r(t-1) | 1]; "z": (R, 4H); "exp": (R, K + 1); grown with R
 
     def step(prev_tokens, state, rows):
         R = rows.shape[0]
@@ -204,6 +204,7 @@ def make_step(params, I, variant):
             buffers["in"] = xp.empty((R, E + H + 1), dtype=U_l.dtype)
             buffers["in"][:, -1] = 1  # the bias row of the weights
             buffers["z"] = xp.empty((R, 4 * H), dtype=U_l.dtype)
+            buffers["exp"] = xp.empty((R, n_out), dtype=U_l.dtype)
         inp, z = buffers["in"][:R], buffers["z"][:R]
         inp[:, :E] = U_l[START] if prev_tokens is None else U_l[prev_tokens]  # Eq. 2
         inp[:, E : E + H] = 0 if state is None else state[0]  # r(0) = 0
@@ -212,7 +213,9 @@ def make_step(params, I, variant):
         a = o @ params["U_o_x"]  # Eq. 4
         a += image[rows]
         xp.maximum(a, 0, out=a)
-        s = a @ score_weights  # Eq. 5, (R, K + 1)
-        return loss.log_softmax(s), (r,)
+        s = a @ score_weights  # Eq. 5, (R, K + 1): fresh, the searches mask it in place
+        s -= s.max(axis=1, keepdims=True)  # log-softmax in place, exp into a reused buffer
+        s -= xp.log(xp.exp(s, out=buffers["exp"][:R]).sum(axis=1, keepdims=True))
+        return s, (r,)
 
     return step
