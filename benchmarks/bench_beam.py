@@ -67,21 +67,22 @@ def sgemm_peak(repeat=3, size=2048):
     return 2.0 * size**3 / seconds
 
 
-def flops_per_row(K):
+def flops_per_row(K, plain=False):
     """FLOPs of one model row of ``model.make_step``: its fused Eq. 1 product
-    [w | r | 1] @ [U_w; U_r; b_lstm], Eq. 4's o @ U_o_x and Eq. 5's scores."""
-    return 2.0 * ((E + H + 1) * 4 * H + H * E + E * (K + 1))
+    [w | r | 1] @ [U_w; U_r; b_lstm] (plain: w @ U_w and r @ U_r), Eq. 4's o @ U_o_x and Eq. 5's scores."""
+    return 2.0 * ((E + H + (0 if plain else 1)) * 4 * H + H * E + E * (K + 1))
 
 
-def bench_one(K, beam, n, min_labels, max_labels, repeat, batch_size):
-    """(images/s, model rows per image, FLOPs per image) of one search setting."""
+def bench_one(K, beam, n, min_labels, max_labels, repeat, batch_size, plain=False):
+    """(images/s, model rows per image, FLOPs per image) of one search setting
+    (plain: with ``model.make_step_plain``, the readable step)."""
     rng = np.random.default_rng(K)
     params = backend.params_to_device(model.init_params(K, D, E, H, rng, "relu"))
     # fc7-like features: non-negative, unit scale.
     I = backend.to_device(np.maximum(rng.standard_normal((n, D)), 0), np.float32)
     seconds, result = timed(
         lambda: beam_search.beam_search(
-            model.make_step(params, I, "relu"),
+            (model.make_step_plain if plain else model.make_step)(params, I, "relu"),
             n,
             beam_size=beam,
             max_labels=max_labels,
@@ -90,7 +91,7 @@ def bench_one(K, beam, n, min_labels, max_labels, repeat, batch_size):
         ),
         repeat,
     )
-    flops = result.step_rows * flops_per_row(K) + n * 2.0 * D * E
+    flops = result.step_rows * flops_per_row(K, plain) + n * 2.0 * D * E
     return n / seconds, result.step_rows / n, flops / n
 
 
@@ -116,6 +117,9 @@ def main(argv=None):
     )
     parser.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
     parser.add_argument("--markdown", action="store_true", help="print the results as one markdown table")
+    parser.add_argument(
+        "--plain-step", action="store_true", help="also time each case with model.make_step_plain, right after"
+    )
     args = parser.parse_args(argv)
     backend.use(args.backend)
     args.batch_size = args.batch_size or beam_search.DEFAULT_BATCH[args.backend]
@@ -137,7 +141,11 @@ def main(argv=None):
         for beam in args.beams:
             for setting, k, L in (("forced", args.length, args.length), ("free", 0, args.length)):
                 peak = max(peak, sgemm_peak())
-                rows.append((K, beam, setting) + bench_one(K, beam, args.images, k, L, args.repeat, args.batch_size))
+                for plain in (False, True) if args.plain_step else (False,):  # in turn: the same load
+                    name = setting + (", plain step" if plain else "")
+                    rows.append(
+                        (K, beam, name) + bench_one(K, beam, args.images, k, L, args.repeat, args.batch_size, plain)
+                    )
     peak = max(peak, sgemm_peak())
     print(f"sgemm peak (best seen) {peak / 1e9:.0f} GFLOP/s; load average now {os.getloadavg()[0]:.1f}")
     header = ("V", "B", "setting", "rows/img", "images/s", "GFLOP/s", "bound img/s", "ratio")
