@@ -18,7 +18,8 @@ names two things: in Eq. 1 the candidate update of the LSTM, the gate block ``x`
 
 The model has two faces, both here: the teacher-forced path above, for training
 (:func:`path_forward`, :func:`path_backward`, :func:`path_loss`), and the one-step decoder
-(:func:`make_step`) that the searches of ``paths/`` run, feeding the model its own labels.
+(:func:`make_step`, below its readable version :func:`make_step_plain`) that the searches of
+``paths/`` run, feeding the model its own labels.
 
 Parameters (a plain dict, names from the paper):
 
