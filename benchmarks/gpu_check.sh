@@ -82,7 +82,7 @@ step "bench_beam cupy vs its matmul bound" 30 "$OUT/bench_beam.log" \
   python benchmarks/bench_beam.py --backend cupy --images 4000 --beams 3 --vocab 81 1000 --repeat 2 --markdown
 
 # The summary, as markdown: README.md's GPU section takes it as it is (runs/gpu_check/summary.md).
-table() {  # table LOG: the markdown lines of a log (a table and the context line above it), or a pointer
+table() {  # table LOG: the markdown table lines of a log, or a pointer to the log
   grep -E '^\|' "$1" 2>/dev/null || echo "(no table: see $1)"
 }
 {
