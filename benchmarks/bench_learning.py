@@ -6,20 +6,24 @@
 Every run is what ``python -m minicnnrnn.train`` does (same code: validation split, best
 epoch chosen on validation, the test split scored once, ranking by P(label in path)), at
 sizes small enough for a shared 2-core machine (``--hidden``, ``--epochs``, ``--n-train``).
-Methods: softmax, bce, no-rnn and the CNN-RNN with every label order (freq, rare, random,
-pla, mla), plus BCE at the CNN-RNN's (freq) per-image label counts and BCE thresholded at
-0.5 (at most k), from the same BCE run. Datasets: ``builtin`` (Tiny Scenes, fc7 of the
+Methods: softmax, bce, no-rnn, the CNN-RNN with every label order (freq, rare, random,
+pla, mla) and the semantic interface (sr-cnn-rnn, freq order, ``--sr-stages``), plus BCE
+at the CNN-RNN's (freq) per-image label counts and BCE thresholded at 0.5 (at most k),
+from the same BCE run. Datasets: ``builtin`` (Tiny Scenes, fc7 of the
 shipped CNN) and ``iaprtc12`` (``../shared/data/iaprtc12/iaprtc12.npz`` when present; a
 seeded subset of ``--iapr-train`` / ``--iapr-test`` images, the same for every method).
 The table (markdown) goes to stdout and to ``--out``/table.md; every run's metrics.json
 stays under ``--out``. Column ``val`` is the validation O-F1 + C-F1 that chose each run's
-epoch (and, with ``--tune-decoding``, its beam and shortest path): the only figure a
-setting may be chosen by.
+epoch (and, with ``--decode auto``, the default, or ``--tune-decoding``, its decoding):
+the only figure a setting may be chosen by. ``--decode`` takes several values (or ``all``):
+the path models are trained once with the first, and every CNN-RNN order and no-rnn also
+gets a row per further decoding of the same trained parameters (``... / marginal``).
 """
 
 import argparse
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -33,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minicnnrnn import train  # noqa: E402
 from minicnnrnn.core import backend  # noqa: E402
 from minicnnrnn.rnn import lstm  # noqa: E402
-from minicnnrnn.training import config, loop, selection  # noqa: E402
+from minicnnrnn.training import checkpoint, compare, config, loop, selection  # noqa: E402
 from minicnnrnn.training import data as train_data  # noqa: E402
 
 IAPR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "iaprtc12", "iaprtc12.npz")
@@ -70,17 +74,22 @@ def run_seed(dataset, seed, opts, out):
     argv += ["--n-train", str(opts.n_train), "--n-test", str(opts.n_test)]
     argv += ["--presence-samples", str(opts.samples), "--val-fraction", str(opts.val_fraction)]
     argv += ["--tune-decoding"] if opts.tune_decoding else []
+    argv += ["--sr-concept-epochs", str(opts.sr_stages[0]), "--sr-rnn-epochs", str(opts.sr_stages[1])]
+    argv += ["--decode", opts.decode[0]]
     args = train.make_parser().parse_args(argv)
     backend.use(args.backend)
     data = selection.split_validation(train_data.load(args), args.val_fraction, seed)
     norm = train_data.fit_feature_norm(args.feature_norm, data.train_features)
     data = data.with_norm(norm)
     runs = [("softmax", "freq"), ("bce", "freq"), ("no-rnn", "freq")] + [("cnn-rnn", o) for o in opts.orders]
+    runs += [("sr-cnn-rnn", "freq")]
     results, rows = {}, {}
     for name, order in runs:
         args.model, args.label_order = name, order
         cfg = config.from_args(args, data, norm)
-        title = {"softmax": "Softmax", "bce": "BCE", "no-rnn": "No RNN"}.get(name, f"CNN-RNN {order}")
+        title = {"softmax": "Softmax", "bce": "BCE", "no-rnn": "No RNN", "sr-cnn-rnn": "SR-CNN-RNN"}.get(
+            name, f"CNN-RNN {order}"
+        )
         start = time.perf_counter()
         try:
             with contextlib.redirect_stdout(io.StringIO()):
@@ -92,6 +101,8 @@ def run_seed(dataset, seed, opts, out):
         results[(name, order)] = result
         val = validation_score(os.path.join(out, f"{name}-{order}"))
         rows[title] = dict(result["metrics"], **{"L/img": result["labels_per_image"], "val": val})
+        if name in ("cnn-rnn", "no-rnn"):
+            rows.update(other_decodings(cfg, data, os.path.join(out, f"{name}-{order}"), title, opts.decode[1:]))
         print(f"  {dataset} seed {seed} {title}: {time.perf_counter() - start:.0f} s", flush=True)
     # the best CNN-RNN setting of this seed, chosen on validation only, and BCE at its label counts
     tried = [o for o in opts.orders if ("cnn-rnn", o) in results]
@@ -102,10 +113,27 @@ def run_seed(dataset, seed, opts, out):
     for order, name in (("freq", "CNN-RNN freq"), (best, "the chosen CNN-RNN")):
         if ("bce", "freq") in results and ("cnn-rnn", order) in results:
             both = {"bce": results[("bce", "freq")], "cnn-rnn": results[("cnn-rnn", order)]}
-            for title, r in train.matched_rows(data, cfg, both).items():
+            for title, r in compare.matched_rows(data, cfg, both).items():
                 # setdefault: the thresholded row does not depend on the order; keep its first copy
                 row = dict(r["metrics"], **{"L/img": r["labels_per_image"]})
                 rows.setdefault(title.replace("CNN-RNN's", name), row)
+    return rows
+
+
+def other_decodings(cfg, data, folder, title, decodings):
+    """Rows of the same trained path model (its scored parameters in ``folder``) decoded each
+    way in ``decodings`` (e.g. marginal), at the run's beam and min_labels: {title: row}."""
+    rows = {}
+    if not decodings:
+        return rows
+    best = os.path.join(folder, "best.npz")
+    state = checkpoint.load(best if os.path.exists(best) else os.path.join(folder, "checkpoint.npz"))
+    params = backend.params_to_device(state["params"])
+    for how in decodings:
+        trial = dataclasses.replace(cfg, decode=how)
+        result = loop.evaluate(trial, params, data)
+        val = selection.validation_row(trial, params, data)["val_score"] if data.val_labels is not None else np.nan
+        rows[f"{title} / {how}"] = dict(result["metrics"], **{"L/img": result["labels_per_image"], "val": val})
     return rows
 
 
@@ -157,8 +185,26 @@ def main(argv=None):
         action="store_true",
         help="path models choose beam and shortest path on validation (train --tune-decoding)",
     )
+    p.add_argument(
+        "--sr-stages",
+        type=int,
+        nargs=2,
+        default=[2, 2],
+        metavar=("CONCEPT", "RNN"),
+        help="sr-cnn-rnn: epochs of stage 1 (concepts alone) and stage 2 (RNN alone); the rest are joint",
+    )
+    p.add_argument(
+        "--decode",
+        nargs="+",
+        default=["auto"],
+        choices=config.DECODINGS + ("all",),
+        help="path models' decodings (train --decode): the first trains, the others re-decode the "
+        "same parameters; all = auto, path, marginal, marginal-f1",
+    )
     p.add_argument("--out", default=os.path.join("runs", "bench_learning"))
     opts = p.parse_args(argv)
+    if "all" in opts.decode:
+        opts.decode = list(config.DECODINGS)
     os.makedirs(opts.out, exist_ok=True)
     start, parts = time.perf_counter(), []
     for name in opts.datasets:
@@ -176,7 +222,9 @@ def main(argv=None):
         f"settings: epochs {opts.epochs}, H {opts.hidden}, E {opts.embed}, LSTM {variant}, "
         f"built-in {opts.n_train} train / {opts.n_test} test, "
         f"iaprtc12 subset {opts.iapr_train} / {opts.iapr_test}, validation {opts.val_fraction}, "
-        f"{opts.samples} presence samples{', decoding tuned on validation' if opts.tune_decoding else ''}; "
+        f"{opts.samples} presence samples, SR-CNN-RNN stages {opts.sr_stages[0]} + {opts.sr_stages[1]} epochs, "
+        f"decode {' / '.join(opts.decode)}"
+        f"{', --tune-decoding' if opts.tune_decoding else ''}; "
         f"{time.perf_counter() - start:.0f} s"
     )
     text = "\n\n".join(parts + [sizes]) + "\n"

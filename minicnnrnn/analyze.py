@@ -1,8 +1,8 @@
 """Read a trained CNN-RNN: the paper's analyses (Table 5, Figures 7-10) as files.
 
-    python -m minicnnrnn.analyze --checkpoint runs/cnn-rnn/checkpoint.npz --out runs/analysis
-    python -m minicnnrnn.analyze --checkpoint runs/cnn-rnn/checkpoint.npz --compare-with runs/bce/checkpoint.npz
-    python -m minicnnrnn.analyze --checkpoint runs/iapr/checkpoint.npz --dataset npz:iaprtc12.npz
+    python -m minicnnrnn.analyze --checkpoint runs/cnn-rnn --out runs/analysis
+    python -m minicnnrnn.analyze --checkpoint runs/compare/cnn-rnn --compare-with runs/compare/bce
+    python -m minicnnrnn.analyze --checkpoint runs/iapr --dataset npz:iaprtc12.npz
 
 Writes into ``--out`` (names fixed, docs/analysis.md): ``table5_neighbours.md`` (Table 5),
 ``joint_space.md`` (Fig. 9), ``per_class.json`` and ``per_class.png`` (Fig. 7),
@@ -10,8 +10,9 @@ Writes into ``--out`` (names fixed, docs/analysis.md): ``table5_neighbours.md`` 
 (Fig. 10, built-in data). ``--dataset`` takes what ``train`` takes and must be the data
 the checkpoint was trained on: a checkpoint (or ``--compare-with``) whose data
 fingerprint differs is refused, and so is a ``best.npz`` of another run beside it.
-``--out`` is locked as ``train`` locks its folder. This file is the command; the work is
-in ``minicnnrnn/analysis/``.
+``--out`` is locked as ``train`` locks its folder. A run folder means its best.npz, the
+epoch train scored (``--last-epoch``: its checkpoint.npz); a file is used as given. This
+file is the command; the work is in ``minicnnrnn/analysis/``.
 """
 
 import os
@@ -19,14 +20,19 @@ import time
 
 from minicnnrnn.analysis import collect, per_class, report
 from minicnnrnn.core import cli, fileio
-from minicnnrnn.training import checkpoint, schema
+from minicnnrnn.training import checkpoint, schema, selection
 from minicnnrnn.training import data as train_data
 
 
 def make_parser():
     p = cli.make_parser("python -m minicnnrnn.analyze", __doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a cnn-rnn checkpoint.npz written by train")
-    p.add_argument("--compare-with", help="a second model's checkpoint (e.g. bce) for Fig. 7 and Fig. 8")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a cnn-rnn run folder written by train (its best.npz, the epoch train scored) or a checkpoint file",
+    )
+    p.add_argument("--compare-with", help="a second model's run folder or checkpoint (e.g. bce) for Fig. 7 and 8")
+    p.add_argument("--last-epoch", action="store_true", help="with run folders: their last epoch (checkpoint.npz)")
     p.add_argument("--out", default="runs/analysis", help="output folder")
     p.add_argument("--dataset", default="builtin", help="the data the model was trained on (as in train)")
     p.add_argument("--root", help="dataset folder (real datasets)")
@@ -40,17 +46,18 @@ def make_parser():
     return p
 
 
-def _load_scored(path):
-    """The model that train scored: OUT/best.npz (the epoch chosen on validation) when it sits
-    beside OUT/checkpoint.npz, else the file itself."""
-    best = os.path.join(os.path.dirname(os.path.abspath(path)), "best.npz")
-    if os.path.basename(path) == "checkpoint.npz" and os.path.isfile(best):
-        last = checkpoint.load(path)
-        state = checkpoint.load(best)
-        checkpoint.check_same_run(best, state, last.get("run_id"), last.get("data"))  # not another run's file
-        print(f"{path}: analysing {best} beside it, the epoch train chose on validation and scored")
-        return state
-    return checkpoint.load(path)
+def _load_scored(path, last_epoch):
+    """(file, state) of the model ``path`` names (training/selection.py: a run folder's
+    best.npz, or the file as given), saying which file and epoch. A best.npz must belong to
+    the run of the checkpoint.npz beside it."""
+    path = selection.scored_checkpoint(path, last_epoch)
+    state = checkpoint.load(path)
+    last = os.path.join(os.path.dirname(os.path.abspath(path)), "checkpoint.npz")
+    if os.path.basename(path) == "best.npz" and os.path.isfile(last):
+        run = checkpoint.load(last)
+        checkpoint.check_same_run(path, state, run.get("run_id"), run.get("data"))  # not another run's file
+    print(selection.describe_checkpoint(path, state), flush=True)
+    return path, state
 
 
 def check_data(state, data, where):
@@ -67,8 +74,10 @@ def check_data(state, data, where):
 def main(argv=None):
     args = cli.parse(make_parser(), argv)
     start, cpu = time.perf_counter(), time.process_time()
-    state = _load_scored(args.checkpoint)
-    other = _load_scored(args.compare_with) if args.compare_with else None
+    args.checkpoint, state = _load_scored(args.checkpoint, args.last_epoch)
+    other = None
+    if args.compare_with:
+        args.compare_with, other = _load_scored(args.compare_with, args.last_epoch)
     data = train_data.load(args)
     check_data(state, data, args.checkpoint)
     if other is not None:

@@ -1,16 +1,21 @@
 """Label images with a trained model: ``python -m minicnnrnn.predict``.
 
-    python -m minicnnrnn.predict --checkpoint runs/cnn-rnn/checkpoint.npz photo1.jpg photo2.png
+    python -m minicnnrnn.predict --checkpoint runs/cnn-rnn photo1.jpg photo2.png
     python -m minicnnrnn.predict --checkpoint CKPT --features feats/features.npy --image-list feats/images.txt
     python -m minicnnrnn.predict --checkpoint CKPT --features feats/          # an `extract` folder
+
+``--checkpoint`` takes a run folder, whose best.npz (the epoch ``train`` chose on
+validation and scored) it uses (``--last-epoch``: its checkpoint.npz), or a checkpoint
+file as given; one line on stderr says which file and epoch (not with ``--quiet``).
 
 For image files it runs the CNN the checkpoint was trained with (``config.cnn``: the
 built-in Tiny Scenes CNN or a converted VGG weights file, and its layer, e.g. fc7) on
 the images (``preprocess.load_image`` then :func:`minicnnrnn.cnn.backbones.feature_rows`), normalises the features as
 training did (``config.feature_norm``, :func:`minicnnrnn.training.data.normalise`), then
 decodes each image's most probable prediction path by beam search (§3.3,
-:mod:`minicnnrnn.paths.beam_search`), as the model's row of
-:data:`minicnnrnn.training.kinds.KINDS` says.
+:mod:`minicnnrnn.paths.beam_search`), or decides its labels from P(label in path) when the
+checkpoint (chosen on validation by ``train``) or ``--decode`` says marginal or marginal-f1,
+as the model's row of :data:`minicnnrnn.training.kinds.KINDS` says.
 Each image gets one line: its labels in path order with their step probabilities, the
 probability of END, and the probability of the whole path (Eq. 6). ``--json`` prints
 the same (and every label's confidence score) as JSON instead.
@@ -36,11 +41,11 @@ import sys
 import numpy as np
 
 from minicnnrnn.cnn import backbones, preprocess
-from minicnnrnn.core import backend, cli, fileio
+from minicnnrnn.core import backend, cli, fileio, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.features import images, network
 from minicnnrnn.paths import grammar
-from minicnnrnn.training import checkpoint, config, kinds
+from minicnnrnn.training import checkpoint, config, kinds, selection
 from minicnnrnn.training import data as train_data
 
 CHUNK = 4096  # feature rows moved to the device and decoded at once
@@ -51,15 +56,28 @@ def make_parser():
         "python -m minicnnrnn.predict", "Predict the labels of images (or of CNN features) with a trained checkpoint."
     )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to label")
-    p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by `python -m minicnnrnn.train`")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a run folder written by `python -m minicnnrnn.train` (its best.npz, the epoch train scored) "
+        "or a checkpoint file (best.npz, checkpoint.npz)",
+    )
+    p.add_argument("--last-epoch", action="store_true", help="with a run folder: its last epoch (checkpoint.npz)")
     p.add_argument("--features", help="predict from a (N, D) features .npy (or an `extract` folder) instead of images")
     p.add_argument("--image-list", help="with --features: a text file naming each row's image, one per line")
     # The search settings a checkpoint's RunConfig records, with the checkpoint's value as
     # default; plain int, so that a bad value is search_options' error naming the flag.
     config.add_options(
         p,
-        ("beam", "min_labels"),
+        ("beam", "min_labels", "decode"),
         beam=dict(type=int, default=None, help="beam size B (1 = greedy); default: the checkpoint's, or 3"),
+        decode=dict(
+            default=None,
+            choices=config.DECODINGS[1:],
+            help="path models: path (the most probable path, §3.3), marginal (the k labels of highest "
+            "P(label in path)) or marginal-f1 (the expected-F1 set); default: the checkpoint's, which "
+            "train chose on validation (docs/inference.md)",
+        ),
         min_labels=dict(
             type=int,
             default=None,
@@ -212,7 +230,8 @@ def format_line(name, pred):
 def search_options(args, cfg):
     """The :class:`kinds.DecodeOptions` from the arguments, else the checkpoint's, checked
     early (before the slow CNN runs). Path models search paths of ``--min-labels`` to
-    ``--max-labels`` labels with beam width ``--beam``; classifiers print ``--top-k`` labels."""
+    ``--max-labels`` labels with beam width ``--beam``, decided by ``--decode`` (marginal
+    decisions: at most ``--max-labels``, default the run's k); classifiers print ``--top-k`` labels."""
     beam = args.beam if args.beam is not None else cfg.beam
     min_labels = args.min_labels if args.min_labels is not None else cfg.min_labels
     if kinds.KINDS[cfg.model].paths:
@@ -223,7 +242,12 @@ def search_options(args, cfg):
                 "pass --min-labels as well"
             )
         grammar.check_options(cfg.K, beam, args.max_labels, min_labels)
-        return kinds.DecodeOptions(beam, args.max_labels, min_labels)
+        decode = args.decode or cfg.decode
+        # the marginal decisions need a label budget: --max-labels, else the run's k
+        most = args.max_labels if args.max_labels is not None or decode == "path" else cfg.k
+        return kinds.DecodeOptions(
+            beam, most, min_labels, decode=decode, samples=cfg.presence_samples, path_limit=cfg.max_path
+        )
     top_k = args.top_k if args.top_k is not None else cfg.k
     if not 1 <= top_k <= cfg.K:
         raise UserError(f"--top-k: must be between 1 and K = {cfg.K}, got {top_k}")
@@ -291,10 +315,14 @@ def main(argv=None):
         fileio.check_target(args.out)  # before the slow part: a folder or device is refused now
         if not args.out.lower().endswith((".json", ".csv")):
             raise UserError(f"--out {args.out}: give a file name ending in .json or .csv")
+    args.checkpoint = selection.scored_checkpoint(args.checkpoint, args.last_epoch)
     state = checkpoint.load(args.checkpoint)  # the whole schema check: one line for any damage
     cfg = state["config"]
     options = search_options(args, cfg)
     I, names, sizes = inputs(args, cfg)
+    if not progress.is_quiet():  # on stderr: stdout stays the predictions (--json parses); after
+        # the inputs are read, so that bad input is still a one-line error
+        print(selection.describe_checkpoint(args.checkpoint, state), file=sys.stderr, flush=True)
     params = backend.params_to_device(state["params"], np.float32)
 
     decode = kinds.KINDS[cfg.model].decode

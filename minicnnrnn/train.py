@@ -1,13 +1,13 @@
 """Train the CNN-RNN (§3.4) or a Table 3 baseline on fixed CNN features, then evaluate it.
 
     python -m minicnnrnn.train                  # CNN-RNN on the built-in data, prints the table
-    python -m minicnnrnn.train --compare        # CNN-RNN, no-rnn, bce, softmax, WARP and KNN side by side
+    python -m minicnnrnn.train --compare        # CNN-RNN, no-rnn, bce, softmax, WARP, KNN and SR-CNN-RNN side by side
     python -m minicnnrnn.train --dataset npz:feats.npz --out runs/mine
     python -m minicnnrnn.train --dataset voc2007 --root VOCdevkit --features feats/voc2007
 
 This file is the command: it parses the arguments, loads the data, and prints. The work
 is in ``minicnnrnn/training/``: the run's settings (config.py, :class:`RunConfig`), the
-six models behind one table (kinds.py), the loop with its checkpoints and the
+models behind one table (kinds.py), the loop with its checkpoints and the
 evaluation (loop.py), rmsprop and the cosine learning-rate schedule (optim.py), and the
 data (``--dataset``) with the feature normalisation that train and predict share
 (data.py). One epoch: shuffle the training images, and for every mini-batch turn the
@@ -22,14 +22,16 @@ Everything random (initialisation, shuffles, dropout masks) comes from one host
 so ``--resume`` finishes with exactly the result of an uninterrupted run.
 """
 
+import argparse
 import contextlib
 import os
+import sys
 import time
 
 from minicnnrnn.core import cli, fileio
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.evaluation import metrics, operating_points, protocols
-from minicnnrnn.training import checkpoint, config, kinds, loop, selection
+from minicnnrnn.evaluation import metrics, protocols, stats
+from minicnnrnn.training import checkpoint, compare, config, kinds, loop, selection
 from minicnnrnn.training import data as train_data
 
 
@@ -38,7 +40,20 @@ def make_parser():
     and help live there), and the ones that only say where data and outputs are."""
     p = cli.make_parser("python -m minicnnrnn.train", __doc__.split("\n\n")[0])
     config.add_options(p)
-    p.add_argument("--compare", action="store_true", help="train and evaluate all six models")
+    p.add_argument(
+        "--compare", action="store_true", help="train and evaluate every model (the six of Table 3 and sr-cnn-rnn)"
+    )
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        help="train over these seeds (0-4, 0,1,2 or 3; each seed its own validation split) and print "
+        "mean ± sd and the paired difference to BCE; outputs in OUT/seed-S/, OUT/compare.json and .md",
+    )
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="print only the final table, as markdown (the rest goes to stderr): for benchmarks/regenerate.py",
+    )
     p.add_argument("--root", help="dataset folder (real datasets)")
     p.add_argument("--features", help="features folder written by `python -m minicnnrnn.extract` (real datasets)")
     p.add_argument("--n-train", type=cli.positive_int, default=4000, help="built-in training images")
@@ -55,24 +70,11 @@ def make_parser():
     return p
 
 
-LPI = "L/img"  # the table's labels-per-image column
-
-
-def matched_rows(data, cfg, results):
-    """BCE at matched operating points (evaluation/operating_points.py), when both bce and
-    cnn-rnn ran: {row title: evaluate()-like result} in the printing order."""
-    if "scores" not in results.get("bce", {}) or "pred" not in results.get("cnn-rnn", {}):
-        return {}
-    scores = results["bce"]["scores"]
-    picks = {
-        "BCE at CNN-RNN's counts": operating_points.top_per_image(scores, results["cnn-rnn"]["pred"].sum(axis=1)),
-        f"BCE >= 0.5 (at most {cfg.k})": operating_points.thresholded(scores, 0.5, cap=cfg.k),
-    }
-    rows = {}
-    for title, pred in picks.items():
-        result, _ = metrics.evaluate_with_ap(pred, scores, data.test_labels, data.test_ignore, ap_mode=cfg.ap_mode)
-        rows[title] = {"metrics": result, "labels_per_image": float(pred.sum(axis=1).mean())}
-    return rows
+def _seeds(text):
+    try:
+        return stats.parse_seeds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def results_table(data, cfg, results):
@@ -81,13 +83,8 @@ def results_table(data, cfg, results):
     layout (protocols.report: Tables 1-3, or Table 4's per-class AP).
     cfg: a RunConfig of the runs (k, min_labels and ap_mode are the same for all models)."""
     ours = {kinds.KINDS[name].title: result for name, result in results.items()}
-    rows = {n: dict(r["metrics"], **{LPI: r.get("labels_per_image")}) for n, r in ours.items()}
-    rows.update(
-        {n: dict(r["metrics"], **{LPI: r["labels_per_image"]}) for n, r in matched_rows(data, cfg, results).items()}
-    )
-    top_k = metrics.format_table(
-        rows, columns=metrics.METRIC_KEYS + (LPI,), title=f"{data.name}: test set, k = {cfg.k} (percent)"
-    )
+    title = f"{data.name}: test set, k = {cfg.k}, one seed ({cfg.seed}) (percent)"
+    top_k = metrics.format_table(compare.method_rows(data, cfg, results), columns=compare.COLUMNS, title=title)
     if data.name not in train_data.REAL_DATASETS:
         return top_k
     proto = protocols.protocol_for(data.name)
@@ -108,9 +105,12 @@ def main(argv=None):
     args = cli.parse(make_parser(), argv)
     config.check_args(args)  # before any data is loaded
     start = time.perf_counter()
-    names = ("knn", "warp", "softmax", "bce", "no-rnn", "cnn-rnn") if args.compare else (args.model,)
+    names = ("knn", "warp", "softmax", "bce", "no-rnn", "cnn-rnn", "sr-cnn-rnn") if args.compare else (args.model,)
     base = args.out or os.path.join("runs", "compare" if args.compare else args.model)
-    outs = {name: os.path.join(base, name) if args.compare else base for name in names}
+    if args.seeds:
+        outs = compare.seed_outputs(base, names, args.seeds)
+    else:
+        outs = {name: os.path.join(base, name) if args.compare else base for name in names}
     if args.resume and args.overwrite:
         raise UserError("--overwrite: give either --resume (continue the run in --out) or --overwrite, not both")
     with contextlib.ExitStack() as locks:
@@ -119,10 +119,36 @@ def main(argv=None):
             if args.resume:
                 checkpoint.require_resumable(os.path.join(out, "checkpoint.npz"))
             checkpoint.check_fresh_out(out, args.resume, args.overwrite)
-        return _train(args, names, outs, start)
+        # --table-only: the progress lines go to stderr, so stdout is the table alone
+        with contextlib.redirect_stdout(sys.stderr) if args.table_only else contextlib.nullcontext():
+            text, failures = _train_seeds(args, names, outs, base) if args.seeds else _train(args, names, outs)
+        print(text if not args.table_only or args.seeds else f"```text\n{text.strip()}\n```")
+        seconds = time.perf_counter() - start
+        where = sys.stderr if args.table_only else sys.stdout
+        print(f"total time {seconds:.0f} s (data, training and evaluation)", file=where)
+        if failures:
+            raise UserError("; ".join(failures))
+        return 0
 
 
-def _train(args, names, outs, start):
+def _train_one(args, data, norm, out):
+    cfg = config.from_args(args, data, norm)
+    result = loop.train_and_evaluate(cfg, data, out, args.resume)
+    print(f"{args.model} seed {args.seed}: outputs in {out}", flush=True)
+    return result, cfg
+
+
+def _train_seeds(args, names, outs, base):
+    """--seeds: every model of ``names`` on every seed; the statistics table, saved in ``base``."""
+    raw = train_data.load(args)
+    print(raw.summary(), flush=True)
+    per_seed, failures = compare.run_seeds(args, raw, names, outs, args.seeds, _train_one)
+    text = compare.markdown(per_seed, title=f"{raw.name}: test set, percent")
+    compare.save(base, per_seed, text)
+    return text, failures
+
+
+def _train(args, names, outs):
     """Load the data, train and evaluate every model of ``names`` into ``outs``, print the tables."""
     data = selection.split_validation(train_data.load(args), args.val_fraction, args.seed)
     norm = train_data.fit_feature_norm(args.feature_norm, data.train_features)
@@ -141,13 +167,7 @@ def _train(args, names, outs, start):
             print(f"{name}: failed ({exc})", flush=True)
             continue
         print(f"{name}: outputs in {outs[name]}", flush=True)
-    if results:
-        print()
-        print(results_table(data, cfg, results))
-    print(f"total time {time.perf_counter() - start:.0f} s (data, training and evaluation)")
-    if failures:
-        raise UserError("; ".join(failures))
-    return 0
+    return ("\n" + results_table(data, cfg, results)) if results else "", failures
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
-"""Shared test fixtures: locations of optional data and skips for optional libraries."""
+"""Shared test fixtures: locations of optional data, skips for optional libraries, and a
+test's own working folder (no test reads or writes the user's ``runs/``, caches or
+current directory)."""
 
+import contextlib
 import os
 import pathlib
 import shutil
+import signal
 import tempfile
 
 import numpy as np
 import pytest
 
 from minicnnrnn.core import backend
+from minicnnrnn.core.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The project's real reference data lives beside the clone (../shared/data); a
@@ -21,6 +26,9 @@ SHARED_DATA = pathlib.Path(os.environ.get("MINICNNRNN_SHARED_DATA", REPO.parent 
 # temporary cache for the whole session, removed at the end.
 _SESSION_CACHE = tempfile.mkdtemp(prefix="minicnnrnn-test-cache-")
 os.environ["MINICNNRNN_CACHE"] = _SESSION_CACHE
+# Commands that tests start as subprocesses run in the test's temporary folder (below), so
+# they find this checkout's package through PYTHONPATH, not through the current directory.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
 STRICT_SITE = pathlib.Path(__file__).resolve().parent / "strict_site"
@@ -93,6 +101,14 @@ def rng():
 
 
 @pytest.fixture(autouse=True)
+def _own_working_folder(tmp_path, monkeypatch):
+    """Every test runs in its own temporary folder: a command called with its default
+    ``--out`` (``runs/<model>``) writes there, never into the user's ``runs/`` (the README's
+    main job, run before the tests, leaves ``runs/cnn-rnn/`` in the clone)."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
 def _numpy_backend_by_default(request, monkeypatch):
     """Each test starts on the backend chosen by $MINICNNRNN_BACKEND (numpy unless set; cupy,
     i.e. the stand-in, under --device strict); tests marked host_only always on NumPy."""
@@ -128,3 +144,28 @@ def host(value):
     if isinstance(value, (list, tuple)):
         return type(value)(host(v) for v in value)
     return value
+
+
+def one_line(fn):
+    """Call ``fn()``, which must raise a one-line UserError; return its message."""
+    with pytest.raises(UserError) as info:
+        fn()
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@contextlib.contextmanager
+def no_hang(seconds=10):
+    """Fail (instead of hanging the suite) when the body blocks, e.g. on a FIFO."""
+
+    def alarm(*_):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -11,7 +11,8 @@ arguments are moved to the device, the call runs on the stand-in, changes the fu
 made to its array arguments are copied back into the caller's arrays (in-place APIs such
 as an optimiser step keep working), and device results come back
 as host arrays (a result that *is* one of the moved arguments comes back as the caller's
-own array).
+own array). A function returned to test code (the one-step decoder of ``make_step``) is
+wrapped the same way.
 
 Package code calling package code is never adapted: the caller check looks at the calling
 frame's file (tests/ or tutorials/), so every implicit host<->device mix *inside* the package still raises. Edge
@@ -136,6 +137,14 @@ class _Mover:
         return value
 
 
+def _closure(result):
+    """A function a compute function returns (``make_step``'s ``step``) is compute code too:
+    test code may call it NumPy-style, so it gets the same edge."""
+    if inspect.isfunction(result) and not getattr(result, "__strict_adapted__", False):
+        return _adapt(result)
+    return result
+
+
 def _adapt(fn):
     @functools.wraps(fn)
     def call(*args, **kwargs):
@@ -144,10 +153,10 @@ def _adapt(fn):
         mover = _Mover()
         moved_args, moved_kwargs = mover.inward(args), mover.inward(kwargs)
         if not mover.arrays:
-            return fn(*args, **kwargs)
+            return _closure(fn(*args, **kwargs))
         result = fn(*moved_args, **moved_kwargs)
         mover.copy_back()
-        return mover.outward(result)
+        return _closure(mover.outward(result))
 
     call.__strict_adapted__ = True
     return call

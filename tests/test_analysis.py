@@ -38,7 +38,7 @@ def loaded(trained):
 
 def test_analyze_writes_every_file_and_per_class_recall_averages_to_c_r(trained, tmp_path, capsys):
     out = tmp_path / "analysis"
-    cnn_rnn, bce = (str(trained[k] / "checkpoint.npz") for k in ("cnn-rnn", "bce"))
+    cnn_rnn, bce = (str(trained[k]) for k in ("cnn-rnn", "bce"))  # run folders: the epochs train scored
     analyze.main(
         [
             "--checkpoint",
@@ -73,6 +73,8 @@ def test_analyze_writes_every_file_and_per_class_recall_averages_to_c_r(trained,
     assert "beam search prediction" in (out / "joint_space.md").read_text()
     printed = capsys.readouterr().out
     assert "Fig. 10 guided" in printed and "CPU" in printed
+    scored = json.loads((trained["cnn-rnn"] / "metrics.json").read_text())["run"]["scored_epoch"]
+    assert f"best.npz: epoch {scored} of " in printed and "chose on validation and scored" in printed
 
 
 def test_attention_maps_sit_on_the_predicted_labels_objects(loaded):
@@ -178,7 +180,7 @@ def test_analyze_on_precomputed_features_writes_what_it_can(tmp_path, capsys):
     run = tmp_path / "run"
     train.main(["--dataset", f"npz:{npz}", "--out", str(run), "--epochs", "2", "--embed", "8", "--hidden", "16"])
     out = tmp_path / "analysis"
-    analyze.main(["--checkpoint", str(run / "checkpoint.npz"), "--dataset", f"npz:{npz}", "--out", str(out)])
+    analyze.main(["--checkpoint", str(run), "--dataset", f"npz:{npz}", "--out", str(out)])
     for name in report.FILES:
         assert (out / name).is_file(), name
     assert "note" in json.loads((out / "recall_by_size.json").read_text())

@@ -11,7 +11,9 @@
 * ``paths/`` (label paths and their searches) knows no model: it imports only ``core/``,
   ``layers/`` and itself, never ``rnn/``, ``cnn/``, ``baselines/``, ``training/`` or a
   command; ``rnn/`` takes only the token alphabet (``paths/tokens.py``) from it;
-* no source file is longer than about 400 lines.
+* no source file (package, tutorials, benchmarks, tests) is longer than about 400 lines;
+* the package root imports none of its modules at import time: its lazy re-exports
+  (``minicnnrnn.LAZY``, PEP 562) resolve on first use, and their targets import without cycles.
 
 The import graph is read from the source with :mod:`ast`, so the test sees exactly
 the ``import`` statements a reader sees.
@@ -20,6 +22,8 @@ the ``import`` statements a reader sees.
 import ast
 import importlib
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -187,6 +191,25 @@ def test_the_paths_check_sees_a_model_import():
     ]
 
 
+def test_the_lazy_re_exports_resolve_and_stay_lazy():
+    """``import minicnnrnn`` (every command does) loads none of LAZY's targets; each name
+    resolves on first use; a target reaches the root only as any module does (for
+    ``__version__``), so no cycle runs through the root at import time."""
+    import minicnnrnn
+
+    assert GRAPH["minicnnrnn"] == set(), "the root imports no package module when imported"
+    targets = set(minicnnrnn.LAZY.values())
+    assert targets <= set(MODULES)
+    probe = "import sys, minicnnrnn; print(sorted(m for m in sys.modules if m.startswith('minicnnrnn.')))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert not any(repr(t) in loaded for t in targets), loaded
+    for name, target in minicnnrnn.LAZY.items():
+        assert getattr(minicnnrnn, name) is getattr(importlib.import_module(target), name)
+        assert name in dir(minicnnrnn)
+    with pytest.raises(AttributeError):
+        minicnnrnn.NoSuchName  # noqa: B018
+
+
 def test_no_package_import_inside_a_function():
     hidden = {m: sorted(imports_of(m)[1]) for m in MODULES}
     hidden = {m: v for m, v in hidden.items() if v}
@@ -194,7 +217,7 @@ def test_no_package_import_inside_a_function():
 
 
 def test_no_source_file_is_too_long():
-    roots = [PACKAGE, PACKAGE.parent / "tutorials", PACKAGE.parent / "benchmarks"]
+    roots = [PACKAGE] + [PACKAGE.parent / room for room in ("tutorials", "benchmarks", "tests")]
     long_files = {
         str(p.relative_to(PACKAGE.parent)): n
         for r in roots

@@ -6,7 +6,6 @@ the K labels, closed by END) with Eq. 6. Beam search with a beam at least as lar
 the number of paths must return the argmax of that list.
 """
 
-import itertools
 import math
 
 import numpy as np
@@ -16,7 +15,7 @@ from conftest import cupy_available
 from minicnnrnn.baselines import no_rnn
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.paths import beam_search, grammar
+from minicnnrnn.paths import beam_search
 from minicnnrnn.rnn import model
 
 D, E, H = 6, 4, 8
@@ -395,19 +394,3 @@ def test_plain_search_with_the_no_rnn_step():
     for i in range(len(I)):
         labels, _ = beam_search.beam_search_plain(make_step(p, I[i : i + 1], make=no_rnn.make_step), 2, min_labels=1)
         assert path_of(fast, i) == labels
-
-
-@pytest.mark.parametrize("t, L, min_labels", [(0, 3, 0), (0, 3, 1), (2, 3, 1), (3, 3, 0), (3, 3, 3), (1, 4, 2)])
-def test_grammar_forbid_says_what_may_follow_says(t, L, min_labels):
-    """The array form of the grammar (grammar.forbid) allows exactly the outputs the plain
-    form (grammar.may_follow) allows, for every path of t labels out of K = 4."""
-    K = 4
-    prefixes = [q for q in itertools.permutations(range(K), t)]
-    used = np.zeros((len(prefixes), K), dtype=bool)
-    for row, q in enumerate(prefixes):
-        used[row, list(q)] = True
-    lp = grammar.forbid(np.zeros((len(prefixes), K + 1)), used, t, L, min_labels)
-    for row, q in enumerate(prefixes):
-        assert [lp[row, j] > -np.inf for j in range(K + 1)] == [
-            grammar.may_follow(j, q, K, L, min_labels) for j in range(K + 1)
-        ]

@@ -60,7 +60,7 @@ def test_config_is_stored_as_a_plain_object_and_missing_settings_get_defaults(tm
     meta["config"] = {k: meta["config"][k] for k in ("model", "K", "D", "E", "H", "variant", "cnn")}
     fileio.save_npz(path, **{**arrays, "meta": np.array(json.dumps(meta))})
     back = checkpoint.load(path)["config"]
-    assert back == dataclasses.replace(CONFIG, val_fraction=0.0) and (
+    assert back == dataclasses.replace(CONFIG, val_fraction=0.0, decode="path") and (
         back.beam,
         back.k,
         back.min_labels,
@@ -140,3 +140,22 @@ def test_bad_rng_state():
         checkpoint.restore_rng({"bit_generator": "MT19937"}, "ck.npz")
     with pytest.raises(UserError, match="corrupt random-generator state"):
         checkpoint.restore_rng({"bit_generator": "PCG64", "state": {}}, "ck.npz")
+
+
+def test_knn_neighbour_count_of_an_older_checkpoint_is_renamed(tmp_path, rng):
+    """Checkpoints written before the rename store KNN's neighbour count as ``k``
+    (checkpoint.PARAM_MIGRATION); both names at once is a damaged file."""
+    cfg = RunConfig(model="knn", K=3, D=5, E=4, H=6, variant="relu", cnn=None)
+    X = rng.standard_normal((8, 5)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y = (rng.random((8, 3)) < 0.5).astype(np.float32)
+    old = {"X": X, "Y": Y, "k": np.array([3], np.int64)}
+    state = {"params": old, "config": cfg, "label_names": ["a", "b", "c"], "label_order": np.array([0, 1, 2])}
+    checkpoint.save(tmp_path / "old.npz", state)
+    back = checkpoint.load(tmp_path / "old.npz")["params"]
+    assert sorted(back) == ["X", "Y", "n_neighbours"] and int(back["n_neighbours"][0]) == 3
+    np.testing.assert_array_equal(back["X"], X)
+    both = {**old, "n_neighbours": np.array([3], np.int64)}
+    checkpoint.save(tmp_path / "both.npz", {**state, "params": both})
+    with pytest.raises(UserError, match="both.npz: a knn model has parameters X, Y and n_neighbours"):
+        checkpoint.load(tmp_path / "both.npz")

@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from minicnnrnn.core import numgrad
 from minicnnrnn.rnn import embedding
 
 
@@ -36,24 +35,19 @@ def test_tied_scores_use_first_rows_only(rng):
     assert np.all(dU[5] == 0)  # START is never scored
 
 
-def test_gradients_and_tying(rng):
-    """Finite differences of a loss that uses U_l both ways match the sum of both backward parts."""
+def test_tying_gives_two_gradient_parts(rng):
+    """A loss that uses U_l both ways gets a gradient from each use (gradcheck's "embedding + tied
+    scores" case checks their sum against finite differences); neither part is zero, so
+    either alone would be wrong."""
     U_l = rng.standard_normal((6, 4))
     tokens = np.array([[5, 5], [0, 3], [3, 1]])
     y, G = rng.standard_normal((3, 2, 4)), rng.standard_normal((3, 2, 5))
-
-    def f():
-        w, _ = embedding.embed_forward(tokens, U_l)
-        return float((embedding.tied_scores_forward(w * y, U_l, 5)[0] * G).sum())
 
     w, e_cache = embedding.embed_forward(tokens, U_l)
     _, s_cache = embedding.tied_scores_forward(w * y, U_l, 5)
     dx, score_grads = embedding.tied_scores_backward(G, s_cache)
     dU_scores, dU_embed = score_grads["U_l"], embedding.embed_backward(dx * y, e_cache)["U_l"]
-    assert numgrad.check(f, {"U_l": U_l}, {"U_l": dU_scores + dU_embed}) < 1e-6
-    # Either part alone is wrong: the gradient really is the sum of both uses.
-    assert numgrad.check(f, {"U_l": U_l}, {"U_l": dU_scores}) > 1e-2
-    assert numgrad.check(f, {"U_l": U_l}, {"U_l": dU_embed}) > 1e-2
+    assert np.abs(dU_scores).max() > 1e-2 and np.abs(dU_embed).max() > 1e-2
     # Row 5 (START) only gets the embedding part.
     np.testing.assert_allclose((dU_scores + dU_embed)[5], dU_embed[5])
 

@@ -16,6 +16,7 @@ from minicnnrnn.cnn import backbones, preprocess, vgg
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import base
+from minicnnrnn.features import extraction
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -172,6 +173,7 @@ def test_an_interrupted_run_resumes_without_redoing_rows(tmp_path, weights, monk
         return real_forward(*args, **kwargs)
 
     monkeypatch.setattr(backbones, "compute", counting_forward)  # under backbones.feature_rows
+    monkeypatch.setattr(extraction, "SAVE_SECONDS", 0.0)  # progress saved after every batch
     interrupt_at = 3
     with pytest.raises(KeyboardInterrupt):
         run("--weights", weights, "--images", *paths, "--out", out, "--batch-size", 2)

@@ -4,21 +4,18 @@ Image formats by content (no Ghostscript), the byte bound on decoding, regular f
 (a FIFO never hangs a reader), finite in float32, numbers from the environment.
 """
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, no_hang, one_line
 from PIL import EpsImagePlugin, Image
 
 from minicnnrnn import convert, predict
 from minicnnrnn.cnn import image_files, preprocess
 from minicnnrnn.core import fileio, limits
-from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import base
 from minicnnrnn.training import checkpoint
 from minicnnrnn.training import data as train_data
@@ -28,29 +25,6 @@ META = {
     "preprocess": {"resize": "warp", "channel_order": "RGB", "scale": 1 / 255, "mean": [0, 0, 0], "std": [1, 1, 1]},
 }
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
-
-
-def one_line(fn):
-    with pytest.raises(UserError) as info:
-        fn()
-    assert "\n" not in str(info.value)
-    return str(info.value)
-
-
-@contextlib.contextmanager
-def no_hang(seconds=10):
-    """Fail (instead of hanging the suite) when the body blocks, e.g. on a FIFO."""
-
-    def alarm(*_):
-        raise TimeoutError("blocked")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # ---------------------------------------------------------------- item 1: formats by content

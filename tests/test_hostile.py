@@ -16,26 +16,17 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, one_line
 from PIL import Image
 
 from minicnnrnn.cnn import preprocess, vgg
 from minicnnrnn.core import cli, fileio, limits
-from minicnnrnn.core.errors import UserError
 from minicnnrnn.datasets import voc2007
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.weights import torch_pickle
 
 CROP = {"channel_order": "RGB", "scale": 1, "mean": [0, 0, 0], "std": [1, 1, 1], "resize": "crop"}
 META_224 = {"input_size": 224, "preprocess": CROP}
-
-
-def one_line(fn):
-    with pytest.raises(UserError) as info:
-        fn()
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def peak_rss_mb(code):

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, one_line
 from PIL import Image
 
 from minicnnrnn import predict, train
@@ -23,13 +23,6 @@ from minicnnrnn.training.config import RunConfig
 
 CONFIG = RunConfig(model="cnn-rnn", K=3, D=5, E=4, H=6, variant="relu", cnn={"weights": None, "layer": None})
 TINY = ["--epochs", "1", "--embed", "4", "--hidden", "8", "--batch-size", "16"]
-
-
-def one_line(fn):
-    with pytest.raises(UserError) as info:
-        fn()
-    assert "\n" not in str(info.value)
-    return str(info.value)
 
 
 @pytest.fixture
@@ -262,7 +255,7 @@ def _builtin_checkpoint(tmp_path):
 
 
 def _run(*args):
-    cmd = [sys.executable, "-m", "minicnnrnn.predict", *map(str, args)]
+    cmd = [sys.executable, "-m", "minicnnrnn.predict", "--quiet", *map(str, args)]  # stderr: warnings only
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
 
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from minicnnrnn.core import numgrad
 from minicnnrnn.layers import loss
 
 
@@ -29,12 +28,7 @@ def test_softmax_cross_entropy_gradient_and_mask(rng):
     scores = 3 * rng.standard_normal((3, 2, 5))
     targets = np.array([[0, 4], [1, -1], [2, 3]])
     mask = np.array([[1, 1], [1, 0], [0, 1]])
-    _, ds = loss.softmax_cross_entropy(scores, targets, mask)
-
-    def f():
-        return loss.softmax_cross_entropy(scores, targets, mask)[0]
-
-    assert numgrad.check(f, {"s": scores}, {"s": ds}) < 1e-6
+    _, ds = loss.softmax_cross_entropy(scores, targets, mask)  # values: gradcheck's "softmax" case
     assert np.all(ds[mask == 0] == 0)
 
 
@@ -61,8 +55,7 @@ def test_sigmoid_cross_entropy_gradient_and_ignore_mask(rng):
     y = (rng.random((3, 4)) < 0.5).astype(float)
     mask = np.ones((3, 4))
     mask[0, 1] = 0
-    _, ds = loss.sigmoid_cross_entropy(s, y, mask)
-    assert numgrad.check(lambda: loss.sigmoid_cross_entropy(s, y, mask)[0], {"s": s}, {"s": ds}) < 1e-6
+    _, ds = loss.sigmoid_cross_entropy(s, y, mask)  # values: gradcheck's "sigmoid" case
     assert ds[0, 1] == 0
     flipped = y.copy()
     flipped[0, 1] = 1 - flipped[0, 1]

@@ -1,10 +1,11 @@
-"""Eq. 1 LSTM: the step and the masked sequence, forward values and hand-written backward."""
+"""Eq. 1 LSTM: the step and the masked sequence, forward values and hand-written backward
+(their finite-difference checks: gradcheck/cases_rnn.py)."""
 
 import numpy as np
 import pytest
 from conftest import cupy_available
 
-from minicnnrnn.core import backend, numgrad
+from minicnnrnn.core import backend
 from minicnnrnn.rnn import lstm
 
 VARIANTS = lstm.VARIANTS
@@ -56,33 +57,24 @@ def test_step_matches_literal_eq1(rng, variant, bias):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("bias", [True, False])
-def test_step_gradients(rng, variant, bias):
+def test_step_gradients_name_every_parameter(rng, variant, bias):
+    """The backward returns a gradient for each parameter the forward used, and no other
+    (the values: gradcheck's "lstm step" cases)."""
     p = make_params(rng, 3, 4, bias)
     w, r_prev = rng.standard_normal((2, 3)), rng.standard_normal((2, 4))
     Go, Gr = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
-
-    def f():
-        (o, r), _ = lstm.lstm_step_forward(w, r_prev, p, variant)
-        return float((o * Go).sum() + (r * Gr).sum())
-
     dw, dr_prev, grads = lstm.lstm_step_backward(Go, Gr, lstm.lstm_step_forward(w, r_prev, p, variant)[1])
-    assert set(grads) == set(p)
-    assert numgrad.check(f, dict(p, w=w, r=r_prev), dict(grads, w=dw, r=dr_prev)) < 1e-6
+    assert set(grads) == set(p) and dw.shape == w.shape and dr_prev.shape == r_prev.shape
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_sequence_gradients_with_mask(rng, variant):
+def test_padded_steps_receive_no_gradient(rng, variant):
+    """(The gradient values with a mask: gradcheck's "lstm sequence, masked" cases.)"""
     T, N, E, H = 4, 3, 3, 4
     p = make_params(rng, E, H)
     w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
     mask = np.array([[1, 1, 1], [1, 0, 1], [1, 0, 0], [1, 0, 1]])  # column 2 has a gap
-
-    def f():
-        return float((lstm.lstm_forward(w_seq, mask, p, variant)[0] * G).sum())
-
-    dw_seq, grads = lstm.lstm_backward(G, lstm.lstm_forward(w_seq, mask, p, variant)[1])
-    assert numgrad.check(f, dict(p, w_seq=w_seq), dict(grads, w_seq=dw_seq)) < 1e-6
-    # Padded steps neither produce output nor receive gradient.
+    dw_seq, _ = lstm.lstm_backward(G, lstm.lstm_forward(w_seq, mask, p, variant)[1])
     assert np.all(dw_seq[mask == 0] == 0)
 
 
@@ -229,22 +221,6 @@ def test_fast_sequence_equals_the_plain_loop(rng, variant, bias):
     assert set(g_fast) == set(g_plain) == set(p)
     for k in p:
         np.testing.assert_allclose(g_fast[k], g_plain[k], rtol=1e-11, atol=1e-13)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_plain_sequence_gradients(rng, variant):
-    """The plain loop is itself checked against centred finite differences."""
-    T, N, E, H = 4, 3, 3, 4
-    p = make_params(rng, E, H)
-    w_seq, G = rng.standard_normal((T, N, E)), rng.standard_normal((T, N, H))
-    mask = np.ones((T, N))
-    mask[3:, 0] = 0
-    dw, grads = lstm.lstm_backward_plain(G, lstm.lstm_forward_plain(w_seq, mask, p, variant)[1])
-
-    def f():
-        return float(np.sum(lstm.lstm_forward_plain(w_seq, mask, p, variant)[0] * G))
-
-    assert numgrad.check(f, {**p, "w": w_seq}, {**grads, "w": dw}) < 1e-7
 
 
 def test_bounded_state_grows_at_most_one_per_step(rng):

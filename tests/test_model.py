@@ -1,10 +1,11 @@
-"""The whole label-path model (§3.2): tokens, initialisation, path loss and its gradients."""
+"""The whole label-path model (§3.2): tokens, initialisation, path loss and its gradients
+(their finite-difference checks: gradcheck/cases_rnn.py, "path loss end to end")."""
 
 import numpy as np
 import pytest
 from conftest import cupy_available
 
-from minicnnrnn.core import backend, numgrad
+from minicnnrnn.core import backend
 from minicnnrnn.layers import dropout, loss
 from minicnnrnn.paths import tokens
 from minicnnrnn.rnn import lstm, model
@@ -81,7 +82,7 @@ def test_init_is_stable_at_paper_size(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_path_loss_gradients(variant):
+def test_path_loss_gradients_reach_every_parameter(variant):
     rng, p, I, inputs, targets, mask = problem(1, variant)
     drop = dropout.make_mask((4, 3, E), 0.25, rng, np.float64)
     scores, _ = model.path_forward(p, I, inputs, mask, variant, drop)
@@ -89,11 +90,6 @@ def test_path_loss_gradients(variant):
 
     _, grads = model.path_loss(p, I, inputs, targets, mask, variant, drop)
     assert set(grads) == set(p)
-
-    def f():
-        return model.path_loss(p, I, inputs, targets, mask, variant, drop)[0]
-
-    assert numgrad.check(f, p, grads) < 1e-6
     # U_l's two uses: START is only an input, END only an output; both rows learn.
     assert np.abs(grads["U_l"][tokens.start_token(K)]).max() > 0
     assert np.abs(grads["U_l"][tokens.end_token(K)]).max() > 0

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, host
 from PIL import Image
 
 from minicnnrnn import predict
@@ -74,7 +74,7 @@ def test_images_through_the_cnn_match_beam_search_on_its_features(tmp_path, caps
     # The same pipeline by hand: load_image -> vgg.vgg_forward -> beam search.
     x = np.stack([preprocess.load_image(p, meta) for p in images])
     feats = vgg.vgg_forward(cnn_params, meta, x, outputs=("fc6",))[0]["fc6"]
-    result = beam_search.beam_search(model.make_step(params, feats, "relu"), len(feats), beam_size=3)
+    result = host(beam_search.beam_search(model.make_step(params, feats, "relu"), len(feats), beam_size=3))
     for i, pred in enumerate(preds):
         assert pred["image"] == images[i]
         labels = [NAMES[j] for j in result.paths[i, : result.lengths[i]]]
@@ -120,7 +120,7 @@ def test_features_and_image_list(tmp_path, capsys, monkeypatch):
         capsys,
     )
     preds = json.loads(out)
-    result = beam_search.beam_search(model.make_step(params, feats, "relu"), len(feats), beam_size=1)
+    result = host(beam_search.beam_search(model.make_step(params, feats, "relu"), len(feats), beam_size=1))
     assert [p["image"] for p in preds] == [f"a/{i}.jpg" for i in range(5)]
     for i, pred in enumerate(preds):
         assert pred["labels"] == [NAMES[j] for j in result.paths[i, : result.lengths[i]]]
@@ -154,7 +154,7 @@ def test_classifier_checkpoint_prints_top_k(tmp_path, capsys):
 
 def run_cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "minicnnrnn.predict", *map(str, args)],
+        [sys.executable, "-m", "minicnnrnn.predict", "--quiet", *map(str, args)],  # stderr: warnings only
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -6,20 +6,13 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import one_line
 
 from minicnnrnn import analyze, train
-from minicnnrnn.core.errors import UserError
 from minicnnrnn.training import checkpoint, metadata
 
 K, D = 4, 6
 TINY = ["--embed", "8", "--hidden", "8", "--batch-size", "512", "--quiet"]
-
-
-def one_line(fn):
-    with pytest.raises(UserError) as info:
-        fn()
-    assert "\n" not in str(info.value)
-    return str(info.value)
 
 
 def make_npz(path, shift=0.0):

@@ -10,8 +10,8 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import one_line
 
-from minicnnrnn.core.errors import UserError
 from minicnnrnn.weights import torch_pickle
 
 # Converters and file formats are numpy-only by nature: --device strict runs them on NumPy.
@@ -28,14 +28,6 @@ def _package_file(package, relative):
     if not path.exists():
         pytest.skip(f"{path} not found")
     return path
-
-
-def _one_line_error(call):
-    with pytest.raises(UserError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 @pytest.mark.parametrize("layout", ["zip", "legacy"])
@@ -94,7 +86,7 @@ def test_malicious_pickle_is_refused_and_not_run(tmp_path, write):
     path = tmp_path / "evil.pth"
     write(path, payload)
     assert torch_pickle.detect(path) in ("legacy", "zip")
-    message = _one_line_error(lambda: torch_pickle.load(path))
+    message = one_line(lambda: torch_pickle.load(path))
     assert "refusing" in message and "system" in message and str(path) in message
     assert not marker.exists()
 
@@ -105,23 +97,23 @@ def test_only_listed_names_are_allowed(tmp_path, module, name):
     payload = b"\x80\x02c" + f"{module}\n{name}\n".encode() + b")R."
     path = tmp_path / "x.pth"
     _legacy_file(path, payload)
-    assert f"{module}.{name}" in _one_line_error(lambda: torch_pickle.load(path))
+    assert f"{module}.{name}" in one_line(lambda: torch_pickle.load(path))
 
 
 def test_truncated_and_foreign_files_give_one_line_errors(tmp_path):
     data = (FIXTURES / "tiny_vgg_legacy.pth").read_bytes()
     cut = tmp_path / "cut.pth"
     cut.write_bytes(data[: len(data) - 100])
-    assert "truncated" in _one_line_error(lambda: torch_pickle.load(cut))
+    assert "truncated" in one_line(lambda: torch_pickle.load(cut))
     cut_zip = tmp_path / "cut_zip.pth"
     cut_zip.write_bytes((FIXTURES / "tiny_vgg_zip.pth").read_bytes()[:5000])
     assert torch_pickle.detect(cut_zip) == "zip"  # a cut download is still recognised as torch's
-    message = _one_line_error(lambda: torch_pickle.load(cut_zip))
+    message = one_line(lambda: torch_pickle.load(cut_zip))
     assert message.startswith(str(cut_zip)) and "truncated" in message
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    assert "not a PyTorch" in _one_line_error(lambda: torch_pickle.load(text))
-    assert "cannot read" in _one_line_error(lambda: torch_pickle.load(tmp_path / "missing.pth"))
+    assert "not a PyTorch" in one_line(lambda: torch_pickle.load(text))
+    assert "cannot read" in one_line(lambda: torch_pickle.load(tmp_path / "missing.pth"))
 
 
 def _text(s):
@@ -154,7 +146,7 @@ def test_hand_written_tensor_pickle(tmp_path, size, message):
     if message is None:
         np.testing.assert_array_equal(torch_pickle.load(path)["w"], np.arange(4, dtype=np.float32))
     else:
-        assert message in _one_line_error(lambda: torch_pickle.load(path))
+        assert message in one_line(lambda: torch_pickle.load(path))
 
 
 def test_random_state_dict_matches_torch_load(tmp_path, torch):

@@ -228,7 +228,7 @@ def _greedy(params, I, K, k):
 def test_predict_decodes_with_beam_search(tiny_npz, tmp_path):
     _run(tiny_npz, tmp_path / "d", "--epochs", "2", "--gate-lr-scale", "1")  # 2 epochs: learns to emit labels
     state = checkpoint.load(tmp_path / "d" / "checkpoint.npz")
-    cfg = dataclasses.replace(state["config"], beam=1)  # beam 1 = greedy
+    cfg = dataclasses.replace(state["config"], beam=1, decode="path", min_labels=0)  # greedy, as trained
     rows = train_data.Rows(np.load(tiny_npz)["test_features"], norm=cfg.feature_norm)
     features = rows[:]  # as the model sees them (unit length)
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
@@ -292,3 +292,16 @@ def test_resume_refuses_a_tampered_learning_rate_back_off(tiny_npz, tmp_path):
     with pytest.raises(UserError, match="corrupt checkpoint metadata \\(learning-rate back-off") as err:
         _run(tiny_npz, out, "--epochs", "3", "--resume")
     assert "\n" not in str(err.value)
+
+
+def test_seeds_run_every_seed_as_a_single_run_would(tiny_npz, tmp_path, capsys):
+    assert _run(tiny_npz, tmp_path / "s", "--model", "bce", "--seeds", "0-1", "--table-only") == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("npz:tiny.npz: test set, percent") and "Mean ± sd over 2 seeds (0, 1)" in printed
+    assert "outputs in" not in printed  # --table-only: the progress went to stderr
+    saved = json.loads((tmp_path / "s" / "compare.json").read_text())
+    assert _run(tiny_npz, tmp_path / "one", "--model", "bce", "--seed", "1") == 0
+    single = json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"]
+    assert {k: saved["per_seed"]["1"]["Binary cross-entropy"][k] for k in single} == single
+    with pytest.raises(SystemExit):
+        _run(tiny_npz, tmp_path / "bad", "--seeds", "3-1")

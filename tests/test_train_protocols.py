@@ -195,7 +195,7 @@ def test_coco_results_print_as_table_3_beside_the_paper():
     assert any(line.startswith("CNN-RNN (paper)") and "67.8" in line for line in lines)
     assert "note:" not in text
     builtin = train.results_table(_stub_data("builtin"), cfg, {"cnn-rnn": result})
-    assert builtin.splitlines()[0] == "builtin: test set, k = 3 (percent)" and "paper" not in builtin
+    assert builtin.splitlines()[0] == "builtin: test set, k = 3, one seed (0) (percent)" and "paper" not in builtin
 
 
 # ---------------------------------------------------------------------------

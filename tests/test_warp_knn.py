@@ -49,14 +49,14 @@ def test_knn_votes_of_the_nearest_training_images():
     assert host(loo)[0, 0] == 1  # leave-one-out: an image is not its own neighbour
 
 
-def test_fit_knn_chooses_k_by_leave_one_out(rng):
+def test_fit_knn_chooses_the_neighbour_count_by_leave_one_out(rng):
     centres = rng.standard_normal((4, 6)) * 3
     group = rng.integers(0, 4, 300)
     X = centres[group] + rng.standard_normal((300, 6))
     Y = np.eye(4, dtype=np.uint8)[group]
     cfg = RunConfig("knn", 4, 6, 8, 8, "relu", None, k=1)
     params = knn.fit_knn(cfg, X, Y, np.random.default_rng(0))
-    assert int(params["k"][0]) in knn.K_GRID and params["X"].shape == (300, 6)
+    assert int(params["n_neighbours"][0]) in knn.NEIGHBOUR_GRID and params["X"].shape == (300, 6)
     np.testing.assert_allclose(np.linalg.norm(params["X"], axis=1), 1, rtol=1e-5)
     votes = host(knn.knn_scores(dev(params), dev(centres)))
     np.testing.assert_array_equal(votes.argmax(axis=1), np.arange(4))

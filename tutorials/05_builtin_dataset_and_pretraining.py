@@ -1,6 +1,10 @@
 # %% [markdown]
 # # Tutorial 05: the built-in dataset (Tiny Scenes) and pretraining its small CNN
 #
+# **Takes 4-8 minutes** on a 2-core machine (05, 06 and 08 each took 4-8 minutes on a shared
+# one, issue 23); `MINICNNRNN_TUTORIAL_FAST=1 python tutorials/05_builtin_dataset_and_pretraining.py` runs it in seconds
+# with tiny sizes.
+#
 # The paper's point (§1) is that labels depend on each other: sky and cloud come
 # together, water and cars almost never do, and a small object that is hard to see
 # on its own (a runway under an airplane, a hat on a person) is easy to infer once

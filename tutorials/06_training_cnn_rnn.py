@@ -1,6 +1,10 @@
 # %% [markdown]
 # # Tutorial 06: training the CNN-RNN and reading the metrics table
 #
+# **Takes 4-8 minutes** on a 2-core machine (05, 06 and 08 each took 4-8 minutes on a shared
+# one, issue 23); `MINICNNRNN_TUTORIAL_FAST=1 python tutorials/06_training_cnn_rnn.py` runs it in seconds
+# with tiny sizes.
+#
 # The earlier tutorials built the pieces: the LSTM of Eq. 1, the tied label embedding of
 # Eq. 2 and 5, the projection of Eq. 4, beam search (§3.3) and the metrics (§4.1). Here we
 # put them together the way `python -m minicnnrnn.train` does (§3.4):
@@ -8,7 +12,7 @@
 # 1. turn each image's label *set* into an ordered *path* (most frequent label first);
 # 2. take one training step by hand: forward, backward through time, rmsprop;
 # 3. see why `train` normalises the CNN features before training;
-# 4. train the CNN-RNN and the three Table 3 baselines on the built-in Tiny Scenes
+# 4. train the CNN-RNN and the baselines of Tables 1-3 on the built-in Tiny Scenes
 #    features and read the table they print.
 #
 # Run it with `python tutorials/06_training_cnn_rnn.py`; `MINICNNRNN_TUTORIAL_FAST=1` uses
@@ -139,10 +143,11 @@ for name, feats in (("raw fc7", I_train[:256]), ("l2-normalised", train_data.nor
     )
 
 # %% [markdown]
-# ## 5. Train the four models of Table 3
+# ## 5. Train the models of Tables 1-3
 #
-# `train.main` is the command line: `--compare` trains the CNN-RNN and the baselines on
-# the same features and prints one row per model.
+# `train.main` is the command line: `--compare` trains the CNN-RNN and every baseline
+# (`baselines/`) on the same features and prints one row per model. Table 1's KNN and WARP
+# are in its table too; below we look at the four models of Table 3:
 #
 # * **Softmax**: one softmax over the labels, trained on the image's normalised label
 #   distribution; predicts the top k = 3 labels.

@@ -249,11 +249,14 @@ print(
 )
 
 # %% [markdown]
-# ## Confidence scores for ranking metrics
-# AP and MAP@10 rank all K labels, so the search also returns a score per label: a
-# label on the answer gets 2 + its step probability, any other label the highest
-# single-step probability it had in any path the search looked at. Emitted labels
-# therefore always come first.
+# ## The search's own confidence per label
+# The search also returns a score per label (`BeamResult.confidence`, kept by `train` as
+# `Decoded.beam_confidence`): a label on the answer gets 2 + its step probability, any
+# other label the highest single-step probability it had in any path the search looked
+# at, so emitted labels always come first. AP and MAP@10 rank the labels by another score,
+# the probability that the label is anywhere on the model's path, summed over all paths
+# (`paths/presence.py`, `Decoded.ranking`): a label the beam never reached still gets its
+# share.
 
 # %%
 result = beam_search.beam_search(model_step, len(I), beam_size=2)

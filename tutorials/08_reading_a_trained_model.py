@@ -1,6 +1,10 @@
 # %% [markdown]
 # # Tutorial 08: reading a trained model (§4.5, Table 5, Fig. 7-10)
 #
+# **Takes 4-8 minutes** on a 2-core machine (05, 06 and 08 each took 4-8 minutes on a shared
+# one, issue 23); `MINICNNRNN_TUTORIAL_FAST=1 python tutorials/08_reading_a_trained_model.py` runs it in seconds
+# with tiny sizes.
+#
 # A trained CNN-RNN is more than its metrics table. The paper reads it four ways:
 #
 # 1. **Table 5 / Fig. 9**: labels and images live in one joint space; which labels are

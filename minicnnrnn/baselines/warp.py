@@ -20,7 +20,7 @@ violates the margin, ``1 + s_q - s_p > 0``. If that took ``t`` draws, about
 with q the sampled violator of the pair (n, p) (pairs without a violator contribute 0).
 The sample is drawn on the host from the run's Generator (:func:`warp_sample`); for a
 fixed sample the loss is a plain function of the scores, whose gradient
-:func:`warp_loss` computes by hand (gradient-checked in ``tests/test_warp_knn.py``)::
+:func:`warp_loss` computes by hand (gradient-checked by ``gradcheck/cases_baselines.py``)::
 
     dL/ds_np = -L(r) / N,   dL/ds_nq = +L(r) / N      (for a violated pair)
 

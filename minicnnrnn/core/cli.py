@@ -16,7 +16,7 @@ import sys
 import warnings
 
 import minicnnrnn
-from minicnnrnn.core import backend, fileio, progress, threads
+from minicnnrnn.core import backend, fileio, limits, progress, threads
 from minicnnrnn.core.errors import UserError
 
 
@@ -68,7 +68,7 @@ def make_parser(prog, description):
         "--threads",
         type=threads_argument,
         default="auto",
-        help="BLAS threads: a number, or auto = what pays on this machine (docs/DESIGN.md, core/threads.py)",
+        help="BLAS threads: a number, or auto = 1 (extract, pretrain: every core), never the load (core/threads.py)",
     )
     return add_backend_argument(parser)
 
@@ -105,11 +105,18 @@ def run(main, argv=None):
 
     NumPy's overflow and invalid-value warnings raised in this package's code are not
     shown: every such value is caught by a check (divergence, finiteness) that says what
-    happened in its one line, and the warnings would only add lines before it.
+    happened in its one line, and the warnings would only add lines before it. Other
+    libraries' warnings are held back while ``main`` runs: a run that ends in an error
+    prints its one line alone; a run that succeeds prints each warning as one line
+    (``warning: RuntimeWarning: ...``, not Python's two-line form with the source line).
     """
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"minicnnrnn\.")
     try:
-        code = main(argv)
+        with warnings.catch_warnings(record=True) as caught:
+            code = main(argv)
+        for w in caught:  # a run that succeeded: each library warning as one line, after the work
+            first = str(w.message).strip().splitlines()[0] if str(w.message).strip() else ""
+            print(f"warning: {w.category.__name__}: {first}", file=sys.stderr)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -137,6 +144,7 @@ def parse(parser, argv=None, big_matrices=False):
     core pays even on a busy machine (see :mod:`minicnnrnn.core.threads`).
     """
     args = parser.parse_args(argv)
+    limits.check_environment()  # junk in a $MINICNNRNN_MAX_* limit: one line now, not per input
     backend.use(args.backend)
     progress.set_quiet(getattr(args, "quiet", False))
     threads.apply(getattr(args, "threads", "auto"), big_matrices)

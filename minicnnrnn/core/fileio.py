@@ -138,36 +138,80 @@ def os_error_message(path, exc, action="could not be written"):
     return f"{path}: {action} ({reason})"
 
 
-def _atomic_write(path, write):
-    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it to ``path``."""
-    path = os.fspath(path)
+def _temp_file(path):
+    """(descriptor, name) of a new unique temp file beside ``path`` (``.<name>.<pid>.<random>.tmp``:
+    two writers never share one, and :func:`clean_stale_temps` removes a dead writer's)."""
     folder = os.path.dirname(os.path.abspath(path))
     check_target(path)
     try:
         os.makedirs(folder, exist_ok=True)
         clean_stale_temps(folder)
         prefix = f".{os.path.basename(path)}.{os.getpid()}."
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
+        return tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     except (FileExistsError, NotADirectoryError):
         raise UserError(f"{path}: cannot write here (a parent of it is a file, not a folder)") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot write here ({os_error_message(path, exc).split('(', 1)[-1]}") from None
+
+
+def _publish(tmp, path):
+    """Rename the finished temp file ``tmp`` to ``path``, with the permissions a plain open()
+    gives (mkstemp makes it private, 0600; shared feature folders must stay readable)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def _drop_temp(tmp, path, exc):
+    """After a failed write: remove ``tmp``; an OSError becomes a one-line UserError naming ``path``."""
+    with contextlib.suppress(OSError):
+        os.remove(tmp)
+    if isinstance(exc, OSError):
+        raise UserError(os_error_message(path, exc)) from None
+
+
+def _atomic_write(path, write):
+    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it to ``path``."""
+    path = os.fspath(path)
+    fd, tmp = _temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates the file private (0600); give it the permissions a
-        # plain open() would have, so shared feature folders stay readable.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(exc, OSError):
-            raise UserError(os_error_message(path, exc)) from None
+        _drop_temp(tmp, path, exc)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_memmap(path, shape, dtype=numpy.float32):
+    """Yield a writable memory-mapped ``.npy`` of ``shape`` that becomes ``path`` only when the
+    block ends without an error (written to a unique temp file beside it, renamed after).
+
+    Its disk space is reserved first (:func:`reserve`), so that on a full disk the
+    error is this one line and not a SIGBUS while rows are written through the map. If the
+    block fails (or the process is killed), ``path`` keeps its old contents and the temp
+    file is removed (or, after a kill, by the next write into the folder)."""
+    path = os.fspath(path)
+    fd, tmp = _temp_file(path)
+    os.close(fd)
+    try:
+        created = numpy.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)  # header; a sparse file
+        created.flush()
+        header, created = created.offset, None
+        reserve(tmp, header)
+        array = numpy.lib.format.open_memmap(tmp, mode="r+")
+        yield array
+        array.flush()
+        del array
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        _publish(tmp, path)
+    except BaseException as exc:
+        _drop_temp(tmp, path, exc)
         raise
 
 
@@ -199,24 +243,28 @@ def save_text(path, text):
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def reserve(path):
-    """Allocate the disk blocks of the (sparse) file ``path`` now, so that writing it later
-    through a memory map cannot run out of space: on a full disk a write into a memory map
-    is a SIGBUS that kills the process with no message; here it is a one-line UserError.
-    Uses ``posix_fallocate`` where the file system has it, else writes zeros."""
+def reserve(path, offset=0):
+    """Allocate the disk blocks of the (sparse) file ``path`` from byte ``offset`` to its end
+    now, so that writing it later through a memory map cannot run out of space: on a full
+    disk a write into a memory map is a SIGBUS that kills the process with no message; here
+    it is a one-line UserError (and ``path`` is removed).
+
+    ``posix_fallocate`` allocates the blocks; the fallback writes zeros, which allocates them
+    too. Writing only the last byte would not (a sparse file: the SIGBUS again). No guarantee
+    on copy-on-write file systems (ZFS, btrfs); docs/limits.md says more."""
     path = os.fspath(path)
     try:
         size = os.path.getsize(path)
         with open(path, "r+b") as f:
             try:
-                os.posix_fallocate(f.fileno(), 0, size)
+                os.posix_fallocate(f.fileno(), offset, max(size - offset, 1))
                 return
             except (AttributeError, OSError) as exc:
                 if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise
-            block = b"\0" * (1 << 20)  # no fallocate: write the zeros ourselves
-            f.seek(0)
-            for start in range(0, size, len(block)):
+            block = b"\0" * (1 << 20)  # no fallocate: write the zeros ourselves, after the header
+            f.seek(offset)
+            for start in range(offset, size, len(block)):
                 f.write(block[: min(len(block), size - start)])
             f.flush()
             os.fsync(f.fileno())
@@ -255,9 +303,9 @@ def folder_lock(folder, tidy=True, what="--out"):
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
         except FileExistsError:
-            try:
-                with open(lock, encoding="ascii") as f:
-                    holder = int(f.read().strip() or 0)
+            try:  # a FIFO as the lock is one line (open_regular), never a wait; junk is a stale lock
+                with open_regular(lock, "lock file") as f:
+                    holder = int(f.read(32).strip() or 0)
             except (OSError, ValueError):
                 holder = 0
             if holder and holder != os.getpid() and pid_alive(holder):

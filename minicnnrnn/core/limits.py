@@ -77,6 +77,14 @@ def get(name):
     return env_int(name, DEFAULTS[name], minimum=0)
 
 
+def check_environment():
+    """Read every limit now, so that junk in one (``abc``, ``inf``) stops a command at its
+    start in one line, instead of failing each image later (where ``extract`` would skip
+    them all, each with that line as its reason)."""
+    for name in DEFAULTS:
+        get(name)
+
+
 def check(name, value, where, what):
     """UserError ``<where>: <what> is <value>, over the limit of <limit> (raise it with $name)``
     when ``value`` exceeds the limit ``name``."""

@@ -25,6 +25,10 @@ Definitions (TP = true positive; sums run over non-ignored entries):
   says "geometrical average", but its numbers are harmonic means: Table 1's
   C-P 40.5, C-R 30.4 give 34.7 harmonic and 35.1 geometric; it prints 34.7.)
 * MAP@10, AP and mAP: see :func:`map_at_n` and :func:`average_precision`.
+* Undefined is NaN, never 0: when no evaluated image has a label, C-P, C-R, C-F1,
+  O-R, O-F1, MAP@10 and mAP are NaN (``metrics.json`` writes them as ``null``, tables
+  print ``-``); a model's score cannot look like a measured 0 there. O-P stays 0 when
+  nothing is predicted (the paper's zero-prediction rule).
 
 Ties in a ranking are broken by label / image index (a stable sort), so every
 result is deterministic.
@@ -89,6 +93,9 @@ def _safe_div(num, den):
 
 
 def _harmonic(p, r):
+    """2 p r / (p + r); 0 when both are 0, NaN when either is undefined (NaN)."""
+    if np.isnan(p) or np.isnan(r):
+        return float("nan")
     return float(_safe_div(2 * p * r, p + r))
 
 
@@ -109,10 +116,11 @@ def precision_recall_f1(pred01, truth, ignore=None):
     """
     tp, n_pred, n_true = per_class_counts(pred01, truth, ignore)
     present = n_true > 0
-    cp = float(_safe_div(tp, n_pred)[present].mean()) if present.any() else 0.0
-    cr = float(_safe_div(tp, n_true)[present].mean()) if present.any() else 0.0
+    undefined = float("nan")  # no class has a positive: the class averages are over no class
+    cp = float(_safe_div(tp, n_pred)[present].mean()) if present.any() else undefined
+    cr = float(_safe_div(tp, n_true)[present].mean()) if present.any() else undefined
     op = float(_safe_div(tp.sum(), n_pred.sum()))
-    orr = float(_safe_div(tp.sum(), n_true.sum()))
+    orr = float(_safe_div(tp.sum(), n_true.sum())) if n_true.sum() else undefined
     return {"C-P": cp, "C-R": cr, "C-F1": _harmonic(cp, cr), "O-P": op, "O-R": orr, "O-F1": _harmonic(op, orr)}
 
 
@@ -125,7 +133,7 @@ def map_at_n(scores, truth, n=10, ignore=None):
     ground-truth labels. Then
 
         AP@N_i = (1 / min(N, G_i)) * sum_{j=1..N} P(j) * rel_j
-        MAP@N  = mean of AP@N_i over the images with G_i > 0.
+        MAP@N  = mean of AP@N_i over the images with G_i > 0 (NaN when there is none).
 
     Normalising by min(N, G_i) (not G_i) makes a perfect top-N ranking score 1
     even for images with more than N labels. Ignored labels are removed from the
@@ -150,7 +158,7 @@ def map_at_n(scores, truth, n=10, ignore=None):
         ap = (prec_at_j * rel).sum(axis=1)[keep] / np.minimum(n, g[keep])
         total += ap.sum()
         count += int(keep.sum())
-    return float(total / count) if count else 0.0
+    return float(total / count) if count else float("nan")  # no image has a label: undefined
 
 
 def _ap_one_class(score, positive, mode):

@@ -14,6 +14,7 @@ import os
 
 from minicnnrnn import datasets
 from minicnnrnn.cnn import preprocess
+from minicnnrnn.core import fileio
 from minicnnrnn.core import progress as report
 from minicnnrnn.core.errors import UserError
 
@@ -39,7 +40,7 @@ def from_list(list_file):
     """--image-list: one path per line (blank lines and '#' comments ignored); relative
     paths are taken relative to the list file's folder."""
     try:
-        with open(list_file, encoding="utf-8") as f:
+        with fileio.open_regular(list_file, "list of image paths", text=True) as f:  # a FIFO: one line, no hang
             lines = [line.strip() for line in f]
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{list_file}: cannot read image list ({type(exc).__name__})") from None

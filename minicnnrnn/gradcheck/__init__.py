@@ -4,7 +4,8 @@ Prints one row per case with the largest relative error over all of its inputs
 and parameters and exits with status 1 if any row exceeds 1e-6. Every finite-difference
 case of the project lives in this package, one module per room: ``cases_layers.py``
 (``layers/``), ``cases_cnn.py`` (whole networks of ``cnn/``), ``cases_rnn.py`` (§3's
-layers and the path loss), ``cases_paths.py`` (the training losses on PLA/MLA-aligned
+layers and the path loss), ``cases_semantic.py`` (the semantic interface's three training
+stages, ``rnn/semantic.py``), ``cases_paths.py`` (the training losses on PLA/MLA-aligned
 paths) and ``cases_baselines.py`` (the batch losses of the baselines as training runs
 them). The tests run the same cases; the finite differences are in ``core/numgrad.py``.
 """
@@ -16,13 +17,14 @@ import numpy
 from minicnnrnn.core import backend, cli
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.core.numgrad import TOLERANCE
-from minicnnrnn.gradcheck import cases_baselines, cases_cnn, cases_layers, cases_paths, cases_rnn
+from minicnnrnn.gradcheck import cases_baselines, cases_cnn, cases_layers, cases_paths, cases_rnn, cases_semantic
 
-ROOMS = (cases_rnn, cases_paths, cases_baselines, cases_layers, cases_cnn)
+ROOMS = (cases_rnn, cases_semantic, cases_paths, cases_baselines, cases_layers, cases_cnn)
 
 
 def all_cases():
-    """Every (name, case) pair: the RNN's, the paths', the baselines', the layers', the CNN's."""
+    """Every (name, case) pair: the RNN's, the semantic interface's, the paths', the baselines',
+    the layers', the CNN's."""
     return [case for room in ROOMS for case in room.CASES]
 
 

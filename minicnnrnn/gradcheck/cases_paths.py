@@ -26,14 +26,16 @@ def small_config(model, K, D, E, H, variant="relu", label_order="freq"):
     )
 
 
-def batch_loss_check(cfg, params, I, labels, order=None, seed=7):
-    """The largest relative error of ``KINDS[cfg.model].batch_loss`` against finite differences.
-    Every call gets a fresh Generator(seed): the same dropout mask (and WARP sample) each time."""
-    kind = kinds.KINDS[cfg.model]
+def batch_loss_check(cfg, params, I, labels, order=None, seed=7, epoch=0):
+    """The largest relative error of the batch loss that the epoch loop runs in epoch ``epoch``
+    (``KINDS[cfg.model].epoch_loss``: the kind's ``batch_loss``, with the epoch's stage for
+    a staged kind) against finite differences. Every call gets a fresh Generator(seed): the
+    same dropout mask (and WARP sample) each time."""
+    batch_loss = kinds.KINDS[cfg.model].epoch_loss(cfg, epoch)
     order = numpy.arange(cfg.K) if order is None else order
 
     def run():
-        return kind.batch_loss(cfg, params, I, labels, order, numpy.random.default_rng(seed))
+        return batch_loss(cfg, params, I, labels, order, numpy.random.default_rng(seed))
 
     _, grads = run()
     return check(lambda: run()[0], params, grads)

@@ -70,6 +70,21 @@ def lstm_sequence_case(variant):
     return case
 
 
+def lstm_plain_sequence_case(rng):
+    """The plain loop over steps (lstm.lstm_forward_plain/backward_plain), which the fast
+    sequence is tested against, checked on its own; the last path ends early."""
+    T, N, E, H = 4, 3, 4, 5
+    params = _lstm_params(rng, E, H, "bounded")
+    w_seq, G = randn(rng, T, N, E), randn(rng, T, N, H)
+    mask = _path_mask([4, 4, 3], T)
+
+    def f():
+        return dot(lstm.lstm_forward_plain(w_seq, mask, params, "bounded")[0], G)
+
+    dw_seq, grads = lstm.lstm_backward_plain(G, lstm.lstm_forward_plain(w_seq, mask, params, "bounded")[1])
+    return check(f, dict(params, w_seq=w_seq), dict(grads, w_seq=dw_seq))
+
+
 def embedding_tied_case(rng):
     """Embedding lookup and tied scores sharing one U_l: L = <s(U_l[tokens] * y), G>."""
     V, E, T, N = 6, 4, 3, 2
@@ -152,6 +167,7 @@ CASES = [
     ("lstm sequence, masked (relu)", lstm_sequence_case("relu")),
     ("lstm sequence, masked (bounded)", lstm_sequence_case("bounded")),
     ("lstm sequence, masked (conventional)", lstm_sequence_case("conventional")),
+    ("lstm sequence, plain loop (bounded)", lstm_plain_sequence_case),
     ("embedding + tied scores", embedding_tied_case),
     ("projection + dropout", projection_case),
     ("softmax cross-entropy, masked", softmax_loss_case),

@@ -11,11 +11,13 @@ follows the same three rules, written here once:
 START is an input only, never an output, so it is not among the K + 1 outputs
 (labels ``0 .. K-1`` and END = K, ``tokens.py``). :func:`may_follow` says the rules for
 one path in words; :func:`forbid` applies them to a whole array of paths at once, and
-``tests/test_beam_search.py`` checks that both agree. :func:`check_options` validates the
-search options that set L and ``min_labels``.
+``tests/test_beam_search.py`` checks that both agree; :func:`allowed_log_probs` renormalises
+a step's distribution over what is allowed (the presence and the samplers draw from it).
+:func:`check_options` validates the search options that set L and ``min_labels``.
 """
 
 from minicnnrnn.core.errors import UserError
+from minicnnrnn.layers import loss
 
 NEG_INF = float("-inf")
 
@@ -61,3 +63,12 @@ def forbid(lp, used, t, L, min_labels):
     if t >= L:
         lp[..., :K] = NEG_INF  # full: only END
     return lp
+
+
+def allowed_log_probs(lp, used, t, L, min_labels):
+    """The model's log-probabilities renormalised over the allowed next outputs (the others -inf).
+
+    lp: (R, K + 1) the model's log-softmax (overwritten); used: (R, K) bool, labels on the
+    prefix; t: the prefix length; L: longest path; min_labels: the shortest (:func:`forbid`).
+    """
+    return loss.log_softmax(forbid(lp, used, t, L, min_labels))

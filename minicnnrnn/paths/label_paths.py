@@ -131,3 +131,12 @@ def paths_from_sequences(sequences, K):
         targets[: seq.size, n] = seq
     mask = (np.arange(T)[:, None] <= lengths[None, :]).astype(np.float32)
     return inputs, targets, mask
+
+
+def sampling_bound(labels, k):
+    """The longest path that P(label in path) and the marginal decodings sample (``--max-path``'s
+    default): twice the longest path of ``labels`` (N, K) 0/1 (the training sets) plus k, at
+    most K. A model never saw a longer path, so little of its mass lies beyond, and the bound
+    keeps the sampling's cost from growing with K (docs/limits.md)."""
+    labels = np.asarray(labels)
+    return min(labels.shape[1], 2 * int(labels.sum(axis=1).max(initial=0)) + int(k))

@@ -28,7 +28,10 @@ softmax renormalised over the allowed outputs. Two ways to compute it:
   label. It is unbiased (the prefixes are drawn from the model) and has far less variance
   than counting: the first step is exact (every sample starts from START) and a label that
   is never drawn still gets its probability at each step. Cost: S x (path length + 1) rows
-  per image. Its standard error per entry is the sample standard deviation of the S
+  per image; the sampling loop is ``decisions.sample_paths`` (shared with the expected-F1
+  decision), whose blocks and path length are bounded so that the cost does not grow with
+  K beyond what the data needs (``max_labels`` = ``RunConfig.max_path``; docs/limits.md).
+  Its standard error per entry is the sample standard deviation of the S
   per-path sums over sqrt(S) (returned as ``stderr``; measured in docs/training.md).
 
 :func:`presence` picks exact when it needs at most ``exact_limit`` rows per image and
@@ -46,8 +49,7 @@ import numpy as np
 
 from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
-from minicnnrnn.layers import loss
-from minicnnrnn.paths import grammar, tokens
+from minicnnrnn.paths import decisions, grammar, tokens
 
 DEFAULT_SAMPLES = 100
 DEFAULT_EXACT_LIMIT = 500  # model rows per image below which exact enumeration is used
@@ -62,15 +64,6 @@ def n_prefixes(K, max_labels):
         total += count
         count *= K - t
     return total
-
-
-def _allowed_log_probs(lp, used, t, L, min_labels):
-    """The model's log-probabilities renormalised over the allowed next outputs (the others -inf).
-
-    lp: (R, K + 1) the model's log-softmax (overwritten); used: (R, K) bool, labels on the
-    prefix; t: the prefix length; L: longest path; min_labels: the shortest (``grammar.forbid``).
-    """
-    return loss.log_softmax(grammar.forbid(lp, used, t, L, min_labels))
 
 
 def exact_presence(step, n, max_labels=None, min_labels=0):
@@ -99,7 +92,7 @@ def _exact_block(step, images, K, L, min_labels):
     prev, state = None, None  # None: the step feeds START
     for t in range(L):  # prefixes of t labels; at t == L only END is left
         lp, state = step(prev, state, owner)
-        lp = _allowed_log_probs(lp.astype(xp.float64), used, t, L, min_labels)
+        lp = grammar.allowed_log_probs(lp.astype(xp.float64), used, t, L, min_labels)
         joint = logp[:, None] + lp[:, :K]  # log P(prefix, next = l)
         # every image has the same number of prefixes, its rows are consecutive
         presence += xp.exp(joint).reshape(n, -1, K).sum(axis=1)
@@ -118,50 +111,15 @@ def sampled_presence(step, n, max_labels=None, min_labels=0, samples=100, seed=0
     """Rao-Blackwellised ancestral-sampling estimate of P(l in path) (module docstring).
 
     step: the one-step decoder of n images; samples: S paths per image; seed: the host generator's
-    seed (the same seed gives the same numbers on every backend, to float rounding).
+    seed (the same seed gives the same numbers on every backend, to float rounding). The
+    sampling loop is ``decisions.sample_paths``, shared with the expected-F1 decision.
     Returns (presence (n, K), stderr (n, K)) float64 host arrays.
     """
     K = tokens.n_labels_of_step(step)
-    L = grammar.longest_path(K, max_labels)
-    rng = np.random.default_rng(seed)
     mean, stderr = np.zeros((n, K)), np.zeros((n, K))
-    block = max(1, _ROWS // samples)
-    for s in range(0, n, block):
-        m, e = _sampled_block(step, xp.arange(s, min(s + block, n)), K, L, min_labels, samples, rng)
-        mean[s : s + block], stderr[s : s + block] = m, e
+    for images, samples_of_block in decisions.sampled_blocks(step, n, max_labels, min_labels, samples, seed):
+        mean[images], stderr[images] = decisions.mean_and_stderr(samples_of_block.presence_sums)
     return mean, stderr
-
-
-def _sampled_block(step, images, K, L, min_labels, S, rng):
-    END = tokens.end_token(K)
-    n = images.shape[0]
-    R = n * S
-    per_path = xp.zeros((R, K), dtype=xp.float64)  # sum_t P(l | prefix_t) of each sampled path
-    alive = xp.arange(R)  # rows whose path has not ended
-    used = xp.zeros((R, K), dtype=bool)
-    rows_image = xp.repeat(images, S)  # the image of each sampled path
-    prev, state = None, None  # None: the step feeds START
-    for t in range(L + 1):
-        u = backend.to_device(rng.random(R))  # drawn for every row, alive or not: fixed stream
-        if alive.size == 0:
-            continue
-        lp, state = step(prev, state, rows_image[alive])
-        lp = _allowed_log_probs(lp.astype(xp.float64), used[alive], t, L, min_labels)
-        p = xp.exp(lp)
-        per_path[alive] += p[:, :K]
-        cdf = xp.cumsum(p, axis=1)
-        nxt = xp.minimum((cdf < (u[alive] * cdf[:, -1])[:, None]).sum(axis=1), K)
-        # a zero-probability output can never be drawn: step past it to the next allowed one
-        nxt = xp.where(p[xp.arange(nxt.size), nxt] > 0, nxt, xp.argmax(p, axis=1))
-        go = nxt != END
-        keep = xp.nonzero(go)[0]
-        alive, prev = alive[keep], nxt[keep]
-        used[alive, prev] = True
-        state = tuple(a[keep] for a in state)
-    per_path = backend.to_host(per_path).reshape(n, S, K)
-    mean = per_path.mean(axis=1)
-    sd = per_path.std(axis=1, ddof=1) if S > 1 else np.zeros_like(mean)
-    return mean, sd / math.sqrt(S)
 
 
 def presence(step, n, max_labels=None, min_labels=0, samples=None, seed=0, exact_limit=None):

@@ -110,21 +110,23 @@ def path_forward(params, I, inputs, mask, variant, dropout_mask=None):
     return scores, (embed_cache, lstm_cache, proj_cache, score_cache)
 
 
-def path_backward(dscores, cache):
+def path_backward(dscores, cache, image_grad=False):
     """Backward of :func:`path_forward`.
 
-    dscores: (T, N, K + 1). Returns grads, a dict with one entry per parameter
-    (the CNN feature I is fixed, so no gradient for it is returned).
+    dscores: (T, N, K + 1). Returns grads, a dict with one entry per parameter. The CNN
+    feature I is fixed in training (§3.4), so its gradient is skipped; ``image_grad=True``
+    returns ``(grads, dI (N, D))`` instead, for a model whose image input is itself
+    learned (the concepts of rnn/semantic.py).
     """
     embed_cache, lstm_cache, proj_cache, score_cache = cache
     dx, score_grads = embedding.tied_scores_backward(dscores, score_cache)  # Eq. 5
-    do, _, grads = projection.projection_backward(dx, proj_cache, image_grad=False)  # Eq. 4
+    do, dI, grads = projection.projection_backward(dx, proj_cache, image_grad)  # Eq. 4
     dw, lstm_grads = lstm.lstm_backward(do, lstm_cache)  # Eq. 1
     embed_grads = embedding.embed_backward(dw, embed_cache)  # Eq. 2
     grads.update(lstm_grads)
     score_grads["U_l"] += embed_grads["U_l"]  # Eq. 2 and Eq. 5 share U_l: both uses add up
     grads["U_l"] = score_grads["U_l"]
-    return grads
+    return (grads, dI) if image_grad else grads
 
 
 def path_loss(params, I, inputs, targets, mask, variant, dropout_mask=None):

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from minicnnrnn.cnn import backbones, preprocess, vgg
-from minicnnrnn.core import backend
+from minicnnrnn.core import backend, progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.tinyscenes import cache, scenes
 
@@ -74,20 +74,23 @@ def load_builtin_cnn(path=WEIGHTS_PATH):
     return {k: v.astype(np.float32) for k, v in params.items()}, meta
 
 
-def run_cnn(params, meta, images, layer="fc7", batch_size=256):
+def run_cnn(params, meta, images, layer="fc7", batch_size=256, desc=None):
     """One layer's activations for uint8 pictures, computed batch by batch on the selected backend.
 
     params: {name: array} on the backend (see ``backend.params_to_device``);
     images: (N, S, S, 3) uint8 (host). Returns (N, D) float32 on the host, a
-    conv/pool output flattened in (H, W, C) order.
+    conv/pool output flattened in (H, W, C) order. desc: show progress under this name.
     """
     out = None
+    bar = progress.bar(len(images), desc, "pic", plain_lines=True) if desc else progress.PlainLines(0, every=None)
     for start in range(0, len(images), batch_size):
         x = preprocess.normalise(images[start : start + batch_size], meta["preprocess"])
         h = backbones.feature_rows(params, meta, x, layer)
         if out is None:
             out = np.empty((len(images), h.shape[1]), dtype=np.float32)
         out[start : start + len(x)] = h
+        bar.update(len(x))
+    bar.close()
     return out
 
 
@@ -112,6 +115,7 @@ def builtin_features(split, n, layer="fc7", batch_size=256, cache_dir=None, weig
     if hit is not None:
         return hit["features"], hit["labels"]
     images, labels = scenes.load(split, n, size=size, cache_dir=cache_dir)
-    features = run_cnn(backend.params_to_device(params), meta, images, layer, batch_size)
+    progress.say(f"running the built-in CNN on {n} {split} pictures ({layer}; once: cached like the pictures)")
+    features = run_cnn(backend.params_to_device(params), meta, images, layer, batch_size, f"CNN on {split} pictures")
     cache.save(key, cache_dir, features=features, labels=labels)
     return features, labels

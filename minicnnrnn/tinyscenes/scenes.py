@@ -40,6 +40,7 @@ import os
 
 import numpy as np
 
+from minicnnrnn.core import progress
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.tinyscenes import cache, painter
 
@@ -249,7 +250,7 @@ def _render_objects(rng, size):
     return render(rng, size, objects=True)
 
 
-def generate(n, seed, size=64, workers=None, objects=False, draw=None):
+def generate(n, seed, size=64, workers=None, objects=False, draw=None, desc=None):
     """Generate ``n`` pictures from ``seed``.
 
     Returns ``images: (n, size, size, 3) uint8`` (RGB) and ``labels: (n, K) uint8``
@@ -261,6 +262,7 @@ def generate(n, seed, size=64, workers=None, objects=False, draw=None):
     (see :func:`render`); images and labels are the same either way.
     draw: another top-level ``draw(rng, size) -> tuple of arrays`` to run instead of
     :func:`render` (the pretraining source task uses it); its arrays are returned stacked.
+    desc: show progress under this name (a bar on a terminal, a line every 30 s in a log).
     """
     n, size = int(n), int(size)
     if n < 1:
@@ -271,13 +273,24 @@ def generate(n, seed, size=64, workers=None, objects=False, draw=None):
         workers = min(2, os.cpu_count() or 1) if n >= 4000 else 1
     draw = draw or (_render_objects if objects else render)
     chunks = [(seed, a, min(n, a + CHUNK), size, draw) for a in range(0, n, CHUNK)]
-    if workers > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
-        # fork, not spawn: spawn would re-run the caller's script in every worker
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parts = pool.map(_render_range, chunks)
-    else:
-        parts = [_render_range(ch) for ch in chunks]
+    bar = progress.bar(n, desc, "pic", plain_lines=True) if desc else progress.PlainLines(n, every=None)
+    try:
+        if workers > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
+            # fork, not spawn: spawn would re-run the caller's script in every worker; imap
+            # hands back the chunks in order as they finish, so the bar moves
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = [_counted(part, bar) for part in pool.imap(_render_range, chunks)]
+        else:
+            parts = [_counted(_render_range(ch), bar) for ch in chunks]
+    finally:
+        bar.close()
     return tuple(np.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))
+
+
+def _counted(part, bar):
+    """``part`` (a chunk's stacked arrays), after moving ``bar`` on by its pictures."""
+    bar.update(len(part[0]))
+    return part
 
 
 def dataset_key(split, n, size=64):
@@ -300,7 +313,8 @@ def load(split, n, size=64, cache_dir=None):
     arrays = cache.load(key, ("images", "labels"), cache_dir)
     if arrays is not None:
         return arrays["images"], arrays["labels"]
-    images, labels = generate(n, SPLIT_SEEDS[split], size)
+    progress.say(f"drawing {n} Tiny Scenes {split} pictures (once: they are cached in {cache.cache_root(cache_dir)})")
+    images, labels = generate(n, SPLIT_SEEDS[split], size, desc=f"drawing {split} pictures")
     cache.save(key, cache_dir, images=images, labels=labels)
     return images, labels
 

@@ -37,6 +37,9 @@ from minicnnrnn.training import metadata, schema
 from minicnnrnn.training.config import RESUME_KEYS, RunConfig
 
 FORMAT = "minicnnrnn-checkpoint/1"
+# Parameters renamed since checkpoints were first written, per model: {model: {old: new}}.
+# KNN's neighbour count was ``k``, which the glossary keeps for the labels per image.
+PARAM_MIGRATION = {"knn": {"k": "n_neighbours"}}
 BUILTIN_DOMAIN = "tinyscenes-64px drawings"
 BUILTIN_IMAGE_SIZE = (64, 64)
 
@@ -75,6 +78,13 @@ def save(path, state):
     fileio.save_npz(path, **arrays)
 
 
+def migrate_params(params, model):
+    """The parameters of an older checkpoint under today's names (:data:`PARAM_MIGRATION`);
+    a file that holds both names is left as it is, for the schema check to refuse."""
+    renames = {old: new for old, new in PARAM_MIGRATION.get(model, {}).items() if old in params and new not in params}
+    return {renames.get(name, name): value for name, value in params.items()}
+
+
 def load(path):
     """Read a checkpoint written by :func:`save`. Returns the state dict.
 
@@ -93,7 +103,9 @@ def load(path):
     metadata.check(meta, path)
     config = RunConfig.from_dict(meta.get("config") or {}, path)
     state = {
-        "params": {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")},
+        "params": migrate_params(
+            {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")}, config.model
+        ),
         "opt": {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")},
         "label_order": arrays["label_order"],
         "config": config,

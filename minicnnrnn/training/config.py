@@ -28,13 +28,16 @@ from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import protocols
 from minicnnrnn.paths import grammar, label_paths
 from minicnnrnn.rnn import lstm
+from minicnnrnn.training import metadata
 
 # The model kinds of Table 3, as training/kinds.py's registry KINDS names them (in its
 # order). Written here so that the config does not import the models: tests/test_config.py
 # checks that both lists agree.
-MODEL_NAMES = ("cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn")
+MODEL_NAMES = ("cnn-rnn", "no-rnn", "bce", "softmax", "warp", "knn", "sr-cnn-rnn")
 FEATURE_NORMS = ("l2", "scale", "none")  # --feature-norm (training/data.py: fit_feature_norm)
 AP_MODES = ("voc07", "sklearn")
+# --decode (training/kinds.py, docs/inference.md "Which labels to predict"); auto: chosen on validation
+DECODINGS = ("auto", "path", "marginal", "marginal-f1")
 
 # Settings a --resume must share with the checkpoint (the others may change, e.g. --epochs).
 RESUME_KEYS = (
@@ -58,6 +61,8 @@ MIGRATION = {
     "val_fraction": 0.0,  # no validation split: the last epoch was the model
     "tune_decoding": False,  # beam and min_labels as given
     "presence_samples": 100,  # the sample count P(label in path) was first computed with
+    "decode": "path",  # the most probable path (beam search, §3.3)
+    "max_path": None,  # P(label in path) over paths of up to K labels
 }
 
 
@@ -75,7 +80,7 @@ class RunConfig:
     size, E embedding size, H LSTM hidden size."""
 
     # The model (a checkpoint must have these)
-    model: str = setting(default="cnn-rnn", choices=MODEL_NAMES, help="model to train (Table 3)")
+    model: str = setting(default="cnn-rnn", choices=MODEL_NAMES, help="model to train (Table 3; sr-cnn-rnn beyond it)")
     K: int
     D: int
     E: int = setting(default=64, flag="--embed", type=cli.positive_int, help="label embedding size E (§4)")
@@ -121,6 +126,9 @@ class RunConfig:
     clip: float = setting(5.0, type=float, help="clip gradients to this global norm (0: off)")
     dropout: float = setting(0.5, type=float, help="dropout on the projection (paper: 0.5)")
     seed: int = setting(0, type=cli.non_negative_int, help="seed of everything random")
+    # --model sr-cnn-rnn's stages (rnn/semantic.py): concepts alone, then the RNN alone, then both
+    sr_concept_epochs: int = setting(5, type=cli.non_negative_int, help="sr-cnn-rnn: epochs of stage 1 (concepts)")
+    sr_rnn_epochs: int = setting(5, type=cli.non_negative_int, help="sr-cnn-rnn: epochs of stage 2 (RNN); then both")
     # Model selection: the epoch with the best validation O-F1 + C-F1 is the model
     val_fraction: float = setting(
         0.1,
@@ -131,8 +139,16 @@ class RunConfig:
     tune_decoding: bool = setting(
         False,
         action="store_true",
-        help="path models: also choose the beam width (--beam or 5) and the shortest path "
-        "(0 .. k labels) on the validation split, after training",
+        help="path models, --decode path: also choose the beam width (--beam or 5) and the shortest path "
+        "(0 .. k labels) on validation, after training (as --decode auto does)",
+    )
+    decode: str = setting(
+        "auto",
+        choices=DECODINGS,
+        help="path models' label sets: path = the most probable path (§3.3, the paper's protocol), "
+        "marginal = the k labels of highest P(label in path), marginal-f1 = the expected-F1 set of the "
+        "sampled paths, auto = chosen on validation with beam and shortest path (path without a split), "
+        "stored in the checkpoint for predict (docs/inference.md)",
     )
     # Decoding and evaluation (§3.3, §4.1)
     beam: int = setting(3, type=cli.positive_int, help="beam width B of the search (§3.3)")
@@ -160,6 +176,7 @@ class RunConfig:
         help="sampled paths per test image for the path models' ranking scores P(label in path), "
         "where exact enumeration is too costly (docs/training.md)",
     )
+    max_path: typing.Optional[int] = setting(None, type=cli.positive_int, help="longest sampled path (docs/limits.md)")
 
     def to_dict(self):
         """The plain, JSON-able dict a checkpoint stores."""
@@ -181,8 +198,10 @@ class RunConfig:
         if missing:
             raise UserError(f"{where}: checkpoint config lacks {', '.join(missing)}")
         for key, value in d.items():
-            if not _has_type(value, fields[key].type):
-                raise UserError(f"{where}: checkpoint config {key} = {value!r} is not {_type_name(fields[key].type)}")
+            if not metadata.has_type(value, fields[key].type):
+                raise UserError(
+                    f"{where}: checkpoint config {key} = {value!r} is not {metadata.type_name(fields[key].type)}"
+                )
         cfg = cls(**{**{k: v for k, v in MIGRATION.items() if k not in d}, **d})
         cfg.validate(where)
         return cfg
@@ -204,6 +223,8 @@ class RunConfig:
             bad("k", f"must be at most K = {self.K}")
         if self.min_labels > self.k:
             bad("min_labels", f"must be at most k = {self.k}")
+        if self.max_path is not None and not self.k <= self.max_path <= self.K:
+            bad("max_path", f"must be between k = {self.k} and K = {self.K}")
         if self.tune_decoding and self.val_fraction == 0:
             bad("tune_decoding", "needs a validation split (--val-fraction > 0)")
         norm = self.feature_norm
@@ -242,11 +263,14 @@ def _one_of(names):
 FIELD_RULES = {
     **{key: (lambda v: v >= 1, "must be >= 1") for key in ("K", "D", "E", "H", "batch_size", "beam", "k")},
     **{key: (lambda v: v >= 0, "must be >= 0") for key in ("epochs", "seed", "min_labels")},
+    **{key: (lambda v: v >= 0, "must be >= 0") for key in ("sr_concept_epochs", "sr_rnn_epochs")},
     "presence_samples": (lambda v: v >= 1, "must be >= 1"),
     "model": _one_of(MODEL_NAMES),
     "variant": _one_of(lstm.VARIANTS),
     "label_order": _one_of(label_paths.ORDERS),
     "ap_mode": _one_of(AP_MODES),
+    "decode": _one_of(DECODINGS),
+    "max_path": (lambda v: v is None or v >= 1, "must be >= 1 or null"),
     "lr": (_positive, "must be a positive finite number"),
     # None: the variant's default (from_args), or a checkpoint from before the setting
     "recurrent_lr_scale": (lambda v: v is None or _positive(v), "must be a positive finite number or null"),
@@ -316,24 +340,6 @@ def add_options(parser, names=None, **changes):
         parser.add_argument(option["flag"] or "--" + key.replace("_", "-"), **kwargs)
 
 
-def _allowed_types(annotation):
-    """The Python types a field accepts: ``int`` -> (int,), ``Optional[dict]`` -> (dict, NoneType).
-    A float field also takes an int (JSON has one kind of number)."""
-    allowed = typing.get_args(annotation) or (annotation,)
-    return allowed + (int,) if float in allowed else allowed
-
-
-def _has_type(value, annotation):
-    allowed = _allowed_types(annotation)
-    if isinstance(value, bool) and bool not in allowed:  # True is an int to Python, not to us
-        return False
-    return isinstance(value, allowed)
-
-
-def _type_name(annotation):
-    return " or ".join("null" if t is type(None) else t.__name__ for t in typing.get_args(annotation) or (annotation,))
-
-
 def from_args(args, data, norm):
     """The run's settings from ``train``'s arguments, the loaded data (K and D, the dataset's
     name and CNN) and the fitted feature normalisation ``norm``, checked
@@ -368,6 +374,8 @@ def from_args(args, data, norm):
         clip=args.clip,
         dropout=args.dropout,
         seed=args.seed,
+        sr_concept_epochs=args.sr_concept_epochs,
+        sr_rnn_epochs=args.sr_rnn_epochs,
         val_fraction=args.val_fraction,
         tune_decoding=args.tune_decoding,
         beam=args.beam,
@@ -375,6 +383,8 @@ def from_args(args, data, norm):
         min_labels=min_labels,
         ap_mode=args.ap_mode or proto["ap_mode"],
         presence_samples=args.presence_samples,
+        decode="path" if args.decode == "auto" and args.val_fraction == 0 else args.decode,
+        max_path=min(K, args.max_path or label_paths.sampling_bound(data.train_labels, k)),
     )
     cfg.validate()
     return cfg

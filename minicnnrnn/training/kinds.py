@@ -1,4 +1,5 @@
-"""The registry of model kinds: the six models of Tables 1-3 behind one interface, :data:`KINDS`.
+"""The registry of model kinds: the six models of Tables 1-3, and the semantic
+interface beyond the paper, behind one interface, :data:`KINDS`.
 
 ``train`` and ``predict`` never ask which model they hold; they look it up,
 ``kind = KINDS[cfg.model]``, and call what the table gives:
@@ -13,9 +14,10 @@
 ========== ====================== ================================= =================================
 kind       parameters             loss of a batch                   decoding
 ========== ====================== ================================= =================================
-cnn-rnn    ``model.init_params``  softmax cross-entropy of the      beam search (§3.3) of the most
-                                  label paths (``model.path_loss``) probable path (Eq. 6)
-no-rnn     ``init_no_rnn``        the same, Eq. 1 replaced by a     the same beam search with
+cnn-rnn    ``model.init_params``  softmax cross-entropy of the      ``--decode``: beam search (§3.3)
+                                  label paths (``model.path_loss``) of the most probable path (Eq. 6)
+                                                                    or a decision from P(l in path)
+no-rnn     ``init_no_rnn``        the same, Eq. 1 replaced by a     the same decodings with
                                   linear layer (``no_rnn.py``)      ``no_rnn.make_step``
 bce        ``init_classifier``    one sigmoid per label             the k most confident labels
 softmax    ``init_classifier``    one softmax over the labels       the k most confident labels
@@ -24,10 +26,21 @@ warp       ``warp.init_warp``     WARP rank loss of linear scores   the k highes
                                   (baselines/warp.py, sampled)
 knn        none: ``kind.fit``     none: the training features are   the k labels with most votes of
            (``knn.fit_knn``)      stored, k chosen by leave-one-out the nearest training images
+sr-cnn-rnn ``sr_init_params``     per-label BCE of K concepts, then the CNN-RNN's beam search on the
+           (rnn/semantic.py)      the path loss on them, then both  concepts (beyond the paper)
 ========== ====================== ================================= =================================
 
+The path models decode with ``decoding.decode_path`` (``DecodeOptions.decode``): ``path``, the
+most probable path by beam search; ``marginal``, the k labels of highest P(label in path);
+``marginal-f1``, per image the set of highest expected F1 under the model's sampled paths
+(``paths/decisions.py``; docs/inference.md, "Which labels to predict"). A new path model
+(e.g. sr-cnn-rnn) gets all three by calling ``decode_path`` with its own one-step decoder.
+
 A kind with a ``fit`` (``fit(cfg, data, rng) -> params``, knn) is not trained by the
-epoch loop: ``loop.fit`` calls it once instead.
+epoch loop: ``loop.fit`` calls it once instead. A kind with a ``stage``
+(``stage(cfg, epoch) -> int``, sr-cnn-rnn) is trained in stages: its ``batch_loss`` takes
+the epoch's stage as the keyword ``stage``, and the epoch loop gets the loss of each epoch
+from :meth:`ModelKind.epoch_loss`.
 
 ``cfg`` is the run's :class:`minicnnrnn.training.config.RunConfig` (K, D, E, H, variant,
 dropout). Everything random (dropout masks) is drawn on the host from ``rng``, a numpy
@@ -35,6 +48,7 @@ Generator, in a fixed order, so that the same seed gives the same run.
 """
 
 import dataclasses
+import functools
 import typing
 
 import numpy as np
@@ -43,60 +57,17 @@ from minicnnrnn.baselines import classifiers, knn, no_rnn, warp
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import dropout, loss
-from minicnnrnn.paths import alignment, beam_search, label_paths, presence
-from minicnnrnn.rnn import model
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeOptions:
-    """How to decode. beam: beam width B (§3.3, path models); max_labels: the longest path,
-    or the k of top-k for classifiers (None: K); min_labels: the shortest path (footnote 1);
-    batch_size: images searched together by beam search (None: its backend default);
-    ranking: compute the path models' ranking scores P(label in path) (False: only the
-    predicted labels are needed, and ``Decoded.ranking`` is None);
-    samples, seed: the ancestral sampling of ``presence.presence`` where it is not exact.
-    The presence is that of the model's own paths: at most K labels, at least min_labels."""
-
-    beam: int = 3
-    max_labels: typing.Optional[int] = None
-    min_labels: int = 0
-    batch_size: typing.Optional[int] = None
-    ranking: bool = True
-    samples: int = presence.DEFAULT_SAMPLES
-    seed: int = 0
-
-
-@dataclasses.dataclass
-class Decoded:
-    """Predictions for n images (host arrays), in the order the model emits the labels.
-
-    labels: (n, L) int64 label indices, padded with -1; lengths: (n,) labels per image;
-    probabilities: (n, L) each predicted label's probability (its step probability on the
-    path, or the classifier's confidence); ranking: (n, K) a score per label for ranking
-    (MAP@10, AP): P(label in path) for the path models (``presence.presence``; None when
-    ``DecodeOptions.ranking`` is False), the sigmoid / softmax for the classifiers;
-    beam_confidence: (n, K) the beam search's per-label confidences (``BeamResult.confidence``),
-    None for the classifiers; end_probability, log_probability: (n,) the probability of END
-    after the path and log P of the whole path (Eq. 6), None for the classifiers;
-    ranking_stderr: (n, K) the Monte-Carlo standard error of a sampled presence (zeros where
-    exact), None for the classifiers.
-    """
-
-    labels: np.ndarray
-    lengths: np.ndarray
-    probabilities: np.ndarray
-    ranking: typing.Optional[np.ndarray]
-    beam_confidence: typing.Optional[np.ndarray] = None
-    end_probability: typing.Optional[np.ndarray] = None
-    log_probability: typing.Optional[np.ndarray] = None
-    ranking_stderr: typing.Optional[np.ndarray] = None
+from minicnnrnn.paths import alignment, label_paths
+from minicnnrnn.rnn import model, semantic
+from minicnnrnn.training.decoding import Decoded, DecodeOptions, decode_path
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelKind:
     """One row of the table: a model's name, its row title in the tables, whether it is
     decoded as a label path (beam search) or by top-k, and its three functions; ``fit``:
-    for a model made in one pass over the data instead of by the epoch loop (knn)."""
+    for a model made in one pass over the data instead of by the epoch loop (knn);
+    ``stage``: for a model trained in stages (sr-cnn-rnn), the stage of an epoch."""
 
     name: str
     title: str
@@ -105,6 +76,14 @@ class ModelKind:
     batch_loss: typing.Callable
     decode: typing.Callable
     fit: typing.Optional[typing.Callable] = None
+    stage: typing.Optional[typing.Callable] = None
+
+    def epoch_loss(self, cfg, epoch):
+        """The batch loss that epoch ``epoch`` (0-based) trains with: ``batch_loss(cfg, params,
+        I, labels, order, rng) -> (loss, grads)``, with the epoch's stage bound for a staged kind."""
+        if self.stage is None:
+            return self.batch_loss
+        return functools.partial(self.batch_loss, stage=self.stage(cfg, epoch))
 
 
 # ---------------------------------------------------------------------------
@@ -167,53 +146,18 @@ def _classifier_loss(cfg, params, I, labels, order, rng):
 
 
 # ---------------------------------------------------------------------------
-# Decoding a block of images
+# Decoding a block of images (the path models: decoding.decode_path)
 # ---------------------------------------------------------------------------
 
 
-def _decode_path(cfg, params, I, options, step):
-    """Beam search (§3.3) for the most probable path (Eq. 6) of each image of I (n, D) on
-    the device; ``step``: the model's one-step decoder of these images."""
-    result = beam_search.beam_search(
-        step,
-        I.shape[0],
-        options.beam,
-        max_labels=options.max_labels,
-        min_labels=options.min_labels,
-        batch_size=options.batch_size,
-    )
-    paths, lengths, log_prob, step_log_probs, confidence = (backend.to_host(a) for a in result[:5])
-    step_probs = np.exp(step_log_probs)  # (n, L + 1): the labels' steps, then END's
-    ranking = stderr = None
-    if options.ranking:  # rank by P(label in path), not by the beam's confidences
-        ranking, stderr, _ = presence.presence(
-            step,
-            I.shape[0],
-            max_labels=None,
-            min_labels=options.min_labels,
-            samples=options.samples,
-            seed=options.seed,
-        )
-    return Decoded(
-        labels=paths,
-        lengths=lengths,
-        probabilities=step_probs[:, : paths.shape[1]],
-        ranking=ranking,
-        beam_confidence=confidence,
-        end_probability=step_probs[np.arange(len(paths)), lengths],
-        log_probability=log_prob,
-        ranking_stderr=stderr,
-    )
-
-
 def _decode_cnn_rnn(cfg, params, I, options):
-    """The beam search with the CNN-RNN's step (``model.make_step``)."""
-    return _decode_path(cfg, params, I, options, model.make_step(params, I, cfg.variant))
+    """The CNN-RNN's decodings with its step (``model.make_step``)."""
+    return decode_path(options, model.make_step(params, I, cfg.variant), I.shape[0])
 
 
 def _decode_no_rnn_path(cfg, params, I, options):
-    """The same beam search, with the no-rnn model's step (no recurrent state)."""
-    return _decode_path(cfg, params, I, options, no_rnn.make_step(params, I))
+    """The same decodings, with the no-rnn model's step (no recurrent state)."""
+    return decode_path(options, no_rnn.make_step(params, I), I.shape[0])
 
 
 def _decode_top_k(cfg, params, I, options):
@@ -273,6 +217,41 @@ def _decode_knn(cfg, params, I, options):
     return _ranked_top_k(cfg, votes, votes, options)
 
 
+# ---------------------------------------------------------------------------
+# The semantic interface (rnn/semantic.py, beyond the paper): the CNN-RNN on K concepts
+# ---------------------------------------------------------------------------
+
+
+def _init_sr(cfg, rng):
+    return semantic.sr_init_params(cfg.K, cfg.D, cfg.E, cfg.H, rng, cfg.variant)
+
+
+def _sr_stage(cfg, epoch):
+    """Stage 1 for the first ``cfg.sr_concept_epochs`` epochs, 2 for the next ``cfg.sr_rnn_epochs``, then 3."""
+    return semantic.stage_at(epoch, cfg.sr_concept_epochs, cfg.sr_rnn_epochs)
+
+
+def _sr_step(cfg, params, I):
+    """The CNN-RNN's one-step decoder on the concepts c = sigmoid(I W_c + b_c) of I (n, D)."""
+    return model.make_step(params, semantic.concept_probabilities(params, I), cfg.variant)
+
+
+def _sr_loss(cfg, params, I, labels, order, rng, stage=3):
+    """``semantic.sr_loss`` of the stage: BCE of the concepts and / or the path loss of the
+    CNN-RNN on them (pla / mla paths follow the model's own predictions, on the concepts).
+    Stage 1 runs no RNN, so it makes no paths and draws no dropout mask."""
+    y = backend.to_device(labels)
+    if not semantic.STAGES[stage][1]:
+        return semantic.sr_loss(params, I, y, None, None, None, cfg.variant, stage)
+    inputs, targets, mask, drop = _path_batch(cfg, labels, order, rng, lambda: _sr_step(cfg, params, I))
+    return semantic.sr_loss(params, I, y, inputs, targets, mask, cfg.variant, stage, drop)
+
+
+def _decode_sr(cfg, params, I, options):
+    """The CNN-RNN's decoding (``_decode_path``) with its step on the concepts."""
+    return decode_path(options, _sr_step(cfg, params, I), I.shape[0])
+
+
 KINDS = {
     "cnn-rnn": ModelKind("cnn-rnn", "CNN-RNN", True, _init_cnn_rnn, _cnn_rnn_loss, _decode_cnn_rnn),
     "no-rnn": ModelKind("no-rnn", "No RNN", True, _init_no_rnn, _no_rnn_loss, _decode_no_rnn_path),
@@ -280,13 +259,15 @@ KINDS = {
     "softmax": ModelKind("softmax", "Softmax", False, _init_classifier, _classifier_loss, _decode_top_k),
     "warp": ModelKind("warp", "WARP", False, _init_warp, _warp_loss, _decode_warp),
     "knn": ModelKind("knn", "KNN", False, _no_epochs, _no_epochs, _decode_knn, fit=_fit_knn),
+    "sr-cnn-rnn": ModelKind("sr-cnn-rnn", "SR-CNN-RNN", True, _init_sr, _sr_loss, _decode_sr, stage=_sr_stage),
 }
 
 
 def predict_sets(cfg, params, features, batch_size=512, ranking=True):
     """The label set of every image, for the metrics (§4.1): path models predict the labels
-    of their beam-search path (at most ``cfg.k``, at least ``cfg.min_labels``), classifiers
-    their ``cfg.k`` most confident labels.
+    that ``cfg.decode`` chooses (at most ``cfg.k``, at least ``cfg.min_labels``: the
+    beam-search path, or a decision from P(label in path)), classifiers their ``cfg.k`` most
+    confident labels.
 
     features: (n, D) host rows, already normalised (``train_data.Rows``), decoded
     ``batch_size`` at a time; ranking: False skips the path models' presence
@@ -308,6 +289,8 @@ def predict_sets(cfg, params, features, batch_size=512, ranking=True):
             ranking,
             samples=cfg.presence_samples,
             seed=cfg.seed * 1_000_003 + start,
+            decode=cfg.decode,
+            path_limit=cfg.max_path,
         )
         decoded = kind.decode(cfg, params, backend.to_device(features[start : start + batch_size]), options)
         rows, cols = np.nonzero(decoded.labels >= 0)

@@ -20,6 +20,7 @@ checkpoint, so a resumed run finishes with exactly the result of an uninterrupte
 """
 
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -28,7 +29,7 @@ import time
 import numpy as np
 
 from minicnnrnn import __version__
-from minicnnrnn.core import backend, fileio, progress
+from minicnnrnn.core import backend, fileio, progress, threads
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
 from minicnnrnn.paths import label_paths
@@ -53,7 +54,7 @@ def run_epoch(cfg, params, opt, data, order, rng, epoch, lr_factor=1.0):
     """One pass over the shuffled training set. Returns the epoch's log row (a dict).
     Raises FloatingPointError at the first step whose loss or gradient is not finite.
     lr_factor: multiplies the scheduled learning rate (halved after a diverged epoch)."""
-    batch_loss = kinds.KINDS[cfg.model].batch_loss
+    batch_loss = kinds.KINDS[cfg.model].epoch_loss(cfg, epoch)  # a staged model's loss depends on the epoch
     lr = lr_factor * optim.cosine_schedule(cfg.lr, epoch, cfg.epochs)  # once per epoch
     n_train = len(data.train_labels)
     perm = rng.permutation(n_train)
@@ -240,7 +241,8 @@ def check_finite_state(state, epoch, ckpt_path):
 
 
 def write_log(out, history):
-    """OUT/log.csv (one row per epoch) and OUT/loss.png (the training-loss curve)."""
+    """OUT/log.csv (one row per epoch) and OUT/loss.png (the training loss and, with a
+    validation split, the validation score per epoch and the scored epoch)."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=LOG_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -251,11 +253,21 @@ def write_log(out, history):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([r["epoch"] for r in history], [r["loss"] for r in history], marker="o")
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(epochs, [r["loss"] for r in history], marker="o", color="C0", label="training loss")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss per image")
+    ax.set_ylabel("training loss per image", color="C0")
     ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
+    chosen, _ = selection.best_epoch(history)
+    if chosen is not None:  # the validation score per epoch, and the epoch it chose (the one scored)
+        val = ax.twinx()
+        val.plot(epochs, [r.get("val_score") for r in history], marker="s", color="C1", label="validation")
+        val.set_ylabel("validation O-F1 + C-F1 (%)", color="C1")
+        ax.axvline(chosen, color="C2", linestyle="--", label=f"scored epoch {chosen}")
+        handles = ax.get_legend_handles_labels()[0] + val.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     fileio.save_figure(os.path.join(out, "loss.png"), fig, dpi=100)
     plt.close(fig)
@@ -267,9 +279,10 @@ def evaluate(cfg, params, data, ranking_cfg=None):
     uint8, "scores": (n, K)}``, metrics in percent (NaN AP: a class without test
     positives). AP is ``cfg.ap_mode``; VOC "difficult" entries are ignored. The ranking
     metrics use ``Decoded.ranking``: P(label in path) for the path models, under
-    ``ranking_cfg``'s decoding rules when given (``--tune-decoding`` changes how the label
-    sets are decoded, not the paths' distribution that ranks the labels)."""
-    if ranking_cfg is None:
+    ``ranking_cfg``'s decoding rules when given (a decoding chosen on validation changes how
+    the label sets are decided, not the paths' distribution that ranks the labels)."""
+    # the presence depends on the grammar's min_labels, not on how the sets are decided
+    if ranking_cfg is None or ranking_cfg.min_labels == cfg.min_labels:
         pred, scores = kinds.predict_sets(cfg, params, data.test_features)
     else:  # label sets decoded by cfg, ranking scores of the model's own paths (ranking_cfg)
         pred, _ = kinds.predict_sets(cfg, params, data.test_features, ranking=False)
@@ -284,9 +297,22 @@ def evaluate(cfg, params, data, ranking_cfg=None):
     }
 
 
+def store_decoding(out, cfg):
+    """Write the decoding chosen on validation (``cfg``'s decode, beam, min_labels) into the
+    config of OUT/best.npz and OUT/checkpoint.npz, so that ``predict`` decodes as the test
+    split was decoded. Every other entry of the files stays as it was."""
+    for name in ("best.npz", "checkpoint.npz"):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            state = checkpoint.load(path)
+            chosen = {key: getattr(cfg, key) for key in ("decode", "beam", "min_labels")}
+            checkpoint.save(path, dict(state, config=dataclasses.replace(state["config"], **chosen)))
+
+
 def run_record(cfg, history):
     """What metrics.json says about the run: dataset, k, model, LSTM variant, seed, package
-    version, and the epoch that was scored (chosen on validation, or the last)."""
+    version, the epoch that was scored (chosen on validation, or the last), and the BLAS
+    library and thread count (they move the last bits, and so the metrics: core/threads.py)."""
     chosen, _ = selection.best_epoch(history)
     return {
         "dataset": cfg.dataset,
@@ -299,6 +325,7 @@ def run_record(cfg, history):
         "epochs": cfg.epochs,
         "val_fraction": cfg.val_fraction,
         "scored_epoch": chosen if chosen is not None else (history[-1]["epoch"] if history else 0),
+        **threads.describe(),
     }
 
 
@@ -306,11 +333,19 @@ def train_and_evaluate(cfg, data, out, resume=False):
     """fit + evaluate; writes OUT/metrics.json (``{"metrics": {...}, "labels_per_image",
     "run": run_record()}``) and OUT/per_class_AP.json. Returns the evaluate() result."""
     params, history = fit(cfg, data, out, resume)
+    print(selection.scored_line(cfg, history), flush=True)
+    progress.say(f"{cfg.model}: decoding and scoring the {len(data.test_labels)} test images")
     chosen, ranking_cfg = None, None
-    if cfg.tune_decoding and kinds.KINDS[cfg.model].paths and data.val_labels is not None:
-        ranking_cfg = cfg
+    if kinds.KINDS[cfg.model].paths and data.val_labels is not None and (cfg.tune_decoding or cfg.decode == "auto"):
+        ranking_cfg = dataclasses.replace(cfg, decode="path")
         cfg, chosen = selection.tune_decoding(cfg, params, data)
-        print(f"{cfg.model}: decoding chosen on validation: beam {cfg.beam}, min-labels {cfg.min_labels}", flush=True)
+        print(
+            f"{cfg.model}: decoding chosen on validation: {selection.describe(cfg)} "
+            f"(validation O-F1 + C-F1 {chosen['val_score']:.1f}; "
+            f"the run's path decoding {next(iter(chosen['tried'].values())):.1f})",
+            flush=True,
+        )
+        store_decoding(out, cfg)
     result = evaluate(cfg, params, data, ranking_cfg)
     record = {
         "metrics": result["metrics"],

@@ -11,6 +11,7 @@ arrays are checked by :mod:`minicnnrnn.training.schema`.
 
 import json
 import re
+import typing
 
 import numpy as np
 
@@ -119,3 +120,22 @@ def check(meta, where):
         )
         if not ok:
             raise UserError(f"{where}: checkpoint metadata domain is not an object with a name and an image size")
+
+
+def _allowed_types(annotation):
+    """The Python types a field accepts: ``int`` -> (int,), ``Optional[dict]`` -> (dict, NoneType).
+    A float field also takes an int (JSON has one kind of number)."""
+    allowed = typing.get_args(annotation) or (annotation,)
+    return allowed + (int,) if float in allowed else allowed
+
+
+def has_type(value, annotation):
+    """Whether a JSON value fits a dataclass field's annotation (``RunConfig.from_dict``)."""
+    allowed = _allowed_types(annotation)
+    if isinstance(value, bool) and bool not in allowed:  # True is an int to Python, not to us
+        return False
+    return isinstance(value, allowed)
+
+
+def type_name(annotation):
+    return " or ".join("null" if t is type(None) else t.__name__ for t in typing.get_args(annotation) or (annotation,))

@@ -103,16 +103,17 @@ def check_params(params, cfg, where):
 
 
 def _check_knn(params, cfg, where):
-    """KNN stores its training set: X (M, D) float, Y (M, K) float, k (1,) int with 1 <= k <= M."""
-    if sorted(params) != ["X", "Y", "k"]:
-        raise UserError(f"{where}: a knn model has parameters X, Y and k, got {', '.join(sorted(params))}")
-    X, Y, k = params["X"], params["Y"], params["k"]
+    """KNN stores its training set: X (M, D) float, Y (M, K) float, n_neighbours (1,) int with
+    1 <= n_neighbours <= M."""
+    if sorted(params) != ["X", "Y", "n_neighbours"]:
+        raise UserError(f"{where}: a knn model has parameters X, Y and n_neighbours, got {', '.join(sorted(params))}")
+    X, Y, n = params["X"], params["Y"], params["n_neighbours"]
     if X.ndim != 2 or X.shape[1] != cfg.D or X.dtype.kind != "f":
         raise UserError(f"{where}: parameter X must be a float (M, D = {cfg.D}) matrix, got {X.dtype} {X.shape}")
     if Y.shape != (X.shape[0], cfg.K) or Y.dtype.kind != "f":
         raise UserError(f"{where}: parameter Y must be a float ({X.shape[0]}, K = {cfg.K}) matrix, got {Y.shape}")
-    if k.shape != (1,) or k.dtype.kind not in "iu" or not 1 <= int(k[0]) <= X.shape[0]:
-        raise UserError(f"{where}: parameter k must hold one integer between 1 and {X.shape[0]}")
+    if n.shape != (1,) or n.dtype.kind not in "iu" or not 1 <= int(n[0]) <= X.shape[0]:
+        raise UserError(f"{where}: parameter n_neighbours must hold one integer between 1 and {X.shape[0]}")
     limits.check_finite(X, f"{where}: parameter X")
 
 
