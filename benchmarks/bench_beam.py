@@ -1,6 +1,7 @@
 """How fast is beam search, and how close to the matrix-multiply limit of this machine?
 
     python benchmarks/bench_beam.py [--images 1000] [--beams 3 5] [--vocab 81 1000] [--backend numpy]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_beam.py --clock cpu --markdown   # the docs' table
 
 For each vocabulary size V (81 = NUS-WIDE concepts, 1000 = NUS-WIDE tags) and beam B it
 searches ``--images`` random CNN features at the paper's sizes (D = 4096, E = 64,
@@ -9,10 +10,12 @@ H = 512) with a randomly initialised model, and reports:
 * images/s of the full search (``beam_search.beam_search``);
 * the FLOPs of the matrix products it actually executed: every evaluated model row
   (one path at one step; ``BeamResult.step_rows`` counts them) costs
-  ``2 (E 4H + H 4H + H E + E (V + 1))`` (Eq. 1 input and recurrent products, Eq. 4,
-  Eq. 5), and every image ``2 D E`` once (the image term);
+  ``2 ((E + H + 1) 4H + H E + E (V + 1))`` (``model.make_step``'s fused Eq. 1 product
+  with its bias row, Eq. 4, Eq. 5), and every image ``2 D E`` once (the image term);
 * the matmul-bound limit: this machine's sgemm peak (measured here, float32, in the
   same run) divided by the FLOPs per image; and the ratio measured / limit.
+
+``--markdown`` prints the same table as markdown, for the measured blocks of the docs.
 
 Two settings per (V, B): ``forced`` (``--min-labels`` = ``--max-labels`` = 10, so every
 image runs all 11 steps: 10 labels, then END; comparable with the issue's reference of
@@ -29,6 +32,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from tables import print_table  # noqa: E402  (benchmarks/tables.py, next to this script)
 
 from minicnnrnn.core import backend  # noqa: E402
 from minicnnrnn.paths import beam_search
@@ -62,19 +67,22 @@ def sgemm_peak(repeat=3, size=2048):
     return 2.0 * size**3 / seconds
 
 
-def flops_per_row(K):
-    return 2.0 * (E * 4 * H + H * 4 * H + H * E + E * (K + 1))
+def flops_per_row(K, plain=False):
+    """FLOPs of one model row of ``model.make_step``: its fused Eq. 1 product
+    [w | r | 1] @ [U_w; U_r; b_lstm] (plain: w @ U_w and r @ U_r), Eq. 4's o @ U_o_x and Eq. 5's scores."""
+    return 2.0 * ((E + H + (0 if plain else 1)) * 4 * H + H * E + E * (K + 1))
 
 
-def bench_one(K, beam, n, min_labels, max_labels, repeat, batch_size):
-    """(images/s, model rows per image, FLOPs per image) of one search setting."""
+def bench_one(K, beam, n, min_labels, max_labels, repeat, batch_size, plain=False):
+    """(images/s, model rows per image, FLOPs per image) of one search setting
+    (plain: with ``model.make_step_plain``, the readable step)."""
     rng = np.random.default_rng(K)
     params = backend.params_to_device(model.init_params(K, D, E, H, rng, "relu"))
     # fc7-like features: non-negative, unit scale.
     I = backend.to_device(np.maximum(rng.standard_normal((n, D)), 0), np.float32)
     seconds, result = timed(
         lambda: beam_search.beam_search(
-            model.make_step(params, I, "relu"),
+            (model.make_step_plain if plain else model.make_step)(params, I, "relu"),
             n,
             beam_size=beam,
             max_labels=max_labels,
@@ -83,7 +91,7 @@ def bench_one(K, beam, n, min_labels, max_labels, repeat, batch_size):
         ),
         repeat,
     )
-    flops = result.step_rows * flops_per_row(K) + n * 2.0 * D * E
+    flops = result.step_rows * flops_per_row(K, plain) + n * 2.0 * D * E
     return n / seconds, result.step_rows / n, flops / n
 
 
@@ -108,6 +116,10 @@ def main(argv=None):
         "only with one BLAS thread (OPENBLAS_NUM_THREADS=1) on numpy",
     )
     parser.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
+    parser.add_argument("--markdown", action="store_true", help="print the results as one markdown table")
+    parser.add_argument(
+        "--plain-step", action="store_true", help="also time each case with model.make_step_plain, right after"
+    )
     args = parser.parse_args(argv)
     backend.use(args.backend)
     args.batch_size = args.batch_size or beam_search.DEFAULT_BATCH[args.backend]
@@ -129,19 +141,28 @@ def main(argv=None):
         for beam in args.beams:
             for setting, k, L in (("forced", args.length, args.length), ("free", 0, args.length)):
                 peak = max(peak, sgemm_peak())
-                rows.append((K, beam, setting) + bench_one(K, beam, args.images, k, L, args.repeat, args.batch_size))
+                for plain in (False, True) if args.plain_step else (False,):  # in turn: the same load
+                    name = setting + (", plain step" if plain else "")
+                    rows.append(
+                        (K, beam, name) + bench_one(K, beam, args.images, k, L, args.repeat, args.batch_size, plain)
+                    )
     peak = max(peak, sgemm_peak())
     print(f"sgemm peak (best seen) {peak / 1e9:.0f} GFLOP/s; load average now {os.getloadavg()[0]:.1f}")
-    print(
-        f"{'V':>5} {'B':>2} {'setting':>7} {'rows/img':>8} {'images/s':>9} {'GFLOP/s':>8} "
-        f"{'bound img/s':>11} {'ratio':>6}"
-    )
-    for K, beam, setting, rate, rows_per_image, flops in rows:
-        bound = peak / flops
-        print(
-            f"{K:>5} {beam:>2} {setting:>7} {rows_per_image:>8.1f} {rate:>9.0f} {rate * flops / 1e9:>8.0f} "
-            f"{bound:>11.0f} {rate / bound:>6.0%}"
+    header = ("V", "B", "setting", "rows/img", "images/s", "GFLOP/s", "bound img/s", "ratio")
+    table = [
+        (
+            K,
+            beam,
+            setting,
+            f"{per_image:.1f}",
+            f"{rate:.0f}",
+            f"{rate * flops / 1e9:.0f}",
+            f"{peak / flops:.0f}",
+            f"{rate / (peak / flops):.0%}",
         )
+        for K, beam, setting, rate, per_image, flops in rows
+    ]
+    print_table(header, table, args.markdown)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_rnn_step.py            # vocabularies 81 and 1000, 3 rounds
     python benchmarks/bench_rnn_step.py --steps 50 --vocab 81 --repeat 5 --threads 1
-    python benchmarks/bench_rnn_step.py --threads 1 --clock cpu   # by part, on a shared machine
+    python benchmarks/bench_rnn_step.py --threads 1 --clock cpu [--markdown]   # by part, shared machine
     python benchmarks/bench_rnn_step.py --device cuda   # ours on CuPy vs torch on the GPU
 
 A step is what ``train`` does per mini-batch: forward through Eq. 2, 1, 4, 5 and the
@@ -28,12 +28,10 @@ machine with this BLAS, and how far each part is above it. ``--clock cpu`` times
 in process CPU time, which other processes on a shared machine disturb less (use it with
 ``--threads 1``: it adds up the time of all threads).
 
-The machine may be shared, so the pair of children runs ``--repeat`` times, alternating;
-the table shows the best median of each and the spread (min-max of the medians) over the
-rounds, and the header the load average. ``--threads N`` sets the BLAS / intra-op thread
-count of both children alike (threadpoolctl for NumPy, ``torch.set_num_threads``); by
-default each library keeps its own default. The threading layer each child really used
-(from threadpoolctl) is printed, so that a result can be matched to its BLAS kernel.
+The pair of children runs ``--repeat`` times, alternating (the machine may be shared): best
+median of each, spread over the rounds, load average. ``--threads N`` sets the BLAS / intra-op
+threads of both children (threadpoolctl, ``torch.set_num_threads``; default: each library's),
+and the threading layer each used is printed. ``--markdown``: one table, for the docs.
 """
 
 import argparse
@@ -49,6 +47,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from tables import print_table  # noqa: E402  (benchmarks/tables.py, next to this script)
 
 N, T, D, E, H = 64, 6, 4096, 64, 512
 LR, CLIP = 1e-5, 5.0  # a small step keeps the weights (and the timing) stable over many steps
@@ -147,10 +146,9 @@ PARTS = ("forward", "loss", "backward", "clip", "rmsprop")
 def phases(params, I, inputs, targets, mask, dropout, opt, steps, floors, clock):
     """Each part of the step against its own matrix products: {part: (ms, floor ms)}.
 
-    Part and floor are timed in turns, step by step, in this one process, and each keeps
-    its minimum over the steps (``clock``: time.perf_counter or time.process_time), so
-    that a part and its floor see the same load. Parts without a matrix product (the
-    loss, rmsprop) have floor 0.
+    Part and floor are timed in turns, step by step, in this one process, each keeping its
+    minimum over the steps (``clock``: time.perf_counter or process_time): both see the same
+    load. Parts without a matrix product (the loss, rmsprop) have floor 0.
     """
     from minicnnrnn.layers import loss
     from minicnnrnn.rnn import model
@@ -182,10 +180,10 @@ def phases(params, I, inputs, targets, mask, dropout, opt, steps, floors, clock)
 def matmul_floors(K, distinct_tokens, grads):
     """{part: function running the matrix products of that part of our step alone, or None}.
 
-    Same shapes and memory layouts as the code (``.T`` marks a transposed view there
-    too), into preallocated outputs: r(0) = 0 leaves T - 1 recurrent products each way
-    and (T - 1) N rows of the U_r gradient; the embedding gradient is a product over the
-    distinct tokens only; clipping is one dot product per gradient array (``grads``).
+    Same shapes and memory layouts as the code (``.T``: a transposed view there too), into
+    preallocated outputs: r(0) = 0 leaves T - 1 recurrent products each way and (T - 1) N rows
+    of the U_r gradient; the embedding gradient is over the distinct tokens only; clipping is
+    one dot product per gradient array (``grads``).
     """
     V, M, M1 = K + 2, T * N, (T - 1) * N
     r = np.random.default_rng(1)
@@ -298,12 +296,12 @@ def run_child(kind, K, args):
 
 def spread(runs, key):
     """(best, worst) of one number over the rounds."""
-    values = [r[key] for r in runs]
-    return min(values), max(values)
+    return min(r[key] for r in runs), max(r[key] for r in runs)
 
 
-def report(K, ours, ref):
-    """Print the rows of one vocabulary; ours/ref: the numpy / torch children's results, one per round."""
+def report(K, ours, ref, print=print):
+    """Print the rows of one vocabulary (ours/ref: the children's results, one per round); returns
+    (summary line, markdown row: K, step, floor, step / floor, torch, step / torch)."""
     (np_ms, np_worst), (t_ms, t_worst) = spread(ours, "ms"), spread(ref, "ms")
     floor = min(r["matmul_ms"] for r in ours)
     best_np = min(ours, key=lambda r: r["ms"])
@@ -321,14 +319,16 @@ def report(K, ours, ref):
         print(f"        {name:<9} {ms:7.2f} / {part_floor:7.2f}{ratio}")
     total, total_floor = sum(ms for ms, _ in parts.values()), sum(f for _, f in parts.values())
     print(f"        {'step':<9} {total:7.2f} / {total_floor:7.2f} = {total / total_floor:.2f}x")
-    print(f"      numpy threading: {ours[0]['threading']}")
-    print(f"      torch threading: {ref[0]['threading']}")
+    print(f"      numpy threading: {ours[0]['threading']}\n      torch threading: {ref[0]['threading']}")
     if abs(ours[0]["loss"] - ref[0]["loss"]) > 1e-3 * abs(ref[0]["loss"]):
         print("      warning: the first losses differ: the two steps do not compute the same model")
-    return (
+    summary = (
         f"summary K={K}: ours {np_ms:.1f} ms vs torch {t_ms:.1f} ms = {np_ms / t_ms:.2f}x torch "
         f"(target <= 0.60x); matmul floor {floor:.1f} ms = {floor / t_ms:.2f}x torch"
     )
+    by_part = ", ".join(f"{name} {ms:.1f}" for name, (ms, _) in parts.items())
+    ratios = f"{total / total_floor:.2f}x", f"{np_ms / t_ms:.2f}x"
+    return summary, (K, f"{total:.1f} ({by_part})", f"{total_floor:.1f}", ratios[0], f"{t_ms:.1f}", ratios[1])
 
 
 def main():
@@ -356,6 +356,7 @@ def main():
         default="wall",
         help="clock of the by-part table: cpu (process time) is steadier on a shared machine with --threads 1",
     )
+    ap.add_argument("--markdown", action="store_true", help="print one markdown table (the parts, floor, torch)")
     ap.add_argument("--child", choices=("numpy", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -365,11 +366,12 @@ def main():
             result = child_torch(args.vocab[0], args.steps, args.warmup, args.threads, args.device)
         print(json.dumps(result))
         return
+    detail = (lambda *a, **k: None) if args.markdown else print  # markdown: the table only
     print(
         f"one training step: batch {N}, {T} steps, D {D}, E {E}, H {H}; median of {args.steps} steps, "
         f"best of {args.repeat} rounds; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
     )
-    print(
+    detail(
         f"{'K':>5} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6} {'matmul ms':>10} "
         f"{'np faults':>10} {'torch faults':>12} {'loss np / torch':>18}"
     )
@@ -383,10 +385,14 @@ def main():
         if failed:
             print(f"{K:>5} failed: {failed[0]}")
             continue
-        summaries.append(report(K, ours, ref))
-    print("ratio = numpy / torch step time; matmul ms = our step's matrix products alone (the floor)")
+        summaries.append(report(K, ours, ref, print=detail))
+    detail("ratio = numpy / torch step time; matmul ms = our step's matrix products alone (the floor)")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
-    for line in summaries:
+    if args.markdown:
+        header = ("K", f"step ms, {args.clock}", "floor ms", "step / floor", "torch ms, wall", "/ torch, wall")
+        print_table(header, [row for _, row in summaries], markdown=True)
+        return
+    for line, _ in summaries:
         print(line)
 
 

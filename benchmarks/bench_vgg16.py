@@ -3,6 +3,7 @@
     python benchmarks/bench_vgg16.py            # batch 1 and 8: Winograd, im2col, torch-CPU, sgemm
     python benchmarks/bench_vgg16.py --quick    # batch 1: our default path and torch-CPU, 3 passes
     python benchmarks/bench_vgg16.py --quick --backend cupy --torch-device cuda   # both on the GPU
+    python benchmarks/bench_vgg16.py --threads 1 --clock cpu --markdown   # the table of docs/vgg16.md
 
 Each implementation runs in its own child process (this script with --child),
 which builds the model, does one warm-up pass, and then times one forward pass
@@ -32,6 +33,9 @@ import time
 import numpy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tables import print_table  # noqa: E402  (benchmarks/tables.py, next to this script)
+
 SIZE = 224
 SGEMM_N = 3072  # side of the square float32 matrices of the sgemm reference
 
@@ -104,6 +108,11 @@ def make_sgemm(n=SGEMM_N):
 def serve(args):
     """Child process: build, warm up, then time one pass per "run" line read from stdin."""
     kind, batch = args[0], int(args[1])
+    clock = time.process_time if os.environ.get("BENCH_CLOCK") == "cpu" else time.perf_counter
+    if kind == "torch" and os.environ.get("OMP_NUM_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     makers = {
         "ours": lambda: make_ours(batch, args[2], args[3]),
         "torch": lambda: make_torch(batch, args[2]),
@@ -115,22 +124,23 @@ def serve(args):
     for line in sys.stdin:
         if line.strip() != "run":
             break
-        start = time.perf_counter()
+        start = clock()
         run()
-        print(time.perf_counter() - start, flush=True)
+        print(clock() - start, flush=True)
     print(json.dumps({"max_rss_mb": _max_rss_mb()}), flush=True)
 
 
 class Child:
     """A measuring child process, asked for one timed pass at a time."""
 
-    def __init__(self, args):
+    def __init__(self, args, env=None):
         self.args = args
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--child", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         self._read()  # "ready"
 
@@ -171,6 +181,16 @@ def main():
     parser.add_argument("--no-torch", action="store_true", help="skip the torch-CPU reference")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"], help="where the torch reference runs")
+    parser.add_argument(
+        "--threads", type=int, help="threads of every child (BLAS, OpenMP, torch, our Winograd workers)"
+    )
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=("wall", "cpu"),
+        help="cpu: each child's process time, steadier on a shared machine (use with --threads 1)",
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the results as one markdown table")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -187,13 +207,17 @@ def main():
         f"VGG16 forward to the logits, {SIZE}x{SIZE}, random weights, {os.cpu_count()} CPUs, "
         f"{gflop:.1f} GFLOP per image; load average {os.getloadavg()[0]:.2f} at start"
     )
-    sgemm, peak, rows = Child(["sgemm", "0"]), 0.0, []
+    env = dict(os.environ, BENCH_CLOCK=args.clock)
+    if args.threads:
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MINICNNRNN_THREADS"):
+            env[name] = str(args.threads)
+    sgemm, peak, rows = Child(["sgemm", "0"], env), 0.0, []
     for batch in args.batches:
         labels = [
             f"minicnnrnn {m}" + ("" if args.backend == "numpy" else f" ({args.backend})") for m in args.methods
         ] + ([f"torch-{args.torch_device}"] if has_torch else [])
-        children = [Child(["ours", str(batch), m, args.backend]) for m in args.methods]
-        children += [Child(["torch", str(batch), args.torch_device])] if has_torch else []
+        children = [Child(["ours", str(batch), m, args.backend], env) for m in args.methods]
+        children += [Child(["torch", str(batch), args.torch_device], env)] if has_torch else []
         times = {label: [] for label in labels}
         for _ in range(args.passes):  # in turn, pass after pass
             peak = max(peak, 2 * SGEMM_N**3 / sgemm.time_pass() / 1e9)
@@ -203,22 +227,31 @@ def main():
         rows += [(batch, label, times[label], rss[label]) for label in labels]
         print(f"  batch {batch} done", flush=True)
     sgemm.close()
-    print(
-        f"\n{'batch':>5}  {'implementation':<20} {'img/s best':>10} {'median':>7} {'worst':>6} {'GFLOP/s':>8} "
-        f"{'of peak':>7} {'peak RSS':>9}  {'vs torch':>8}"
-    )
+    table = []
     for batch, label, times, rss in rows:
         best, median, worst = (batch / t for t in (min(times), statistics.median(times), max(times)))
         torch_times = [r[2] for r in rows if r[0] == batch and r[1].startswith("torch-")]
-        ratio = f"{best / (batch / min(torch_times[0])):7.2f}x" if torch_times else "      -"
-        print(
-            f"{batch:>5}  {label:<20} {best:>10.2f} {median:>7.2f} {worst:>6.2f} {best * gflop:>8.0f} "
-            f"{best * gflop / peak:>7.0%} {rss:>6.0f} MB  {ratio:>8}"
+        ratio = f"{best / (batch / min(torch_times[0])):.2f}x" if torch_times else "-"
+        table.append(
+            (
+                batch,
+                label,
+                f"{best:.2f}",
+                f"{median:.2f}",
+                f"{worst:.2f}",
+                f"{best * gflop:.0f}",
+                f"{best * gflop / peak:.0%}",
+                f"{rss:.0f} MB",
+                ratio,
+            )
         )
     print(
-        f"\nsgemm {SGEMM_N}^3 peak of this machine (best pass): {peak:.0f} GFLOP/s; load average "
-        f"{os.getloadavg()[0]:.2f} at the end (above ~0.5 per core, other programs were running)"
+        f"{args.clock} clock, threads {args.threads or 'default'}; sgemm {SGEMM_N}^3 peak of this machine "
+        f"(best pass): {peak:.0f} GFLOP/s; load average {os.getloadavg()[0]:.2f} at the end "
+        "(above ~0.5 per core, other programs were running)"
     )
+    header = ("batch", "implementation", "img/s best", "median", "worst", "GFLOP/s", "of peak", "peak RSS", "vs torch")
+    print_table(header, table, args.markdown)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from tables import print_table  # noqa: E402  (benchmarks/tables.py, next to this script)
 
 from minicnnrnn.cnn import vgg  # noqa: E402
 from minicnnrnn.core import backend  # noqa: E402
@@ -98,6 +99,7 @@ def compare_runs(run_np, run_cp, rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", nargs=2, metavar=("RUN_NUMPY", "RUN_CUPY"), help="two finished `train --out` folders")
+    ap.add_argument("--markdown", action="store_true", help="print the checks as one markdown table")
     args = ap.parse_args()
     rows = []
     (v_np, g_np), p_np = training_batch("numpy")
@@ -113,12 +115,12 @@ def main():
     if args.runs:
         compare_runs(*args.runs, rows)
     backend.use("numpy")
-    failed = 0
-    print(f"{'NumPy vs CuPy (same seed)':<40} {'max rel diff':>12} {'tolerance':>10}  result")
-    for label, value, tol in rows:
-        ok = value <= tol
-        failed += not ok
-        print(f"{label:<40} {value:>12.2e} {tol:>10.0e}  {'PASS' if ok else 'FAIL'}")
+    failed = sum(value > tol for _, value, tol in rows)
+    print_table(
+        ("NumPy vs CuPy (same seed)", "max rel diff", "tolerance", "result"),
+        [(label, f"{value:.2e}", f"{tol:.0e}", "PASS" if value <= tol else "FAIL") for label, value, tol in rows],
+        args.markdown,
+    )
     return 1 if failed else 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check of the CuPy backend on a machine with an NVIDIA GPU (under 8 minutes).
+# One prepared check of the CuPy backend on a machine with an NVIDIA GPU (about 8 minutes at most).
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root; writes runs/gpu_check/
 #   GPU_CHECK_STAND_IN=1 bash benchmarks/gpu_check.sh   # dry run of the script on the CPU stand-in
@@ -12,10 +12,12 @@
 # 4. checks NumPy-vs-CuPy agreement (benchmarks/gpu_agree.py, float32 tolerances, and the
 #    two runs of step 3);
 # 5. times bench_vgg16.py (--backend cupy) and bench_rnn_step.py (--device cuda) against
-#    torch on CUDA (torch on the CPU, or none, where this torch has no CUDA);
-# and prints one summary table. Each step has its own time limit; a failed step is reported
-# in the table and the script goes on. Exit status 1 if any step failed. The limits add up to
-# 460 s; a typical run takes less (most of it the suite and the two training runs).
+#    torch on CUDA (torch on the CPU, or none, where this torch has no CUDA), and
+#    bench_beam.py --backend cupy against its matmul bound;
+# and writes the summary as markdown to runs/gpu_check/summary.md (printed too; README.md's GPU
+# section takes it as it is). Each step has its own time limit; a failed step is reported in the
+# table and the script goes on. Exit status 1 if any step failed. The limits add up to 490 s;
+# a typical run takes less (most of it the suite and the two training runs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=runs/gpu_check
@@ -26,7 +28,7 @@ if [ "${GPU_CHECK_STAND_IN:-0}" = 1 ]; then
   export MINICNNRNN_STRICT_DEVICE=1 PYTHONPATH="$PWD/tests/strict_site:$PYTHONPATH"
   echo "== GPU_CHECK_STAND_IN=1: every 'cupy' below is the CPU stand-in; timings mean nothing"
 fi
-declare -a ROWS
+declare -a ROWS_MD
 STATUS=0
 
 step() {  # step NAME LIMIT_S LOGFILE COMMAND...: run with a time limit, record the result
@@ -39,7 +41,7 @@ step() {  # step NAME LIMIT_S LOGFILE COMMAND...: run with a time limit, record 
   local result=PASS
   if [ $rc -eq 124 ]; then result="TIMEOUT (${limit}s)"; elif [ $rc -ne 0 ]; then result="FAIL (rc $rc)"; fi
   [ "$result" = PASS ] || STATUS=1
-  ROWS+=("$(printf '%-34s %-16s %5ss  %s' "$name" "$result" "$took" "$log")")
+  ROWS_MD+=("| $name | $result | ${took} s | \`$log\` |")
   echo "== $name: $result in ${took}s (log: $log)"
   tr '\r' '\n' <"$log" | grep -v '^ *$' | tail -n 5
 }
@@ -62,7 +64,7 @@ step "main job --backend cupy (2 epochs)" 90 "$OUT/train_cupy.log" \
 step "main job --backend numpy (2 epochs)" 60 "$OUT/train_numpy.log" \
   python -m minicnnrnn.train --backend numpy "${JOB[@]}" --out "$OUT/run_numpy"
 step "NumPy vs CuPy agreement" 40 "$OUT/agree.log" \
-  python benchmarks/gpu_agree.py --runs "$OUT/run_numpy" "$OUT/run_cupy"
+  python benchmarks/gpu_agree.py --markdown --runs "$OUT/run_numpy" "$OUT/run_cupy"
 
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   TORCH_DEVICE=cuda
@@ -71,28 +73,38 @@ else
   echo "== this torch has no CUDA: the torch references run on the CPU"
 fi
 step "bench_vgg16 cupy vs torch-$TORCH_DEVICE" 40 "$OUT/bench_vgg16.log" \
-  python benchmarks/bench_vgg16.py --quick --backend cupy --torch-device "$TORCH_DEVICE"
+  python benchmarks/bench_vgg16.py --quick --backend cupy --torch-device "$TORCH_DEVICE" --markdown
 RNN=(--repeat 1 --steps 20 --warmup 3 --vocab 81 1000)
 [ "$TORCH_DEVICE" = cuda ] || RNN=(--repeat 1 --steps 3 --warmup 1 --vocab 81)  # torch-CPU is slow
 step "bench_rnn_step cuda vs torch-$TORCH_DEVICE" 40 "$OUT/bench_rnn_step.log" \
-  python benchmarks/bench_rnn_step.py --device cuda --torch-device "$TORCH_DEVICE" "${RNN[@]}"
+  python benchmarks/bench_rnn_step.py --device cuda --torch-device "$TORCH_DEVICE" "${RNN[@]}" --markdown
+step "bench_beam cupy vs its matmul bound" 30 "$OUT/bench_beam.log" \
+  python benchmarks/bench_beam.py --backend cupy --images 4000 --beams 3 --vocab 81 1000 --repeat 2 --markdown
+
+# The summary, as markdown: README.md's GPU section takes it as it is (runs/gpu_check/summary.md).
+table() {  # table LOG: the markdown table lines of a log, or a pointer to the log
+  grep -E '^\|' "$1" 2>/dev/null || echo "(no table: see $1)"
+}
+{
+  echo "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -n 1 || echo 'none found'); $(date -u +%Y-%m-%d); \`bash benchmarks/gpu_check.sh\`"
+  [ "${GPU_CHECK_STAND_IN:-0}" = 1 ] && echo "**Dry run on the CPU stand-in: no number below is a GPU measurement.**"
+  echo
+  echo "| step | result | time | log |"
+  echo "|---|---|---:|---|"
+  for row in "${ROWS_MD[@]}"; do echo "$row"; done
+  echo
+  echo "Suite on CuPy: $(grep -E '(passed|failed)' "$OUT/suite_cupy.log" | tail -n 1)"
+  for run in cupy numpy; do
+    echo "Main job on $run, epoch times: $(grep -Eo 'epoch [0-9]+/[0-9]+: .* img/s' "$OUT/train_$run.log" | sed -E 's/.*  ([0-9.]+s) +([0-9]+ img\/s)/\1 \2/' | tr '\n' ';')"
+  done
+  echo; echo "NumPy vs CuPy, same seed:"; echo; table "$OUT/agree.log"
+  echo; echo "VGG16 forward, CuPy vs torch-$TORCH_DEVICE:"; echo; table "$OUT/bench_vgg16.log"
+  echo; echo "One training step, CuPy vs torch-$TORCH_DEVICE:"; echo; table "$OUT/bench_rnn_step.log"
+  echo; echo "Beam search on CuPy against its matmul bound (cuBLAS sgemm peak measured in the same run):"; echo
+  table "$OUT/bench_beam.log"
+} >"$OUT/summary.md"
 
 echo
-echo "================ GPU check summary ================"
-printf '%-34s %-16s %6s  %s\n' "step" "result" "time" "log"
-for row in "${ROWS[@]}"; do echo "$row"; done
-echo
-echo "-- suite:    $(grep -E '(passed|failed)' "$OUT/suite_cupy.log" | tail -n 1)"
-for run in run_cupy run_numpy; do
-  [ -f "$OUT/$run/metrics.json" ] && echo "-- $run metrics: $(tr -d '\n ' <"$OUT/$run/metrics.json")"
-done
-for run in cupy numpy; do
-  echo "-- train $run epoch times: $(grep -Eo 'epoch [0-9]+/[0-9]+: .* img/s' "$OUT/train_$run.log" | sed -E 's/.*  ([0-9.]+s) +([0-9]+ img\/s)/\1 \2/' | tr '\n' ';')"
-done
-echo "-- agreement:"
-sed -n '/NumPy vs CuPy/,$p' "$OUT/agree.log"
-echo "-- bench_vgg16:"
-grep -E '^ +[0-9]+ +(minicnnrnn|torch)' "$OUT/bench_vgg16.log" || echo "   (no table: see $OUT/bench_vgg16.log)"
-echo "-- bench_rnn_step:"
-grep -E '^summary|failed' "$OUT/bench_rnn_step.log" || echo "   (no summary: see $OUT/bench_rnn_step.log)"
+echo "================ GPU check summary ($OUT/summary.md) ================"
+cat "$OUT/summary.md"
 exit $STATUS

@@ -151,3 +151,28 @@ def test_numpy_and_cupy_agree(variant):
     np.testing.assert_allclose(results["numpy"][0], results["cupy"][0], rtol=1e-5)
     for k in p:
         np.testing.assert_allclose(results["numpy"][1][k], results["cupy"][1][k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", lstm.VARIANTS)
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_fast_step_agrees_with_plain_step(variant, dtype, tol):
+    """make_step (one fused product, in place) and make_step_plain: same log-probs and states,
+    to float rounding, over three steps whose rows grow, shrink and repeat images."""
+    rng = np.random.default_rng(3)
+    K, D, E, H, n = 6, 5, 4, 8, 4
+    params = model.init_params(K, D, E, H, rng, variant, dtype=dtype)
+    params = {k: backend.to_device(v * 3.0) for k, v in params.items()}  # larger, so every gate matters
+    I = backend.to_device(rng.standard_normal((n, D)).astype(dtype))
+    plain, fast = model.make_step_plain(params, I, variant), model.make_step(params, I, variant)
+    rows = backend.to_device(np.arange(n))
+    lp_p, st_p = plain(None, None, rows)
+    lp_f, st_f = fast(None, None, rows)
+    for pick in ([0, 0, 1, 2, 3, 3, 3], [6, 1, 2], [0, 1, 2, 2, 1, 0, 0, 1]):
+        np.testing.assert_allclose(backend.to_host(lp_f), backend.to_host(lp_p), rtol=tol, atol=tol)
+        np.testing.assert_allclose(backend.to_host(st_f[0]), backend.to_host(st_p[0]), rtol=tol, atol=tol)
+        pick = backend.to_device(np.asarray(pick))
+        prev = backend.to_device(rng.integers(0, K, pick.shape[0]))
+        rows = rows[pick]
+        lp_p, st_p = plain(prev, (st_p[0][pick],), rows)
+        lp_f, st_f = fast(prev, (st_f[0][pick],), rows)
+    np.testing.assert_allclose(backend.to_host(lp_f), backend.to_host(lp_p), rtol=tol, atol=tol)

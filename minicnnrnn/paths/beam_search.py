@@ -200,8 +200,7 @@ def _search(step, images, B, max_labels, min_labels):
     # S for the images still searching: act (A,) image positions, a grid of A x width paths.
     act = xp.arange(n)
     logp = xp.zeros((n, 1), dtype=dt)  # log P of each path so far
-    path = xp.full((n, 1, L), -1, dtype=xp.int64)  # its labels
-    used = xp.zeros((n, 1, K), dtype=bool)  # the same labels as a mask, for the grammar
+    path = xp.full((n, 1, L), -1, dtype=xp.int64)  # its labels (an empty slot, log P -inf, may hold END)
     steps = xp.zeros((n, 1, L + 1), dtype=dt)  # its step log-probs
     prev = None  # each path's last label, fed at the next step
 
@@ -212,7 +211,10 @@ def _search(step, images, B, max_labels, min_labels):
         if t:
             lp, state = step(prev, state, xp.repeat(images[act], width))
             step_rows += A * width
-        lp = grammar.forbid(lp.reshape(A, width, K + 1), used, t, L, min_labels)
+        lp = lp.reshape(A, width, K + 1)
+        if t:  # no label twice: -inf at the t labels of each path (grammar.forbid's mask, as a scatter)
+            lp[xp.arange(A)[:, None, None], xp.arange(width)[None, :, None], path[:, :, :t]] = NEG_INF
+        lp = grammar.forbid(lp, None, t, L, min_labels)
         lp[logp == NEG_INF] = NEG_INF  # empty beam slots never produce a path
         seen[act] = xp.maximum(seen[act], lp[:, :, :K].max(axis=1))
 
@@ -250,9 +252,6 @@ def _search(step, images, B, max_labels, min_labels):
         label = nxt[kk, sel]
         path = path[kk, parent]
         path[:, :, t] = label
-        used = used[kk, parent]
-        # (an empty slot, log P -inf, may hold END: any label marks it, all its outputs are masked)
-        used[xp.arange(keep.size)[:, None], xp.arange(sel.shape[1])[None, :], xp.minimum(label, K - 1)] = True
         steps = steps[kk, parent]
         steps[:, :, t] = nxt_lp[kk, sel]
         logp = new_logp[keep]

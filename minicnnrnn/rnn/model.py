@@ -18,7 +18,8 @@ names two things: in Eq. 1 the candidate update of the LSTM, the gate block ``x`
 
 The model has two faces, both here: the teacher-forced path above, for training
 (:func:`path_forward`, :func:`path_backward`, :func:`path_loss`), and the one-step decoder
-(:func:`make_step`) that the searches of ``paths/`` run, feeding the model its own labels.
+(:func:`make_step`, below its readable version :func:`make_step_plain`) that the searches of
+``paths/`` run, feeding the model its own labels.
 
 Parameters (a plain dict, names from the paper):
 
@@ -140,7 +141,7 @@ def path_loss(params, I, inputs, targets, mask, variant, dropout_mask=None):
     return value, path_backward(dscores, cache)
 
 
-def make_step(params, I, variant):
+def make_step_plain(params, I, variant):
     """The one-step decoder of the CNN-RNN (Eq. 2, 1, 4, 5 and the softmax), for ``paths/``.
 
     params: dict as above (backend arrays); I: (n, D) image features on the backend;
@@ -170,5 +171,54 @@ def make_step(params, I, variant):
         x, _ = projection.projection_forward(o, None, params, image=image[rows])  # Eq. 4
         s, _ = embedding.tied_scores_forward(x, U_l, n_out)  # Eq. 5
         return loss.log_softmax(s), (r,)
+
+    return step
+
+
+def make_step(params, I, variant):
+    """The fast version of :func:`make_step_plain`, the one the searches run: same contract.
+
+    Decoding is a matrix-product-bound loop (``benchmarks/bench_beam.py`` counts its FLOPs), so
+    a step does little besides its three products:
+
+    * Eq. 2 and both products of Eq. 1 are one product ``[w | r(t-1) | 1] @ [U_w; U_r; b_lstm]``
+      (R, E + H + 1) @ (E + H + 1, 4H): one large product instead of two and two additions;
+    * the gates, the new state and the output are computed in place in that product's buffer,
+      which (like the input buffer) is allocated once and reused while R does not grow;
+    * ``U_l[:K+1].T`` of Eq. 5 is laid out once, and the log-softmax works in place.
+
+    Only the sums' order differs from :func:`make_step_plain`, so both give the same
+    log-probabilities to float rounding (``tests/test_model.py`` checks it).
+    """
+    lstm.check_variant(variant)
+    U_l = params["U_l"]
+    n_out = U_l.shape[0] - 1  # K labels + END
+    E, H = U_l.shape[1], params["U_r"].shape[0]
+    START = tokens.start_token(tokens.n_labels(U_l))
+    image = projection.image_and_bias(I, params)  # (n, E)
+    bias = params["b_lstm"] if "b_lstm" in params else xp.zeros(4 * H, dtype=U_l.dtype)
+    weights = xp.concatenate([params["U_w"], params["U_r"], bias[None]])  # (E + H + 1, 4H)
+    score_weights = xp.ascontiguousarray(U_l[:n_out].T)  # (E, K + 1)
+    buffers = {}  # "in": (R, E + H + 1) [w | r(t-1) | 1]; "z": (R, 4H); "exp": (R, K + 1); grown with R
+
+    def step(prev_tokens, state, rows):
+        R = rows.shape[0]
+        if "in" not in buffers or buffers["in"].shape[0] < R:
+            buffers["in"] = xp.empty((R, E + H + 1), dtype=U_l.dtype)
+            buffers["in"][:, -1] = 1  # the bias row of the weights
+            buffers["z"] = xp.empty((R, 4 * H), dtype=U_l.dtype)
+            buffers["exp"] = xp.empty((R, n_out), dtype=U_l.dtype)
+        inp, z = buffers["in"][:R], buffers["z"][:R]
+        inp[:, :E] = U_l[START] if prev_tokens is None else U_l[prev_tokens]  # Eq. 2
+        inp[:, E : E + H] = 0 if state is None else state[0]  # r(0) = 0
+        xp.matmul(inp, weights, out=z)  # Eq. 1 pre-activations
+        o, r = lstm.lstm_cell_inplace(z, inp[:, E : E + H], variant)  # Eq. 1
+        a = o @ params["U_o_x"]  # Eq. 4
+        a += image[rows]
+        xp.maximum(a, 0, out=a)
+        s = a @ score_weights  # Eq. 5, (R, K + 1): fresh, the searches mask it in place
+        s -= s.max(axis=1, keepdims=True)  # log-softmax in place, exp into a reused buffer
+        s -= xp.log(xp.exp(s, out=buffers["exp"][:R]).sum(axis=1, keepdims=True))
+        return s, (r,)
 
     return step
