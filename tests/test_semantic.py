@@ -58,7 +58,7 @@ def test_stages_add_up_and_the_path_loss_reaches_the_concepts():
     path, g2 = semantic.sr_loss(*args, 2, drop, bce_weight=0.7)
     both, g3 = semantic.sr_loss(*args, 3, drop, bce_weight=0.7)
     assert both == pytest.approx(bce + path)
-    # stage 1 is the BCE of the concept logits (layers/loss.py, the BCE baseline's loss)
+    # stage 1 is the BCE of the concept scores (layers/loss.py, the BCE baseline's loss)
     logits, _ = semantic.concept_forward(I, params)
     assert bce == pytest.approx(0.7 * loss.sigmoid_cross_entropy(logits, labels)[0], rel=1e-12)
     for name in g2:  # the RNN's gradients do not depend on the BCE term
