@@ -42,6 +42,7 @@ _SKIP_DIRS = (os.path.join(TESTS_DIR, "strict_device") + os.sep,)
 COMPUTE_MODULES = (
     "minicnnrnn.layers.activations",
     "minicnnrnn.layers.conv",
+    "minicnnrnn.layers.classifier",
     "minicnnrnn.layers.dense",
     "minicnnrnn.layers.depthwise",
     "minicnnrnn.layers.dropout",
@@ -65,7 +66,7 @@ _HOST_FUNCTIONS = {
     # take or return host data by contract (initialisers draw on the host)
     ("minicnnrnn.rnn.model", "init_params"),
     ("minicnnrnn.baselines.no_rnn", "init_no_rnn"),
-    ("minicnnrnn.baselines.classifiers", "init_classifier"),
+    ("minicnnrnn.layers.classifier", "init_classifier"),
     ("minicnnrnn.cnn.vgg", "init_params"),
     ("minicnnrnn.cnn.efficientnet", "init_params"),
     ("minicnnrnn.training.optim", "cosine_schedule"),

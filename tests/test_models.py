@@ -9,7 +9,7 @@ from conftest import dev, host
 from minicnnrnn.baselines import classifiers
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics
-from minicnnrnn.layers import dropout
+from minicnnrnn.layers import classifier, dropout
 from minicnnrnn.paths import beam_search, label_paths, presence
 from minicnnrnn.rnn import model
 from minicnnrnn.training import kinds
@@ -71,7 +71,7 @@ def test_top_k_decoding_is_the_metrics_top_k_and_paths_are_the_beam_search():
     bce = _cfg("bce", k=2)
     params = dev(kinds.KINDS["bce"].init(bce, np.random.default_rng(3)))
     pred, scores = kinds.predict_sets(bce, params, I, batch_size=4)  # 3 blocks
-    raw, _ = classifiers.classifier_forward(params, dev(I))
+    raw, _ = classifier.classifier_forward(dev(I), params)
     # Blocks of 4 images against one product: BLAS may pick another float32 kernel, so not bit-equal.
     np.testing.assert_allclose(scores, host(classifiers.classifier_confidence("bce", raw)), rtol=1e-5)
     np.testing.assert_array_equal(pred, metrics.topk_predictions(scores, 2))

@@ -136,9 +136,9 @@ def test_features_and_image_list(tmp_path, capsys, monkeypatch):
 
 
 def test_classifier_checkpoint_prints_top_k(tmp_path, capsys):
-    from minicnnrnn.baselines import classifiers
+    from minicnnrnn.layers import classifier
 
-    params = classifiers.init_classifier(K, 6, E, np.random.default_rng(5))
+    params = classifier.init_classifier(K, 6, E, np.random.default_rng(5))
     state = {
         "params": params,
         "config": RunConfig("bce", K, 6, E, H, "relu", {"weights": None}, k=2),

@@ -11,23 +11,24 @@ import pytest
 from test_train import tiny_npz  # noqa: F401 (a fixture)
 
 from minicnnrnn import gradcheck, predict, train
+from minicnnrnn.baselines import classifiers
 from minicnnrnn.core import backend
 from minicnnrnn.gradcheck import cases_semantic
-from minicnnrnn.layers import dropout, loss
+from minicnnrnn.layers import classifier, dropout, loss
 from minicnnrnn.paths import beam_search, presence, tokens
 from minicnnrnn.rnn import model, semantic
 from minicnnrnn.training import checkpoint, config, kinds, loop
 from minicnnrnn.training import data as train_data
 
 K, D, E, H, T, N = 4, 5, 3, 4, 3, 3
-CONCEPTS = {"W_c", "b_c"}
+CONCEPTS = {"c_U_I_x", "c_b_x", "c_U_l", "c_b_l"}
 
 
 def _problem(seed, variant="bounded"):
     """A small float64 batch: params, I, labels, paths (inputs, targets, mask), dropout mask."""
     rng = np.random.default_rng(seed)
     params = semantic.sr_init_params(K, D, E, H, rng, variant, np.float64)
-    params["b_c"] += rng.standard_normal(K)  # concepts away from 0.5: c (1 - c) varies
+    params["c_b_l"] += rng.standard_normal(K)  # concepts away from 0.5: c (1 - c) varies
     params = backend.params_to_device(params, np.float64)
     I = backend.to_device(rng.standard_normal((N, D)), np.float64)
     S, END = tokens.start_token(K), tokens.end_token(K)
@@ -41,7 +42,7 @@ def _problem(seed, variant="bounded"):
 
 def test_shapes_and_each_stage_trains_its_half():
     params, I, labels, inputs, targets, mask, drop = _problem(0)
-    assert params["U_I_x"].shape == (K, E) and params["W_c"].shape == (D, K) and params["b_c"].shape == (K,)
+    assert params["U_I_x"].shape == (K, E) and params["c_U_I_x"].shape == (D, E) and params["c_U_l"].shape == (K, E)
     rnn = set(model.init_params(K, K, E, H, np.random.default_rng(0), "bounded"))
     assert set(params) == rnn | CONCEPTS
     want = {1: CONCEPTS, 2: rnn, 3: rnn | CONCEPTS}
@@ -57,18 +58,55 @@ def test_stages_add_up_and_the_path_loss_reaches_the_concepts():
     path, g2 = semantic.sr_loss(*args, 2, drop, bce_weight=0.7)
     both, g3 = semantic.sr_loss(*args, 3, drop, bce_weight=0.7)
     assert both == pytest.approx(bce + path)
-    # stage 1 is the BCE of the concept logits (layers/loss.py, the BCE baseline's loss)
+    # stage 1 is the BCE of the concept scores (layers/loss.py, the BCE baseline's loss)
     logits, _ = semantic.concept_forward(I, params)
     assert bce == pytest.approx(0.7 * loss.sigmoid_cross_entropy(logits, labels)[0], rel=1e-12)
     for name in g2:  # the RNN's gradients do not depend on the BCE term
         np.testing.assert_allclose(backend.to_host(g3[name]), backend.to_host(g2[name]), rtol=1e-12)
-    extra = backend.to_host(g3["W_c"] - g1["W_c"])  # stage 3 adds the path loss's share
-    assert np.abs(extra).max() > 1e-6
+    for name in CONCEPTS:  # stage 3 adds the path loss's share to every concept parameter
+        assert np.abs(backend.to_host(g3[name] - g1[name])).max() > 1e-6, name
     # stage 2 is the CNN-RNN's own path loss with the concepts as its image
     c = semantic.concept_probabilities(params, I)
     value, grads = model.path_loss(params, c, inputs, targets, mask, "bounded", drop)
     assert path == pytest.approx(value, rel=1e-12)
     np.testing.assert_allclose(backend.to_host(g2["U_I_x"]), backend.to_host(grads["U_I_x"]), rtol=1e-12)
+
+
+def test_the_concept_layer_is_the_bce_baseline():
+    """Same seed, same initial network as the bce baseline; stage 1 is the bce baseline's loss
+    and gradients exactly (one implementation, ``layers/classifier.py``), dropout included;
+    and, through the kinds, a stage-1 batch draws from the rng what a bce batch draws."""
+    sr = semantic.sr_init_params(K, D, E, H, np.random.default_rng(3), "bounded")
+    bce = classifier.init_classifier(K, D, E, np.random.default_rng(3))
+    assert set(bce) == set(classifier.PARAMS)
+    for name in classifier.PARAMS:
+        np.testing.assert_array_equal(sr["c_" + name], bce[name])
+    params, I, labels, *_ = _problem(4)
+    net = {name: params["c_" + name] for name in classifier.PARAMS}
+    mask = dropout.make_mask((N, E), 0.5, np.random.default_rng(1), np.float64)
+    value, grads = semantic.sr_loss(params, I, labels, None, None, None, "bounded", 1, concept_dropout_mask=mask)
+    want, want_grads = classifiers.classifier_loss("bce", net, I, labels, mask)
+    assert value == want and set(grads) == CONCEPTS
+    for name in classifier.PARAMS:
+        np.testing.assert_array_equal(backend.to_host(grads["c_" + name]), backend.to_host(want_grads[name]))
+    cfg = config.RunConfig(model="sr-cnn-rnn", K=K, D=D, E=E, H=H, variant="bounded", cnn=None, dropout=0.5)
+    host_labels = backend.to_host(labels).astype(np.uint8)
+    rngs = np.random.default_rng(9), np.random.default_rng(9)
+    value, grads = kinds.KINDS["sr-cnn-rnn"].batch_loss(cfg, params, I, host_labels, np.arange(K), rngs[0], stage=1)
+    bce_cfg = dataclasses.replace(cfg, model="bce")
+    want, want_grads = kinds.KINDS["bce"].batch_loss(bce_cfg, net, I, host_labels, np.arange(K), rngs[1])
+    assert value == want and rngs[0].bit_generator.state == rngs[1].bit_generator.state
+    for name in classifier.PARAMS:
+        np.testing.assert_array_equal(backend.to_host(grads["c_" + name]), backend.to_host(want_grads[name]))
+
+
+def test_stage_2_sees_the_concepts_without_dropout():
+    """In stage 2 the concepts are a fixed input: a concept mask would change nothing the
+    kinds pass (they pass none), and the path loss is the one on the inference concepts."""
+    params, I, labels, inputs, targets, mask, drop = _problem(5)
+    c = semantic.concept_probabilities(params, I)
+    value, _ = semantic.sr_loss(params, I, labels, inputs, targets, mask, "bounded", 2, drop)
+    assert value == pytest.approx(model.path_loss(params, c, inputs, targets, mask, "bounded", drop)[0], rel=1e-12)
 
 
 def test_path_backward_returns_the_image_gradient_only_when_asked():
@@ -123,18 +161,18 @@ def test_decoding_on_the_concepts():
 def test_trains_decodes_checkpoints_and_predicts(tiny_npz, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "sr"
     stages = ["--sr-concept-epochs", "1", "--sr-rnn-epochs", "1"]
-    tiny = ["--epochs", "3", "--embed", "8", "--hidden", "16", "--batch-size", "32"]
+    tiny = ["--epochs", "3", "--embed", "8", "--hidden", "16", "--batch-size", "32", "--decode", "path"]
     assert train.main(["--dataset", f"npz:{tiny_npz}", "--out", str(out), "--model", "sr-cnn-rnn", *tiny, *stages]) == 0
     record = json.loads((out / "metrics.json").read_text())
     assert record["run"]["model"] == "sr-cnn-rnn" and 0 < record["metrics"]["mAP"] <= 100
     state = checkpoint.load(out / "checkpoint.npz")  # the schema check: every shape as the kind makes it
     cfg = state["config"]
-    assert (cfg.model, cfg.sr_concept_epochs, cfg.sr_rnn_epochs) == ("sr-cnn-rnn", 1, 1)
-    assert state["params"]["W_c"].shape == (cfg.D, cfg.K) and state["params"]["U_I_x"].shape == (cfg.K, cfg.E)
+    assert (cfg.model, cfg.sr_concept_epochs, cfg.sr_rnn_epochs, cfg.decode) == ("sr-cnn-rnn", 1, 1, "path")
+    assert state["params"]["c_U_I_x"].shape == (cfg.D, cfg.E) and state["params"]["U_I_x"].shape == (cfg.K, cfg.E)
     # a wrong shape is refused by the checkpoint schema
-    bad = dict(state, params=dict(state["params"], W_c=state["params"]["W_c"][:, :-1]))
+    bad = dict(state, params=dict(state["params"], c_U_l=state["params"]["c_U_l"][:-1]))
     checkpoint.save(tmp_path / "bad.npz", bad)
-    with pytest.raises(Exception, match="parameter W_c has shape"):
+    with pytest.raises(Exception, match="parameter c_U_l has shape"):
         checkpoint.load(tmp_path / "bad.npz")
     # predict on the checkpoint decodes as the kind does, by beam search on the concepts
     data = train_data.load_npz(str(tiny_npz))

@@ -5,19 +5,25 @@
 # so it has to learn two things at once: which labels the picture shows (evidence) and how
 # labels go together (order, when to stop, which exclude each other). Liu et al. ("Semantic
 # Regularisation for Recurrent Image Annotation", CVPR 2017) split the two: a layer of K
-# **concepts**, one sigmoid per label trained with binary cross-entropy (the BCE baseline's
-# loss), sits between the CNN and the RNN, and Eq. 4 reads the concepts instead of I:
+# **concepts**, one sigmoid per label trained with binary cross-entropy, sits between the CNN
+# and the RNN, and Eq. 4 reads the concepts instead of I. Here the concepts come from the
+# project's BCE classifier itself, the network of the `bce` baseline (`layers/classifier.py`):
+# the image half of Eq. 4, a ReLU, dropout, and one score per label:
 #
-#     a = I W_c + b_c          (N, K) concept logits
-#     c = sigmoid(a)           (N, K) P(label on the image), one per label
-#     x = ReLU(o U_o_x + c U_I_x + b_x)      Eq. 4 with c as the image, U_I_x: (K, E)
+#     h = I c_U_I_x + c_b_x          (N, E) the image half of Eq. 4
+#     x = dropout(ReLU(h))           (N, E)
+#     a = x c_U_l^T + c_b_l          (N, K) concept scores
+#     c = sigmoid(a)                 (N, K) P(label on the image), one per label
+#     x_t = ReLU(o U_o_x + c U_I_x + b_x)    Eq. 4 with c as the image, U_I_x: (K, E)
 #
-# Training goes in three stages: (1) the concepts alone, by BCE; (2) the RNN alone, on the
-# fixed concepts, by the path loss of §3.4; (3) both, by BCE + path loss, where the path
-# loss's gradient also flows back through the sigmoid into W_c and b_c. Here we build the
-# concept layer and the stage-3 chain by hand, check both against `minicnnrnn.rnn.semantic`
-# and finite differences, then train `--model sr-cnn-rnn` on the built-in data and look at
-# what its concepts say. Run it with `python tutorials/10_semantic_interface.py`.
+# The concept network's parameters carry the prefix `c_`, because the RNN has a `U_I_x`,
+# `b_x` and `U_l` of its own. Training goes in three stages: (1) the concepts alone, by BCE
+# (exactly the bce baseline's training); (2) the RNN alone, on the fixed concepts, by the
+# path loss of §3.4; (3) both, by BCE + path loss, where the path loss's gradient also flows
+# back through the sigmoid into the concept network. Here we build the concept network and
+# the stage-3 chain by hand, check both against `minicnnrnn.rnn.semantic` and finite
+# differences, then train `--model sr-cnn-rnn` on the built-in data and look at what its
+# concepts say. Run it with `python tutorials/10_semantic_interface.py`.
 
 # %%
 import csv
@@ -30,7 +36,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minicnnrnn import train
+from minicnnrnn.baselines import classifiers
 from minicnnrnn.core import backend
+from minicnnrnn.layers import dropout
 from minicnnrnn.paths import tokens
 from minicnnrnn.rnn import model, semantic
 from minicnnrnn.tinyscenes import scenes
@@ -42,12 +50,14 @@ OUT = os.environ.get("MINICNNRNN_TUTORIAL_OUT", "tutorials/output")
 os.makedirs(OUT, exist_ok=True)
 
 # %% [markdown]
-# ## 1. The concept layer and its BCE, from scratch
+# ## 1. The concept network and its BCE, from scratch
 #
 # The BCE of one entry is `-[y log c + (1 - y) log(1 - c)]`; summed over the K labels and
-# divided by N, as the BCE baseline does. Its gradient with respect to the logit is the
+# divided by N, as the BCE baseline does. Its gradient with respect to the score is the
 # famous `(c - y) / N`: the sigmoid's derivative `c (1 - c)` cancels the `1 / c` and
-# `1 / (1 - c)` of the logs. The weights' gradients follow from `a = I W_c + b_c`.
+# `1 / (1 - c)` of the logs. From there the backward walks the three lines back: the score
+# layer (`dx = da c_U_l`, `dc_U_l = da^T x`), the dropout (the same mask again), the ReLU
+# (only where `h > 0`) and the image half (`dc_U_I_x = I^T dh`).
 
 # %%
 rng = np.random.default_rng(0)
@@ -55,21 +65,38 @@ N, D, K, E, H = 4, 6, 5, 3, 4
 I = rng.standard_normal((N, D))
 Y = (rng.random((N, K)) < 0.4).astype(np.float64)
 params = semantic.sr_init_params(K, D, E, H, rng, "bounded", np.float64)
-params["b_c"] += rng.standard_normal(K)  # concepts away from 0.5
+params["c_b_l"] += rng.standard_normal(K)  # concepts away from 0.5
+keep = dropout.make_mask((N, E), 0.25, rng, np.float64)  # 0 or 1 / (1 - p), drawn once
 
 
-def concept_bce(W_c, b_c):
+def concept_forward_by_hand():
+    """The concept network, forward: returns c (N, K) and what the backward needs."""
+    h = I @ params["c_U_I_x"] + params["c_b_x"]
+    x = np.maximum(h, 0) * keep
+    a = x @ params["c_U_l"].T + params["c_b_l"]
+    return 1 / (1 + np.exp(-a)), (h, x)
+
+
+def concept_backward_by_hand(da, saved):
+    """The concept network, backward from the gradient of its scores ``da`` (N, K)."""
+    h, x = saved
+    dx = da @ params["c_U_l"]
+    dh = dx * keep * (h > 0)
+    return {"c_U_I_x": I.T @ dh, "c_b_x": dh.sum(axis=0), "c_U_l": da.T @ x, "c_b_l": da.sum(axis=0)}
+
+
+def concept_bce():
     """Stage 1 by hand: the concepts' BCE and its gradients."""
-    a = I @ W_c + b_c
-    c = 1 / (1 + np.exp(-a))
+    c, saved = concept_forward_by_hand()
     value = -(Y * np.log(c) + (1 - Y) * np.log(1 - c)).sum() / N
-    da = (c - Y) / N
-    return value, {"W_c": I.T @ da, "b_c": da.sum(axis=0)}
+    return value, concept_backward_by_hand((c - Y) / N, saved)
 
 
-value, grads = concept_bce(params["W_c"], params["b_c"])
-package_value, package_grads = semantic.sr_loss(params, I, Y, None, None, None, "bounded", stage=1)
-print(f"BCE by hand {value:.10f}, rnn/semantic.py {package_value:.10f}")
+value, grads = concept_bce()
+package_value, package_grads = semantic.sr_loss(params, I, Y, None, None, None, "bounded", 1, None, keep)
+network = {name[2:]: params[name] for name in grads}  # the same arrays without the prefix
+bce_value, _ = classifiers.classifier_loss("bce", network, I, Y, keep)
+print(f"BCE by hand {value:.10f}, rnn/semantic.py {package_value:.10f}, the bce baseline {bce_value:.10f}")
 for name in grads:
     print(f"  {name}: largest difference from the package {np.abs(grads[name] - package_grads[name]).max():.1e}")
 
@@ -78,25 +105,26 @@ def finite_difference(f, array, h=1e-6):
     """Centred differences of the scalar f() with respect to every entry of ``array``."""
     out = np.zeros_like(array)
     for index in np.ndindex(array.shape):
-        keep = array[index]
-        array[index] = keep + h
+        saved = array[index]
+        array[index] = saved + h
         up = f()
-        array[index] = keep - h
+        array[index] = saved - h
         out[index] = (up - f()) / (2 * h)
-        array[index] = keep
+        array[index] = saved
     return out
 
 
-numeric = finite_difference(lambda: concept_bce(params["W_c"], params["b_c"])[0], params["W_c"])
-print(f"  W_c against finite differences: {np.abs(numeric - grads['W_c']).max():.1e}")
+numeric = finite_difference(lambda: concept_bce()[0], params["c_U_I_x"])
+print(f"  c_U_I_x against finite differences: {np.abs(numeric - grads['c_U_I_x']).max():.1e}")
 
 # %% [markdown]
 # ## 2. Stage 3: the path loss reaches the concepts
 #
-# In stage 3 the path loss depends on W_c through c. `model.path_backward(..., image_grad=True)`
-# returns the gradient of the path loss with respect to its image input, here dc (N, K);
-# the chain rule through the sigmoid gives `da = dc * c (1 - c)`, added to the BCE's `da`.
-# We write the chain by hand on three label paths and check it with finite differences of
+# In stage 3 the path loss depends on the concept network through c.
+# `model.path_backward(..., image_grad=True)` returns the gradient of the path loss with
+# respect to its image input, here dc (N, K); the chain rule through the sigmoid gives
+# `da = dc * c (1 - c)`, added to the BCE's `da` before the walk back through the network.
+# We write the chain by hand on four label paths and check it with finite differences of
 # the package's stage-3 loss, `semantic.sr_loss(..., stage=3)` (the loss training runs).
 
 # %%
@@ -104,8 +132,7 @@ S, END = tokens.start_token(K), tokens.end_token(K)
 inputs = np.array([[S, S, S, S], [2, 0, 1, 4], [3, END, 0, 0]])
 targets = np.array([[2, 0, 1, 4], [3, END, 0, END], [END, 0, END, 0]])
 mask = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [1, 0, 1, 0]], dtype=np.float64)
-a = I @ params["W_c"] + params["b_c"]
-c = 1 / (1 + np.exp(-a))
+c, saved = concept_forward_by_hand()
 path_value, path_grads = model.path_loss(params, c, inputs, targets, mask, "bounded")
 scores, cache = model.path_forward(params, c, inputs, mask, "bounded")
 probs = np.exp(scores - scores.max(-1, keepdims=True))
@@ -116,15 +143,19 @@ for t, n in zip(*np.nonzero(mask)):
 dscores *= mask[..., None] / N
 _, dc = model.path_backward(dscores, cache, image_grad=True)
 da = (c - Y) / N + dc * c * (1 - c)  # the BCE's share plus the path loss's share
-by_hand = I.T @ da
+by_hand = concept_backward_by_hand(da, saved)
 
-value3, grads3 = semantic.sr_loss(params, I, Y, inputs, targets, mask, "bounded", stage=3)
+
+def stage3():
+    return semantic.sr_loss(params, I, Y, inputs, targets, mask, "bounded", 3, None, keep)
+
+
+value3, grads3 = stage3()
 print(f"stage-3 loss: BCE {value:.4f} + path {path_value:.4f} = {value + path_value:.4f} (package {value3:.4f})")
-print(f"dW_c by hand vs the package: {np.abs(by_hand - grads3['W_c']).max():.1e}")
-numeric = finite_difference(
-    lambda: semantic.sr_loss(params, I, Y, inputs, targets, mask, "bounded", stage=3)[0], params["W_c"]
-)
-print(f"dW_c against finite differences of the stage-3 loss: {np.abs(numeric - by_hand).max():.1e}")
+for name in by_hand:
+    print(f"d{name} by hand vs the package: {np.abs(by_hand[name] - grads3[name]).max():.1e}")
+numeric = finite_difference(lambda: stage3()[0], params["c_U_I_x"])
+print(f"dc_U_I_x against finite differences of the stage-3 loss: {np.abs(numeric - by_hand['c_U_I_x']).max():.1e}")
 print("(every stage and LSTM variant: python -m minicnnrnn.gradcheck --only sr-cnn-rnn)")
 
 # %% [markdown]
@@ -151,8 +182,8 @@ with open(os.path.join(run_dir, "log.csv"), encoding="utf-8") as f:
 # %% [markdown]
 # ## 4. What the concepts say
 #
-# The trained model's concepts are per-label probabilities of their own (stage 1 is a BCE
-# classifier, linear in the feature). The RNN then names labels in order and decides when
+# The trained model's concepts are per-label probabilities of their own (stage 1 trains the
+# bce baseline's network). The RNN then names labels in order and decides when
 # to stop, reading them. Below: the loss by epoch and stage, and for six test pictures
 # the concept probabilities next to the true labels and the labels the model predicted.
 
@@ -194,6 +225,6 @@ print(f"figure saved to {figure}")
 # %% [markdown]
 # Where next: `python -m minicnnrnn.train --compare` puts SR-CNN-RNN in a row beside the
 # CNN-RNN and the baselines, and `benchmarks/bench_learning.py` compares them over seeds.
-# The code of this tutorial is `minicnnrnn/rnn/semantic.py` (`concept_forward`,
-# `sr_loss`, `stage_at`), `rnn/model.py` (`path_backward(image_grad=True)`) and the
-# `sr-cnn-rnn` row of `training/kinds.py`.
+# The code of this tutorial is `minicnnrnn/rnn/semantic.py` (`concept_forward`, `sr_loss`,
+# `stage_at`), `layers/classifier.py` (the concept network), `rnn/model.py`
+# (`path_backward(image_grad=True)`) and the `sr-cnn-rnn` row of `training/kinds.py`.

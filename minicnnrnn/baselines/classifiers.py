@@ -1,7 +1,8 @@
 """The bce and softmax baselines of Table 3: one score per label from the image alone.
 
 They are classic classifiers with no label path. To differ from the CNN-RNN only where
-Table 3 says, they use the same image half of Eq. 4 and the same kind of score vectors
+Table 3 says, their network (``layers/classifier.py``, shared with the concept layer of
+``rnn/semantic.py``) is the same image half of Eq. 4 and the same kind of score vectors
 (one hidden layer in the E-dimensional joint space, dropout 0.5)::
 
     x = ReLU(I @ U_I_x + b_x)                       # (N, E) image in the joint space
@@ -11,51 +12,12 @@ Table 3 says, they use the same image half of Eq. 4 and the same kind of score v
 trains one softmax over the K labels against the image's normalised label distribution
 ``y / Σy`` (the softmax loss of the paper's ref. [9], Gong et al.). Both predict the
 top-k labels. ``U_l: (K, E)`` here (no END/START), ``b_l: (K,)`` a per-label bias.
+This module holds their losses; the network's forward and backward are
+``classifier.classifier_forward`` / ``classifier_backward``.
 """
 
-import numpy
-
 from minicnnrnn.core.backend import xp
-from minicnnrnn.layers import activations, dense, dropout, loss
-from minicnnrnn.rnn import embedding
-
-
-def init_classifier(K, D, E, rng, dtype=numpy.float32):
-    """Parameters of the bce/softmax classifiers, drawn like the CNN-RNN's (host arrays).
-
-    U_I_x (D, E), b_x (E,), U_l (K, E), b_l (K,).
-    """
-    params = {
-        "U_I_x": rng.standard_normal((D, E)) / numpy.sqrt(D),
-        "b_x": numpy.full(E, 0.1),
-        "U_l": rng.standard_normal((K, E)) / numpy.sqrt(E),
-        "b_l": numpy.zeros(K),
-    }
-    return {k: v.astype(dtype) for k, v in params.items()}
-
-
-def classifier_forward(params, I, dropout_mask=None):
-    """Label scores of a batch of images.
-
-    params: classifier dict (backend arrays); I: (N, D); dropout_mask: None or (N, E).
-    Returns (scores (N, K), cache).
-    """
-    h, dense_cache = dense.dense_forward(I, params["U_I_x"], params["b_x"])  # image half of Eq. 4
-    a, relu_cache = activations.relu_forward(h)
-    x, drop_cache = dropout.dropout_forward(a, dropout_mask)
-    s, score_cache = embedding.tied_scores_forward(x, params["U_l"], params["U_l"].shape[0])
-    s += params["b_l"]
-    return s, (dense_cache, relu_cache, drop_cache, score_cache)
-
-
-def classifier_backward(dscores, cache):
-    """Backward of :func:`classifier_forward`. dscores: (N, K). Returns grads like params."""
-    dense_cache, relu_cache, drop_cache, score_cache = cache
-    dx, score_grads = embedding.tied_scores_backward(dscores, score_cache)
-    da = dropout.dropout_backward(dx, drop_cache)
-    dh = activations.relu_backward(da, relu_cache)
-    _dI, dense_grads = dense.dense_backward(dh, dense_cache)
-    return {"U_I_x": dense_grads["W"], "b_x": dense_grads["b"], "U_l": score_grads["U_l"], "b_l": dscores.sum(axis=0)}
+from minicnnrnn.layers import classifier, loss
 
 
 def label_distribution_cross_entropy(scores, y):
@@ -82,14 +44,14 @@ def classifier_loss(kind, params, I, y, dropout_mask=None):
 
     kind: "bce" or "softmax"; I: (N, D); y: (N, K) 0/1. Returns (loss, grads).
     """
-    scores, cache = classifier_forward(params, I, dropout_mask)
+    scores, cache = classifier.classifier_forward(I, params, dropout_mask)
     if kind == "bce":
         value, dscores = loss.sigmoid_cross_entropy(scores, y)
     elif kind == "softmax":
         value, dscores = label_distribution_cross_entropy(scores, y)
     else:
         raise ValueError(f"unknown classifier {kind!r}")
-    return value, classifier_backward(dscores, cache)
+    return value, classifier.classifier_backward(dscores, cache)
 
 
 def classifier_confidence(kind, scores):

@@ -2,10 +2,12 @@
 training runs it: ``KINDS["sr-cnn-rnn"].epoch_loss(cfg, epoch)``, the function the epoch
 loop calls, in an epoch of each of the three stages, for every LSTM variant.
 
-Stage 1 checks the concepts' BCE (W_c, b_c), stage 2 the path loss of the CNN-RNN on fixed
-concepts (the RNN's parameters), stage 3 both, where the path loss's gradient also flows
-back through the sigmoid of the concepts into W_c and b_c. Only the parameters a stage
-trains get gradients; the check covers exactly those.
+Stage 1 checks the concepts' BCE (the bce network's parameters, ``c_U_I_x``, ``c_b_x``,
+``c_U_l``, ``c_b_l``, with a dropout mask on its hidden layer), stage 2 the path loss of the
+CNN-RNN on fixed concepts (the RNN's parameters), stage 3 both, where the path loss's
+gradient also flows back through the sigmoid of the concepts, the dropout and the ReLU of
+the concept network into all four ``c_`` parameters. Only the parameters a stage trains
+get gradients; the check covers exactly those.
 """
 
 import dataclasses
@@ -32,7 +34,7 @@ def sr_stage_case(stage, variant, label_order="freq"):
         assert semantic.stage_at(STAGE_EPOCHS[stage], 1, 1) == stage
         params = backend.params_to_device(kinds.KINDS[cfg.model].init(cfg, rng), numpy.float64)
         # concepts away from 0.5 and from each other, so that c (1 - c) varies
-        params["b_c"] = params["b_c"] + randn(rng, K, scale=1.0)
+        params["c_b_l"] = params["c_b_l"] + randn(rng, K, scale=1.0)
         I = randn(rng, len(LABELS), D)
         return batch_loss_check(cfg, params, I, LABELS, order=numpy.array([2, 0, 4, 1, 3]), epoch=STAGE_EPOCHS[stage])
 

@@ -21,12 +21,12 @@ no-rnn     ``init_no_rnn``        the same, Eq. 1 replaced by a     the same dec
                                   linear layer (``no_rnn.py``)      ``no_rnn.make_step``
 bce        ``init_classifier``    one sigmoid per label             the k most confident labels
 softmax    ``init_classifier``    one softmax over the labels       the k most confident labels
-           (``classifiers.py``)
+           (layers/classifier.py) (``baselines/classifiers.py``)
 warp       ``warp.init_warp``     WARP rank loss of linear scores   the k highest scores
                                   (baselines/warp.py, sampled)
 knn        none: ``kind.fit``     none: the training features are   the k labels with most votes of
            (``knn.fit_knn``)      stored, k chosen by leave-one-out the nearest training images
-sr-cnn-rnn ``sr_init_params``     per-label BCE of K concepts, then the CNN-RNN's beam search on the
+sr-cnn-rnn ``sr_init_params``     the bce network's BCE (concepts), the CNN-RNN's decodings on the
            (rnn/semantic.py)      the path loss on them, then both  concepts (beyond the paper)
 ========== ====================== ================================= =================================
 
@@ -56,7 +56,7 @@ import numpy as np
 from minicnnrnn.baselines import classifiers, knn, no_rnn, warp
 from minicnnrnn.core import backend
 from minicnnrnn.core.errors import UserError
-from minicnnrnn.layers import dropout, loss
+from minicnnrnn.layers import classifier, dropout, loss
 from minicnnrnn.paths import alignment, label_paths
 from minicnnrnn.rnn import model, semantic
 from minicnnrnn.training.decoding import Decoded, DecodeOptions, decode_path
@@ -100,7 +100,7 @@ def _init_no_rnn(cfg, rng):
 
 
 def _init_classifier(cfg, rng):
-    return classifiers.init_classifier(cfg.K, cfg.D, cfg.E, rng)
+    return classifier.init_classifier(cfg.K, cfg.D, cfg.E, rng)
 
 
 # ---------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def _decode_no_rnn_path(cfg, params, I, options):
 def _decode_top_k(cfg, params, I, options):
     """The k = ``options.max_labels`` (default K) most confident labels of each image of
     I (n, D) on the device, most confident first (ties: lower label index first)."""
-    raw, _ = classifiers.classifier_forward(params, I)
+    raw, _ = classifier.classifier_forward(I, params)
     confidence = backend.to_host(classifiers.classifier_confidence(cfg.model, raw))
     k = min(options.max_labels or cfg.K, cfg.K)
     top = np.argsort(-confidence, axis=1, kind="stable")[:, :k]
@@ -232,19 +232,24 @@ def _sr_stage(cfg, epoch):
 
 
 def _sr_step(cfg, params, I):
-    """The CNN-RNN's one-step decoder on the concepts c = sigmoid(I W_c + b_c) of I (n, D)."""
+    """The CNN-RNN's one-step decoder on the concepts c (n, K) of I (n, D), the sigmoids of the
+    bce network (``semantic.concept_probabilities``)."""
     return model.make_step(params, semantic.concept_probabilities(params, I), cfg.variant)
 
 
 def _sr_loss(cfg, params, I, labels, order, rng, stage=3):
     """``semantic.sr_loss`` of the stage: BCE of the concepts and / or the path loss of the
     CNN-RNN on them (pla / mla paths follow the model's own predictions, on the concepts).
-    Stage 1 runs no RNN, so it makes no paths and draws no dropout mask."""
+    The masks are drawn in a fixed order: the concept network's (N, E), as the bce baseline
+    draws it, in the stages that train the concepts (1, 3); then, in the stages that run the
+    RNN (2, 3), the paths' (T, N, E). So stage 1 draws exactly what a bce batch draws."""
     y = backend.to_device(labels)
-    if not semantic.STAGES[stage][1]:
-        return semantic.sr_loss(params, I, y, None, None, None, cfg.variant, stage)
+    train_concepts, train_rnn = semantic.STAGES[stage]
+    concept_drop = dropout.make_mask((I.shape[0], cfg.E), cfg.dropout, rng) if train_concepts else None
+    if not train_rnn:
+        return semantic.sr_loss(params, I, y, None, None, None, cfg.variant, stage, None, concept_drop)
     inputs, targets, mask, drop = _path_batch(cfg, labels, order, rng, lambda: _sr_step(cfg, params, I))
-    return semantic.sr_loss(params, I, y, inputs, targets, mask, cfg.variant, stage, drop)
+    return semantic.sr_loss(params, I, y, inputs, targets, mask, cfg.variant, stage, drop, concept_drop)
 
 
 def _decode_sr(cfg, params, I, options):
