@@ -114,40 +114,42 @@ def train_args(dataset, seed, opts):
     return train.make_parser().parse_args(argv)
 
 
-def run_seed(dataset, seed, opts, out):
-    """Every planned run on one dataset and seed: {row title: {column: value}}, with the
-    recurrent model chosen on validation and BCE at its label counts."""
+def run_seed(name, dataset, seed, opts, out):
+    """Every planned run on dataset ``name`` (train's ``--dataset`` value ``dataset``) and one
+    seed: ({row title: {column: value}}, the title validation chose), with the recurrent
+    model chosen on validation and BCE at its label counts."""
     args = train_args(dataset, seed, opts)
     backend.use(args.backend)
     data = selection.split_validation(train_data.load(args), args.val_fraction, seed)
     norm = train_data.fit_feature_norm(args.feature_norm, data.train_features)
     data = data.with_norm(norm)
     results, rows, recurrent, cfg = {}, {}, [], None
-    for name, order, title in planned_runs(opts):
-        args.model, args.label_order = name, order
+    for model, order, title in planned_runs(opts):
+        args.model, args.label_order = model, order
         cfg = config.from_args(args, data, norm)
-        folder, start = os.path.join(out, f"{name}-{order}"), time.perf_counter()
+        folder, start, cpu = os.path.join(out, f"{model}-{order}"), time.perf_counter(), time.process_time()
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 results[title] = loop.train_and_evaluate(cfg, data, folder)
         except Exception as exc:  # a diverged run is a result too: reported, not hidden
-            say(f"  {dataset} seed {seed} {title}: FAILED {exc}")
+            say(f"  {name} seed {seed} {title}: FAILED {exc}")
             rows[title] = {c: float("nan") for c in COLUMNS}
             continue
         rows[title] = row_of(results[title], validation_score(folder))
         titles = [title]
-        if kinds.KINDS[name].paths:
+        if kinds.KINDS[model].paths:
             decoded = other_decodings(cfg, data, folder, title, opts.decode[1:])
             results.update(decoded)
             rows.update({t: row_of(r, r["val"]) for t, r in decoded.items()})
             titles += list(decoded)
-        recurrent += titles if name in RECURRENT else []
-        say(f"  {dataset} seed {seed} {title}: {time.perf_counter() - start:.0f} s")
+        recurrent += titles if model in RECURRENT else []
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        say(f"  {name} seed {seed} {title}: {wall:.0f} s ({cpu:.0f} CPU s, what an idle core would take)")
     # the recurrent model of this seed chosen by its validation score alone (the first of ties)
     best = max(recurrent, key=lambda t: rows[t]["val"], default=None)
     if best is not None:
         rows[CHOSEN] = dict(rows[best])
-        say(f"  {dataset} seed {seed}: validation chose {best}")
+        say(f"  {name} seed {seed}: validation chose {best}")
         bce = kinds.KINDS["bce"].title
         if bce in results:
             matched = compare.matched_rows(data, cfg, {"bce": results[bce], "cnn-rnn": results[best]})
@@ -290,7 +292,7 @@ def main(argv=None):
             dataset = f"npz:{path}"
         per_seed, chosen = {}, {}
         for s in opts.seeds:
-            per_seed[s], chosen[s] = run_seed(dataset, s, opts, os.path.join(opts.out, name, str(s)))
+            per_seed[s], chosen[s] = run_seed(name, dataset, s, opts, os.path.join(opts.out, name, str(s)))
         text = compare.markdown(per_seed, title=f"**{name}** (k = 3; test set, percent)", columns=COLUMNS)
         text += "\n\n" + goal_line(name, per_seed, chosen)
         compare.save(os.path.join(opts.out, name), per_seed, text, columns=COLUMNS)
