@@ -198,6 +198,12 @@ def _verdict(cell):
     return "beats BCE" if cell["diff"] > 0 else "trails BCE"
 
 
+def _pm(cell):
+    """'+1.2 ± 0.4', or '+1.2 (no SE)' where one seed gives no standard error."""
+    se = cell["se"]
+    return f"{cell['diff']:+.1f} " + (f"± {se:.1f}" if se == se else "(no SE)")
+
+
 def goal_line(name, per_seed, chosen):
     """Issue #24's goal on one dataset, read off the statistics: does the recurrent model
     chosen on validation beat BCE on O-F1 and C-F1 (paired difference > 2 SE) with a mean
@@ -207,16 +213,16 @@ def goal_line(name, per_seed, chosen):
     if "diff" not in row:
         return f"Goal on {name}: not assessed (it needs bce and cnn-rnn or sr-cnn-rnn in --methods)."
     cells = {c: summary[CHOSEN][c] for c in ("O-F1", "C-F1", "mAP")}
-    words = [f"{c} {cells[c]['diff']:+.1f} ± {cells[c]['se']:.1f} ({_verdict(cells[c])})" for c in ("O-F1", "C-F1")]
+    words = [f"{c} {_pm(cells[c])} ({_verdict(cells[c])})" for c in ("O-F1", "C-F1")]
     map_ok = cells["mAP"]["diff"] >= 0
-    words.append(
-        f"mAP {cells['mAP']['diff']:+.1f} ± {cells['mAP']['se']:.1f} ({'at least' if map_ok else 'below'} BCE's)"
-    )
+    words.append(f"mAP {_pm(cells['mAP'])} ({'at least' if map_ok else 'below'} BCE's)")
     reached = all(_verdict(cells[c]) == "beats BCE" for c in ("O-F1", "C-F1")) and map_ok
     picks = ", ".join(f"{s}: {t}" for s, t in chosen.items())
     return (
         f"Goal on {name} (the recurrent model chosen on validation, per seed {picks}; paired difference to BCE "
-        f"± SE over {len(per_seed)} seeds): " + ", ".join(words) + f": **{'reached' if reached else 'not reached'}**."
+        f"± SE over {len(per_seed)} seed{'s' if len(per_seed) > 1 else ''}): "
+        + ", ".join(words)
+        + f": **{'reached' if reached else 'not reached'}**."
     )
 
 
