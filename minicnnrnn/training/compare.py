@@ -100,14 +100,14 @@ def _cell(value, spread, digits, signed=False):
     return f"{value:{sign}.{digits}f}" + ("" if spread != spread else f" ± {spread:.{digits}f}")
 
 
-def summary(per_seed, reference=REFERENCE):
+def summary(per_seed, reference=REFERENCE, columns=COLUMNS):
     """Statistics of ``per_seed`` ({seed: rows}): {title: {column: {"mean", "sd", "diff",
-    "se", "clear"}}}; diff/se/clear: the paired difference to ``reference`` (absent on the
-    reference's own row and when it did not run)."""
+    "se", "clear"}}} for each of ``columns``; diff/se/clear: the paired difference to
+    ``reference`` (absent on the reference's own row and when it did not run)."""
     out = {}
     for title in _titles(per_seed):
         out[title] = {}
-        for c in COLUMNS:
+        for c in columns:
             values = _column(per_seed, title, c)
             mean, sd = stats.mean_sd(values)
             cell = {"mean": mean, "sd": sd}
@@ -125,15 +125,15 @@ def _seed_words(seeds):
     return f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({listed})"
 
 
-def markdown(per_seed, title="", reference=REFERENCE):
-    """Two markdown tables: mean ± sd over the seeds per method and column, and each
-    method's paired difference to ``reference`` ± its standard error, ``*`` where it
-    exceeds 2 standard errors. Percent; L/img with two decimals."""
-    table = summary(per_seed, reference)
-    head = "| method | " + " | ".join(COLUMNS) + " |\n" + "|---" * (len(COLUMNS) + 1) + "|"
-    digits = {c: 2 if c == LPI else 1 for c in COLUMNS}
+def markdown(per_seed, title="", reference=REFERENCE, columns=COLUMNS):
+    """Two markdown tables: mean ± sd over the seeds per method and column (``columns``:
+    keys of the rows), and each method's paired difference to ``reference`` ± its standard
+    error, ``*`` where it exceeds 2 standard errors. Percent; L/img with two decimals."""
+    table = summary(per_seed, reference, columns)
+    head = "| method | " + " | ".join(columns) + " |\n" + "|---" * (len(columns) + 1) + "|"
+    digits = {c: 2 if c == LPI else 1 for c in columns}
     means = [
-        f"| {t} | " + " | ".join(_cell(row[c]["mean"], row[c]["sd"], digits[c]) for c in COLUMNS) + " |"
+        f"| {t} | " + " | ".join(_cell(row[c]["mean"], row[c]["sd"], digits[c]) for c in columns) + " |"
         for t, row in table.items()
     ]
     parts = [title] if title else []
@@ -142,11 +142,11 @@ def markdown(per_seed, title="", reference=REFERENCE):
         f"| {t} | "
         + " | ".join(
             _cell(row[c]["diff"], row[c]["se"], digits[c], signed=True) + (" *" if row[c]["clear"] else "")
-            for c in COLUMNS
+            for c in columns
         )
         + " |"
         for t, row in table.items()
-        if "diff" in row[COLUMNS[0]]
+        if "diff" in row[columns[0]]
     ]
     if diffs:
         parts.append(
@@ -157,10 +157,12 @@ def markdown(per_seed, title="", reference=REFERENCE):
     return "\n\n".join(parts)
 
 
-def save(base, per_seed, text):
-    """BASE/compare.json (every seed's rows and the statistics) and BASE/compare.md (``text``)."""
+def save(base, per_seed, text, columns=COLUMNS):
+    """BASE/compare.json (every seed's rows and the statistics of ``columns``) and
+    BASE/compare.md (``text``)."""
+    stats_of = summary(per_seed, columns=columns)
     fileio.save_json(
         os.path.join(base, "compare.json"),
-        {"seeds": list(per_seed), "per_seed": {str(s): r for s, r in per_seed.items()}, "summary": summary(per_seed)},
+        {"seeds": list(per_seed), "per_seed": {str(s): r for s, r in per_seed.items()}, "summary": stats_of},
     )
     fileio.save_text(os.path.join(base, "compare.md"), text + "\n")
