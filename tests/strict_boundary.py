@@ -54,6 +54,7 @@ COMPUTE_MODULES = (
     "minicnnrnn.rnn.lstm",
     "minicnnrnn.rnn.projection",
     "minicnnrnn.rnn.model",
+    "minicnnrnn.rnn.semantic",
     "minicnnrnn.paths.beam_search",
     "minicnnrnn.baselines.no_rnn",
     "minicnnrnn.baselines.classifiers",
@@ -65,6 +66,8 @@ COMPUTE_MODULES = (
 _HOST_FUNCTIONS = {
     # take or return host data by contract (initialisers draw on the host)
     ("minicnnrnn.rnn.model", "init_params"),
+    ("minicnnrnn.rnn.semantic", "sr_init_params"),
+    ("minicnnrnn.rnn.semantic", "stage_at"),
     ("minicnnrnn.baselines.no_rnn", "init_no_rnn"),
     ("minicnnrnn.layers.classifier", "init_classifier"),
     ("minicnnrnn.cnn.vgg", "init_params"),

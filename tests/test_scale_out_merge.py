@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
 from test_scale_out import make_images, run_extract
 
 from minicnnrnn import scale_out
@@ -38,7 +37,7 @@ def shards(made, tmp_path):
 def merge_cli(folders, out):
     """Run the command in a fresh interpreter: (exit code, stderr lines)."""
     args = ["--merge", *map(str, folders), "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ)  # conftest put this checkout (and, under --device strict, the stand-in) on PYTHONPATH
     proc = subprocess.run(
         [sys.executable, "-m", "minicnnrnn.scale_out", *args], capture_output=True, text=True, env=env, timeout=60
     )

@@ -188,7 +188,8 @@ def test_trains_decodes_checkpoints_and_predicts(tiny_npz, tmp_path, capsys):  #
     I = backend.to_device(train_data.normalise(features, cfg.feature_norm))
     step = model.make_step(params, semantic.concept_probabilities(params, I), cfg.variant)
     result = beam_search.beam_search(step, len(features), cfg.beam, max_labels=cfg.k, min_labels=cfg.min_labels)
-    want = [[state["label_names"][j] for j in result.paths[i, : result.lengths[i]]] for i in range(len(features))]
+    paths, lengths = backend.to_host(result.paths), backend.to_host(result.lengths)
+    want = [[state["label_names"][j] for j in paths[i, : lengths[i]]] for i in range(len(features))]
     assert [p["labels"] for p in preds] == want
 
 

@@ -154,12 +154,13 @@ exact = max(paths, key=paths.get)
 found = {}
 for n_beam in (1, 2, 3, len(paths)):
     result = beam_search.beam_search(model_step, len(I), beam_size=n_beam)
-    labels = tuple(int(l) for l in result.paths[0, : result.lengths[0]])
+    found_paths, lengths, log_prob = (backend.to_host(a) for a in (result.paths, result.lengths, result.log_prob))
+    labels = tuple(int(l) for l in found_paths[0, : lengths[0]])
     mine = beam_search_one(step, n_beam)
-    assert labels == mine[0] and np.isclose(result.log_prob[0], mine[1])
+    assert labels == mine[0] and np.isclose(log_prob[0], mine[1])
     found[n_beam] = labels
-    print(f"B = {n_beam:3d}: {[NAMES[l] for l in labels]}  P = {math.exp(result.log_prob[0]):.4f}")
-assert labels == exact and np.isclose(result.log_prob[0], paths[exact])
+    print(f"B = {n_beam:3d}: {[NAMES[l] for l in labels]}  P = {math.exp(log_prob[0]):.4f}")
+assert labels == exact and np.isclose(log_prob[0], paths[exact])
 assert found[1] != exact == found[2]  # greedy misses the best path, B = 2 finds it
 print(f"exhaustive over {len(paths)} paths: {[NAMES[l] for l in exact]}  P = {math.exp(paths[exact]):.4f}")
 
@@ -235,12 +236,13 @@ def table_step(prev, state, rows):
     return log_table_on_backend[prev], ()
 
 
+best_log_prob = {}
 for n_beam in (1, 2):
     r = beam_search.beam_search(table_step, len(I), beam_size=n_beam)
-    print(f"B = {n_beam}: {[NAMES[l] for l in r.paths[0, : r.lengths[0]]]}  P = {math.exp(r.log_prob[0]):.3f}")
-greedy = beam_search.beam_search(table_step, len(I), beam_size=1)
-beam2 = beam_search.beam_search(table_step, len(I), beam_size=2)
-assert greedy.log_prob[0] < beam2.log_prob[0]
+    r_paths, r_lengths, r_log_prob = (backend.to_host(a) for a in (r.paths, r.lengths, r.log_prob))
+    print(f"B = {n_beam}: {[NAMES[l] for l in r_paths[0, : r_lengths[0]]]}  P = {math.exp(r_log_prob[0]):.3f}")
+    best_log_prob[n_beam] = r_log_prob[0]
+assert best_log_prob[1] < best_log_prob[2]
 
 table_trace = beam_search_one(lambda labels, state: (log_table[labels[-1] if labels else START], None), 2)
 print(
@@ -260,6 +262,7 @@ print(
 
 # %%
 result = beam_search.beam_search(model_step, len(I), beam_size=2)
-for label in np.argsort(-result.confidence[0]):
-    emitted = "on the path" if result.confidence[0, label] >= beam_search.EMITTED_OFFSET else ""
-    print(f"{NAMES[label]:>7}  {result.confidence[0, label]:.3f}  {emitted}")
+confidence = backend.to_host(result.confidence)
+for label in np.argsort(-confidence[0]):
+    emitted = "on the path" if confidence[0, label] >= beam_search.EMITTED_OFFSET else ""
+    print(f"{NAMES[label]:>7}  {confidence[0, label]:.3f}  {emitted}")

@@ -66,7 +66,7 @@ I = rng.standard_normal((N, D))
 Y = (rng.random((N, K)) < 0.4).astype(np.float64)
 params = semantic.sr_init_params(K, D, E, H, rng, "bounded", np.float64)
 params["c_b_l"] += rng.standard_normal(K)  # concepts away from 0.5
-keep = dropout.make_mask((N, E), 0.25, rng, np.float64)  # 0 or 1 / (1 - p), drawn once
+keep = backend.to_host(dropout.make_mask((N, E), 0.25, rng, np.float64))  # 0 or 1 / (1 - p), drawn once
 
 
 def concept_forward_by_hand():
