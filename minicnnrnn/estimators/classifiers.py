@@ -26,8 +26,9 @@ estimator                    kind       predict_proba / decision_function
 
 The path models' P(label in path) is ``presence.presence`` over paths of up to K labels: exact
 where that is cheap, else a Monte-Carlo estimate (``presence_samples`` paths per image) that is
-unbiased but not clipped, so a label that is nearly certain can score slightly above 1 (1.03
-was seen for a 20-epoch CNN-RNN on the built-in data). It is the ranking the command's mAP uses.
+unbiased, so a label that is nearly certain can be estimated slightly above 1 (1.03 was seen
+for a 20-epoch CNN-RNN on the built-in data); ``predict_proba`` clips it to 1, which only brings
+it closer to the true value. Unclipped, it is the ranking the command's mAP uses.
 
 Feature normalisation (``feature_norm``, ``training/data.py``) is fitted with the model and
 applied by every predict. All arrays returned are NumPy, whatever the ``backend``.
@@ -150,8 +151,10 @@ class MultiLabelEstimator(base.BaseEstimator):
 
 class _Probabilities:
     def predict_proba(self, X):
-        """(n, K) float32: each label's probability for the images X (n, D) (module docstring)."""
-        return self._ranking(X)
+        """(n, K) float32 in [0, 1]: each label's probability for the images X (n, D) (module
+        docstring). A sampled P(label in path) can pass 1 by sampling noise; the true value cannot,
+        so it is clipped there (which only brings it closer)."""
+        return np.clip(self._ranking(X), 0.0, 1.0)
 
 
 class CNNRNNClassifier(_Probabilities, MultiLabelEstimator):
