@@ -5,7 +5,8 @@ gate learning-rate scaling), each one run of ``train``, judged on validation.
 
 Every variant changes one setting of a small default run (``--hidden``, ``--epochs``,
 ``--n-train`` below); the table shows the best validation O-F1 + C-F1 (what model
-selection maximises) and the test C-F1 / O-F1 / mAP of that epoch, mean over the seeds.
+selection maximises) and the test C-F1 / O-F1 / mAP of that epoch: mean ± sd over the seeds, and
+each lever's paired difference to the default run ± its standard error.
 """
 
 import argparse
@@ -16,14 +17,15 @@ import json
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minicnnrnn import train  # noqa: E402
+from minicnnrnn.training import compare  # noqa: E402
 
+DEFAULT = "default (E 64, dropout 0.5, bounded, U_r 0.01, gates 0.1)"
+COLUMNS = ("val", "C-F1", "O-F1", "mAP", "L/img")  # val: the best validation O-F1 + C-F1
 VARIANTS = {
-    "default (E 64, dropout 0.5, bounded, U_r 0.01, gates 0.1)": [],
+    DEFAULT: [],
     "paper's uncapped ReLU LSTM": ["--variant", "relu"],
     "E 16": ["--embed", "16"],
     "E 128": ["--embed", "128"],
@@ -45,10 +47,9 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=30)
     p.add_argument("--out", default=os.path.join("runs", "ablate_training"))
     opts = p.parse_args(argv)
-    print("| variant | val O-F1 + C-F1 | test C-F1 | test O-F1 | test mAP | L/img |")
-    print("|---|---|---|---|---|---|")
+    per_seed = {seed: {} for seed in opts.seeds}  # {seed: {variant: {column: value}}}
+    failed = []
     for name, extra in VARIANTS.items():
-        cells = []
         for seed in opts.seeds:
             out = os.path.join(opts.out, name.split(" (")[0].replace(" ", "_"), str(seed))
             argv = ["--seed", str(seed), "--epochs", str(opts.epochs), "--hidden", str(opts.hidden), "--out", out]
@@ -57,16 +58,18 @@ def main(argv=None):
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
                     train.main(argv)
-            except Exception as exc:  # a diverged variant is a result
-                print(f"| {name} | failed: {exc} |", flush=True)
-                break
+            except Exception as exc:  # a diverged variant is a result: a hole in its row
+                failed.append(f"{name}, seed {seed}: {exc}")
+                continue
             record = json.load(open(os.path.join(out, "metrics.json")))
             val = max(float(r["val_score"]) for r in csv.DictReader(open(os.path.join(out, "log.csv"))))
             m = record["metrics"]
-            cells.append([val, m["C-F1"], m["O-F1"], m["mAP"], record["labels_per_image"]])
-        else:
-            mean = np.mean(cells, axis=0)
-            print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in mean[:4]) + f" | {mean[4]:.2f} |", flush=True)
+            per_seed[seed][name] = {"val": val, "C-F1": m["C-F1"], "O-F1": m["O-F1"], "mAP": m["mAP"]}
+            per_seed[seed][name][compare.LPI] = record["labels_per_image"]
+    # mean ± sd over the seeds, and each lever's paired difference to the default run (training/compare.py)
+    print(compare.markdown(per_seed, reference=DEFAULT, columns=COLUMNS))
+    for line in failed:
+        print(f"\nfailed: {line}")
     return 0
 
 
