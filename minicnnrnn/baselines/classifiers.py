@@ -55,7 +55,8 @@ def classifier_loss(kind, params, I, y, dropout_mask=None):
 
 
 def classifier_confidence(kind, scores):
-    """Per-label confidence for ranking (MAP@10, AP): sigmoid for bce, softmax for softmax."""
+    """Per-label confidence for ranking (MAP@10, AP): scores (N, K) -> (N, K); sigmoid for bce,
+    softmax over the K labels for softmax (the link of each training loss)."""
     if kind == "bce":
         return loss.sigmoid(scores)
     return xp.exp(loss.log_softmax(scores))

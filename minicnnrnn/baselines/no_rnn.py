@@ -77,7 +77,8 @@ def path_loss(params, I, inputs, targets, mask, dropout_mask=None):
 
 
 def make_step(params, I):
-    """The one-step decoder of the no-rnn model, for the searches of ``paths/`` (no dropout).
+    """The one-step decoder of the no-rnn model (Eq. 2, a linear layer in place of Eq. 1, Eq. 4,
+    Eq. 5 and the softmax), for the searches of ``paths/`` (no dropout).
 
     params: no-rnn dict (backend arrays); I: (n, D) image features. Returns
     ``step(prev_tokens, state, rows) -> (log_probs (R, K + 1), state)`` with the contract of

@@ -22,6 +22,7 @@ estimator                    kind       predict_proba / decision_function
 :class:`SoftmaxClassifier`   softmax    one softmax over the labels (rows sum to 1)
 :class:`WARPClassifier`      warp       decision_function: the linear scores (no probability)
 :class:`KNNClassifier`       knn        the neighbours' similarity-weighted votes
+:class:`SRCNNRNNClassifier`  sr-cnn-rnn P(label in path) of the CNN-RNN run on the concepts
 ============================ ========== ===================================================
 
 The path models' P(label in path) is ``presence.presence`` over paths of up to K labels: exact

@@ -76,7 +76,7 @@ KINDS = tuple(kinds.KINDS)
 
 
 def is_path_model(model):
-    """True for the models decoded as label paths by beam search (cnn-rnn, no-rnn)."""
+    """True for the models decoded as label paths by beam search (cnn-rnn, no-rnn, sr-cnn-rnn)."""
     return kinds.KINDS[model].paths
 
 

@@ -84,6 +84,7 @@ class FeatureExtractor(base.BaseEstimator):
         return np.concatenate(rows)
 
     def fit_transform(self, images, y=None):
+        """The same as ``transform(images)`` -> (n, D) float32 features; fit only checks the settings."""
         return self.fit(images, y).transform(images)
 
     def __sklearn_tags__(self):

@@ -23,7 +23,7 @@ CLEAR = 2.0  # a difference counts where it exceeds this many standard errors
 
 
 def _values(values, name):
-    """values as a 1-D float array; NaN (a run that failed, a metric a method lacks) dropped."""
+    """values as a 1-D float array; NaNs kept (a run that failed, a metric a method lacks): the callers drop them."""
     a = np.asarray(values, dtype=float).reshape(-1)
     if a.size == 0:
         raise ValueError(f"{name}: no values")

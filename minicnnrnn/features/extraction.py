@@ -72,11 +72,11 @@ def _check_same_run(record_path, identity, out):
     """Read a previous run's record (progress.json or meta.json) and raise unless it
     describes the same extraction. Returns the record."""
     try:
-        with open(record_path, encoding="utf-8") as f:
+        with fileio.open_regular(record_path, "progress record", text=True) as f:  # a FIFO is refused, not waited on
             record = json.load(f)
         if not isinstance(record, dict):
             raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise UserError(f"{record_path}: unreadable ({type(exc).__name__}); pass --overwrite to start again") from None
     for key, value in identity.items():
         if record.get(key) != value:
@@ -165,8 +165,12 @@ def _skipped_lines(out):
     """The lines of skipped.partial.txt: (image index, path, reason), in the order skipped."""
     with fileio.open_regular(os.path.join(out, SKIPPED_PARTIAL), text=True) as f:
         for line in f:
-            index, path, why = line.rstrip("\n").split("\t", 2)
-            yield int(index), path, why
+            try:
+                index, path, why = line.rstrip("\n").split("\t", 2)
+                index = int(index)
+            except ValueError:
+                raise UserError(f"{out}: {SKIPPED_PARTIAL} is damaged; pass --overwrite to start again") from None
+            yield index, path, why
 
 
 def _append_skipped(out, progress, lines):

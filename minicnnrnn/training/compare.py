@@ -7,7 +7,7 @@ the paired difference to binary cross-entropy (method - BCE on the same seed) wi
 standard error (evaluation/stats.py). Only a difference beyond 2 standard errors is
 marked; the words "best", "beats", "level" in the docs follow those marks.
 
-    per_seed = compare.run_seeds(args, raw_data, names, outs, seeds, train_one)
+    per_seed, failures = compare.run_seeds(args, raw_data, names, outs, seeds, train_one)
     text = compare.markdown(per_seed)          # what train prints and compare.md holds
     compare.save(base, per_seed, text)         # compare.json: every seed's rows
 
@@ -63,7 +63,7 @@ def run_seeds(args, raw, names, outs, seeds, train_one):
     """Train and score every model of ``names`` on every seed.
 
     raw: the loaded data before the validation split; each seed splits it and fits the
-    feature normalisation itself. train_one(args, data, norm, out) -> evaluate() result
+    feature normalisation itself. train_one(args, data, norm, out) -> (evaluate() result, RunConfig)
     (train's per-model step; raises UserError when a run fails). Returns
     ({seed: {row title: {column: value}}}, [failure lines])."""
     per_seed, failures = {}, []

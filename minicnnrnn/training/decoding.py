@@ -52,7 +52,7 @@ class Decoded:
     path, P(label in path) for the marginal decodings, or the classifier's confidence);
     ranking: (n, K) a score per label for ranking (MAP@10, AP): P(label in path) for the
     path models (``presence.presence``; None when
-    ``DecodeOptions.ranking`` is False), the sigmoid / softmax for the classifiers;
+    ``DecodeOptions.ranking`` is False and decode is path), the sigmoid / softmax for the classifiers;
     beam_confidence: (n, K) the beam search's per-label confidences (``BeamResult.confidence``),
     None for the classifiers; end_probability, log_probability: (n,) the probability of END
     after the path and log P of the whole path (Eq. 6), None for the classifiers and the

@@ -65,7 +65,8 @@ from minicnnrnn.training.decoding import Decoded, DecodeOptions, decode_path
 @dataclasses.dataclass(frozen=True)
 class ModelKind:
     """One row of the table: a model's name, its row title in the tables, whether it is
-    decoded as a label path (beam search) or by top-k, and its three functions; ``fit``:
+    decoded as a label path (``decode_path``: beam search or a marginal decision) or by
+    top-k, and its three functions; ``fit``:
     for a model made in one pass over the data instead of by the epoch loop (knn);
     ``stage``: for a model trained in stages (sr-cnn-rnn), the stage of an epoch."""
 
@@ -253,7 +254,7 @@ def _sr_loss(cfg, params, I, labels, order, rng, stage=3):
 
 
 def _decode_sr(cfg, params, I, options):
-    """The CNN-RNN's decoding (``_decode_path``) with its step on the concepts."""
+    """The CNN-RNN's decoding (``decoding.decode_path``) with its step on the concepts."""
     return decode_path(options, _sr_step(cfg, params, I), I.shape[0])
 
 

@@ -11,7 +11,7 @@ its parameters go to ``OUT/best.npz`` (a checkpoint file, so ``predict --checkpo
 OUT/best.npz`` reads it), and they are what the test split is scored with.
 
     data = selection.split_validation(data, 0.1, seed)   # data.val_features, data.val_labels
-    score, row = selection.validation_score(cfg, params, data)
+    row = selection.validation_row(cfg, params, data)  # row["val_score"]
 
 The scored epoch is the model: ``predict`` and ``analyze`` read a run folder's best.npz
 (:func:`scored_checkpoint`) unless told otherwise, and say which file and epoch they use.
