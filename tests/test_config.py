@@ -52,6 +52,7 @@ def test_train_options_default_to_the_run_config():
 def test_old_checkpoints_read_with_the_explicit_migration():
     old = RunConfig.from_dict(dict(GOOD), "old.npz")
     assert old.val_fraction == 0.0 and old.tune_decoding is False and old.gate_lr_scale is None
+    assert old.bce_weight == 1.0  # sr-cnn-rnn's loss was BCE + path loss, unweighted
     assert set(config.MIGRATION) <= {f.name for f in dataclasses.fields(RunConfig)}
     new = RunConfig.from_dict({**GOOD, "val_fraction": 0.25, "gate_lr_scale": 0.5}, "new.npz")
     assert new.val_fraction == 0.25 and new.gate_lr_scale == 0.5
@@ -67,6 +68,7 @@ def test_old_checkpoints_read_with_the_explicit_migration():
         ({"tune_decoding": True, "val_fraction": 0.0}, "tune_decoding = True needs a validation split"),
         ({"model": "gru"}, "model = 'gru' is not one of cnn-rnn"),
         ({"presence_samples": 0}, "presence_samples = 0 must be >= 1"),
+        ({"bce_weight": -0.5}, "bce_weight = -0.5 must be a finite number >= 0"),
     ],
 )
 def test_a_checkpoint_is_validated_like_the_command_line(change, needle):
@@ -86,6 +88,8 @@ def test_a_checkpoint_is_validated_like_the_command_line(change, needle):
         (["--val-fraction", "1"], "--val-fraction: must be in [0, 1), got 1.0"),
         (["--dropout", "1"], "--dropout: must be in [0, 1)"),
         (["--clip", "inf"], "--clip: must be a finite number >= 0"),
+        (["--bce-weight", "-1"], "--bce-weight: must be a finite number >= 0, got -1.0"),
+        (["--bce-weight", "nan"], "--bce-weight: must be a finite number >= 0, got nan"),
         (["--tune-decoding", "--val-fraction", "0"], "--tune-decoding: needs a validation split"),
     ],
 )

@@ -12,7 +12,7 @@ from test_train import tiny_npz  # noqa: F401 (a fixture)
 
 from minicnnrnn import gradcheck, predict, train
 from minicnnrnn.baselines import classifiers
-from minicnnrnn.core import backend
+from minicnnrnn.core import backend, cli
 from minicnnrnn.gradcheck import cases_semantic
 from minicnnrnn.layers import classifier, dropout, loss
 from minicnnrnn.paths import beam_search, presence, tokens
@@ -229,3 +229,49 @@ def test_resume_across_a_stage_boundary_matches_the_uninterrupted_run(tiny_npz, 
     for name in full["params"]:
         np.testing.assert_array_equal(full["params"][name], cut["params"][name])
     assert (tmp_path / "full" / "metrics.json").read_bytes() == (tmp_path / "cut" / "metrics.json").read_bytes()
+
+
+def test_bce_weight_option_reaches_the_stage_losses(capsys):
+    """``--bce-weight`` (RunConfig.bce_weight): parsed, checked in one line, and the weight
+    ``sr_loss`` gets from the kind; its default 1.0 leaves every stage's loss as before."""
+    assert train.make_parser().parse_args([]).bce_weight == 1.0
+    assert train.make_parser().parse_args(["--bce-weight", "0.25"]).bce_weight == 0.25
+    for bad in ("-1", "inf", "nan"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(train.main, ["--model", "sr-cnn-rnn", "--bce-weight", bad])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --bce-weight: must be a finite number >= 0") and "\n" not in err
+    params, I, _, _, _, _, _ = _problem(5)
+    labels = np.array([[0, 0, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0]], np.uint8)
+    cfg = config.RunConfig(model="sr-cnn-rnn", K=K, D=D, E=E, H=H, variant="bounded", cnn=None)
+    order = np.arange(K)
+
+    def kind_loss(cfg, stage):
+        return kinds.KINDS["sr-cnn-rnn"].batch_loss(cfg, params, I, labels, order, np.random.default_rng(3), stage)
+
+    def plain_loss(stage, **weight):  # semantic.sr_loss called as before the option existed
+        rng = np.random.default_rng(3)  # the same draws as kinds._sr_loss: concept mask, then the paths'
+        y = backend.to_device(labels)
+        train_concepts, train_rnn = semantic.STAGES[stage]
+        concept_drop = dropout.make_mask((N, E), cfg.dropout, rng) if train_concepts else None
+        if not train_rnn:
+            return semantic.sr_loss(params, I, y, None, None, None, "bounded", stage, None, concept_drop, **weight)
+        step = lambda: kinds._sr_step(cfg, params, I)  # noqa: E731
+        inputs, targets, mask, drop = kinds._path_batch(cfg, labels, order, rng, step)
+        return semantic.sr_loss(params, I, y, inputs, targets, mask, "bounded", stage, drop, concept_drop, **weight)
+
+    heavy = dataclasses.replace(cfg, bce_weight=3.0)
+    for stage in semantic.STAGES:
+        value, grads = kind_loss(cfg, stage)
+        before, before_grads = plain_loss(stage)
+        assert value == before
+        for name in grads:
+            np.testing.assert_array_equal(backend.to_host(grads[name]), backend.to_host(before_grads[name]))
+        weighted, weighted_grads = kind_loss(heavy, stage)
+        assert weighted == plain_loss(stage, bce_weight=3.0)[0]
+        if semantic.STAGES[stage][0]:  # the stages with a BCE term: the weight changes the loss and grads
+            assert weighted != value
+            assert not np.allclose(backend.to_host(weighted_grads["c_b_l"]), backend.to_host(grads["c_b_l"]))
+        else:  # stage 2 has no BCE term
+            assert weighted == value

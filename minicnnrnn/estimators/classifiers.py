@@ -210,12 +210,13 @@ class KNNClassifier(_Probabilities, MultiLabelEstimator):
 class SRCNNRNNClassifier(_Probabilities, MultiLabelEstimator):
     """The semantic interface (Liu et al., CVPR 2017; beyond the paper, rnn/semantic.py): a
     concept layer of K per-label sigmoids is Eq. 4's image, trained in three stages (concepts,
-    then the RNN on them, then both: ``sr_concept_epochs``, ``sr_rnn_epochs``)."""
+    then the RNN on them, then both: ``sr_concept_epochs``, ``sr_rnn_epochs``; the loss
+    ``bce_weight`` * BCE + path loss)."""
 
     _kind = "sr-cnn-rnn"
     __init__ = base.keyword_init(
         _PATHS
-        + ("variant", "recurrent_lr_scale", "gate_lr_scale", "sr_concept_epochs", "sr_rnn_epochs")
+        + ("variant", "recurrent_lr_scale", "gate_lr_scale", "sr_concept_epochs", "sr_rnn_epochs", "bce_weight")
         + _TRAINING
         + _RUNNING
     )

@@ -63,6 +63,7 @@ MIGRATION = {
     "presence_samples": 100,  # the sample count P(label in path) was first computed with
     "decode": "path",  # the most probable path (beam search, §3.3)
     "max_path": None,  # P(label in path) over paths of up to K labels
+    "bce_weight": 1.0,  # sr-cnn-rnn: BCE + path loss, unweighted
 }
 
 
@@ -129,6 +130,7 @@ class RunConfig:
     # --model sr-cnn-rnn's stages (rnn/semantic.py): concepts alone, then the RNN alone, then both
     sr_concept_epochs: int = setting(5, type=cli.non_negative_int, help="sr-cnn-rnn: epochs of stage 1 (concepts)")
     sr_rnn_epochs: int = setting(5, type=cli.non_negative_int, help="sr-cnn-rnn: epochs of stage 2 (RNN); then both")
+    bce_weight: float = setting(1.0, type=float, help="sr-cnn-rnn: weight w of its loss w * BCE + path loss")
     # Model selection: the epoch with the best validation O-F1 + C-F1 is the model
     val_fraction: float = setting(
         0.1,
@@ -275,7 +277,7 @@ FIELD_RULES = {
     # None: the variant's default (from_args), or a checkpoint from before the setting
     "recurrent_lr_scale": (lambda v: v is None or _positive(v), "must be a positive finite number or null"),
     "gate_lr_scale": (lambda v: v is None or _positive(v), "must be a positive finite number or null"),
-    "clip": (lambda v: _number(v) and v >= 0, "must be a finite number >= 0"),
+    **{key: (lambda v: _number(v) and v >= 0, "must be a finite number >= 0") for key in ("clip", "bce_weight")},
     "dropout": (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)"),
     "val_fraction": (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)"),
 }
@@ -376,6 +378,7 @@ def from_args(args, data, norm):
         seed=args.seed,
         sr_concept_epochs=args.sr_concept_epochs,
         sr_rnn_epochs=args.sr_rnn_epochs,
+        bce_weight=args.bce_weight,
         val_fraction=args.val_fraction,
         tune_decoding=args.tune_decoding,
         beam=args.beam,

@@ -248,9 +248,9 @@ def _sr_loss(cfg, params, I, labels, order, rng, stage=3):
     train_concepts, train_rnn = semantic.STAGES[stage]
     concept_drop = dropout.make_mask((I.shape[0], cfg.E), cfg.dropout, rng) if train_concepts else None
     if not train_rnn:
-        return semantic.sr_loss(params, I, y, None, None, None, cfg.variant, stage, None, concept_drop)
+        return semantic.sr_loss(params, I, y, None, None, None, cfg.variant, stage, None, concept_drop, cfg.bce_weight)
     inputs, targets, mask, drop = _path_batch(cfg, labels, order, rng, lambda: _sr_step(cfg, params, I))
-    return semantic.sr_loss(params, I, y, inputs, targets, mask, cfg.variant, stage, drop, concept_drop)
+    return semantic.sr_loss(params, I, y, inputs, targets, mask, cfg.variant, stage, drop, concept_drop, cfg.bce_weight)
 
 
 def _decode_sr(cfg, params, I, options):
