@@ -115,8 +115,8 @@ print(f"greedy path: {[NAMES[i] for i in prefix]} then END (P(END | prefix) = {n
 #
 #     F1(S, Y) = 2 |S ∩ Y| / (|S| + |Y|),   F1({}, {}) = 1
 #
-# Predicting {A, B} under the joint is always half right: F1 = 2/3 whenever a label is
-# there. Under independence the pair is sometimes fully right and sometimes both wrong.
+# Under the joint, {A, B} has exactly one right label whenever a label is there (F1 = 2/3).
+# Under independence the pair is sometimes fully right and sometimes all wrong.
 
 # %%
 ALL = np.array(list(itertools.product([0, 1], repeat=2)))  # {}, {B}, {A}, {A, B}
