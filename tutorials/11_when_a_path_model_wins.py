@@ -206,9 +206,9 @@ for title, prob in probabilities.items():
 
 # %% [markdown]
 # Read with care: one seed and a few epochs; on the built-in data the two ECEs differ by
-# amounts of the order of their own noise. Outside fast mode these are the settings and
-# seed of `benchmarks/calibration.py`, so the numbers printed here are its built-in row of
-# the table in docs/training.md.
+# amounts of the order of their own noise. Outside fast mode these are the settings of
+# `benchmarks/calibration.py` at its first seed (0); the table in docs/training.md gives the
+# mean and spread over five seeds and the paired difference of the two ECEs.
 #
 # ## 4. Something to look at
 #
