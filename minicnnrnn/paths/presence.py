@@ -30,8 +30,9 @@ softmax renormalised over the allowed outputs. Two ways to compute it:
   is never drawn still gets its probability at each step. Cost: S x (path length + 1) rows
   per image; the sampling loop is ``decisions.sample_paths`` (shared with the expected-F1
   decision; the one that runs, ``sample_paths_shared``, evaluates the step once per
-  distinct prefix of the S paths, not once per path), whose blocks and path length are bounded so that the cost does not grow with
-  K beyond what the data needs (``max_labels`` = ``RunConfig.max_path``; docs/limits.md).
+  distinct prefix of the S paths, not once per path), whose blocks and path length are
+  bounded so that the cost does not grow with K beyond what the data needs
+  (``max_labels`` = ``RunConfig.max_path``; docs/limits.md).
   Its standard error per entry is the sample standard deviation of the S
   per-path sums over sqrt(S) (returned as ``stderr``; measured in docs/training.md).
 
