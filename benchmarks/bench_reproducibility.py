@@ -17,10 +17,11 @@ busy (started before the command, killed after it, also on an error), and whethe
 count that ``metrics.json`` records; with the 1-minute load average sampled during that run.
 
 A different thread count may change the order in which a BLAS adds up a matrix product;
-then the last bits of the float32 results differ and training amplifies them (with
-NumPy's OpenBLAS 0.3.31 here, 1 and 2 threads gave bit-identical runs: docs/training.md). CPU seconds are the
+then the last bits of the float32 results differ and training amplifies them (whether they
+do with this machine's BLAS is what the table shows: docs/training.md). CPU seconds are the
 fairer speed measure on a shared machine: wall time depends on what else runs.
-The built-in features come from the cache (``~/.cache/minicnnrnn``, built by the first run).
+The built-in features come from the cache (``~/.cache/minicnnrnn`` or ``$MINICNNRNN_CACHE``,
+built by the first run), so the runs time training and scoring, not feature extraction.
 """
 
 import argparse
