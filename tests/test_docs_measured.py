@@ -112,3 +112,12 @@ def test_each_command_exists_and_its_options_parse(path, line, command, tmp_path
     assert done.returncode == 0, f"{where}: --help failed: {done.stderr[-300:]}"
     unknown = [a.split("=")[0] for a in options if a.startswith("--") and a.split("=")[0] not in done.stdout]
     assert not unknown, f"{where}: options not in its --help: {unknown}"
+
+
+def test_a_block_command_gets_a_fresh_tmp_and_its_environment_prefix():
+    # what the main job's block relies on: MINICNNRNN_CACHE={tmp}/cache is an empty cache, set for the command
+    probe = "import os; c = os.environ['MINICNNRNN_CACHE']; print(c.endswith('/cache'), os.path.exists(c))"
+    command = f'MINICNNRNN_CACHE={{tmp}}/cache python -c "{probe}"'
+    body, stamp = regenerate.run_block(command, timeout=60)
+    assert body == "True False"
+    assert stamp.startswith(f"{regenerate.STAMP}{command}`") and "load average" in stamp

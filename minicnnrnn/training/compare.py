@@ -125,13 +125,14 @@ def _seed_words(seeds):
     return f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({listed})"
 
 
-def markdown(per_seed, title="", reference=REFERENCE, columns=COLUMNS):
+def markdown(per_seed, title="", reference=REFERENCE, columns=COLUMNS, digits=None):
     """Two markdown tables: mean ± sd over the seeds per method and column (``columns``:
     keys of the rows), and each method's paired difference to ``reference`` ± its standard
-    error, ``*`` where it exceeds 2 standard errors. Percent; L/img with two decimals."""
+    error, ``*`` where it exceeds 2 standard errors. ``digits``: {column: decimals} for
+    columns that are not percent (default: one decimal, L/img two)."""
     table = summary(per_seed, reference, columns)
     head = "| method | " + " | ".join(columns) + " |\n" + "|---" * (len(columns) + 1) + "|"
-    digits = {c: 2 if c == LPI else 1 for c in columns}
+    digits = {c: 2 if c == LPI else 1 for c in columns} | (digits or {})
     means = [
         f"| {t} | " + " | ".join(_cell(row[c]["mean"], row[c]["sd"], digits[c]) for c in columns) + " |"
         for t, row in table.items()
