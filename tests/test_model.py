@@ -176,3 +176,25 @@ def test_fast_step_agrees_with_plain_step(variant, dtype, tol):
         lp_p, st_p = plain(prev, (st_p[0][pick],), rows)
         lp_f, st_f = fast(prev, (st_f[0][pick],), rows)
     np.testing.assert_allclose(backend.to_host(lp_f), backend.to_host(lp_p), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("variant", lstm.VARIANTS)
+def test_fast_step_blocks_of_rows_change_nothing(variant, monkeypatch):
+    """make_step's cell runs on CELL_ROWS rows at a time (for the cache): blocks of 3 rows, with a
+    last partial block, give the same log-probs and states bit for bit as one block of all rows."""
+    rng = np.random.default_rng(4)
+    K, D, E, H, n = 6, 5, 4, 8, 7
+    params = model.init_params(K, D, E, H, rng, variant)
+    params = {k: backend.to_device(v * 3.0) for k, v in params.items()}
+    I = backend.to_device(rng.standard_normal((n, D)).astype(np.float32))
+    rows = backend.to_device(np.arange(n))
+    prev = backend.to_device(rng.integers(0, K, n))
+    results = []
+    for block in (3, 10**6):
+        monkeypatch.setattr(model, "CELL_ROWS", block)
+        step = model.make_step(params, I, variant)
+        lp, state = step(None, None, rows)
+        lp2, state2 = step(prev, state, rows)
+        results.append([backend.to_host(a) for a in (lp, state[0], lp2, state2[0])])
+    for blocked, whole in zip(*results):
+        np.testing.assert_array_equal(blocked, whole)

@@ -216,7 +216,7 @@ def _search(step, images, B, max_labels, min_labels):
             lp[xp.arange(A)[:, None, None], xp.arange(width)[None, :, None], path[:, :, :t]] = NEG_INF
         lp = grammar.forbid(lp, None, t, L, min_labels)
         lp[logp == NEG_INF] = NEG_INF  # empty beam slots never produce a path
-        seen[act] = xp.maximum(seen[act], lp[:, :, :K].max(axis=1))
+        seen[act] = xp.maximum(seen[act], lp.max(axis=1)[:, :K])  # (a contiguous reduction, then the labels)
 
         # Expand every path with its M most probable allowed outputs: A x (width * M) paths.
         nxt, nxt_lp = _top_outputs(lp, M)

@@ -220,14 +220,15 @@ def _activate(z, variant):
     return z
 
 
-def lstm_cell_inplace(z, r_prev, variant):
+def lstm_cell_inplace(z, r_prev, variant, out=None):
     """Eq. 1 after its products, for decoding (no cache: nothing runs backward).
 
-    z: (N, 4H) pre-activations, overwritten by the gate values; r_prev: (N, H) r(t-1).
-    Returns (o, r): o (N, H) the output o(t), a view into z; r (N, H) the new state, fresh.
+    z: (N, 4H) pre-activations, overwritten by the gate values; r_prev: (N, H) r(t-1);
+    out: None or an (N, H) array to write r(t) into.
+    Returns (o, r): o (N, H) the output o(t), a view into z; r (N, H) the new state (out, or fresh).
     """
     x, i, f, o_gate = _split(_activate(z, variant))
-    r = f * r_prev
+    r = xp.multiply(f, r_prev, out=out)
     i *= x
     r += i  # r(t) = f r(t-1) + i x
     o_gate *= r if variant in RELU_LIKE else xp.tanh(r, out=x)  # o(t) = r(t) o_t (or tanh(r(t)) o_t)

@@ -36,6 +36,7 @@ b_x    (E,)         Eq. 4 bias
 
 import numpy
 
+from minicnnrnn.core import backend
 from minicnnrnn.core.backend import xp
 from minicnnrnn.layers import loss
 from minicnnrnn.paths import tokens
@@ -175,6 +176,11 @@ def make_step_plain(params, I, variant):
     return step
 
 
+# Rows of the LSTM cell's element-wise work done at once on the CPU: 64 rows of (4H = 2048)
+# float32 gates are 512 KB, half a core's L2 cache on the project's machine (see make_step).
+CELL_ROWS = 64
+
+
 def make_step(params, I, variant):
     """The fast version of :func:`make_step_plain`, the one the searches run: same contract.
 
@@ -185,6 +191,10 @@ def make_step(params, I, variant):
       (R, E + H + 1) @ (E + H + 1, 4H): one large product instead of two and two additions;
     * the gates, the new state and the output are computed in place in that product's buffer,
       which (like the input buffer) is allocated once and reused while R does not grow;
+    * on the CPU that element-wise work runs on ``CELL_ROWS`` rows at a time: the (R, 4H) gates
+      of a whole step (12 MB at R = 1536, H = 512) do not fit in a core's cache, a block does,
+      so the cell's passes over it read the cache rather than memory; the result is the same
+      bit for bit (``tests/test_model.py``);
     * ``U_l[:K+1].T`` of Eq. 5 is laid out once, and the log-softmax works in place.
 
     Only the sums' order differs from :func:`make_step_plain`, so both give the same
@@ -212,8 +222,11 @@ def make_step(params, I, variant):
         inp[:, :E] = U_l[START] if prev_tokens is None else U_l[prev_tokens]  # Eq. 2
         inp[:, E : E + H] = 0 if state is None else state[0]  # r(0) = 0
         xp.matmul(inp, weights, out=z)  # Eq. 1 pre-activations
-        o, r = lstm.lstm_cell_inplace(z, inp[:, E : E + H], variant)  # Eq. 1
-        a = o @ params["U_o_x"]  # Eq. 4
+        r = xp.empty((R, H), dtype=U_l.dtype)  # fresh: a search may keep the old states
+        block = R if backend.is_cupy() else CELL_ROWS
+        for b in range(0, R, block):  # Eq. 1, element-wise, one cache-sized block of rows at a time
+            lstm.lstm_cell_inplace(z[b : b + block], inp[b : b + block, E : E + H], variant, out=r[b : b + block])
+        a = z[:, 3 * H :] @ params["U_o_x"]  # Eq. 4 (the cell left o(t) in z's last H columns)
         a += image[rows]
         xp.maximum(a, 0, out=a)
         s = a @ score_weights  # Eq. 5, (R, K + 1): fresh, the searches mask it in place
