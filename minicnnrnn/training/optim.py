@@ -131,10 +131,11 @@ def _flush_subnormal(a, tmp, flags=None):
 
     Without ``flags`` this is the plain ``a *= (|a| >= tiny)`` (one pass per operation, no
     branch: what the GPU runs). With ``flags``, a bool scratch array of a's shape (the CPU),
-    only the entries that need it are multiplied by 0: comparing into a bool array and a
-    masked multiply are each about half the time of the float comparison and the full
-    multiply, whose bool-to-float cast NumPy runs as a slow mixed-type loop. The result is
-    the same bit for bit: ``x * 1.0 = x`` for the entries skipped, ``x * 0.0`` for the others.
+    only the entries that need it are multiplied by 0, and only when there are any (they are
+    rare): comparing into a bool array and testing it take about half the time of the float
+    comparison and the full multiply, whose bool-to-float cast NumPy runs as a slow
+    mixed-type loop. The result is the same bit for bit: ``x * 1.0 = x`` for the entries
+    skipped, ``x * 0.0`` for the others.
     """
     xp.abs(a, out=tmp)
     if flags is None:
@@ -142,7 +143,14 @@ def _flush_subnormal(a, tmp, flags=None):
         a *= tmp
         return
     xp.less(tmp, xp.finfo(a.dtype).tiny, out=flags)  # subnormal or 0 (NaN: False, kept)
-    xp.multiply(a, 0, out=a, where=flags)  # -> 0 of a's sign, as a * 0.0 gives
+    _zero_flagged(a, flags)
+
+
+def _zero_flagged(a, flags):
+    """``a[flags] *= 0`` in place, skipped when no entry is flagged (a bool test is cheaper
+    than even a masked multiply). ``x * 0`` keeps the sign of x, as the plain flush does."""
+    if flags.any():
+        xp.multiply(a, 0, out=a, where=flags)
 
 
 def rmsprop_update_plain(theta, grad, v, m, lr, decay, momentum, weight_decay, eps):
@@ -205,7 +213,7 @@ def rmsprop_update(theta, grad, v, m, lr, decay, momentum, weight_decay, eps, sc
             vv *= tmp
         else:
             xp.less(vv, tiny, out=flags)
-            xp.multiply(vv, 0, out=vv, where=flags)
+            _zero_flagged(vv, flags)
 
 
 class RMSprop:
