@@ -236,3 +236,19 @@ def test_bounded_state_grows_at_most_one_per_step(rng):
     with np.errstate(over="ignore", invalid="ignore"):
         _, relu_cache = lstm.lstm_forward(w_seq, mask, p, "relu")
     assert not (np.abs(relu_cache.r) <= steps).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_in_place_activation_matches_the_plain_gates_bit_for_bit(rng, variant, dtype):
+    """_activate (in place, the ReLU against a row of zeros) gives _gates' bits: -0.0, inf and NaN too."""
+    H = 8
+    z = rng.standard_normal((37, 4 * H)).astype(dtype)  # 37 rows: not a multiple of any vector width
+    special = np.array([-0.0, 0.0, np.inf, -np.inf, np.nan, -np.nan, 1.0, 1e-40], dtype)
+    z.flat[: 4 * special.size : 4] = special  # in every gate block
+    with np.errstate(invalid="ignore", over="ignore"):
+        plain = lstm._gates(z, variant)
+        for zeros in (None, np.zeros(4 * H, dtype)):
+            fast = lstm._activate(z.copy(), variant, zeros)
+            bits = np.int64 if dtype == np.float64 else np.int32
+            np.testing.assert_array_equal(fast.view(bits), plain.view(bits))

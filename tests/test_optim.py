@@ -74,25 +74,30 @@ def test_subnormal_weights_become_zero():
     np.testing.assert_array_equal(backend.to_host(opt.m["w"]), 0)
 
 
+@pytest.mark.parametrize("flags", [True, False], ids=["bool-flush", "float-flush"])
 @pytest.mark.parametrize("block", [7, 64, None])
-def test_fast_update_agrees_with_the_plain_one_bit_for_bit(rng, block):
-    """Blocked, in place, flush folded in: the same float32 operations in the same order as the equations."""
+def test_fast_update_agrees_with_the_plain_one_bit_for_bit(rng, block, flags):
+    """Blocked, in place, flush folded in: the same float32 operations in the same order as the
+    equations, with the CPU's masked flush (a bool scratch) and the GPU's plain one. Compared
+    bit by bit (int32 views): the sign of a zero and NaN included."""
     tiny = np.finfo(np.float32).tiny
     shape = (5, 11)  # 55 elements: blocks of 7 leave a partial last block
     theta = rng.standard_normal(shape).astype(np.float32)
-    theta.flat[:4] = [tiny / 4, -tiny / 1000, 0.0, tiny]  # subnormal, zero and the smallest normal
+    # subnormal of both signs, zeros of both signs, the smallest normal, inf and NaN
+    theta.flat[:8] = [tiny / 4, -tiny / 1000, 0.0, -0.0, tiny, -tiny / 2, np.inf, np.nan]
     plain = {"theta": theta, "v": np.zeros(shape, np.float32), "m": np.zeros(shape, np.float32)}
     fast = {k: a.copy() for k, a in plain.items()}
-    scratch = (np.empty(64, np.float32), np.empty(64, np.float32))
+    scratch = (np.empty(64, np.float32), np.empty(64, np.float32)) + ((np.empty(64, bool),) if flags else ())
     hyper = (0.9, 0.9, 1e-2, 1e-8)  # decay, momentum, weight decay, eps
     for step in range(5):
         grad = rng.standard_normal(shape).astype(np.float32)
-        grad.flat[:4] = 0.0  # the weights that only decay
-        optim.rmsprop_update_plain(plain["theta"], grad, plain["v"], plain["m"], 0.01, *hyper)
-        optim.rmsprop_update(fast["theta"], grad, fast["v"], fast["m"], 0.01, *hyper, scratch, block)
+        grad.flat[:6] = [0.0, -0.0, 0.0, -0.0, 0.0, -0.0]  # the weights that only decay
+        with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN: on purpose
+            optim.rmsprop_update_plain(plain["theta"], grad, plain["v"], plain["m"], 0.01, *hyper)
+            optim.rmsprop_update(fast["theta"], grad, fast["v"], fast["m"], 0.01, *hyper, scratch, block)
         for k in plain:
             assert fast[k].dtype == np.float32
-            np.testing.assert_array_equal(fast[k], plain[k], err_msg=f"{k} after step {step}")
+            np.testing.assert_array_equal(fast[k].view(np.int32), plain[k].view(np.int32), f"{k} after step {step}")
 
 
 def test_a_non_contiguous_parameter_is_updated_in_place(rng):

@@ -201,10 +201,15 @@ def lstm_backward_plain(do_seq, cache):
 # The pieces of a step again, now in place (no temporaries), for the sequence below.
 
 
-def _activate(z, variant):
-    """Pre-activations (N, 4H) -> gate values, in place (Eq. 1: delta)."""
+def _activate(z, variant, zeros=None):
+    """Pre-activations (N, 4H) -> gate values, in place (Eq. 1: delta).
+
+    zeros: optional (4H,) array of zeros for the ReLU: NumPy's ``maximum`` with an array
+    operand (broadcast over the rows) runs about 2.5x faster than with the scalar 0, and
+    gives the same bits, -0.0 and NaN included (tests/test_lstm.py).
+    """
     if variant == "relu":
-        xp.maximum(z, 0, out=z)
+        xp.maximum(z, 0 if zeros is None else zeros, out=z)
         return z
     if variant == "bounded":
         xp.clip(z, 0, 1, out=z)
@@ -327,13 +332,14 @@ def lstm_forward(w_seq, mask, params, variant="relu", r0=None):
     o_seq = xp.empty((T, N, H), dtype=dtype)
     squashed = xp.empty((T, N, H), dtype=dtype) if variant == "conventional" else r[1:]
     recurrent = scratch_array("r @ U_r", (N, 4 * H), dtype)
+    zeros = xp.zeros(4 * H, dtype=dtype)  # for the ReLU (_activate)
     cell = scratch_array("lstm cell forward", (2, N, H), dtype)  # the step's temporaries
     r_new, ix = cell[0], cell[1]
     for t in range(T):
         if t > 0 or r0 is not None:  # r(0) = 0 adds nothing: skip that product
             xp.matmul(r[t], params["U_r"], out=recurrent)
             g[t] += recurrent
-        _activate(g[t], variant)
+        _activate(g[t], variant, zeros)
         x, i, f, o_gate = _split(g[t])
         xp.multiply(f, r[t], out=r_new)
         r_new += xp.multiply(i, x, out=ix)

@@ -46,7 +46,7 @@ itself: rmsprop's step is about η per entry whatever the gradient's size.)
 (each line makes temporaries the size of the parameter). :func:`rmsprop_update`, what
 :class:`RMSprop` runs, computes the same operations in the same order, so the results agree
 bit for bit (``tests/test_optim.py``), but walks each parameter in blocks of
-:data:`BLOCK` elements with every operation written ``out=`` into two block-sized scratch
+:data:`BLOCK` elements with every operation written ``out=`` into block-sized scratch
 arrays: all 21 operations on a block find their operands in cache instead of streaming
 six parameter-sized arrays through memory 21 times, and a step makes no
 temporaries the size of a parameter (on the CPU those cost page faults). On the GPU the
@@ -124,13 +124,33 @@ def _moments_from_host(moments, state):
             current[...] = backend.to_device(saved, current.dtype)
 
 
-def _flush_subnormal(a, tmp):
+def _flush_subnormal(a, tmp, flags=None):
     """Set the entries of ``a`` whose size is below the smallest normal number of its dtype
     to 0, in place (``tmp``: a scratch array of a's shape). NaN and inf are kept, so a
-    diverged step is still seen as one."""
+    diverged step is still seen as one.
+
+    Without ``flags`` this is the plain ``a *= (|a| >= tiny)`` (one pass per operation, no
+    branch: what the GPU runs). With ``flags``, a bool scratch array of a's shape (the CPU),
+    only the entries that need it are multiplied by 0, and only when there are any (they are
+    rare): comparing into a bool array and testing it take about half the time of the float
+    comparison and the full multiply, whose bool-to-float cast NumPy runs as a slow
+    mixed-type loop. The result is the same bit for bit: ``x * 1.0 = x`` for the entries
+    skipped, ``x * 0.0`` for the others.
+    """
     xp.abs(a, out=tmp)
-    xp.greater_equal(tmp, xp.finfo(a.dtype).tiny, out=tmp)  # 1 where |a| is normal, else 0
-    a *= tmp
+    if flags is None:
+        xp.greater_equal(tmp, xp.finfo(a.dtype).tiny, out=tmp)  # 1 where |a| is normal, else 0
+        a *= tmp
+        return
+    xp.less(tmp, xp.finfo(a.dtype).tiny, out=flags)  # subnormal or 0 (NaN: False, kept)
+    _zero_flagged(a, flags)
+
+
+def _zero_flagged(a, flags):
+    """``a[flags] *= 0`` in place, skipped when no entry is flagged (a bool test is cheaper
+    than even a masked multiply). ``x * 0`` keeps the sign of x, as the plain flush does."""
+    if flags.any():
+        xp.multiply(a, 0, out=a, where=flags)
 
 
 def rmsprop_update_plain(theta, grad, v, m, lr, decay, momentum, weight_decay, eps):
@@ -160,7 +180,9 @@ def rmsprop_update(theta, grad, v, m, lr, decay, momentum, weight_decay, eps, sc
 
     theta, v, m: C-contiguous arrays of one shape (updated in place); grad: same shape;
     scratch: two flat arrays of theta's dtype with at least ``min(block, theta.size)``
-    elements each; block: elements per block (None: the whole array at once).
+    elements each, and optionally a third, bool, as long (the cheaper subnormal flush of
+    :func:`_flush_subnormal`; the GPU goes without); block: elements per block (None: the
+    whole array at once).
     """
     flat = [a.reshape(-1) for a in (theta, grad, v, m)]  # views: theta, v, m are contiguous
     size = theta.size
@@ -170,6 +192,7 @@ def rmsprop_update(theta, grad, v, m, lr, decay, momentum, weight_decay, eps, sc
         hi = min(lo + block, size)
         th, gr, vv, mm = (a[lo:hi] for a in flat)
         g, tmp = scratch[0][: hi - lo], scratch[1][: hi - lo]
+        flags = scratch[2][: hi - lo] if len(scratch) > 2 else None
         xp.multiply(th, weight_decay, out=g)  # g = ∇ + λθ
         g += gr
         xp.multiply(g, g, out=tmp)  # v ← ρv + (1-ρ)g²
@@ -183,10 +206,14 @@ def rmsprop_update(theta, grad, v, m, lr, decay, momentum, weight_decay, eps, sc
         mm += tmp
         xp.multiply(mm, lr, out=tmp)  # θ ← θ - ηm
         th -= tmp
-        _flush_subnormal(th, tmp)  # subnormal numbers -> 0, while the block is in cache
-        _flush_subnormal(mm, tmp)
-        xp.greater_equal(vv, tiny, out=tmp)  # v >= 0 (or NaN), so |v| = v: one pass fewer
-        vv *= tmp
+        _flush_subnormal(th, tmp, flags)  # subnormal numbers -> 0, while the block is in cache
+        _flush_subnormal(mm, tmp, flags)
+        if flags is None:  # v >= 0 (or NaN), so |v| = v: one pass fewer
+            xp.greater_equal(vv, tiny, out=tmp)
+            vv *= tmp
+        else:
+            xp.less(vv, tiny, out=flags)
+            _zero_flagged(vv, flags)
 
 
 class RMSprop:
@@ -206,14 +233,17 @@ class RMSprop:
         self.m = {k: xp.zeros_like(p) for k, p in params.items()}
         # Blocks on the CPU only: on the GPU every operation is a kernel launch (module docstring).
         self.block = None if backend.name() == "cupy" else BLOCK
-        self._scratch = {}  # dtype -> two flat arrays: g of the equations, and g², then the step
+        # dtype -> flat scratch arrays: g of the equations; g², then the step; on the CPU a bool
+        # one for the subnormal flush (_flush_subnormal)
+        self._scratch = {}
 
     def _scratch_for(self, theta):
         size = theta.size if self.block is None else min(self.block, theta.size)
         key = xp.dtype(theta.dtype).str
         have = self._scratch.get(key)
         if have is None or have[0].size < size:
-            have = self._scratch[key] = (xp.empty(size, theta.dtype), xp.empty(size, theta.dtype))
+            flags = () if self.block is None else (xp.empty(size, bool),)
+            have = self._scratch[key] = (xp.empty(size, theta.dtype), xp.empty(size, theta.dtype), *flags)
         return have
 
     def step(self, params, grads, lr):
