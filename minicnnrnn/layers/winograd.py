@@ -127,7 +127,7 @@ class _Buffers:
         self.V = xp.empty(16 * rows * Tw * C, dtype)
         self.M = xp.empty(16 * rows * Tw * F, dtype)
         self.S = xp.empty(8 * rows * Tw * F, dtype)
-        self.R = xp.empty(2 * rows * Tw * F, dtype)
+        self.R = xp.empty(4 * rows * Tw * F, dtype)
 
 
 def _block(d, U, b, out, buf, relu):
@@ -144,8 +144,7 @@ def _block(d, U, b, out, buf, relu):
     T = buf.T[: 4 * n * r * 2 * half * C].reshape(4, n, r, 2, half, C)
     _apply_bt([d[:, a : a + 2 * r : 2] for a in range(4)], T)
     V = buf.V[: 16 * P * C].reshape(4, 4, n, r, tw, C)
-    for a in range(4):
-        _apply_bt([T[a][:, :, k % 2, k // 2 : k // 2 + tw] for k in range(4)], V[a])
+    _apply_bt([T[:, :, :, k % 2, k // 2 : k // 2 + tw] for k in range(4)], V.transpose(1, 0, 2, 3, 4, 5))
     # The 16 matrix products over input channels.
     M = buf.M[: 16 * P * F].reshape(16, P, F)
     xp.matmul(V.reshape(16, P, C), U, out=M)
@@ -156,13 +155,12 @@ def _block(d, U, b, out, buf, relu):
     # Y = A^T M A: along the tile's rows into S, then along its columns into R,
     # then each of the 2x2 output pixels goes to its interleaved place.
     S = buf.S[: 8 * P * F].reshape(2, 4, n, r, tw, F)
-    for k in range(4):
-        _apply_at([M[a, k] for a in range(4)], S[0, k], S[1, k])
-    R = buf.R[: 2 * P * F].reshape(2, n, r, tw, F)
+    _apply_at(M, S[0], S[1])
+    R = buf.R[: 4 * P * F].reshape(2, 2, n, r, tw, F)
+    _apply_at(S.transpose(1, 0, 2, 3, 4, 5), R[:, 0], R[:, 1])
     for i in range(2):
-        _apply_at(S[i], R[0], R[1])
-        _store(R[0], out[:, i::2, 0::2], relu)
-        _store(R[1], out[:, i::2, 1::2], relu)
+        _store(R[i, 0], out[:, i::2, 0::2], relu)
+        _store(R[i, 1], out[:, i::2, 1::2], relu)
 
 
 def _plan_blocks(N, Th, Tw, tiles, workers):
