@@ -48,10 +48,12 @@ MIN_CHANNELS = 8
 # Tiles per block on the CPU: TILES_PER_CHANNEL * C (each kernel entry a block
 # reads is then used that many times), at least MIN_TILES (to keep the Python
 # overhead per tile small), and at most BLOCK_BYTES_CPU of transformed input.
-# Measured on a 2-core Zen 4 CPU: smaller, cache-sized blocks lose more in the
-# matrix products than they gain in the transforms.
-TILES_PER_CHANNEL = 4
-MIN_TILES = 256
+# Measured on a 2-core Zen 4 CPU (one thread, VGG16's layers, 2 images): since the
+# transforms take each block in a few whole-block calls, blocks of 2 * C tiles
+# (the transforms' arrays stay in the L2 cache) beat 4 * C by about 10%; smaller
+# ones lose again in the matrix products and the per-call overhead.
+TILES_PER_CHANNEL = 2
+MIN_TILES = 128
 BLOCK_BYTES_CPU = 32 * 2**20
 # On the GPU a block is as large as this (usually the whole batch).
 BLOCK_BYTES_GPU = 256 * 2**20
