@@ -30,7 +30,7 @@ so the four columns of every tile are plain slices; and the output transform
 works on contiguous arrays, writing each interleaved output pixel only once
 (with the ReLU fused into that write when asked).
 
-The picture is processed in blocks of tile rows (a few hundred to a few
+The picture is processed in blocks of tile rows (a hundred to a thousand or so
 thousand tiles, see _plan_blocks), and the blocks are shared among CPU threads;
 on the GPU one block usually covers the batch.
 """
