@@ -31,7 +31,7 @@ works on contiguous arrays, writing each interleaved output pixel only once
 (with the ReLU fused into that write when asked).
 
 The picture is processed in blocks of tile rows (a hundred to a thousand or so
-thousand tiles, see _plan_blocks), and the blocks are shared among CPU threads;
+tiles, see _plan_blocks), and the blocks are shared among CPU threads;
 on the GPU one block usually covers the batch.
 """
 
