@@ -94,6 +94,27 @@ def test_im2col_chunks_agree_with_one_chunk(rng, monkeypatch):
     assert _rel(dx1, dx) < 1e-14 and _rel(grads1["W"], grads["W"]) < 1e-14
 
 
+@pytest.mark.parametrize(
+    "shape,kh,kw,stride,pad", [((2, 7, 6, 3), 3, 3, 1, 1), ((1, 9, 8, 5), 3, 2, 2, 1), ((2, 5, 5, 4), 1, 1, 1, 0)]
+)
+def test_strided_im2col_equals_the_plain_one(rng, shape, kh, kw, stride, pad):
+    x = backend.to_device(rng.standard_normal(shape).astype(np.float32))
+    plain = backend.to_host(conv.im2col(x, kh, kw, stride, pad))
+    np.testing.assert_array_equal(backend.to_host(conv.im2col_strided(x, kh, kw, stride, pad)), plain)
+
+
+def test_im2col_forward_in_row_slices_equals_one_product(rng, monkeypatch):
+    """The forward pass's cache-sized slices of rows (with bias and ReLU) give the whole product's numbers."""
+    x, K, b = _problem(rng, 2, 9, 7, 3, 6)
+    cols = conv.im2col(x, 3, 3, 1, 1)
+    whole = backend.to_host(cols @ K.reshape(27, 6) + b).reshape(2, 9, 7, 6)
+    monkeypatch.setattr(conv, "ROWS_BUDGET_BYTES", 5 * 6 * 4)  # slices of 5 rows
+    np.testing.assert_array_equal(backend.to_host(conv.conv_forward_im2col(x, K, b, 1, 1)), whole)
+    np.testing.assert_array_equal(
+        backend.to_host(conv.conv_forward_im2col(x, K, b, 1, 1, relu=True)), np.maximum(whole, 0)
+    )
+
+
 def test_col2im_is_the_adjoint_of_im2col(rng):
     """<im2col(x), y> == <x, col2im(y)>: the backward of a copy is the matching sum."""
     x = rng.standard_normal((2, 5, 6, 3))

@@ -20,6 +20,15 @@ def test_pool_forward_by_hand():
     assert backend.to_host(out)[0, :, :, 0].tolist() == [[5, 7], [13, 15]]
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 8, 3), (1, 7, 5, 4), (1, 1, 3, 2)])
+def test_rows_first_pool_equals_the_plain_one(rng, shape):
+    x = backend.to_device(rng.standard_normal(shape).astype(np.float32))
+    plain, (_, plain_out) = pool.max_pool_forward(x)
+    fast, (cached_x, fast_out) = pool.max_pool_forward_rows_first(x)
+    np.testing.assert_array_equal(backend.to_host(fast), backend.to_host(plain))
+    assert cached_x is x and fast_out is fast  # the same cache: max_pool_backward takes either
+
+
 def test_pool_tie_sends_gradient_to_first_member_only():
     x = backend.to_device(np.zeros((1, 2, 2, 1)))
     out, cache = pool.max_pool_forward(x)

@@ -196,7 +196,7 @@ def _run_layers(todo, h, run):
             if train:
                 h, step["relu"] = activations.relu_forward(h)
         elif kind == "pool":
-            h, step["layer"] = pool.max_pool_forward(h)
+            h, step["layer"] = pool.max_pool_forward_rows_first(h)
         else:
             if h.ndim == 4:  # first fc layer: flatten in (H, W, C) order
                 step["shape"] = h.shape

@@ -40,6 +40,21 @@ def max_pool_forward(x):
     return out, (x, out)
 
 
+def max_pool_forward_rows_first(x):
+    """The same as :func:`max_pool_forward`, in two passes (the faster version, used by VGG).
+
+    x: (N, H, W, C). Returns (out (N, H // 2, W // 2, C), cache (x, out)).
+    First the larger of each pair of rows: those are whole contiguous rows, a
+    fast elementwise pass; then the larger of each pair of columns of that
+    half-size array. Max is exact, so the result equals max_pool_forward's.
+    """
+    N, H, W, C = x.shape
+    Ho, Wo = H // 2, W // 2
+    rows = xp.maximum(x[:, 0 : 2 * Ho : 2, : 2 * Wo], x[:, 1 : 2 * Ho : 2, : 2 * Wo])
+    out = xp.maximum(rows[:, :, 0::2], rows[:, :, 1::2])
+    return out, (x, out)
+
+
 def max_pool_backward(dout, cache):
     """Gradient of max-pooling: each dout entry goes to its window's winner.
 
