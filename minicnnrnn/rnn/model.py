@@ -223,7 +223,7 @@ def make_step(params, I, variant):
         inp[:, E : E + H] = 0 if state is None else state[0]  # r(0) = 0
         xp.matmul(inp, weights, out=z)  # Eq. 1 pre-activations
         r = xp.empty((R, H), dtype=U_l.dtype)  # fresh: a search may keep the old states
-        block = R if backend.is_cupy() else CELL_ROWS
+        block = max(R, 1) if backend.is_cupy() else CELL_ROWS  # R = 0: a step that only reads K
         for b in range(0, R, block):  # Eq. 1, element-wise, one cache-sized block of rows at a time
             lstm.lstm_cell_inplace(z[b : b + block], inp[b : b + block, E : E + H], variant, out=r[b : b + block])
         a = z[:, 3 * H :] @ params["U_o_x"]  # Eq. 4 (the cell left o(t) in z's last H columns)
