@@ -163,8 +163,8 @@ def _foreign_best(command):
         os.replace(os.path.join(b, "best.npz"), os.path.join(a, "best.npz"))
         kept = [os.path.join(a, "checkpoint.npz"), os.path.join(a, "best.npz")]
         if command == "analyze":
-            argv = ["minicnnrnn.analyze", "--checkpoint", os.path.join(a, "checkpoint.npz"), "--dataset",
-                    f"npz:{d}/d.npz", "--out", "an"]  # fmt: skip
+            # the run folder: analyze then reads the epoch train scored, a/best.npz, here another run's
+            argv = ["minicnnrnn.analyze", "--checkpoint", a, "--dataset", f"npz:{d}/d.npz", "--out", "an"]
         else:
             argv = ["minicnnrnn.train", "--dataset", f"npz:{d}/d.npz", "--out", a, "--resume", "--epochs", "2"]
             argv += ["--embed", "4", "--hidden", "6", "--quiet", "--threads", "1"]
