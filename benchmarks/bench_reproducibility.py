@@ -1,6 +1,7 @@
 """How far do the main job's numbers move with the BLAS thread count, and with the seed?
 
     python benchmarks/bench_reproducibility.py [--threads 1 2] [--seeds 0 1 2] [--epochs 20] [--compare] [--busy]
+        [--coretypes Haswell Sandybridge]
 
 Runs ``python -m minicnnrnn.train --threads T --seed S`` (the main job; ``--compare``: all
 six methods) once per thread count T and seed S, each in a fresh temporary ``--out``, and
@@ -15,6 +16,11 @@ CNN-RNN's test metrics from its ``metrics.json``), then:
 busy (started before the command, killed after it, also on an error), and whether its
 ``metrics.json`` is byte-identical (SHA-256 of the file) to the idle run at the thread
 count that ``metrics.json`` records; with the 1-minute load average sampled during that run.
+
+``--coretypes K ...``: per kernel K and seed, the command at the first thread count with
+``OPENBLAS_CORETYPE=K``: NumPy's OpenBLAS (built with every CPU's kernels) then runs the
+kernels of another CPU, which add up a product in another order, as another BLAS would; the
+rows give the largest metric difference to the run with this CPU's own kernel.
 
 A different thread count may change the order in which a BLAS adds up a matrix product;
 then the last bits of the float32 results differ and training amplifies them (whether they
@@ -46,10 +52,11 @@ def job_command(threads, seed, epochs, compare, out):
     return cmd + (["--compare"] if compare else [])
 
 
-def run_once(cmd, metrics_path, every=2.0):
-    """Run ``cmd``; returns (wall s, CPU s of the command and its children, highest 1-minute
-    load average sampled every ``every`` s while it ran, metrics.json bytes)."""
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(REPO))
+def run_once(cmd, metrics_path, every=2.0, extra_env=None):
+    """Run ``cmd`` (with ``extra_env`` added to the environment); returns (wall s, CPU s of the
+    command and its children, highest 1-minute load average sampled every ``every`` s while it
+    ran, metrics.json bytes)."""
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(REPO), **(extra_env or {}))
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     job, load = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL), os.getloadavg()[0]
     while True:
@@ -136,6 +143,26 @@ def busy_runs(args, tmp, runs):
         print(f"| {s} | {t} | {wall:.0f} | {cpu:.0f} | {load:.1f} | `{sha256(raw)[:16]}` | {same} |", flush=True)
 
 
+def kernel_runs(args, tmp, runs):
+    """Per OpenBLAS kernel of ``--coretypes`` and seed, the command at the first thread count
+    with ``OPENBLAS_CORETYPE`` set: the same library running another CPU's kernels, which add
+    up a product in another order (what another BLAS or CPU would do). Prints each run and
+    its largest metric difference to the run with this CPU's own kernel."""
+    t = args.threads[0]
+    print(f"\n# another BLAS kernel: OPENBLAS_CORETYPE set, {t} thread(s); difference to this CPU's own kernel")
+    print("| kernel | seed | CPU s | " + " | ".join(COLUMNS) + " | metrics.json SHA-256 | largest difference |")
+    print("|---" * (len(COLUMNS) + 5) + "|")
+    for kernel in args.coretypes:
+        for s in args.seeds:
+            out = os.path.join(tmp, f"{kernel}-s{s}")
+            cmd = job_command(t, s, args.epochs, args.compare, out)
+            _, cpu, _, raw = run_once(cmd, metrics_file(out, args.compare), extra_env={"OPENBLAS_CORETYPE": kernel})
+            record, own = json.loads(raw), runs[t, s][0]
+            cells = " | ".join(f"{record['metrics'][c]:.1f}" for c in COLUMNS)
+            diff = max(abs(record["metrics"][c] - own["metrics"][c]) for c in COLUMNS)
+            print(f"| {kernel} | {s} | {cpu:.0f} | {cells} | `{sha256(raw)[:16]}` | {diff:.1f} |", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -143,6 +170,13 @@ def main():
     p.add_argument("--epochs", type=int, default=20, help="training epochs (the main job's default: 20)")
     p.add_argument("--compare", action="store_true", help="time `train --compare` (all six methods) instead")
     p.add_argument("--busy", action="store_true", help="also run each seed beside a busy loop on every core")
+    p.add_argument(
+        "--coretypes",
+        nargs="+",
+        default=[],
+        metavar="KERNEL",
+        help="also run each seed with OPENBLAS_CORETYPE=KERNEL (e.g. Haswell Sandybridge): another BLAS kernel",
+    )
     args = p.parse_args()
     load = os.getloadavg()[0]
     print(f"# main job{' --compare' if args.compare else ''}, {args.epochs} epochs, load average {load:.1f} at start")
@@ -150,6 +184,8 @@ def main():
         runs = idle_runs(args, tmp)
         if args.busy:
             busy_runs(args, tmp, runs)
+        if args.coretypes:
+            kernel_runs(args, tmp, runs)
     print("\n# what the seed moves: mean ± sd over seeds, per thread count")
     for t in args.threads:
         cells = []
