@@ -35,8 +35,9 @@ Shapes: n images, S sampled paths per image, K labels, R rows, L longest path.
 **Cost.** The plain sampler evaluates the step on S x (path length + 1) rows per image,
 each row (K + 1) wide; the one that runs (:func:`sample_paths_shared`) evaluates it once per
 distinct prefix: a peaked distribution sends most of an image's S paths along the same few
-prefixes, so far fewer rows than S per image. Images are sampled in blocks of at most :func:`block_images` so that one
-block's (rows, K) arrays stay within ``_ELEMENTS`` entries whatever K is, and the path
+prefixes, so far fewer rows than S per image. Images are sampled in blocks of at most
+:func:`block_images` so that one block's (rows, K) arrays stay within ``_ELEMENTS`` entries
+whatever K is, and the path
 length is bounded by L (``RunConfig.max_path``: the longest training path plus a margin,
 docs/limits.md), so neither memory nor time grows with K beyond what the data needs.
 """
