@@ -131,18 +131,11 @@ def main(argv=None):
         return 0
 
 
-def _train_one(args, data, norm, out):
-    cfg = config.from_args(args, data, norm)
-    result = loop.train_and_evaluate(cfg, data, out, args.resume)
-    print(f"{args.model} seed {args.seed}: outputs in {out}", flush=True)
-    return result, cfg
-
-
 def _train_seeds(args, names, outs, base):
     """--seeds: every model of ``names`` on every seed; the statistics table, saved in ``base``."""
     raw = train_data.load(args)
     print(raw.summary(), flush=True)
-    per_seed, failures = compare.run_seeds(args, raw, names, outs, args.seeds, _train_one)
+    per_seed, failures = compare.run_seeds(args, raw, names, outs, args.seeds)
     text = compare.markdown(per_seed, title=f"{raw.name}: test set, percent")
     compare.save(base, per_seed, text)
     return text, failures

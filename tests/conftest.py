@@ -169,3 +169,12 @@ def no_hang(seconds=10):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def markdown_rows(text, heading, columns):
+    """{row title: [cells]} of the markdown table after the paragraph starting with
+    ``heading`` in a benchmark's output; its header must be ``method`` and ``columns``."""
+    block = text.split(heading, 1)[1].split("\n\n")[1]
+    lines = [line.strip("|").split(" | ") for line in block.splitlines()]
+    assert [c.strip() for c in lines[0]] == ["method", *columns]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in lines[2:]}

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import markdown_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -36,21 +37,13 @@ def _metrics(out, seed, run):
         return json.load(f)["metrics"]
 
 
-def _table_rows(text, heading):
-    """{row title: [cells]} of the markdown table that follows the paragraph starting with ``heading``."""
-    block = text.split(heading, 1)[1].split("\n\n")[1]
-    lines = [line.strip("|").split(" | ") for line in block.splitlines()]
-    assert [c.strip() for c in lines[0]] == ["method"] + list(bench_learning.COLUMNS)
-    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in lines[2:]}
-
-
 def test_table_has_every_row_and_both_statistics(tiny_run):
     out, text = tiny_run
-    means = _table_rows(text, "Mean ± sd over 2 seeds")
+    means = markdown_rows(text, "Mean ± sd over 2 seeds", bench_learning.COLUMNS)
     expected = ["Binary cross-entropy", "CNN-RNN freq", "CNN-RNN rare", bench_learning.CHOSEN, bench_learning.MATCHED]
     assert list(means)[:5] == expected
     assert all(" ± " in cell for cell in means["CNN-RNN freq"])  # two seeds: a spread in every column
-    diffs = _table_rows(text, "Paired difference to Binary cross-entropy")
+    diffs = markdown_rows(text, "Paired difference to Binary cross-entropy", bench_learning.COLUMNS)
     assert "Binary cross-entropy" not in diffs and "CNN-RNN freq" in diffs
     assert "Goal on builtin" in text and ("**reached**" in text or "**not reached**" in text)
     assert f"iaprtc12: no data at {os.path.join(out, 'absent.npz')}, skipped" in text
@@ -65,7 +58,7 @@ def test_paired_difference_is_the_mean_of_the_per_seed_differences(tiny_run, col
         cell = json.load(f)["summary"]["CNN-RNN freq"][column]
     assert cell["diff"] == pytest.approx(np.mean(d))
     assert cell["se"] == pytest.approx(np.std(d, ddof=1) / np.sqrt(2))
-    shown = _table_rows(text, "Paired difference to Binary cross-entropy")["CNN-RNN freq"]
+    shown = markdown_rows(text, "Paired difference to Binary cross-entropy", bench_learning.COLUMNS)["CNN-RNN freq"]
     assert shown[bench_learning.COLUMNS.index(column)].startswith(f"{np.mean(d):+.1f} ± ")
 
 

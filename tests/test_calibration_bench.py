@@ -9,6 +9,7 @@ import os
 import sys
 
 import pytest
+from conftest import markdown_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -18,23 +19,15 @@ import calibration as bench  # noqa: E402
 TINY = "--epochs 1 --hidden 16 --n-train 200 --n-test 100 --samples 5 --threads 1".split()
 
 
-def _rows(text, heading):
-    """{row title: [cells]} of the markdown table after the paragraph starting with ``heading``."""
-    block = text.split(heading, 1)[1].split("\n\n")[1]
-    lines = [line.strip("|").split(" | ") for line in block.splitlines()]
-    assert [c.strip() for c in lines[0]] == ["method", *bench.COLUMNS]
-    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in lines[2:]}
-
-
 def test_two_seeds_give_spreads_and_the_paired_difference(tmp_path):
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert bench.main(["--datasets", "builtin", "--seeds", "0-1", "--out", str(tmp_path), *TINY]) == 0
     text = stdout.getvalue()
     bce, rnn = (title for _, title in bench.MODELS)
-    means = _rows(text, "Mean ± sd over 2 seeds")
+    means = markdown_rows(text, "Mean ± sd over 2 seeds", bench.COLUMNS)
     assert list(means) == [bce, rnn] and all(" ± " in cell for cell in means[rnn])
-    diffs = _rows(text, f"Paired difference to {bce}")
+    diffs = markdown_rows(text, f"Paired difference to {bce}", bench.COLUMNS)
     assert list(diffs) == [rnn]
     maps = {}
     for seed in (0, 1):

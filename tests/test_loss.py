@@ -28,7 +28,9 @@ def test_softmax_cross_entropy_gradient_and_mask(rng):
     scores = 3 * rng.standard_normal((3, 2, 5))
     targets = np.array([[0, 4], [1, -1], [2, 3]])
     mask = np.array([[1, 1], [1, 0], [0, 1]])
-    _, ds = loss.softmax_cross_entropy(scores, targets, mask)  # values: gradcheck's "softmax" case
+    _, ds = loss.softmax_cross_entropy(
+        scores, targets, mask
+    )  # values: gradcheck's "softmax cross-entropy, masked" case
     assert np.all(ds[mask == 0] == 0)
 
 
@@ -55,7 +57,7 @@ def test_sigmoid_cross_entropy_gradient_and_ignore_mask(rng):
     y = (rng.random((3, 4)) < 0.5).astype(float)
     mask = np.ones((3, 4))
     mask[0, 1] = 0
-    _, ds = loss.sigmoid_cross_entropy(s, y, mask)  # values: gradcheck's "sigmoid" case
+    _, ds = loss.sigmoid_cross_entropy(s, y, mask)  # values: gradcheck's "sigmoid cross-entropy" case
     assert ds[0, 1] == 0
     flipped = y.copy()
     flipped[0, 1] = 1 - flipped[0, 1]

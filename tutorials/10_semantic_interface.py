@@ -37,7 +37,7 @@ import numpy as np
 
 from minicnnrnn import train
 from minicnnrnn.baselines import classifiers
-from minicnnrnn.core import backend
+from minicnnrnn.core import backend, numgrad
 from minicnnrnn.layers import dropout
 from minicnnrnn.paths import tokens
 from minicnnrnn.rnn import model, semantic
@@ -99,23 +99,12 @@ bce_value, _ = classifiers.classifier_loss("bce", network, I, Y, keep)
 print(f"BCE by hand {value:.10f}, rnn/semantic.py {package_value:.10f}, the bce baseline {bce_value:.10f}")
 for name in grads:
     print(f"  {name}: largest difference from the package {np.abs(grads[name] - package_grads[name]).max():.1e}")
+    assert numgrad.rel_error(grads[name], package_grads[name]) < 1e-12
 
-
-def finite_difference(f, array, h=1e-6):
-    """Centred differences of the scalar f() with respect to every entry of ``array``."""
-    out = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + h
-        up = f()
-        array[index] = saved - h
-        out[index] = (up - f()) / (2 * h)
-        array[index] = saved
-    return out
-
-
-numeric = finite_difference(lambda: concept_bce()[0], params["c_U_I_x"])
+# centred finite differences (core/numgrad.py, as in tutorials 01 and 02)
+numeric = numgrad.numerical_gradient(lambda _: concept_bce()[0], params["c_U_I_x"])
 print(f"  c_U_I_x against finite differences: {np.abs(numeric - grads['c_U_I_x']).max():.1e}")
+assert numgrad.rel_error(numeric, grads["c_U_I_x"]) < numgrad.TOLERANCE
 
 # %% [markdown]
 # ## 2. Stage 3: the path loss reaches the concepts
@@ -154,8 +143,10 @@ value3, grads3 = stage3()
 print(f"stage-3 loss: BCE {value:.4f} + path {path_value:.4f} = {value + path_value:.4f} (package {value3:.4f})")
 for name in by_hand:
     print(f"d{name} by hand vs the package: {np.abs(by_hand[name] - grads3[name]).max():.1e}")
-numeric = finite_difference(lambda: stage3()[0], params["c_U_I_x"])
+    assert numgrad.rel_error(by_hand[name], grads3[name]) < 1e-12
+numeric = numgrad.numerical_gradient(lambda _: stage3()[0], params["c_U_I_x"])
 print(f"dc_U_I_x against finite differences of the stage-3 loss: {np.abs(numeric - by_hand['c_U_I_x']).max():.1e}")
+assert numgrad.rel_error(numeric, by_hand["c_U_I_x"]) < numgrad.TOLERANCE
 print("(every stage and LSTM variant: python -m minicnnrnn.gradcheck --only sr-cnn-rnn)")
 
 # %% [markdown]
@@ -209,7 +200,7 @@ ax2.imshow(concepts, vmin=0, vmax=1, cmap="Greys", aspect="auto")
 truth = np.asarray(data.test_labels[:6])
 rows, cols = np.nonzero(truth)
 ax2.scatter(cols, rows, marker="s", facecolors="none", edgecolors="tab:red", s=90, label="true label")
-predicted, _ = kinds.predict_sets(cfg, dev, I_test)  # the beam-search path on the concepts
+predicted, _ = kinds.predict_sets(cfg, dev, I_test)  # as train chose on validation (cfg.decode)
 rows, cols = np.nonzero(predicted)
 ax2.scatter(cols, rows, marker="x", color="tab:blue", s=40, label="predicted")
 ax2.set_xticks(range(len(scenes.LABEL_NAMES)))

@@ -1,19 +1,17 @@
 """Writing files so that an interrupted program never leaves a half-written one.
 
-Every checkpoint, cache, weights file and metrics file goes through these
-helpers: the data is written to a temporary file in the same folder, flushed to
-disk, then renamed over the destination (``os.replace`` is atomic on POSIX and
-Windows). A reader therefore sees either the old file or the new one.
+Every checkpoint, cache, weights and metrics file is written to a temp file in the same
+folder, flushed, then renamed over the destination (``os.replace``, atomic on POSIX and
+Windows): a reader sees either the old file or the new one.
 
-Only regular files are replaced: a target that is a folder, a device (``/dev/null``) or a
-symbolic link is refused with one line, never turned into a plain file. The temp file's
-name carries the writer's process id (``.<name>.<pid>.<random>.tmp``); one left behind by
-a killed writer is removed by the next write into the same folder. :func:`folder_lock`
-keeps two runs from writing into one output folder at once.
+Only regular files are replaced (a folder, a device or a symbolic link as target is one
+line). A temp file's name carries its writer's process id (``.<name>.<pid>.<random>.tmp``),
+so one left by a killed writer is removed by the next write into the folder.
+:func:`folder_lock` keeps two runs from writing into one output folder at once.
 
-Reading is guarded too: :func:`open_regular` is how every reader opens a file it expects
-(a dataset, a checkpoint, features, an image, an image list, a weights file), so a FIFO,
-a device or a socket given as input is one line instead of a read that never returns.
+Reading is guarded too: every reader opens its file (a dataset, a checkpoint, features, an
+image, an image list, weights) with :func:`open_regular`, so a FIFO, device or socket given
+as input is one line instead of a read that never returns.
 """
 
 import contextlib
@@ -31,8 +29,7 @@ from minicnnrnn.core import limits
 from minicnnrnn.core.errors import UserError
 
 LOCK_NAME = ".minicnnrnn.lock"
-# Linux's largest process id is 2^22; a lock file holding more is damaged, not a live run.
-MAX_PID = 2**22
+MAX_PID = 2**22  # Linux's largest process id: a lock file holding more is damaged, not a live run
 
 
 def pid_alive(pid):
@@ -186,24 +183,29 @@ def _atomic_write(path, write):
         raise
 
 
+def new_memmap(path, shape, dtype=numpy.float32):
+    """A new .npy of ``shape`` opened as a memory map, its disk space reserved first
+    (:func:`reserve`: a full disk is a one-line error, not a SIGBUS while rows are written)."""
+    check_target(path)
+    created = numpy.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # header; a sparse file
+    created.flush()
+    reserve(path, created.offset)
+    del created
+    return numpy.lib.format.open_memmap(path, mode="r+")
+
+
 @contextlib.contextmanager
 def atomic_memmap(path, shape, dtype=numpy.float32):
     """Yield a writable memory-mapped ``.npy`` of ``shape`` that becomes ``path`` only when the
-    block ends without an error (written to a unique temp file beside it, renamed after).
-
-    Its disk space is reserved first (:func:`reserve`), so that on a full disk the
-    error is this one line and not a SIGBUS while rows are written through the map. If the
-    block fails (or the process is killed), ``path`` keeps its old contents and the temp
-    file is removed (or, after a kill, by the next write into the folder)."""
+    block ends without an error (written to a unique temp file beside it, renamed after; its
+    disk space reserved first, :func:`new_memmap`). If the block fails (or the process is
+    killed), ``path`` keeps its old contents and the temp file is removed (or, after a kill,
+    by the next write into the folder)."""
     path = os.fspath(path)
     fd, tmp = _temp_file(path)
     os.close(fd)
     try:
-        created = numpy.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)  # header; a sparse file
-        created.flush()
-        header, created = created.offset, None
-        reserve(tmp, header)
-        array = numpy.lib.format.open_memmap(tmp, mode="r+")
+        array = new_memmap(tmp, shape, dtype)
         yield array
         array.flush()
         del array

@@ -26,6 +26,8 @@ import collections
 
 import numpy as np
 
+from minicnnrnn.core import fileio
+
 DEFAULT_BINS = 10
 
 Reliability = collections.namedtuple("Reliability", "edges count confidence frequency")
@@ -105,5 +107,5 @@ def plot_reliability(curves, path, title=None):
     if title:
         top.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fileio.save_figure(path, fig, dpi=100)
     plt.close(fig)

@@ -110,7 +110,7 @@ def per_class_counts(pred01, truth, ignore=None):
 
 
 def precision_recall_f1(pred01, truth, ignore=None):
-    """C-P, C-R, C-F1, O-P, O-R, O-F1 as fractions in [0, 1] (definitions in the module docstring).
+    """C-P, C-R, C-F1, O-P, O-R, O-F1 as fractions in [0, 1], NaN where undefined (module docstring).
 
     pred01, truth: (N, K) 0/1; ignore: (N, K) bool or None. Returns a dict.
     """

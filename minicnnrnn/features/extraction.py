@@ -107,17 +107,6 @@ def check_paths(paths):
 # ---------------------------------------------------------------- the run
 
 
-def _new_memmap(path, shape):
-    """A new float32 .npy of ``shape`` opened as a memory map, its disk space reserved first
-    (fileio.reserve: a full disk is a one-line error, not a SIGBUS while writing rows)."""
-    fileio.check_target(path)
-    created = numpy.lib.format.open_memmap(path, mode="w+", dtype=numpy.float32, shape=shape)
-    created.flush()
-    header, created = created.offset, None
-    fileio.reserve(path, header)
-    return numpy.lib.format.open_memmap(path, mode="r+")
-
-
 def _start_or_resume(out, identity, n, dim, overwrite):
     """Open features.partial.npy and the progress record (fresh or resumed)."""
     partial, progress_path = os.path.join(out, "features.partial.npy"), os.path.join(out, "progress.json")
@@ -141,7 +130,7 @@ def _start_or_resume(out, identity, n, dim, overwrite):
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create the output folder ({exc.strerror}: {exc.filename})") from None
-    rows = _new_memmap(partial, (n, dim))
+    rows = fileio.new_memmap(partial, (n, dim))
     progress = dict(identity, done=0, rows=0, skipped=0, skipped_bytes=0)
     fileio.save_text(os.path.join(out, SKIPPED_PARTIAL), "")
     fileio.save_json(progress_path, progress)

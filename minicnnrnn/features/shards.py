@@ -70,7 +70,7 @@ def _read_meta(folder):
         return None, f"{folder}: no meta.json; this shard has not finished (rerun its extract --shard)"
     try:
         with fileio.open_regular(path, "shard's meta.json", text=True) as f:
-            meta = json.loads(f.read(MAX_META_CHARS + 1)[:MAX_META_CHARS])
+            meta = json.loads(f.read(MAX_META_CHARS))
     except UserError as exc:
         return None, str(exc)
     except (OSError, ValueError, RecursionError) as exc:

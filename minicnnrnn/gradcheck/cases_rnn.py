@@ -30,12 +30,15 @@ def _path_mask(lengths, T):
     return backend.to_device((numpy.arange(T)[:, None] < numpy.asarray(lengths)[None, :]), numpy.float64)
 
 
-def lstm_step_case(variant):
-    """Case function checking lstm.lstm_step_forward/step_backward for one variant."""
+def lstm_step_case(variant, bias=True):
+    """Case function checking lstm.lstm_step_forward/step_backward for one variant
+    (``bias`` False: without ``b_lstm``, the paper's Eq. 1 as printed)."""
 
     def case(rng):
         N, E, H = 3, 4, 5
         params = _lstm_params(rng, E, H, variant)
+        if not bias:
+            params.pop("b_lstm")
         w, r_prev = randn(rng, N, E), randn(rng, N, H)
         Go, Gr = randn(rng, N, H), randn(rng, N, H)
 
@@ -164,6 +167,7 @@ CASES = [
     ("lstm step (relu)", lstm_step_case("relu")),
     ("lstm step (bounded)", lstm_step_case("bounded")),
     ("lstm step (conventional)", lstm_step_case("conventional")),
+    ("lstm step, no bias (bounded)", lstm_step_case("bounded", bias=False)),
     ("lstm sequence, masked (relu)", lstm_sequence_case("relu")),
     ("lstm sequence, masked (bounded)", lstm_sequence_case("bounded")),
     ("lstm sequence, masked (conventional)", lstm_sequence_case("conventional")),

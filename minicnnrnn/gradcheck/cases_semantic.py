@@ -20,23 +20,21 @@ from minicnnrnn.gradcheck.cases_paths import LABELS, batch_loss_check, small_con
 from minicnnrnn.rnn import lstm, semantic
 from minicnnrnn.training import kinds
 
-# One epoch per stage: epoch 0 is stage 1, epoch 1 stage 2, epoch 2 stage 3.
-STAGE_EPOCHS = {1: 0, 2: 1, 3: 2}
 
-
-def sr_stage_case(stage, variant, label_order="freq"):
+def sr_stage_case(stage, variant):
     """Case function: the sr-cnn-rnn batch loss in an epoch of ``stage`` (1, 2, 3)."""
 
     def case(rng):
         K, D, E, H = LABELS.shape[1], 4, 3, 4
-        cfg = small_config("sr-cnn-rnn", K, D, E, H, variant=variant, label_order=label_order)
+        cfg = small_config("sr-cnn-rnn", K, D, E, H, variant=variant)
         cfg = dataclasses.replace(cfg, sr_concept_epochs=1, sr_rnn_epochs=1)
-        assert semantic.stage_at(STAGE_EPOCHS[stage], 1, 1) == stage
+        epoch = stage - 1  # one epoch per stage: epoch 0 is stage 1, 1 stage 2, 2 stage 3
+        assert semantic.stage_at(epoch, 1, 1) == stage
         params = backend.params_to_device(kinds.KINDS[cfg.model].init(cfg, rng), numpy.float64)
         # concepts away from 0.5 and from each other, so that c (1 - c) varies
         params["c_b_l"] = params["c_b_l"] + randn(rng, K, scale=1.0)
         I = randn(rng, len(LABELS), D)
-        return batch_loss_check(cfg, params, I, LABELS, order=numpy.array([2, 0, 4, 1, 3]), epoch=STAGE_EPOCHS[stage])
+        return batch_loss_check(cfg, params, I, LABELS, order=numpy.array([2, 0, 4, 1, 3]), epoch=epoch)
 
     return case
 

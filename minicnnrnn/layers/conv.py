@@ -14,7 +14,8 @@ every window). The backward pass is the same three steps in reverse:
     db = sum of dout,   dW = cols.T @ dout,   dcols = dout @ W.T,
     dx = col2im(dcols)  (add every row of dcols back onto the window it came from)
 
-im2col is the readable reference and is used for every backward pass. For the
+im2col (:func:`im2col`, the readable reference; :func:`im2col_strided`, the same matrix in one
+copy, which both passes run) is used for every backward pass. For the
 3x3 stride-1 convolutions that make up VGG16 the forward pass by default uses
 the faster Winograd algorithm in :mod:`minicnnrnn.layers.winograd` (same result up to
 float rounding; tests check that the two agree).
@@ -30,7 +31,7 @@ from minicnnrnn.layers import winograd
 
 # Upper bound on the size of one im2col matrix; larger batches are split.
 COLS_BUDGET_BYTES = 64 * 2**20
-# Output rows computed at a time by the forward pass (within the CPU's L2 cache).
+# Bytes of output rows computed at a time by the forward pass (a slice within the CPU's L2 cache).
 ROWS_BUDGET_BYTES = 64 * 2**10
 
 

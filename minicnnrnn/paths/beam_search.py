@@ -212,8 +212,7 @@ def _search(step, images, B, max_labels, min_labels):
             lp, state = step(prev, state, xp.repeat(images[act], width))
             step_rows += A * width
         lp = lp.reshape(A, width, K + 1)
-        if t:  # no label twice: -inf at the t labels of each path (grammar.forbid's mask, as a scatter)
-            lp[xp.arange(A)[:, None, None], xp.arange(width)[None, :, None], path[:, :, :t]] = NEG_INF
+        lp = grammar.forbid_taken(lp, path, t)  # no label twice
         lp = grammar.forbid(lp, None, t, L, min_labels)
         lp[logp == NEG_INF] = NEG_INF  # empty beam slots never produce a path
         seen[act] = xp.maximum(seen[act], lp.max(axis=1)[:, :K])  # (a contiguous reduction, then the labels)

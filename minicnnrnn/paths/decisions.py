@@ -47,7 +47,7 @@ import math
 
 import numpy as np
 
-from minicnnrnn.core import backend
+from minicnnrnn.core import backend, ranking
 from minicnnrnn.core.backend import xp
 from minicnnrnn.paths import grammar, tokens
 
@@ -72,7 +72,7 @@ def top_k_marginal(presence, k):
     labels among sets of size k (module docstring).
     """
     presence = np.asarray(presence)
-    return np.argsort(-presence, axis=1, kind="stable")[:, : min(int(k), presence.shape[1])]
+    return ranking.top_k(presence, int(k))
 
 
 def ordered_labels(pred01, presence):
@@ -83,7 +83,7 @@ def ordered_labels(pred01, presence):
     """
     pred01 = np.asarray(pred01).astype(bool)
     lengths = pred01.sum(axis=1).astype(np.int64)
-    order = np.argsort(np.where(pred01, -np.asarray(presence, dtype=np.float64), np.inf), axis=1, kind="stable")
+    order = ranking.stable_argsort(np.where(pred01, -np.asarray(presence, dtype=np.float64), np.inf))
     labels = order[:, : int(lengths.max(initial=0))].copy()
     labels[np.arange(labels.shape[1])[None, :] >= lengths[:, None]] = -1
     return labels, lengths
@@ -119,7 +119,7 @@ def expected_f1_sets(sampled_sets, max_size=None, min_size=0):
     best_f1 = (sizes == 0).mean(axis=1) if min_size == 0 else np.full(n, -np.inf)
     for m in range(max(min_size, 1), M + 1):
         w = counts.transpose(0, 2, 1) @ (2.0 / (S * (m + np.arange(C + 1))))  # (n, K) w_l(m)
-        top = np.argsort(-w, axis=1, kind="stable")[:, :m]
+        top = ranking.top_k(w, m)
         f1 = np.take_along_axis(w, top, axis=1).sum(axis=1)
         better = f1 > best_f1  # strict: an equal estimate keeps the smaller set
         best_f1 = np.where(better, f1, best_f1)
@@ -139,6 +139,18 @@ def block_images(samples, K):
     entries and ``_ROWS`` rows (at least one image)."""
     rows = min(_ROWS, _ELEMENTS // (K + 1))
     return max(1, rows // int(samples))
+
+
+def draw(p, cdf, u):
+    """One output per row by inverse-CDF sampling: the first output whose cumulative
+    probability reaches ``u`` times the row's total.
+
+    p: (R, K + 1) the allowed next outputs' probabilities (0 where forbidden); cdf: (R, K + 1)
+    their running sums along the row; u: (R,) uniforms in [0, 1). Returns (R,) int indices.
+    """
+    nxt = xp.minimum((cdf < (u * cdf[:, -1])[:, None]).sum(axis=1), p.shape[1] - 1)
+    # a zero-probability output can never be drawn: step past it to the most probable one
+    return xp.where(p[xp.arange(nxt.size), nxt] > 0, nxt, xp.argmax(p, axis=1))
 
 
 def sample_paths(step, K, images, samples, rng, max_labels=None, min_labels=0):
@@ -169,10 +181,7 @@ def sample_paths(step, K, images, samples, rng, max_labels=None, min_labels=0):
         lp, state = step(prev, state, owner[alive])
         p = xp.exp(grammar.allowed_log_probs(lp.astype(xp.float64), used[alive], t, L, min_labels))
         per_path[alive] += p[:, :K]
-        cdf = xp.cumsum(p, axis=1)
-        nxt = xp.minimum((cdf < (u[alive] * cdf[:, -1])[:, None]).sum(axis=1), K)
-        # a zero-probability output can never be drawn: step past it to the most probable one
-        nxt = xp.where(p[xp.arange(nxt.size), nxt] > 0, nxt, xp.argmax(p, axis=1))
+        nxt = draw(p, xp.cumsum(p, axis=1), u[alive])
         keep = xp.nonzero(nxt != END)[0]
         alive, prev = alive[keep], nxt[keep]
         used[alive, prev] = True
@@ -216,8 +225,7 @@ def sample_paths_shared(step, K, images, samples, rng, max_labels=None, min_labe
         node_cdf = xp.cumsum(node_p, axis=1)
         p, cdf = node_p[node_of], node_cdf[node_of]  # each path reads its node's row
         per_path[alive] += p[:, :K]
-        nxt = xp.minimum((cdf < (u[alive] * cdf[:, -1])[:, None]).sum(axis=1), K)
-        nxt = xp.where(p[xp.arange(nxt.size), nxt] > 0, nxt, xp.argmax(p, axis=1))
+        nxt = draw(p, cdf, u[alive])
         keep = xp.nonzero(nxt != END)[0]
         alive, prev = alive[keep], nxt[keep]
         used[alive, prev] = True

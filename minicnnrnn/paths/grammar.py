@@ -10,12 +10,14 @@ follows the same three rules, written here once:
 
 START is an input only, never an output, so it is not among the K + 1 outputs
 (labels ``0 .. K-1`` and END = K, ``tokens.py``). :func:`may_follow` says the rules for
-one path in words; :func:`forbid` applies them to a whole array of paths at once, and
+one path in words; :func:`forbid` applies them to a whole array of paths at once
+(:func:`forbid_taken` is its first rule for paths kept as label indices), and
 ``tests/test_beam_search.py`` checks that both agree; :func:`allowed_log_probs` renormalises
 a step's distribution over what is allowed (the presence and the samplers draw from it).
 :func:`check_options` validates the search options that set L and ``min_labels``.
 """
 
+from minicnnrnn.core.backend import xp
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.layers import loss
 
@@ -62,6 +64,18 @@ def forbid(lp, used, t, L, min_labels):
         lp[..., K] = NEG_INF  # END not yet
     if t >= L:
         lp[..., :K] = NEG_INF  # full: only END
+    return lp
+
+
+def forbid_taken(lp, path, t):
+    """Rule 1 from label indices, in place: -inf at the t labels already on each path.
+
+    The beam search keeps its paths as label indices, not as a (.., K) mask, so it applies
+    :func:`forbid`'s first rule as a scatter. lp: (A, W, K + 1) log-probabilities of A images'
+    W paths each; path: (A, W, >= t) int, the labels so far. Returns lp.
+    """
+    if t:
+        lp[xp.arange(lp.shape[0])[:, None, None], xp.arange(lp.shape[1])[None, :, None], path[:, :, :t]] = NEG_INF
     return lp
 
 

@@ -28,7 +28,7 @@ softmax renormalised over the allowed outputs. Two ways to compute it:
   label. It is unbiased (the prefixes are drawn from the model) and has far less variance
   than counting: the first step is exact (every sample starts from START) and a label that
   is never drawn still gets its probability at each step. Cost: S x (path length + 1) rows
-  per image; the sampling loop is ``decisions.sample_paths`` (shared with the expected-F1
+  per image; the sampling loop is ``decisions.sampled_blocks`` (shared with the expected-F1
   decision; the one that runs, ``sample_paths_shared``, evaluates the step once per
   distinct prefix of the S paths, not once per path), whose blocks and path length are
   bounded so that the cost does not grow with K beyond what the data needs
@@ -55,7 +55,7 @@ from minicnnrnn.paths import decisions, grammar, tokens
 
 DEFAULT_SAMPLES = 100
 DEFAULT_EXACT_LIMIT = 500  # model rows per image below which exact enumeration is used
-_ROWS = 16384  # model rows evaluated together (bounds memory)
+_ROWS = decisions._ROWS  # model rows evaluated together (bounds memory)
 
 
 def n_prefixes(K, max_labels):
@@ -114,7 +114,8 @@ def sampled_presence(step, n, max_labels=None, min_labels=0, samples=100, seed=0
 
     step: the one-step decoder of n images; samples: S paths per image; seed: the host generator's
     seed (the same seed gives the same numbers on every backend, to float rounding). The
-    sampling loop is ``decisions.sample_paths``, shared with the expected-F1 decision.
+    sampling loop is ``decisions.sampled_blocks`` (``sample_paths_shared``), shared with
+    the expected-F1 decision.
     Returns (presence (n, K), stderr (n, K)) float64 host arrays.
     """
     K = tokens.n_labels_of_step(step)

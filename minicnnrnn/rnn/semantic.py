@@ -121,7 +121,7 @@ def sr_loss(
     stage: 1, 2 or 3 (:data:`STAGES`); dropout_mask: None or (T, N, E) for Eq. 4's output;
     concept_dropout_mask: None or (N, E) for the concept network's hidden layer (the stages
     that train the concepts; in stage 2 c is a fixed input, so pass None); bce_weight: the
-    BCE term's weight (in stage 1 it only scales the step).
+    BCE term's weight (in stage 1, alone, it scales the gradient, which rmsprop largely divides out).
     Returns (loss: float, grads): grads holds only the parameters the stage trains.
     """
     train_concepts, train_rnn = STAGES[stage]

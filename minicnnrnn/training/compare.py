@@ -7,7 +7,7 @@ the paired difference to binary cross-entropy (method - BCE on the same seed) wi
 standard error (evaluation/stats.py). Only a difference beyond 2 standard errors is
 marked; the words "best", "beats", "level" in the docs follow those marks.
 
-    per_seed, failures = compare.run_seeds(args, raw_data, names, outs, seeds, train_one)
+    per_seed, failures = compare.run_seeds(args, raw_data, names, outs, seeds)
     text = compare.markdown(per_seed)          # what train prints and compare.md holds
     compare.save(base, per_seed, text)         # compare.json: every seed's rows
 
@@ -21,8 +21,8 @@ import os
 from minicnnrnn.core import fileio
 from minicnnrnn.core.errors import UserError
 from minicnnrnn.evaluation import metrics, operating_points, stats
+from minicnnrnn.training import config, kinds, loop, selection
 from minicnnrnn.training import data as train_data
-from minicnnrnn.training import kinds, selection
 
 LPI = "L/img"  # the table's labels-per-image column
 COLUMNS = metrics.METRIC_KEYS + (LPI,)
@@ -59,12 +59,14 @@ def seed_outputs(base, names, seeds):
     return {(s, name): os.path.join(base, f"seed-{s}", name) for s in seeds for name in names}
 
 
-def run_seeds(args, raw, names, outs, seeds, train_one):
-    """Train and score every model of ``names`` on every seed.
+def run_seeds(args, raw, names, outs, seeds):
+    """Train and score every model of ``names`` on every seed, as ``train`` does one run
+    (``config.from_args``, ``loop.train_and_evaluate``).
 
-    raw: the loaded data before the validation split; each seed splits it and fits the
-    feature normalisation itself. train_one(args, data, norm, out) -> (evaluate() result, RunConfig)
-    (train's per-model step; raises UserError when a run fails). Returns
+    args: train's parsed options (``args.model`` and ``args.seed`` are set per run); raw:
+    the loaded data before the validation split; each seed splits it and fits the feature
+    normalisation itself; outs: :func:`seed_outputs`. A run that fails with a UserError
+    leaves a hole in its row and the others go on. Returns
     ({seed: {row title: {column: value}}}, [failure lines])."""
     per_seed, failures = {}, []
     for seed in seeds:
@@ -76,7 +78,9 @@ def run_seeds(args, raw, names, outs, seeds, train_one):
         for name in names:
             args.model = name
             try:
-                results[name], cfg = train_one(args, data, norm, outs[(seed, name)])
+                cfg = config.from_args(args, data, norm)
+                results[name] = loop.train_and_evaluate(cfg, data, outs[(seed, name)], args.resume)
+                print(f"{name} seed {seed}: outputs in {outs[(seed, name)]}", flush=True)
             except UserError as exc:  # the other runs go on; the failed one is a hole in its row
                 failures.append(f"seed {seed} {name}: {exc}")
                 print(f"seed {seed} {name}: failed ({exc})", flush=True)

@@ -132,7 +132,7 @@ def _decode_marginal(options, step, n):
         lengths = np.full(n, labels.shape[1], dtype=np.int64)
     else:
         m = decisions.sampled_marginals(
-            step, n, options.samples, options.seed, options.path_limit, options.min_labels, k, options.min_labels
+            step, n, options.samples, options.seed, options.path_limit, options.min_labels, k
         )
         ranking, stderr = m.presence, m.stderr
         labels, lengths = decisions.ordered_labels(m.f1_sets, ranking)

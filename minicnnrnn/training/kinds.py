@@ -25,7 +25,8 @@ softmax    ``init_classifier``    one softmax over the labels       the k most c
 warp       ``warp.init_warp``     WARP rank loss of linear scores   the k highest scores
                                   (baselines/warp.py, sampled)
 knn        none: ``kind.fit``     none: the training features are   the k labels with most votes of
-           (``knn.fit_knn``)      stored, k chosen by leave-one-out the nearest training images
+           (``knn.fit_knn``)      stored, n_neighbours chosen by    the nearest training images
+                                  leave-one-out
 sr-cnn-rnn ``sr_init_params``     the bce network's BCE (concepts), the CNN-RNN's decodings on the
            (rnn/semantic.py)      the path loss on them, then both  concepts (beyond the paper)
 ========== ====================== ================================= =================================
