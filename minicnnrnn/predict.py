@@ -243,8 +243,10 @@ def search_options(args, cfg):
             )
         grammar.check_options(cfg.K, beam, args.max_labels, min_labels)
         decode = args.decode or cfg.decode
-        # the marginal decisions need a label budget: --max-labels, else the run's k
-        most = args.max_labels if args.max_labels is not None or decode == "path" else cfg.k
+        # the marginal decisions need a label budget: --max-labels, else the run's k ("auto" left
+        # in a checkpoint, by a run stopped before its decoding was chosen, decodes as the path)
+        marginal = decode in ("marginal", "marginal-f1")
+        most = args.max_labels if args.max_labels is not None or not marginal else cfg.k
         return kinds.DecodeOptions(
             beam, most, min_labels, decode=decode, samples=cfg.presence_samples, path_limit=cfg.max_path
         )

@@ -217,3 +217,16 @@ def test_sampling_bound_is_twice_the_longest_training_path_plus_k_at_most_K():
     assert label_paths.sampling_bound(labels, 3) == 13
     assert label_paths.sampling_bound(labels[:, :12], 3) == 12  # capped at K
     assert label_paths.sampling_bound(np.zeros((2, 9)), 3) == 3  # no labels at all: k
+
+
+def test_auto_left_in_a_checkpoint_decodes_the_path_and_knn_scores_no_epoch(tiny_npz, tmp_path, capsys):
+    """A checkpoint that still says decode "auto" (a run stopped before its decoding was
+    chosen) decodes the path, over paths of up to K labels, as decode_path does; knn, which
+    has no epochs, prints no "scored epoch" line."""
+    cfg = config.RunConfig(model="cnn-rnn", K=20, D=5, E=4, H=4, variant="relu", cnn=None, decode="auto")
+    args = predict.make_parser().parse_args(["--checkpoint", "x"])
+    assert predict.search_options(args, cfg).max_labels is None
+    marginal = dataclasses.replace(cfg, decode="marginal")
+    assert predict.search_options(args, marginal).max_labels == marginal.k
+    _train(tiny_npz, tmp_path / "knn", "--model", "knn")
+    assert "scored epoch" not in capsys.readouterr().out

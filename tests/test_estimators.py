@@ -58,6 +58,13 @@ def test_the_done_when_line_and_the_shapes(builtin):
     assert ((proba >= 0) & (proba <= 1)).all() and proba.std() > 0
 
 
+def test_the_default_decoding_is_chosen_on_validation(builtin):
+    """decode "auto" (the default, as in train) is resolved by fit on the validation split."""
+    X, Y, _, _ = builtin
+    fitted = minicnnrnn.CNNRNNClassifier(epochs=1, embed=8, hidden=16).fit(X, Y)
+    assert fitted.get_params()["decode"] == "auto" and fitted.config_.decode in ("path", "marginal", "marginal-f1")
+
+
 @pytest.mark.parametrize("kind, cls", all_estimators())
 def test_every_kind_fits_predicts_and_scores(kind, cls, builtin):
     X, Y, Xt, Yt = builtin

@@ -168,7 +168,7 @@ def fit_model(model, settings, X, Y, label_names):
             params, history = loop.fit(cfg, data, out)
     except UserError as exc:
         raise _in_python_terms(exc) from None
-    if cfg.tune_decoding and is_path_model(model) and data.val_labels is not None:
+    if (cfg.tune_decoding or cfg.decode == "auto") and is_path_model(model) and data.val_labels is not None:
         cfg, _ = selection.tune_decoding(cfg, params, data)
     chosen, _ = selection.best_epoch(history)
     return {

@@ -333,7 +333,8 @@ def train_and_evaluate(cfg, data, out, resume=False):
     """fit + evaluate; writes OUT/metrics.json (``{"metrics": {...}, "labels_per_image",
     "run": run_record()}``) and OUT/per_class_AP.json. Returns the evaluate() result."""
     params, history = fit(cfg, data, out, resume)
-    print(selection.scored_line(cfg, history), flush=True)
+    if kinds.KINDS[cfg.model].fit is None:  # knn has no epochs to score
+        print(selection.scored_line(cfg, history), flush=True)
     progress.say(f"{cfg.model}: decoding and scoring the {len(data.test_labels)} test images")
     chosen, ranking_cfg = None, None
     if kinds.KINDS[cfg.model].paths and data.val_labels is not None and (cfg.tune_decoding or cfg.decode == "auto"):
@@ -342,7 +343,7 @@ def train_and_evaluate(cfg, data, out, resume=False):
         print(
             f"{cfg.model}: decoding chosen on validation: {selection.describe(cfg)} "
             f"(validation O-F1 + C-F1 {chosen['val_score']:.1f}; "
-            f"the run's path decoding {next(iter(chosen['tried'].values())):.1f})",
+            "the run's own, {}: {:.1f})".format(*next(iter(chosen["tried"].items()))),
             flush=True,
         )
         store_decoding(out, cfg)
